@@ -1,0 +1,193 @@
+"""The backend protocol: one required method, declared capabilities.
+
+Every engine (local transformers, vLLM, OpenAI, Anthropic) implements
+``generate``; ``stream``, ``warm`` and ``count_tokens`` have defaults that either
+fall back sensibly or raise :class:`UnsupportedError` saying so. Vendor usage
+is normalised into one :class:`CacheUsage` (DESIGN.md, invariant 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ragcache.errors import ConfigError, UnsupportedError
+from ragcache.prompt import Prompt
+
+if TYPE_CHECKING:
+    from ragcache.config import BackendConfig, CacheConfig
+
+__all__ = [
+    "Backend",
+    "CacheUsage",
+    "Capabilities",
+    "Generation",
+    "GenerationOptions",
+    "available_backends",
+    "create_backend",
+    "register_backend",
+]
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """What the cache did for one request.
+
+    ``input_tokens`` counts every prompt token, cached ones included (OpenAI's
+    convention; Anthropic's ``input_tokens`` excludes them and is converted).
+    ``raw`` keeps the engine's or vendor's usage exactly as received.
+    """
+
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    estimated: bool = False
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def uncached_tokens(self) -> int:
+        return max(self.input_tokens - self.cached_tokens, 0)
+
+    @property
+    def cached_ratio(self) -> float:
+        return self.cached_tokens / self.input_tokens if self.input_tokens else 0.0
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the router and warmer plan with these numbers."""
+
+    context_window: int
+    min_cacheable_tokens: int = 0
+    max_breakpoints: int | None = None
+    ttl_s: float | None = None
+    can_stream: bool = True
+    can_warm: bool = True
+    exact_token_counts: bool = True
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Per-request decoding options."""
+
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    cache_salt: str | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished answer from the engine, with usage and timings."""
+
+    text: str
+    usage: CacheUsage
+    finish_reason: str = "stop"
+    ttft_s: float = 0.0
+    latency_s: float = 0.0
+    model: str = ""
+
+
+class Backend(ABC):
+    """Base class for engines. Subclasses set ``name`` and implement ``generate``."""
+
+    name: ClassVar[str] = "base"
+    needs_key: ClassVar[bool] = False
+    key_env_var: ClassVar[str | None] = None
+
+    @property
+    @abstractmethod
+    def capabilities(self) -> Capabilities:
+        """Context window, minimum cacheable size, TTL and breakpoint limits."""
+
+    @abstractmethod
+    def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
+        """Answer ``prompt``; the one method every backend must implement."""
+
+    def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
+        """Yield text deltas, then the final :class:`Generation` (default: one delta)."""
+        generation = self.generate(prompt, options)
+        yield generation.text
+        yield generation
+
+    def warm(self, prompt: Prompt) -> CacheUsage:
+        """Materialise ``prompt``'s stable prefix in the cache without answering."""
+        raise UnsupportedError(f"backend {self.name!r} cannot warm a prefix")
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` with this backend's tokenizer."""
+        raise UnsupportedError(f"backend {self.name!r} cannot count tokens")
+
+    async def agenerate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
+        """Async :meth:`generate`; the default runs it in a worker thread."""
+        return await asyncio.to_thread(self.generate, prompt, options)
+
+    def close(self) -> None:
+        """Release connections, models and threads."""
+
+
+def timed_generation(text: str, usage: CacheUsage, started: float, first_token_at: float | None, **kw: Any) -> Generation:
+    """Build a :class:`Generation` from ``time.perf_counter()`` marks."""
+    now = time.perf_counter()
+    ttft = (first_token_at if first_token_at is not None else now) - started
+    return Generation(text=text, usage=usage, ttft_s=ttft, latency_s=now - started, **kw)
+
+
+def with_raw(usage: CacheUsage, raw: dict[str, Any]) -> CacheUsage:
+    return replace(usage, raw=raw)
+
+
+BackendFactory = Callable[["BackendConfig", "CacheConfig"], Backend]
+_REGISTRY: dict[str, BackendFactory] = {}
+_BUILTIN = {
+    "local": "ragcache.backends.local:create",
+    "vllm": "ragcache.backends.vllm:create",
+    "openai": "ragcache.backends.openai:create",
+    "anthropic": "ragcache.backends.anthropic:create",
+}
+
+
+def register_backend(name: str, factory: BackendFactory) -> None:
+    """Register a backend factory under ``name`` (third parties may use the
+    ``ragcache.backends`` entry-point group instead)."""
+    _REGISTRY[name] = factory
+
+
+def _load(spec: str) -> BackendFactory:
+    module_name, _, attr = spec.partition(":")
+    module = __import__(module_name, fromlist=[attr])
+    return getattr(module, attr)
+
+
+def available_backends() -> list[str]:
+    names = set(_REGISTRY) | set(_BUILTIN) | {ep.name for ep in entry_points(group="ragcache.backends")}
+    return sorted(names)
+
+
+def create_backend(config: BackendConfig, cache: CacheConfig) -> Backend:
+    """Instantiate the backend named by ``config.kind``."""
+    kind = config.kind
+    if kind in _REGISTRY:
+        return _REGISTRY[kind](config, cache)
+    if kind in _BUILTIN:
+        return _load(_BUILTIN[kind])(config, cache)
+    for ep in entry_points(group="ragcache.backends"):
+        if ep.name == kind:
+            return ep.load()(config, cache)
+    raise ConfigError(f"unknown backend kind {kind!r}; valid kinds: {', '.join(available_backends())}")

@@ -1,0 +1,183 @@
+"""Configuration: pydantic models for ``configs/*.yaml``.
+
+Unknown keys are errors naming the key and the file. ``RAGCACHE_<SECTION>__<KEY>``
+environment variables override file values (``RAGCACHE_BACKEND__KIND=vllm``).
+Secrets never live in config files: a config names the environment variable
+that holds a key (``api_key_env``), and the key is read from there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ragcache.errors import ConfigError
+
+__all__ = [
+    "BackendConfig",
+    "CacheConfig",
+    "Config",
+    "RouterConfig",
+    "ServerConfig",
+    "load_config",
+    "format_validation_error",
+]
+
+ENV_PREFIX = "RAGCACHE_"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BackendConfig(_Strict):
+    """Which engine answers, and how to reach it."""
+
+    kind: str = "local"
+    model: str | None = None
+    base_url: str | None = None
+    endpoints: list[str] = Field(default_factory=list)
+    api_key_env: str | None = None
+    max_output_tokens: int = Field(256, gt=0)
+    temperature: float = Field(0.0, ge=0.0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+    context_window: int | None = Field(None, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def api_key(self, default_env: str | None = None) -> str | None:
+        """The API key from the environment (never from the file)."""
+        name = self.api_key_env or default_env
+        return os.environ.get(name) if name else None
+
+
+class RouterConfig(_Strict):
+    """How questions pick a stable prefix."""
+
+    mode: Literal["auto", "full", "category"] = "auto"
+    embedding_model: str = "all-MiniLM-L6-v2"
+    top_k: int = Field(4, ge=0)
+    snippet_tokens: int = Field(256, ge=0)
+    stack_margin: float = Field(0.05, ge=0.0)
+    sticky_margin: float = Field(0.15, ge=0.0)
+    history_allowance: int = Field(1024, ge=0)
+    dense_weight: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class CacheConfig(_Strict):
+    """Prefix caches: the local KV store and vendor/engine warm-up policy."""
+
+    kv_budget_mb: int = Field(2048, ge=0)
+    ttl_s: float | None = Field(None, gt=0)
+    persist_dir: str | None = None
+    enabled: bool = True
+    warm_on_start: bool = True
+    keep_warm: bool = True
+    anthropic_ttl: Literal["5m", "1h"] = "5m"
+
+
+class ServerConfig(_Strict):
+    """The REST endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, gt=0, lt=65536)
+    api_keys_env: str = "RAGCACHE_API_KEYS"
+    max_body_bytes: int = Field(1_000_000, gt=0)
+    max_history_messages: int = Field(64, gt=0)
+    workers: int = Field(1, ge=1)
+
+
+class Config(_Strict):
+    """A whole ragcache configuration (one YAML file)."""
+
+    corpus: Path = Path("corpora/small")
+    build_dir: Path | None = None
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    source: Path | None = Field(None, exclude=True)
+
+    def resolved_corpus(self) -> Path:
+        """The corpus directory, relative paths taken from the config file's project root."""
+        return _resolve(self.corpus, self.source)
+
+    def resolved_build_dir(self) -> Path:
+        if self.build_dir is None:
+            return self.resolved_corpus() / ".ragcache" / "build"
+        return _resolve(self.build_dir, self.source)
+
+
+def _resolve(path: Path, source: Path | None) -> Path:
+    if path.is_absolute() or source is None:
+        return path
+    # configs live in <project>/configs/; paths in them are relative to the project.
+    base = source.parent.parent if source.parent.name == "configs" else source.parent
+    candidate = base / path
+    return candidate if candidate.exists() or not path.exists() else path
+
+
+def format_validation_error(exc: ValidationError, where: str) -> str:
+    """One line per problem: ``where: key.path: message``."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        lines.append(f"{where}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for name, value in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        node = overrides
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = yaml.safe_load(value) if value else value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Load a YAML config (or the defaults) and apply ``RAGCACHE_*`` overrides."""
+    environ = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"{path}: config file not found") from exc
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+        data = loaded
+    overrides = _env_overrides(environ)
+    if overrides:
+        where += " (with RAGCACHE_* environment overrides)"
+    try:
+        config = Config.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, where)) from exc
+    return config.model_copy(update={"source": path.resolve() if path is not None else None})

@@ -1,0 +1,5 @@
+"""Corpus manager: sources → normalize → compile → manifest/store."""
+
+from ragcache.corpus.manifest import CompiledCorpus, Manifest
+
+__all__ = ["CompiledCorpus", "Manifest"]

@@ -1,0 +1,106 @@
+"""One error hierarchy for ragcache.
+
+    RagCacheError
+    ├── ConfigError            bad or unknown config key, bad env override
+    ├── CorpusError            unreadable / malformed corpus or build
+    │   └── EmptyCorpusError   a corpus with no documents
+    ├── ModelError             model missing or cannot be loaded
+    ├── RoutingError           no route fits the budget
+    └── BackendError           anything an engine or vendor API reports
+        ├── AuthenticationError   missing or wrong API key
+        ├── RateLimitError        429 / overloaded; retryable
+        ├── ContextLengthError    prompt longer than the context window
+        ├── BackendUnavailableError  endpoint down, timeout, 5xx; retryable
+        └── UnsupportedError      the backend cannot do this (e.g. warm)
+
+Lower-level errors (SDK, HTTP, OS) are mapped into these at one place per
+module with ``raise ... from exc``; the CLI turns them into exit codes and the
+server into HTTP statuses.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "BackendError",
+    "BackendUnavailableError",
+    "ConfigError",
+    "ContextLengthError",
+    "CorpusError",
+    "EmptyCorpusError",
+    "ModelError",
+    "RagCacheError",
+    "RateLimitError",
+    "RoutingError",
+    "UnsupportedError",
+]
+
+
+class RagCacheError(Exception):
+    """Base of every error ragcache raises on purpose."""
+
+    exit_code: int = 1
+    http_status: int = 500
+    code: str = "ragcache_error"
+
+
+class ConfigError(RagCacheError):
+    exit_code = 2
+    http_status = 400
+    code = "config_error"
+
+
+class CorpusError(RagCacheError):
+    exit_code = 3
+    http_status = 400
+    code = "corpus_error"
+
+
+class EmptyCorpusError(CorpusError):
+    code = "empty_corpus"
+
+
+class ModelError(RagCacheError):
+    exit_code = 4
+    http_status = 503
+    code = "model_error"
+
+
+class RoutingError(RagCacheError):
+    exit_code = 5
+    http_status = 400
+    code = "routing_error"
+
+
+class BackendError(RagCacheError):
+    exit_code = 6
+    http_status = 502
+    code = "backend_error"
+    retryable: bool = False
+
+
+class AuthenticationError(BackendError):
+    http_status = 401
+    code = "authentication_error"
+
+
+class RateLimitError(BackendError):
+    http_status = 429
+    code = "rate_limit_exceeded"
+    retryable = True
+
+
+class ContextLengthError(BackendError):
+    http_status = 400
+    code = "context_length_exceeded"
+
+
+class BackendUnavailableError(BackendError):
+    http_status = 503
+    code = "backend_unavailable"
+    retryable = True
+
+
+class UnsupportedError(BackendError):
+    http_status = 501
+    code = "unsupported"
