@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ragcache.errors import RagCacheError
 
@@ -37,7 +38,8 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except RagCacheError as exc:
-            err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, markup=True)
+            message = f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}"
+            err_console.print(message, highlight=False, soft_wrap=True)  # no wrapping inside file paths
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
@@ -47,6 +49,39 @@ def handle_errors(func: F) -> F:
 
 
 # --- commands are defined below, one section per concept -------------------
+
+# --- corpus: build, inspect, lint, model install (ragcache/corpus/commands.py) ---
+from ragcache.corpus import commands as _corpus_commands  # noqa: E402
+
+_corpus_commands.register(app, handle_errors)
+# --- end corpus ------------------------------------------------------------------
+
+# --- bench: replay workloads, compare strategies (ragcache/bench/commands.py) ----
+from ragcache.bench import commands as _bench_commands  # noqa: E402
+
+_bench_commands.register(app, handle_errors)
+# --- end bench -------------------------------------------------------------------
+
+# --- serve: the REST endpoint (ragcache/server.py) -------------------------------
+
+
+@app.command()
+@handle_errors
+def serve(
+    config: str | None = typer.Option(None, "--config", "-c", help="Config YAML (default: built-in defaults)."),
+    host: str | None = typer.Option(None, "--host", help="Bind address (default: server.host)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default: server.port)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="uvicorn worker processes (default: server.workers)."
+    ),
+) -> None:
+    """Serve the OpenAI-compatible REST endpoint, metrics and dashboard."""
+    from ragcache.server import serve as run_server
+
+    run_server(config, host, port, workers)
+
+
+# --- end serve -------------------------------------------------------------------
 
 
 def main() -> None:

@@ -25,12 +25,12 @@ from ragcache.errors import CorpusError
 from ragcache.hashing import content_hash
 
 __all__ = [
+    "MANIFEST_FORMAT",
     "BlockRecord",
     "CategoryRecord",
     "ChunkRecord",
     "CompiledCorpus",
     "DocumentRecord",
-    "MANIFEST_FORMAT",
     "Manifest",
 ]
 
@@ -106,7 +106,9 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         if data.get("format") != MANIFEST_FORMAT:
-            raise CorpusError(f"unsupported manifest format {data.get('format')!r} (expected {MANIFEST_FORMAT}); rebuild the corpus")
+            raise CorpusError(
+                f"unsupported manifest format {data.get('format')!r} (expected {MANIFEST_FORMAT}); rebuild the corpus"
+            )
         return cls(
             **{k: v for k, v in data.items() if k not in {"categories", "blocks", "documents"}},
             categories=tuple(
@@ -173,8 +175,8 @@ class CompiledCorpus:
         return self._texts[block_id]
 
     def category_block_ids(self) -> list[str]:
-        """Category blocks (and parts) in corpus order."""
-        return [bid for cat in self.manifest.categories for bid in cat.block_ids]
+        """Category blocks (and parts) in corpus order; a block shared by merged small categories once."""
+        return list(dict.fromkeys(bid for cat in self.manifest.categories for bid in cat.block_ids))
 
     @property
     def full_block_id(self) -> str | None:

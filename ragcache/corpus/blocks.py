@@ -1,0 +1,115 @@
+"""Laying documents out into prefix blocks.
+
+A block is plain text. Each document is introduced by a stable header naming
+its id (its path under ``docs/``) and title, so an answer can cite it; each
+category's documents sit inside a ``<category>`` wrapper. Categories smaller
+than ``min_block_tokens`` share a block with their neighbour; a category larger
+than ``max_block_tokens`` is cut, in document order, into parts
+``category:<id>/1``, ``/2`` …  The ``full`` block is the concatenation of the
+category blocks' texts, so a category route and the full route share bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ragcache.corpus.docwork import DocWork
+from ragcache.corpus.spec import BuildSettings
+from ragcache.corpus.tokens import Tokenizer
+
+__all__ = ["CategoryDocs", "PlannedBlock", "plan_category_blocks", "render_document"]
+
+
+@dataclass(frozen=True)
+class CategoryDocs:
+    """A category and its documents (id, work) in corpus order."""
+
+    id: str
+    title: str
+    docs: tuple[tuple[str, DocWork], ...]
+
+    @property
+    def tokens(self) -> int:
+        return sum(work.tokens for _, work in self.docs)
+
+
+@dataclass
+class PlannedBlock:
+    """A category block (or part) before it is written: its sections and where each piece went."""
+
+    id: str
+    category: str
+    part: int | None
+    sections: list[tuple[CategoryDocs, list[str]]] = field(default_factory=list)  # (category, rendered docs)
+    pieces: list[tuple[str, int]] = field(default_factory=list)  # (doc id, piece index)
+
+    @property
+    def documents(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(doc_id for doc_id, _ in self.pieces))
+
+    def text(self) -> str:
+        out = []
+        for category, rendered in self.sections:
+            part = f' part="{self.part}"' if self.part is not None else ""
+            out.append(f'<category id="{category.id}" title="{_attr(category.title)}"{part}>\n')
+            out.append("\n".join(rendered))
+            out.append("</category>\n")
+        return "".join(out)
+
+
+def render_document(doc_id: str, title: str, text: str, part: int | None = None) -> str:
+    """One document (or one piece of a long one) with its citation header."""
+    part_attr = f' part="{part}"' if part is not None else ""
+    return f'<document id="{_attr(doc_id)}" title="{_attr(title)}"{part_attr}>\n{text}</document>\n'
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;").replace("\n", " ")
+
+
+def plan_category_blocks(
+    categories: list[CategoryDocs], settings: BuildSettings, tokenizer: Tokenizer
+) -> list[PlannedBlock]:
+    """Group small categories, then cut large groups into parts; corpus order throughout."""
+    blocks: list[PlannedBlock] = []
+    for group in _merge_small(categories, settings.min_block_tokens):
+        blocks.extend(_pack(group, settings.max_block_tokens, tokenizer))
+    return blocks
+
+
+def _merge_small(categories: list[CategoryDocs], min_tokens: int) -> list[list[CategoryDocs]]:
+    groups: list[list[CategoryDocs]] = []
+    for category in categories:
+        if groups and (sum(c.tokens for c in groups[-1]) < min_tokens or category.tokens < min_tokens):
+            groups[-1].append(category)
+        else:
+            groups.append([category])
+    return groups
+
+
+def _pack(group: list[CategoryDocs], max_tokens: int, tokenizer: Tokenizer) -> list[PlannedBlock]:
+    """Greedy packing of rendered document pieces into parts of at most ``max_tokens``."""
+    base = f"category:{group[0].id}"
+    parts: list[PlannedBlock] = [PlannedBlock(base, group[0].id, None)]
+    size = 0
+    budget = max_tokens - 32 * len(group)  # category wrappers and token merges at the seams
+    for category in group:
+        for doc_id, work in category.docs:
+            many = len(work.pieces) > 1
+            for index, piece in enumerate(work.pieces):
+                rendered = render_document(doc_id, work.title, piece.text, index + 1 if many else None)
+                cost = tokenizer.count(rendered) + 1
+                current = parts[-1]
+                if current.pieces and size + cost > budget:
+                    current = PlannedBlock(base, group[0].id, None)
+                    parts.append(current)
+                    size = 0
+                if not current.sections or current.sections[-1][0] is not category:
+                    current.sections.append((category, []))
+                current.sections[-1][1].append(rendered)
+                current.pieces.append((doc_id, index))
+                size += cost
+    if len(parts) > 1:
+        for number, part in enumerate(parts, start=1):
+            part.id, part.part = f"{base}/{number}", number
+    return parts

