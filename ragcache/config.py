@@ -61,7 +61,7 @@ class RouterConfig(_Strict):
     mode: Literal["auto", "full", "category"] = "auto"
     embedding_model: str = "all-MiniLM-L6-v2"
     top_k: int = Field(4, ge=0)
-    snippet_tokens: int = Field(256, ge=0)
+    snippet_tokens: int = Field(512, ge=0)  # about two chunks of the default 256-token size
     stack_margin: float = Field(0.05, ge=0.0)
     sticky_margin: float = Field(0.15, ge=0.0)
     history_allowance: int = Field(1024, ge=0)

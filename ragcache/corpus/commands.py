@@ -45,22 +45,37 @@ def build(
     corpus_dir: Annotated[Path, typer.Argument(help="Corpus folder (corpus.yaml + docs/).")],
     out: Annotated[Path | None, typer.Option("--out", help="Build folder (default <corpus>/.ragcache/build).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest summary as JSON.")] = False,
+    no_index: Annotated[
+        bool, typer.Option("--no-index", help="Skip the router's chunk index (built on first use instead).")
+    ] = False,
+    embedding_model: Annotated[
+        str | None,
+        typer.Option("--embedding-model", help="Router embedding model: name or sentence-transformers folder."),
+    ] = None,
 ) -> None:
-    """Compile a corpus into deterministic, content-addressed prefix blocks."""
+    """Compile a corpus into deterministic, content-addressed prefix blocks (and the router's index)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ragcache.corpus.compile import build_corpus
+    from ragcache.router.index import index_step
 
+    steps = () if no_index else (index_step(embedding_model or "all-MiniLM-L6-v2"),)
     if as_json:
-        result = build_corpus(corpus_dir, out)
+        result = build_corpus(corpus_dir, out, steps=steps)
         typer.echo(json.dumps(_summary(result.corpus, result), indent=2, sort_keys=True))
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("reading documents", total=None)
-        result = build_corpus(
-            corpus_dir, out, progress=lambda _stage, done, total: bar.update(task, completed=done, total=total)
-        )
+
+        def report(stage: str, done: int, total: int) -> None:
+            bar.update(
+                task, description={"documents": "reading documents"}.get(stage, stage), completed=done, total=total
+            )
+
+        if steps:
+            steps = (index_step(embedding_model or "all-MiniLM-L6-v2", progress=report),)
+        result = build_corpus(corpus_dir, out, progress=report, steps=steps)
     _print_corpus(result.corpus)
     console.print(
         f"built {result.documents} documents ({result.document_tokens:,} tokens) into {result.build_dir} in "

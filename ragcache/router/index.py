@@ -1,0 +1,293 @@
+"""The router's chunk index: dense (faiss) and lexical (BM25) scores, fused.
+
+Built at ``ragcache build`` time as a build step and stored in ``<build>/index/``::
+
+    index.json     format, key, embedding model id, chunk count, dimension
+    dense.faiss    inner-product flat index over L2-normalised chunk embeddings
+    bm25/          bm25s index over the same chunk texts
+
+The *key* is a hash of the embedding model id and every chunk's hash (and the
+title it is embedded with), so an unchanged corpus reuses its index: it is copied
+from the previous build, or from a content-addressed cache under
+``~/.cache/ragcache/index/<key>`` shared by every build of the same chunks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ragcache.errors import CorpusError
+from ragcache.hashing import canonical_json, content_hash
+from ragcache.router.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, embedder_model_id, load_embedder
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from ragcache.corpus.manifest import ChunkRecord, CompiledCorpus
+
+__all__ = ["INDEX_DIR", "INDEX_FORMAT", "ChunkIndex", "QueryScores", "index_key", "index_step", "open_index"]
+
+INDEX_DIR = "index"
+INDEX_FORMAT = 1
+_EMBED_BATCH = 128
+ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), as build_corpus reports
+log = logging.getLogger(__name__)
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    {
+        "a",
+        "about",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "by",
+        "can",
+        "do",
+        "does",
+        "for",
+        "from",
+        "how",
+        "i",
+        "in",
+        "is",
+        "it",
+        "its",
+        "of",
+        "on",
+        "or",
+        "that",
+        "the",
+        "this",
+        "to",
+        "was",
+        "what",
+        "when",
+        "where",
+        "which",
+        "who",
+        "why",
+        "will",
+        "with",
+        "you",
+        "your",
+    }
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words, identifiers kept whole *and* split on ``_`` (``sqlite3_open_v2`` → + open, v2)."""
+    out: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOPWORDS:
+            continue
+        out.append(word)
+        if "_" in word:
+            out.extend(part for part in word.split("_") if len(part) > 1 and part not in _STOPWORDS)
+    return out
+
+
+def chunk_text(corpus: CompiledCorpus, chunk: ChunkRecord) -> str:
+    """What is embedded and BM25-indexed for a chunk: its document's title, then its text."""
+    doc = corpus.documents.get(chunk.doc_id)
+    title = doc.title if doc is not None else chunk.doc_id
+    return f"{title}\n{chunk.text}"
+
+
+def index_key(corpus: CompiledCorpus, model_id: str) -> str:
+    """Hash of what the index depends on: format, model, chunk hashes and titles, in order."""
+    entries = [[c.id, c.sha256, content_hash(chunk_text(corpus, c))] for c in corpus.chunks]
+    return content_hash(canonical_json({"format": INDEX_FORMAT, "model": model_id, "chunks": entries}))
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    """Per-chunk scores for one question, in chunk (corpus) order; ``fused`` is in [0, 1]."""
+
+    dense: NDArray[np.float32]
+    lexical: NDArray[np.float32]
+    fused: NDArray[np.float64]
+
+
+class ChunkIndex:
+    """Dense + BM25 scores over a compiled corpus's chunks, fused with ``dense_weight``."""
+
+    def __init__(self, corpus: CompiledCorpus, embedder: Embedder, dense: Any, bm25: Any, key: str) -> None:
+        self.corpus = corpus
+        self.embedder = embedder
+        self.key = key
+        self.chunk_ids = [c.id for c in corpus.chunks]
+        self._dense = dense
+        self._bm25 = bm25
+
+    @classmethod
+    def build(cls, corpus: CompiledCorpus, embedder: Embedder, progress: ProgressFn | None = None) -> ChunkIndex:
+        """Embed and index every chunk (the slow part of a build: about 35 chunks/s on 2 CPU cores)."""
+        import bm25s
+        import faiss
+
+        texts = [chunk_text(corpus, c) for c in corpus.chunks]
+        parts = []
+        for start in range(0, len(texts), _EMBED_BATCH):
+            parts.append(embedder.embed(texts[start : start + _EMBED_BATCH]))
+            if progress:
+                progress("embedding chunks", min(start + _EMBED_BATCH, len(texts)), len(texts))
+        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        dim = vectors.shape[1] if len(vectors) else len(embedder.embed_query("x"))
+        dense = faiss.IndexFlatIP(dim)
+        if len(vectors):
+            dense.add(vectors)
+        bm25 = bm25s.BM25()
+        bm25.index([tokenize(t) or [""] for t in texts], show_progress=False)
+        return cls(corpus, embedder, dense, bm25, index_key(corpus, embedder.model_id))
+
+    @classmethod
+    def load(cls, corpus: CompiledCorpus, embedder: Embedder, root: Path | None = None) -> ChunkIndex:
+        """Read ``<build>/index``; a missing or stale index is a :class:`CorpusError` saying how to fix it."""
+        import bm25s
+        import faiss
+
+        root = root or corpus.root / INDEX_DIR
+        meta = read_meta(root)
+        expected = index_key(corpus, embedder.model_id)
+        if meta is None:
+            raise CorpusError(f"{root}: no router index; run `ragcache build` (without --no-index)")
+        if meta.get("key") != expected:
+            raise CorpusError(
+                f"{root}: router index was built for other chunks or another embedding model "
+                f"({meta.get('model_id')!r}, want {embedder.model_id!r}); run `ragcache build` again"
+            )
+        dense = faiss.read_index(str(root / "dense.faiss"))
+        bm25 = bm25s.BM25.load(str(root / "bm25"), show_progress=False, verbosity=0)
+        return cls(corpus, embedder, dense, bm25, expected)
+
+    def save(self, root: Path) -> None:
+        """Write the index files into ``root`` (created)."""
+        import faiss
+
+        root.mkdir(parents=True, exist_ok=True)
+        faiss.write_index(self._dense, str(root / "dense.faiss"))
+        self._bm25.save(str(root / "bm25"), show_progress=False)
+        meta = {
+            "format": INDEX_FORMAT,
+            "key": self.key,
+            "model_id": self.embedder.model_id,
+            "chunks": len(self.chunk_ids),
+            "dim": int(self._dense.d),
+        }
+        (root / "index.json").write_text(canonical_json(meta, indent=2) + "\n", encoding="utf-8")
+
+    def scores(self, question: str, dense_weight: float = 0.5) -> QueryScores:
+        """Dense cosine and BM25 for every chunk, min-max normalised per question and mixed."""
+        n = len(self.chunk_ids)
+        dense = np.zeros(n, dtype=np.float32)
+        if n:
+            sims, ids = self._dense.search(self.embedder.embed_query(question)[None, :], n)
+            dense[ids[0]] = sims[0]
+        lexical = np.asarray(self._bm25.get_scores(tokenize(question)), dtype=np.float32) if n else dense
+        fused = dense_weight * _minmax(dense) + (1.0 - dense_weight) * _scale(lexical)
+        return QueryScores(dense, lexical, np.round(fused, 6))  # rounding: stable ties across machines
+
+    def dense_search(self, question: str, k: int) -> list[tuple[str, float]]:
+        """Top ``k`` chunk ids by cosine similarity alone (what plain vector RAG does)."""
+        return self._top(self.scores(question).dense, k)
+
+    def search(self, question: str, k: int, dense_weight: float = 0.5) -> list[tuple[str, float]]:
+        """Top ``k`` chunk ids by fused score."""
+        return self._top(self.scores(question, dense_weight).fused, k)
+
+    def _top(self, values: Any, k: int) -> list[tuple[str, float]]:
+        order = np.lexsort((np.arange(len(values)), -np.asarray(values, dtype=np.float64)))[:k]
+        return [(self.chunk_ids[i], float(values[i])) for i in order]
+
+
+def _minmax(values: NDArray[np.float32]) -> NDArray[np.float64]:
+    values = values.astype(np.float64)
+    if not len(values):
+        return values
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _scale(values: NDArray[np.float32]) -> NDArray[np.float64]:
+    values = values.astype(np.float64)
+    high = float(values.max()) if len(values) else 0.0
+    return values / high if high > 0 else np.zeros_like(values)
+
+
+def read_meta(root: Path) -> dict[str, Any] | None:
+    """``index.json`` of an index folder, or None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads((root / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == INDEX_FORMAT else None
+
+
+def cache_dir() -> Path:
+    """Content-addressed index cache shared by builds of the same chunks."""
+    from ragcache.models import cache_home
+
+    return cache_home() / "index"
+
+
+def index_step(
+    embedding_model: str | Any = DEFAULT_EMBEDDING_MODEL,
+    *,
+    cache: Path | None = None,
+    progress: ProgressFn | None = None,
+) -> Callable[[Path, CompiledCorpus, Path | None], None]:
+    """A ``build_corpus`` step writing ``<tmp build>/index``, reusing an index with the same key."""
+
+    def step(build_dir: Path, corpus: CompiledCorpus, previous: Path | None) -> None:
+        key = index_key(corpus, embedder_model_id(embedding_model))  # no model load when reused
+        target = build_dir / INDEX_DIR
+        shared = (cache if cache is not None else cache_dir()) / key
+        for candidate in ([previous / INDEX_DIR] if previous is not None else []) + [shared]:
+            meta = read_meta(candidate)
+            if meta is not None and meta.get("key") == key:
+                shutil.copytree(candidate, target)
+                log.info("router index reused from %s", candidate)
+                return
+        index = ChunkIndex.build(corpus, load_embedder(embedding_model), progress)
+        index.save(target)
+        _store_shared(target, shared)
+
+    return step
+
+
+def _store_shared(source: Path, shared: Path) -> None:
+    """Copy a fresh index into the shared cache (atomically; a failure only costs the next build time)."""
+    try:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{shared.name[:12]}-", dir=shared.parent))
+        shutil.copytree(source, tmp / "index")
+        (tmp / "index").replace(shared)
+        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as exc:
+        log.warning("could not store the router index in %s: %s", shared, exc)
+
+
+def open_index(corpus: CompiledCorpus, embedder: Embedder) -> ChunkIndex:
+    """The build's index when it matches, else one built in memory now (logged: it is slow)."""
+    root = corpus.root / INDEX_DIR
+    meta = read_meta(root)
+    if meta is not None and meta.get("key") == index_key(corpus, embedder.model_id):
+        return ChunkIndex.load(corpus, embedder, root)
+    shared = cache_dir() / index_key(corpus, embedder.model_id)
+    if read_meta(shared) is not None:
+        return ChunkIndex.load(corpus, embedder, shared)
+    log.warning("%s: no matching router index; embedding %d chunks now", root, len(corpus.chunks))
+    return ChunkIndex.build(corpus, embedder)
