@@ -9,13 +9,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from ragcache.errors import RagCacheError
+
+if TYPE_CHECKING:
+    from ragcache.config import Config
 
 app = typer.Typer(
     name="ragcache",
@@ -48,6 +51,16 @@ def handle_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def apply_backend_overrides(
+    config: Config, *, backend: str | None = None, base_url: str | None = None, model: str | None = None
+) -> Config:
+    """``--backend/--base-url/--model`` on top of a loaded Config (shared by ask, chat, serve, warm)."""
+    updates = {k: v for k, v in {"kind": backend, "base_url": base_url, "model": model}.items() if v is not None}
+    if not updates:
+        return config
+    return config.model_copy(update={"backend": config.backend.model_copy(update=updates)})
+
+
 # --- commands are defined below, one section per concept -------------------
 
 # --- corpus: build, inspect, lint, model install (ragcache/corpus/commands.py) ---
@@ -56,11 +69,29 @@ from ragcache.corpus import commands as _corpus_commands  # noqa: E402
 _corpus_commands.register(app, handle_errors)
 # --- end corpus ------------------------------------------------------------------
 
+# --- answering: ask, chat, demo (ragcache/app_commands.py) -----------------------
+from ragcache import app_commands as _app_commands  # noqa: E402
+
+_app_commands.register(app, handle_errors)
+# --- end answering ---------------------------------------------------------------
+
 # --- bench: replay workloads, compare strategies (ragcache/bench/commands.py) ----
 from ragcache.bench import commands as _bench_commands  # noqa: E402
 
 _bench_commands.register(app, handle_errors)
 # --- end bench -------------------------------------------------------------------
+
+# --- caches: warm, vllm-command (ragcache/cache/commands.py) ---------------------
+from ragcache.cache import commands as _cache_commands  # noqa: E402
+
+_cache_commands.register(app, handle_errors)
+# --- end caches ------------------------------------------------------------------
+
+# --- router: eval-router (ragcache/router/commands.py) ---------------------------
+from ragcache.router import commands as _router_commands  # noqa: E402
+
+_router_commands.register(app, handle_errors)
+# --- end router ------------------------------------------------------------------
 
 # --- serve: the REST endpoint (ragcache/server.py) -------------------------------
 
@@ -74,10 +105,19 @@ def serve(
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="uvicorn worker processes (default: server.workers)."
     ),
+    backend: str | None = typer.Option(None, "--backend", help="Override backend.kind (local, vllm, openai, …)."),
+    base_url: str | None = typer.Option(None, "--base-url", help="Override backend.base_url."),
+    model: str | None = typer.Option(None, "--model", help="Override backend.model."),
 ) -> None:
     """Serve the OpenAI-compatible REST endpoint, metrics and dashboard."""
+    import os
+
     from ragcache.server import serve as run_server
 
+    # Overrides travel as RAGCACHE_* variables so every uvicorn worker sees them.
+    for name, value in {"KIND": backend, "BASE_URL": base_url, "MODEL": model}.items():
+        if value is not None:
+            os.environ[f"RAGCACHE_BACKEND__{name}"] = value
     run_server(config, host, port, workers)
 
 

@@ -90,6 +90,7 @@ class GenerationOptions:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     cache_salt: str | None = None
+    session_id: str | None = None  # spreads a hot prefix over cache keys per session (openai)
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,9 @@ class Backend(ABC):
         """Release connections, models and threads."""
 
 
-def timed_generation(text: str, usage: CacheUsage, started: float, first_token_at: float | None, **kw: Any) -> Generation:
+def timed_generation(
+    text: str, usage: CacheUsage, started: float, first_token_at: float | None, **kw: Any
+) -> Generation:
     """Build a :class:`Generation` from ``time.perf_counter()`` marks."""
     now = time.perf_counter()
     ttft = (first_token_at if first_token_at is not None else now) - started

@@ -1,0 +1,245 @@
+"""The RagCache facade: the whole pipeline wired in one place.
+
+``RagCache.ask`` reads top to bottom: route the question to one of the
+router's enumerable prefixes, build the prompt (stable segments from the
+compiled corpus, then context, history, snippets and the question), let the
+backend answer, and wrap what it did in an :class:`Answer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ragcache.backends.base import Backend, CacheUsage, Generation, GenerationOptions, create_backend
+from ragcache.config import Config, load_config
+from ragcache.corpus.manifest import CompiledCorpus
+from ragcache.corpus.store import load_corpus
+from ragcache.errors import BackendError
+from ragcache.prompt import Message, Prompt, Segment, SegmentKind, assemble_prompt
+from ragcache.router import create_router
+from ragcache.router.types import Route
+
+__all__ = ["Answer", "ChatSession", "RagCache"]
+
+# Stable blocks of a compiled corpus, in prompt order around the route's corpus blocks.
+_BEFORE_CORPUS = (("instructions", SegmentKind.INSTRUCTIONS),)
+_AFTER_CORPUS = (("tools", SegmentKind.TOOLS), ("examples", SegmentKind.EXAMPLES))
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One answer and what it took: route, sources, cache usage, timings, cost."""
+
+    text: str
+    route: Route | None
+    sources: tuple[str, ...]
+    usage: CacheUsage
+    ttft_s: float
+    latency_s: float
+    cost_usd: float | None
+    model: str = ""
+    finish_reason: str = "stop"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``ragcache ask --json`` object."""
+        return {
+            "answer": self.text,
+            "route": self.route.to_dict() if self.route is not None else None,
+            "sources": list(self.sources),
+            "usage": self.usage.to_dict(),
+            "ttft_s": round(self.ttft_s, 4),
+            "latency_s": round(self.latency_s, 4),
+            "cost_usd": self.cost_usd,
+        }
+
+
+class RagCache:
+    """A compiled corpus, a router and a backend: ``ask``, ``stream``, ``session``."""
+
+    def __init__(self, config: Config, corpus: CompiledCorpus, backend: Backend, router: Any) -> None:
+        self.config = config
+        self.corpus = corpus
+        self.backend = backend
+        self.router = router
+
+    @classmethod
+    def from_config(cls, source: str | Path | Config | None = None, *, corpus: str | Path | None = None) -> RagCache:
+        """Load the config (a path, a Config or the defaults), its compiled corpus, backend and router."""
+        config = source if isinstance(source, Config) else load_config(source)
+        if corpus is not None:
+            config = config.model_copy(update={"corpus": Path(corpus), "build_dir": None})
+        compiled = load_corpus(config.resolved_build_dir() if config.build_dir else config.resolved_corpus())
+        backend = create_backend(config.backend, config.cache)
+        try:
+            router = create_router(compiled, config.router, backend.capabilities, config.backend.max_output_tokens)
+        except Exception:
+            backend.close()
+            raise
+        return cls(config, compiled, backend, router)
+
+    # --- prompts ----------------------------------------------------------------
+
+    def stable_segments(self, block_ids: Sequence[str]) -> tuple[Segment, ...]:
+        """Instructions, the corpus blocks, tools, examples: the stable prefix for ``block_ids``."""
+        def stable(pairs: tuple[tuple[str, SegmentKind], ...]) -> list[Segment]:
+            return [Segment(kind, self.corpus.block_text(bid), bid) for bid, kind in pairs if bid in self.corpus.blocks]
+
+        corpus = [Segment(SegmentKind.CORPUS, self.corpus.block_text(bid), bid) for bid in block_ids]
+        return (*stable(_BEFORE_CORPUS), *corpus, *stable(_AFTER_CORPUS))
+
+    def prompt_for(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        history: Sequence[Message] = (),
+        route: Route | None = None,
+        previous: Route | None = None,
+    ) -> Prompt:
+        """The prompt for ``question``: routed (unless ``route`` is given), stable segments first."""
+        route = route if route is not None else self.router.route(question, previous)
+        stable = self.stable_segments(route.block_ids)
+        return assemble_prompt(stable, question, route=route, context=context, history=tuple(history))
+
+    def prefixes(self) -> list[Prompt]:
+        """A stable-only prompt for every prefix the router can emit (what the warmer warms)."""
+        full = getattr(self.router, "mode", None) == "full"
+        out = []
+        for blocks in self.router.prefixes():
+            mode = "full" if full else ("stack" if len(blocks) > 1 else "category")
+            out.append(assemble_prompt(self.stable_segments(blocks), "", route=Route(mode, tuple(blocks))))
+        return out
+
+    def sources(self, prompt: Prompt) -> tuple[str, ...]:
+        """Documents of the prompt's corpus blocks, then those of its snippets."""
+        blocks = [s.block_id for s in prompt.stable if s.kind == SegmentKind.CORPUS and s.block_id]
+        docs = dict.fromkeys(self.corpus.documents_of(blocks))
+        docs.update(dict.fromkeys(s.doc_id for s in prompt.snippets))
+        return tuple(docs)
+
+    # --- answering --------------------------------------------------------------
+
+    def ask(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        history: Sequence[Message] = (),
+        options: GenerationOptions | None = None,
+    ) -> Answer:
+        """Answer one question (``history``: earlier turns exactly as sent)."""
+        answer = None
+        for item in self.stream(question, context=context, history=history, options=options):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    async def aask(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        history: Sequence[Message] = (),
+        options: GenerationOptions | None = None,
+    ) -> Answer:
+        """:meth:`ask` in a worker thread."""
+        return await asyncio.to_thread(self.ask, question, context=context, history=history, options=options)
+
+    def stream(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        history: Sequence[Message] = (),
+        options: GenerationOptions | None = None,
+    ) -> Iterator[str | Answer]:
+        """Yield text deltas, then the final :class:`Answer`."""
+        started = time.perf_counter()
+        prompt = self.prompt_for(question, context=context, history=history)
+        yield from self.stream_prompt(prompt, options, started=started)
+
+    def stream_prompt(
+        self, prompt: Prompt, options: GenerationOptions | None = None, *, started: float | None = None
+    ) -> Iterator[str | Answer]:
+        """Answer an already built prompt: deltas, then the :class:`Answer`."""
+        started = time.perf_counter() if started is None else started
+        routed_at = time.perf_counter()
+        generation: Generation | None = None
+        for item in self.backend.stream(prompt, options or self.default_options()):
+            if isinstance(item, Generation):
+                generation = item
+            else:
+                yield item
+        if generation is None:
+            raise BackendError(f"backend {self.backend.name!r} ended its stream without a final generation")
+        yield Answer(
+            text=generation.text,
+            route=prompt.route,
+            sources=self.sources(prompt),
+            usage=generation.usage,
+            ttft_s=(routed_at - started) + generation.ttft_s,
+            latency_s=time.perf_counter() - started,
+            cost_usd=estimate_cost(self.config, generation.usage),
+            model=generation.model,
+            finish_reason=generation.finish_reason,
+        )
+
+    def default_options(self) -> GenerationOptions:
+        backend = self.config.backend
+        return GenerationOptions(max_tokens=backend.max_output_tokens, temperature=backend.temperature)
+
+    def session(self, context: str | None = None) -> ChatSession:
+        """A multi-turn chat whose history goes after the stable prefix (turn N+1 reuses turn N's KV)."""
+        return ChatSession(self, context)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+class ChatSession:
+    """Keeps history exactly as it was sent (user turn with snippets, then the answer) and the last route."""
+
+    def __init__(self, rag: RagCache, context: str | None = None) -> None:
+        self.rag = rag
+        self.context = context
+        self.history: tuple[Message, ...] = ()
+        self.route: Route | None = None
+
+    def ask(self, question: str, *, options: GenerationOptions | None = None) -> Answer:
+        answer = None
+        for item in self.stream(question, options=options):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, *, options: GenerationOptions | None = None) -> Iterator[str | Answer]:
+        """One turn: deltas, then the Answer; the turn joins the history once it finished."""
+        started = time.perf_counter()
+        prompt = self.rag.prompt_for(question, context=self.context, history=self.history, previous=self.route)
+        for item in self.rag.stream_prompt(prompt, options, started=started):
+            if isinstance(item, Answer):
+                self.history += (Message("user", prompt.user_text), Message("assistant", item.text))
+                self.route = item.route
+            yield item
+
+
+def estimate_cost(config: Config, usage: CacheUsage) -> float | None:
+    """USD for ``usage`` at the configured backend's list price (None: unpriced or no pricing module)."""
+    try:
+        from ragcache.cache import pricing
+    except ImportError:
+        return None
+    estimate = getattr(pricing, "estimate_cost", None)
+    if estimate is None:
+        return None
+    try:
+        return estimate(config.backend, usage)
+    except Exception:  # pricing is informative; an unknown model must not fail the answer
+        return None

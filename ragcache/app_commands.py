@@ -1,0 +1,197 @@
+"""CLI commands that answer questions: ``ask``, ``chat`` and ``demo``.
+
+Registered on the main typer app by :func:`register` (see ragcache/cli.py).
+Every answer is followed by one line saying what the cache did.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+if TYPE_CHECKING:
+    from ragcache.app import Answer, RagCache
+
+__all__ = ["DEMO_QUESTIONS", "cache_report", "register"]
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+DEMO_QUESTIONS = (
+    "What are the storage classes of SQLite?",
+    "Why should AUTOINCREMENT usually be avoided?",
+)
+_REPO_CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "small"
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")]
+CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus or build folder (overrides the config).")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="Override backend.kind (local, vllm, openai, …).")]
+BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Override backend.base_url.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Override backend.model.")]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Output token limit.")]
+
+
+def cache_report(answer: Answer) -> str:
+    """One line: cached/total prompt tokens, what was written, TTFT, latency, route."""
+    usage = answer.usage
+    route = answer.route.mode if answer.route is not None else "-"
+    cost = "" if answer.cost_usd is None else f", ${answer.cost_usd:.6f}"
+    return (
+        f"cache: {usage.cached_tokens}/{usage.input_tokens} prompt tokens cached ({usage.cached_ratio:.0%}), "
+        f"{usage.cache_write_tokens} written · TTFT {answer.ttft_s:.2f}s · total {answer.latency_s:.2f}s · "
+        f"{usage.output_tokens} output tokens · route {route}{cost}"
+    )
+
+
+def load_app(
+    config: Path | None, corpus: Path | None, backend: str | None = None, base_url: str | None = None,
+    model: str | None = None, max_tokens: int | None = None,
+) -> RagCache:
+    """The facade for a command, with its CLI overrides applied."""
+    from ragcache.app import RagCache
+    from ragcache.config import load_config
+
+    cfg = load_config(config)
+    updates = {k: v for k, v in {"kind": backend, "base_url": base_url, "model": model,
+                                 "max_output_tokens": max_tokens}.items() if v is not None}
+    if updates:
+        cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update=updates)})
+    return RagCache.from_config(cfg, corpus=corpus)
+
+
+def _print_stream(items: Iterator[Any]) -> Answer:
+    """Print deltas as they come; return the final Answer."""
+    from ragcache.app import Answer
+
+    answer = None
+    for item in items:
+        if isinstance(item, Answer):
+            answer = item
+        else:
+            sys.stdout.write(item)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    assert answer is not None
+    return answer
+
+
+def ask(
+    question: Annotated[str, typer.Argument(help="The question.")],
+    config: ConfigOpt = None,
+    corpus: CorpusOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object (answer, route, usage, …).")] = False,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    max_tokens: MaxTokensOpt = None,
+) -> None:
+    """Answer one question from the compiled corpus, then say what the cache did."""
+    rag = load_app(config, corpus, backend, base_url, model, max_tokens)
+    try:
+        if as_json:
+            typer.echo(json.dumps(rag.ask(question).to_dict(), ensure_ascii=False))
+            return
+        answer = _print_stream(rag.stream(question))
+        err_console.print(escape(cache_report(answer)))
+    finally:
+        rag.close()
+
+
+def chat(
+    config: ConfigOpt = None,
+    corpus: CorpusOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    max_tokens: MaxTokensOpt = None,
+) -> None:
+    """Multi-turn chat on stdin (one question per line; 'exit' or end of input stops)."""
+    rag = load_app(config, corpus, backend, base_url, model, max_tokens)
+    session = rag.session()
+    interactive = sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                err_console.print("[bold]>[/] ", end="")
+            line = sys.stdin.readline()
+            if not line or line.strip().lower() in {"exit", "quit"}:
+                break
+            if not line.strip():
+                continue
+            answer = _print_stream(session.stream(line.strip()))
+            err_console.print(escape(cache_report(answer)))
+    finally:
+        rag.close()
+
+
+def demo(
+    config: ConfigOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Output tokens per answer.")] = 64,
+) -> None:
+    """Build the small sample corpus if needed, ask two questions, show the second served from the cache."""
+    from ragcache.app import RagCache
+    from ragcache.config import load_config
+    from ragcache.models import ensure_model
+
+    cfg = load_config(config)
+    console.print(f"model: {escape(str(ensure_model(cfg.backend.model or 'smollm2')))}")
+    corpus_dir = cfg.resolved_corpus() if (cfg.resolved_corpus() / "corpus.yaml").exists() else _REPO_CORPUS
+    build_dir = ensure_built(corpus_dir)
+    cfg = cfg.model_copy(update={
+        "corpus": corpus_dir, "build_dir": build_dir,
+        "backend": cfg.backend.model_copy(update={"max_output_tokens": max_tokens}),
+    })
+    rag = RagCache.from_config(cfg)
+    try:
+        answers = []
+        for n, question in enumerate(DEMO_QUESTIONS, start=1):
+            console.print(f"\n[bold]Q{n}:[/] {escape(question)}")
+            answers.append(_print_stream(rag.stream(question)))
+            console.print(f"[dim]{escape(cache_report(answers[-1]))}[/]")
+        _demo_summary(answers)
+    finally:
+        rag.close()
+
+
+def ensure_built(corpus_dir: Path) -> Path:
+    """The corpus's default build, (re)built when missing or older than any of its sources."""
+    from ragcache.corpus.compile import build_corpus
+    from ragcache.corpus.store import default_build_dir
+
+    build = default_build_dir(corpus_dir)
+    manifest = build / "manifest.json"
+    if manifest.exists():
+        built_at = manifest.stat().st_mtime
+        sources = [p for p in corpus_dir.rglob("*") if p.is_file() and ".ragcache" not in p.parts]
+        if all(p.stat().st_mtime <= built_at for p in sources):
+            return build
+        console.print(f"{escape(str(corpus_dir))} changed since its build: rebuilding")
+    else:
+        console.print(f"building {escape(str(corpus_dir))} (first run)")
+    result = build_corpus(corpus_dir)
+    console.print(f"built {result.documents} documents into {escape(str(result.build_dir))} in {result.seconds:.1f}s")
+    return result.build_dir
+
+
+def _demo_summary(answers: list[Answer]) -> None:
+    cold, warm = answers[0], answers[-1]
+    speedup = cold.ttft_s / warm.ttft_s if warm.ttft_s > 0 else float("inf")
+    console.print(
+        f"\n[bold]Second question served from the cache:[/] {warm.usage.cached_tokens} of its "
+        f"{warm.usage.input_tokens} prompt tokens ({warm.usage.cached_ratio:.0%}) were reused from the first; "
+        f"time to first token {cold.ttft_s:.2f}s → {warm.ttft_s:.2f}s ({speedup:.1f}x faster)."
+    )
+
+
+def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+    """Add ``ask``, ``chat`` and ``demo`` to ``app``."""
+    app.command("ask")(handle_errors(ask))
+    app.command("chat")(handle_errors(chat))
+    app.command("demo")(handle_errors(demo))

@@ -1,0 +1,370 @@
+"""Anthropic's Messages API through the official ``anthropic`` SDK.
+
+Anthropic caches only up to explicit ``cache_control`` breakpoints (at most 4
+per request), each with a TTL of 5 minutes or 1 hour; a prefix shorter than
+the model's minimum cacheable length is not cached at all. ragcache puts the
+stable prefix in ``system`` as one text block per segment (instructions, corpus
+blocks, tools, examples), marks the end of each with a breakpoint where the
+prefix up to it is long enough, and in a multi-turn session marks the latest
+user turn too, so the next turn reads the whole conversation from cache.
+1h breakpoints always precede 5m ones, as the API requires.
+
+Usage: Anthropic's ``input_tokens`` EXCLUDES cached tokens; it is converted to
+:class:`CacheUsage`, whose ``input_tokens`` includes them. ``base_url`` is the
+server root (``https://api.anthropic.com``, or a vLLM server).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ragcache.backends.base import Backend, CacheUsage, Capabilities, Generation, GenerationOptions, timed_generation
+from ragcache.backends.openai_wire import warm_prompt
+from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
+from ragcache.errors import AuthenticationError, BackendError, ConfigError, UnsupportedError
+from ragcache.prompt import Prompt
+
+if TYPE_CHECKING:
+    from ragcache.config import BackendConfig, CacheConfig
+
+__all__ = [
+    "MIN_CACHEABLE_TOKENS",
+    "AnthropicBackend",
+    "BreakpointPlan",
+    "create",
+    "messages_body",
+    "min_cacheable_tokens",
+    "usage_from_message",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "claude-sonnet-4-6"
+KEY_ENV = "ANTHROPIC_API_KEY"
+MAX_BREAKPOINTS = 4
+TTL_S = {"5m": 300.0, "1h": 3600.0}
+# Minimum cacheable prompt length by model family (Anthropic's prompt-caching
+# docs as summarised 2026-06; users report some models caching only above the
+# documented figure, e.g. Sonnet 4.6 at 2048, so `ragcache warm` checks and
+# backend.options.min_cacheable_tokens overrides). Longest matching prefix wins.
+MIN_CACHEABLE_TOKENS: dict[str, int] = {
+    "claude-opus-5": 512,
+    "claude-fable-5": 512,
+    "claude-mythos-5": 512,
+    "claude-opus-4-8": 1024,
+    "claude-sonnet-5": 1024,
+    "claude-sonnet-4-6": 1024,
+    "claude-opus-4-7": 2048,
+    "claude-opus-4-6": 4096,
+    "claude-opus-4-5": 4096,
+    "claude-opus-4-1": 1024,
+    "claude-opus-4": 1024,
+    "claude-sonnet-4-5": 1024,
+    "claude-sonnet-4": 1024,
+    "claude-3-7-sonnet": 1024,
+    "claude-haiku-4-5": 4096,
+    "claude-3-5-haiku": 2048,
+    "claude-3-haiku": 2048,
+}
+DEFAULT_MIN_CACHEABLE = 1024
+_OPTIONS = {"min_cacheable_tokens", "ttl", "count_tokens", "diagnose", "retry_unsafe", "cache_block_tokens"}
+
+
+def create(config: BackendConfig, cache: CacheConfig) -> AnthropicBackend:
+    """Registry entry point (``backend.kind: anthropic``)."""
+    return AnthropicBackend(config, cache)
+
+
+def min_cacheable_tokens(model: str, override: int | None = None) -> int:
+    """The model's minimum cacheable prefix (override > table > default)."""
+    if override is not None:
+        return override
+    matches = [name for name in MIN_CACHEABLE_TOKENS if model.startswith(name)]
+    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else DEFAULT_MIN_CACHEABLE
+
+
+def estimate_tokens(text: str) -> int:
+    """Offline estimate (~4 characters a token); exact counts need the API."""
+    return (len(text) + 3) // 4
+
+
+@dataclass(frozen=True)
+class Breakpoint:
+    """One candidate breakpoint and what was decided about it."""
+
+    label: str
+    prefix_tokens: int
+    ttl: str | None
+    reason: str = ""
+
+    @property
+    def placed(self) -> bool:
+        return self.ttl is not None
+
+
+@dataclass(frozen=True)
+class BreakpointPlan:
+    """Every candidate breakpoint of a request, placed or not, with the reason."""
+
+    breakpoints: tuple[Breakpoint, ...]
+
+    @property
+    def placed(self) -> tuple[Breakpoint, ...]:
+        return tuple(b for b in self.breakpoints if b.placed)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{b.label}: {b.reason}" for b in self.breakpoints if not b.placed]
+
+
+def _plan(
+    prompt: Prompt, *, ttl: str, min_tokens: int, count: Callable[[str], int], session_turn: bool
+) -> BreakpointPlan:
+    """Choose ≤ 4 breakpoints: stable segment ends whose prefix reaches the
+    minimum (the latest ones kept when too many), plus the latest turn."""
+    slots = MAX_BREAKPOINTS - (1 if session_turn else 0)
+    candidates: list[Breakpoint] = []
+    total = 0
+    for i, segment in enumerate(prompt.stable):
+        total += count(segment.text)
+        label = f"{segment.kind.value}[{i}]" + (f" {segment.block_id}" if segment.block_id else "")
+        if not segment.breakpoint:
+            continue
+        if total < min_tokens:
+            reason = f"prefix of ~{total} tokens is below the model's minimum cacheable {min_tokens}: no breakpoint"
+            candidates.append(Breakpoint(label, total, None, reason))
+        else:
+            candidates.append(Breakpoint(label, total, ttl))
+    eligible = [i for i, b in enumerate(candidates) if b.placed]
+    for i in eligible[: max(len(eligible) - slots, 0)]:
+        b = candidates[i]
+        candidates[i] = Breakpoint(b.label, b.prefix_tokens, None, f"over the limit of {MAX_BREAKPOINTS} breakpoints")
+    if session_turn:
+        candidates.append(Breakpoint("latest turn", total, "5m"))
+    return BreakpointPlan(tuple(_monotone_ttls(candidates)))
+
+
+def _monotone_ttls(breakpoints: list[Breakpoint]) -> list[Breakpoint]:
+    """The API requires 1h breakpoints before 5m ones: after a 5m, no 1h."""
+    out, seen_5m = [], False
+    for b in breakpoints:
+        if b.ttl == "1h" and seen_5m:
+            b = Breakpoint(b.label, b.prefix_tokens, "5m", "1h after a 5m breakpoint: lowered to 5m")
+        seen_5m = seen_5m or b.ttl == "5m"
+        out.append(b)
+    return out
+
+
+def messages_body(
+    prompt: Prompt,
+    options: GenerationOptions,
+    *,
+    model: str,
+    ttl: str = "5m",
+    min_tokens: int = DEFAULT_MIN_CACHEABLE,
+    count: Callable[[str], int] = estimate_tokens,
+) -> tuple[dict[str, Any], BreakpointPlan]:
+    """The Messages request body (system stable→volatile, then the turns) and its breakpoint plan."""
+    session_turn = bool(prompt.history)
+    plan = _plan(prompt, ttl=ttl, min_tokens=min_tokens, count=count, session_turn=session_turn)
+    by_label = iter(plan.breakpoints)
+    system: list[dict[str, Any]] = []
+    for segment in prompt.stable:
+        block: dict[str, Any] = {"type": "text", "text": segment.text}
+        if segment.breakpoint:
+            decision = next(by_label)
+            if decision.placed:
+                block["cache_control"] = {"type": "ephemeral", "ttl": decision.ttl}
+        system.append(block)
+    if prompt.context:
+        system.append({"type": "text", "text": prompt.context})
+    messages: list[dict[str, Any]] = [
+        {"role": m.role, "content": m.content} for m in prompt.history if m.role != "system"
+    ]
+    last: dict[str, Any] = {"type": "text", "text": prompt.user_text}
+    if session_turn:
+        last["cache_control"] = {"type": "ephemeral", "ttl": next(by_label).ttl}
+    messages.append({"role": "user", "content": [last]})
+    body: dict[str, Any] = {"model": model, "max_tokens": options.max_tokens, "system": system, "messages": messages}
+    # temperature/top_p are not sent: current Claude models and SDKs no longer take them.
+    if options.stop:
+        body["stop_sequences"] = list(options.stop)
+    return body, plan
+
+
+def usage_from_message(usage: Any) -> CacheUsage:
+    """Anthropic usage → CacheUsage (input incl. cache reads and writes); the 5m/1h
+    write split stays in ``raw['cache_creation']``."""
+    raw = usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage or {})
+    read = int(raw.get("cache_read_input_tokens") or 0)
+    write = int(raw.get("cache_creation_input_tokens") or 0)
+    return CacheUsage(
+        input_tokens=int(raw.get("input_tokens") or 0) + read + write,
+        cached_tokens=read,
+        cache_write_tokens=write,
+        output_tokens=int(raw.get("output_tokens") or 0),
+        raw=raw,
+    )
+
+
+class AnthropicBackend(Backend):
+    """Claude models (or any server speaking ``/v1/messages``)."""
+
+    name = "anthropic"
+    needs_key = True
+    key_env_var = KEY_ENV
+
+    def __init__(self, config: BackendConfig, cache: CacheConfig, *, client: Any = None) -> None:
+        unknown = set(config.options) - _OPTIONS
+        if unknown:
+            raise ConfigError(
+                f"backend.options: unknown key(s) {sorted(unknown)} for anthropic; valid: {sorted(_OPTIONS)}"
+            )
+        self.config = config
+        self.model = config.model or DEFAULT_MODEL
+        self.ttl = str(config.options.get("ttl", cache.anthropic_ttl))
+        if self.ttl not in TTL_S:
+            raise ConfigError(f"backend.options.ttl: {self.ttl!r} is not one of '5m', '1h'")
+        override = config.options.get("min_cacheable_tokens")
+        self.min_tokens = min_cacheable_tokens(self.model, None if override is None else int(override))
+        self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=bool(config.options.get("retry_unsafe")))
+        self._client = client
+        self._counts: dict[str, int] = {}
+        self._warm_tokens = 0  # max_tokens 0 pre-warms without generating where the API allows it
+        self._last_id: dict[str, str | None] = {}
+        self.last_plan: BreakpointPlan | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            context_window=self.config.context_window or 200_000,
+            min_cacheable_tokens=self.min_tokens,
+            max_breakpoints=MAX_BREAKPOINTS,
+            ttl_s=TTL_S[self.ttl],
+            exact_token_counts=self.config.options.get("count_tokens") == "api",
+        )
+
+    @property
+    def cache_block_tokens(self) -> int:
+        """Anthropic caches exactly up to a breakpoint; a vLLM server behind it in whole KV blocks."""
+        return int(self.config.options.get("cache_block_tokens", 1))
+
+    def client(self) -> Any:
+        if self._client is None:
+            import anthropic
+
+            key = self.config.api_key(KEY_ENV)
+            if not key:
+                if self.config.base_url is None:
+                    env = self.config.api_key_env or KEY_ENV
+                    raise AuthenticationError(f"anthropic: no API key; set the {env} environment variable")
+                key = "not-needed"
+            self._client = anthropic.Anthropic(
+                api_key=key, base_url=self.config.base_url, timeout=self.config.timeout_s, max_retries=0
+            )
+        return self._client
+
+    def _where(self) -> str:
+        return f"anthropic at {self.config.base_url or 'https://api.anthropic.com'}"
+
+    def _segment_tokens(self, text: str) -> int:
+        if self.config.options.get("count_tokens") != "api":
+            return estimate_tokens(text)
+        from ragcache.hashing import content_hash
+
+        key = content_hash(text)
+        if key not in self._counts:
+            self._counts[key] = self.count_tokens(text)
+        return self._counts[key]
+
+    def request_body(self, prompt: Prompt, options: GenerationOptions) -> dict[str, Any]:
+        """What :meth:`generate` sends; logs each breakpoint that could not be placed."""
+        body, plan = messages_body(
+            prompt, options, model=self.model, ttl=self.ttl, min_tokens=self.min_tokens, count=self._segment_tokens
+        )
+        for warning in plan.warnings:
+            log.warning("anthropic breakpoint %s", warning)
+        self.last_plan = plan
+        if self.config.options.get("diagnose"):
+            body["diagnostics"] = {"previous_message_id": self._last_id.get(prompt.prefix_fingerprint)}
+        return body
+
+    def _call(self, fn: Callable[[], Any], max_tokens: int) -> Any:
+        import anthropic
+
+        where = self._where()
+        return call_with_retries(
+            fn, lambda e: map_sdk_error(e, anthropic, where, KEY_ENV), self.policy, max_tokens=max_tokens, what=where
+        )
+
+    def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
+        if options.cache_salt is not None:
+            raise UnsupportedError("anthropic: cache_salt is a vLLM extension; use backend kind 'vllm'")
+        body = self.request_body(prompt, options)
+        started = time.perf_counter()
+        message = self._call(lambda: self.client().messages.create(**body), options.max_tokens)
+        self._last_id[prompt.prefix_fingerprint] = message.id
+        usage = usage_from_message(message.usage)
+        diagnostics = getattr(message, "diagnostics", None)
+        if diagnostics is not None and diagnostics.cache_miss_reason is not None:
+            usage.raw["cache_miss_reason"] = diagnostics.cache_miss_reason.model_dump()
+        text = "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
+        return timed_generation(
+            text, usage, started, None, finish_reason=message.stop_reason or "stop", model=message.model
+        )
+
+    def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
+        import anthropic
+
+        body = self.request_body(prompt, options)
+        started = time.perf_counter()
+        first, parts = None, []
+        try:
+            with self.client().messages.stream(**body) as events:  # the request starts on enter
+                for delta in events.text_stream:  # once text has flowed, never retry
+                    first = first or time.perf_counter()
+                    parts.append(delta)
+                    yield delta
+                message = events.get_final_message()
+        except anthropic.AnthropicError as exc:
+            error = map_sdk_error(exc, anthropic, self._where(), KEY_ENV)
+            if error is None:
+                raise
+            raise error from exc
+        yield timed_generation(
+            "".join(parts),
+            usage_from_message(message.usage),
+            started,
+            first,
+            finish_reason=message.stop_reason or "stop",
+            model=message.model,
+        )
+
+    def warm(self, prompt: Prompt) -> CacheUsage:
+        """Write the prefix's breakpoints: ``max_tokens: 0`` (pre-warm, no output)
+        where the API accepts it, else 1."""
+        probe = warm_prompt(prompt)
+        try:
+            return self.generate(probe, GenerationOptions(max_tokens=self._warm_tokens)).usage
+        except BackendError as exc:
+            if self._warm_tokens != 0 or type(exc) is not BackendError:  # only a plain 4xx refusal
+                raise
+            self._warm_tokens = 1  # this server rejects max_tokens 0
+            return self.generate(probe, GenerationOptions(max_tokens=1)).usage
+
+    def count_tokens(self, text: str) -> int:
+        """``messages.count_tokens`` for ``text`` as one user turn (includes a few framing tokens)."""
+        result = self._call(
+            lambda: self.client().messages.count_tokens(model=self.model, messages=[{"role": "user", "content": text}]),
+            0,
+        )
+        return int(result.input_tokens)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

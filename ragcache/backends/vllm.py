@@ -1,0 +1,311 @@
+"""A vLLM deployment (one or many OpenAI-compatible servers).
+
+The wire format is :mod:`ragcache.backends.openai`'s; this module adds what a
+self-hosted fleet needs: every request of one prefix goes to the same replica
+(rendezvous hashing on the prefix fingerprint) so each replica keeps its own
+prefixes warm, with a bounded-load guard — a replica far busier than the rest,
+or down, passes the request to the next in hash order (plain consistent
+hashing locks a saturated engine into KV thrashing). A failed replica is tried
+again after ``retry_down_s``. Prefix-cache hits are read from ``/metrics``;
+``cache_salt`` isolates tenants (and gives the no-cache baseline).
+
+``base_url`` / ``endpoints`` are server roots (``http://host:8000``).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from ragcache.backends.base import Capabilities, Generation, GenerationOptions
+from ragcache.backends.openai import OpenAIBackend
+from ragcache.backends.retry import RetryPolicy
+from ragcache.errors import BackendUnavailableError, ConfigError
+from ragcache.hashing import content_hash
+from ragcache.prompt import Prompt
+
+if TYPE_CHECKING:
+    from ragcache.config import BackendConfig, CacheConfig
+
+__all__ = ["EndpointRouter", "PrefixCacheStats", "VllmBackend", "create", "read_prefix_cache_stats"]
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+KEY_ENV = "VLLM_API_KEY"
+_OPTIONS = {"load_factor", "retry_down_s", "block_size"}
+
+
+def create(config: BackendConfig, cache: CacheConfig) -> VllmBackend:
+    """Registry entry point (``backend.kind: vllm``)."""
+    return VllmBackend(config, cache)
+
+
+def _root(url: str) -> str:
+    url = url.rstrip("/")
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+class EndpointRouter:
+    """Rendezvous (highest-random-weight) hashing with bounded load.
+
+    Each endpoint scores ``sha256(endpoint, fingerprint)``; the highest score
+    owns the prefix. Removing an endpoint moves only the prefixes it owned. An
+    endpoint holding ≥ ``ceil(load_factor × (in_flight + 1) / up)`` requests is
+    full and passes to the next in order; a down endpoint is skipped until
+    ``retry_down_s`` has passed.
+    """
+
+    def __init__(
+        self,
+        endpoints: list[str],
+        *,
+        load_factor: float = 1.25,
+        retry_down_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not endpoints:
+            raise ConfigError("backend: vllm needs base_url or at least one entry in endpoints")
+        if load_factor < 1.0:
+            raise ConfigError(f"backend.options.load_factor must be ≥ 1.0, got {load_factor}")
+        self.endpoints = list(dict.fromkeys(endpoints))
+        self.load_factor = load_factor
+        self.retry_down_s = retry_down_s
+        self._clock = clock
+        self._in_flight = dict.fromkeys(self.endpoints, 0)
+        self._down_until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def order(self, fingerprint: str) -> list[str]:
+        """All endpoints by descending rendezvous score for ``fingerprint``."""
+        return sorted(self.endpoints, key=lambda e: content_hash(f"{e}\n{fingerprint}"), reverse=True)
+
+    def owner(self, fingerprint: str) -> str:
+        return self.order(fingerprint)[0]
+
+    def is_down(self, endpoint: str) -> bool:
+        return self._down_until.get(endpoint, -math.inf) > self._clock()
+
+    def capacity(self) -> int:
+        """The most requests one up endpoint may hold before it counts as full."""
+        up = sum(1 for e in self.endpoints if not self.is_down(e)) or 1
+        return math.ceil(self.load_factor * (sum(self._in_flight.values()) + 1) / up)
+
+    def candidates(self, fingerprint: str) -> list[str]:
+        """Endpoints to try in turn: up and not full first, then full, then down."""
+        with self._lock:
+            cap = self.capacity()
+            ranked = self.order(fingerprint)
+            up = [e for e in ranked if not self.is_down(e)]
+            ready = [e for e in up if self._in_flight[e] < cap]
+            full = [e for e in up if e not in ready]
+            return ready + full + [e for e in ranked if e not in up]
+
+    @contextmanager
+    def lease(self, endpoint: str) -> Iterator[None]:
+        """Count a request in flight on ``endpoint`` for the load guard."""
+        with self._lock:
+            self._in_flight[endpoint] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight[endpoint] -= 1
+
+    def mark_down(self, endpoint: str) -> None:
+        self._down_until[endpoint] = self._clock() + self.retry_down_s
+
+    def mark_up(self, endpoint: str) -> None:
+        self._down_until.pop(endpoint, None)
+
+
+@dataclass(frozen=True)
+class PrefixCacheStats:
+    """vLLM's prefix-cache counters (tokens) and KV block size from ``/metrics``."""
+
+    queries: float
+    hits: float
+    block_size: int | None = None
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.queries if self.queries else 0.0
+
+
+def parse_prefix_cache_stats(text: str) -> PrefixCacheStats:
+    """Sum ``vllm:prefix_cache_{queries,hits}_total`` over engines; read the block size."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    queries = hits = 0.0
+    block_size = None
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "vllm:prefix_cache_queries_total":
+                queries += sample.value
+            elif sample.name == "vllm:prefix_cache_hits_total":
+                hits += sample.value
+            elif family.name == "vllm:cache_config_info" and "block_size" in sample.labels:
+                block_size = int(sample.labels["block_size"])
+    return PrefixCacheStats(queries=queries, hits=hits, block_size=block_size)
+
+
+def read_prefix_cache_stats(endpoint: str, timeout_s: float = 10.0) -> PrefixCacheStats:
+    """GET ``<endpoint>/metrics`` and parse the prefix-cache counters."""
+    url = f"{_root(endpoint)}/metrics"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise BackendUnavailableError(f"vllm at {endpoint}: cannot read {url} ({exc})") from exc
+    return parse_prefix_cache_stats(response.text)
+
+
+class VllmBackend(OpenAIBackend):
+    """One or many vLLM servers, routed by prefix."""
+
+    name = "vllm"
+    needs_key = False
+    key_env_var = KEY_ENV
+
+    def __init__(
+        self, config: BackendConfig, cache: CacheConfig, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(config, cache, clock=clock)
+        endpoints = [_root(e) for e in (config.endpoints or [config.base_url or DEFAULT_URL])]
+        self.router = EndpointRouter(
+            endpoints,
+            load_factor=float(config.options.get("load_factor", 1.25)),
+            retry_down_s=float(config.options.get("retry_down_s", 30.0)),
+            clock=clock,
+        )
+        self._clients: dict[str, Any] = {}
+        self._block_size: int | None = config.options.get("block_size")
+
+    def _extra_option_keys(self) -> set[str]:
+        return _OPTIONS
+
+    def _default_model(self) -> str:
+        return "smollm2"
+
+    def _where(self, base_url: str | None = None) -> str:
+        return f"vllm at {base_url or self.router.endpoints[0]}"
+
+    def _cache_key(self, prompt: Prompt, options: GenerationOptions) -> str | None:
+        return None  # routing, not a key, keeps a prefix on one replica
+
+    def _extra_body(self, options: GenerationOptions) -> dict[str, Any] | None:
+        return {"cache_salt": options.cache_salt} if options.cache_salt is not None else None
+
+    def client_for(self, endpoint: str) -> Any:
+        if endpoint not in self._clients:
+            import openai
+
+            key = self.config.api_key(KEY_ENV) or "not-needed"
+            self._clients[endpoint] = openai.OpenAI(
+                api_key=key, base_url=f"{endpoint}/v1", timeout=self.config.timeout_s, max_retries=0
+            )
+        return self._clients[endpoint]
+
+    def client(self) -> Any:
+        return self.client_for(self.router.endpoints[0])
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            context_window=self.config.context_window or 8192,
+            min_cacheable_tokens=self.cache_block_tokens,
+            ttl_s=None,  # no TTL: LRU eviction under memory pressure
+            exact_token_counts=True,
+        )
+
+    @property
+    def cache_block_tokens(self) -> int:
+        """KV block size: only whole blocks are cached (16 on GPU, 128 on CPU)."""
+        if self._block_size is None:
+            try:
+                self._block_size = read_prefix_cache_stats(self.router.endpoints[0]).block_size or 16
+            except BackendUnavailableError:
+                return 16
+        return int(self._block_size)
+
+    def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
+        return self._routed(
+            prompt, lambda client, url, policy: self._generate_with(client, url, prompt, options, policy)
+        )
+
+    def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
+        """Stream from the prefix's endpoint; fail over only before the first delta."""
+        candidates = self.router.candidates(prompt.prefix_fingerprint)
+        for i, endpoint in enumerate(candidates):
+            with self.router.lease(endpoint):
+                items = self._stream_with(self.client_for(endpoint), endpoint, prompt, options)
+                try:
+                    first = next(items)
+                except BackendUnavailableError as exc:
+                    self.router.mark_down(endpoint)
+                    if not getattr(exc, "safe_to_retry", False) or i == len(candidates) - 1:
+                        raise
+                    continue
+                self.router.mark_up(endpoint)
+                yield first
+                yield from items
+                return
+
+    def _routed(self, prompt: Prompt, send: Callable[[Any, str, RetryPolicy], Generation]) -> Generation:
+        """Try endpoints in rendezvous order; a refused connection fails over at once."""
+        candidates = self.router.candidates(prompt.prefix_fingerprint)
+        last: BackendUnavailableError | None = None
+        for i, endpoint in enumerate(candidates):
+            more = i < len(candidates) - 1
+            policy = RetryPolicy(max_retries=0) if more else self.policy
+            with self.router.lease(endpoint):
+                try:
+                    generation = send(self.client_for(endpoint), endpoint, policy)
+                except BackendUnavailableError as exc:
+                    self.router.mark_down(endpoint)
+                    if not getattr(exc, "safe_to_retry", False):
+                        raise  # it may have generated: do not send it again elsewhere
+                    last = exc
+                    continue
+            self.router.mark_up(endpoint)
+            return generation
+        assert last is not None
+        raise last
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._tokenize({"prompt": text, "add_special_tokens": False}))
+
+    def prefix_tokens(self, prompt: Prompt) -> int:
+        """Tokens of the stable prefix exactly as the chat template renders it."""
+        return len(self._tokenize({"messages": prompt.prefix_messages(), "add_generation_prompt": False}))
+
+    def _tokenize(self, payload: dict[str, Any]) -> list[int]:
+        endpoint = self.router.endpoints[0]
+        try:
+            response = httpx.post(
+                f"{endpoint}/tokenize", json={"model": self.model, **payload}, timeout=self.config.timeout_s
+            )
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise BackendUnavailableError(f"vllm at {endpoint}: /tokenize failed ({exc})") from exc
+        return list(response.json()["tokens"])
+
+    def prefix_cache_stats(self) -> dict[str, PrefixCacheStats]:
+        """``/metrics`` counters of every endpoint that answers."""
+        stats = {}
+        for endpoint in self.router.endpoints:
+            try:
+                stats[endpoint] = read_prefix_cache_stats(endpoint)
+            except BackendUnavailableError:
+                continue
+        return stats
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()

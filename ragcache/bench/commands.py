@@ -1,0 +1,170 @@
+"""CLI: ``ragcache bench`` (replay a workload, write a report) and
+``ragcache bench make-workload`` (generate one from a QA set).
+
+Registered on the main typer app by :func:`register` (see ragcache/cli.py).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ragcache.errors import ConfigError
+
+__all__ = ["register"]
+
+console = Console()
+bench_app = typer.Typer(
+    help="Replay a workload through ragcache, naive RAG, full context and no cache; report side by side.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+
+
+def bench(
+    ctx: typer.Context,
+    workload: Annotated[Path | None, typer.Option("--workload", "-w", help="Workload JSONL.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for report.md, results.json, PNGs.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="ragcache config YAML.")] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="Override backend.kind (local, vllm, …).")] = None,
+    strategies: Annotated[str, typer.Option(help="Comma-separated: ragcache,naive-rag,full,no-cache.")] = (
+        "ragcache,naive-rag,full,no-cache"
+    ),
+    limit: Annotated[int | None, typer.Option(help="Replay only the first N requests.", min=1)] = None,
+    max_tokens: Annotated[int, typer.Option(help="Output tokens per answer.", min=1)] = 32,
+    warmup_requests: Annotated[int, typer.Option(help="Requests left out of the 'steady' ratio.", min=0)] = 0,
+    time_scale: Annotated[float, typer.Option(help="Honour arrival offsets at this speed (0 = back to back).",
+                                              min=0.0)] = 0.0,
+    naive_budget: Annotated[int | None, typer.Option(help="naive-rag chunk tokens (default: matched to ragcache).",
+                                                     min=1)] = None,
+    warm: Annotated[str, typer.Option(help="ragcache warm-up: auto, all, workload (the hot set) or none.")] = "auto",
+    notes: Annotated[Path | None, typer.Option(help="Markdown lines to add under Notes in the report.")] = None,
+) -> None:
+    """Replay WORKLOAD through the strategies, interleaved, and write a report into OUT."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if workload is None or out is None:
+        raise ConfigError("ragcache bench needs --workload FILE and --out DIR (or a subcommand: make-workload)")
+    from ragcache.bench.run import BenchSettings, run_bench
+    from ragcache.bench.workload import load_workload
+    from ragcache.config import load_config
+
+    cfg = load_config(config)
+    if backend:
+        cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"kind": backend})})
+    items = load_workload(workload, limit=limit)
+    names = tuple(s.strip() for s in strategies.split(",") if s.strip())
+    extra = tuple(line.removeprefix("- ") for line in _read_notes(notes))
+    settings = BenchSettings(strategies=names, max_tokens=max_tokens, warmup_requests=warmup_requests,
+                             time_scale=time_scale, naive_budget=naive_budget, warm=warm, workload_path=str(workload),
+                             command=_command_line(), notes=extra)
+    result = _run_with_progress(run_bench, cfg, items, out, settings, len(names))
+    _print_summary(result, out)
+
+
+def _read_notes(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    try:
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read notes: {exc}") from None
+
+
+def _command_line() -> str:
+    return "ragcache " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path, settings: Any, n: int) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("loading model and corpus, warming prefixes", total=len(items) * n)
+
+        def progress(strategy: str, index: int) -> None:
+            bar.update(task, advance=1, description=f"request {index + 1}/{len(items)} · {strategy}")
+
+        return run(cfg, items, out, settings, progress)
+
+
+def _print_summary(result: Any, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="ragcache bench")
+    for column in ("strategy", "TTFT p50 s", "TTFT p95 s", "cached ratio", "hit rate", "prefixes", "recall"):
+        table.add_column(column)
+    for s in result.summaries:
+        recall = "–" if s.evidence_recall is None else f"{s.evidence_recall:.2f}"
+        table.add_row(s.strategy, f"{s.ttft_p50_s:.3f}", f"{s.ttft_p95_s:.3f}", f"{s.cached_ratio:.3f}",
+                      f"{s.hit_rate:.2f}", str(s.distinct_prefixes), recall)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    console.print(f"report: {out / 'report.md'}")
+
+
+def make_workload(
+    qa: Annotated[Path, typer.Option("--qa", help="QA set JSONL (question, gold doc ids, answers).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Workload JSONL to write.")],
+    kind: Annotated[str, typer.Option(help="independent, sessions, skewed or bursty.")] = "independent",
+    n: Annotated[int, typer.Option("-n", help="Number of requests.", min=1)] = 30,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same file).")] = 0,
+    corpus: Annotated[Path | None, typer.Option(help="Compiled corpus: fills categories from gold docs.")] = None,
+    group: Annotated[str, typer.Option(help="With --corpus: group questions by 'category' or by 'block'.")] = (
+        "category"
+    ),
+    turns: Annotated[int, typer.Option(help="sessions: turns per session.", min=1)] = 3,
+    burst: Annotated[int, typer.Option(help="bursty: requests per burst.", min=1)] = 5,
+    gap_s: Annotated[float, typer.Option(help="bursty: idle gap between bursts (make it > the TTL).")] = 600.0,
+    interval_s: Annotated[float, typer.Option(help="Mean gap between requests.", min=0.0)] = 1.0,
+    zipf_s: Annotated[float, typer.Option(help="skewed: Zipf exponent of category popularity.", min=0.0)] = 1.2,
+) -> None:
+    """Generate a workload from a QA set, deterministically."""
+    from ragcache.bench.workload import dump_workload, generate, load_qa
+
+    items = load_qa(qa)
+    if corpus is not None:
+        items = _with_categories(items, corpus, group)
+    params: dict[str, Any] = {"interval_s": interval_s}
+    if kind == "sessions":
+        params["turns"] = turns
+    if kind == "bursty":
+        params.update(burst=burst, gap_s=gap_s)
+    if kind == "skewed":
+        params["zipf_s"] = zipf_s
+    workload = generate(kind, items, n, seed=seed, **params)
+    dump_workload(workload, out)
+    console.print(f"wrote {len(workload)} requests ({kind}, seed {seed}) to {out}")
+
+
+def _with_categories(items: list, corpus_path: Path, group: str) -> list:
+    """Set each question's category (or block, for block-level popularity) from its first gold document."""
+    from ragcache.corpus.store import load_corpus
+
+    if group not in ("category", "block"):
+        raise ConfigError(f"unknown --group {group!r}; valid: category, block")
+    corpus = load_corpus(corpus_path)
+    if group == "block":
+        owner = {d: b for b in corpus.category_block_ids() for d in corpus.block(b).documents}
+    else:
+        owner = {d.id: d.category for d in corpus.manifest.documents}
+    out = []
+    for item in items:
+        known = [owner[d] for d in item.gold_doc_ids if d in owner]
+        out.append(replace(item, category=known[0]) if known else item)
+    return out
+
+
+def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+    """Add ``bench`` (and its ``make-workload`` subcommand) to the main app."""
+    bench_app.callback()(handle_errors(bench))
+    bench_app.command("make-workload")(handle_errors(make_workload))
+    app.add_typer(bench_app, name="bench")

@@ -1,0 +1,270 @@
+"""The strategies a bench compares, all on one backend and one workload.
+
+- ``ragcache``: the router picks a stable prefix (full corpus, category block or
+  a canonical stack), per-question snippets go after it; every enumerable
+  prefix is warmed before the run.
+- ``naive-rag``: the common pattern (LlamaIndex's default chat QA prompt): the
+  top chunks from the same faiss index, dense similarity, pasted into the user
+  message before the question; so the context changes with every question. Its
+  chunk budget is matched per request to the corpus tokens ragcache's prompt
+  carries for the same question ("the same token budget").
+- ``full``: the whole corpus as the stable prefix, when it fits the window.
+- ``no-cache``: ragcache's prompts with caching defeated: a second local
+  backend whose prefix store is disabled, or a fresh ``cache_salt`` per request
+  on engines that take one (vLLM).
+"""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ragcache.backends.base import CacheUsage, GenerationOptions
+from ragcache.errors import ConfigError
+from ragcache.hashing import chain_hash, content_hash
+from ragcache.prompt import Message, Prompt, Segment, SegmentKind, assemble_prompt
+
+if TYPE_CHECKING:
+    from ragcache.app import RagCache
+    from ragcache.bench.workload import WorkloadItem
+
+__all__ = ["STRATEGIES", "Outcome", "Strategy", "add_usage", "create_strategies"]
+
+STRATEGIES = ("ragcache", "naive-rag", "full", "no-cache")
+SALTED_KINDS = frozenset({"vllm"})
+WARM_MODES = ("auto", "all", "workload", "none")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one strategy got back for one request."""
+
+    text: str
+    usage: CacheUsage
+    ttft_s: float
+    latency_s: float
+    prefix: str
+    route: str
+    evidence_doc_ids: tuple[str, ...]
+
+
+def add_usage(a: CacheUsage, b: CacheUsage) -> CacheUsage:
+    """Sum two usages (warm-up totals)."""
+    return CacheUsage(
+        input_tokens=a.input_tokens + b.input_tokens,
+        cached_tokens=a.cached_tokens + b.cached_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
+        estimated=a.estimated or b.estimated,
+    )
+
+
+def prompt_evidence(app: RagCache, prompt: Prompt) -> tuple[str, ...]:
+    """Documents inside a prompt: those of its corpus blocks, then its snippets'."""
+    blocks = tuple(s.block_id for s in prompt.stable if s.kind == SegmentKind.CORPUS and s.block_id)
+    docs = dict.fromkeys(app.corpus.documents_of(blocks))
+    docs.update(dict.fromkeys(s.doc_id for s in prompt.snippets))
+    return tuple(docs)
+
+
+class Strategy(ABC):
+    """One way of answering the workload; ``answer`` is called once per request."""
+
+    name: ClassVar[str]
+
+    def __init__(self, app: RagCache, options: GenerationOptions) -> None:
+        self.app = app
+        self.options = options
+
+    def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
+        """Prepare before the run (default: nothing)."""
+        return CacheUsage()
+
+    @abstractmethod
+    def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
+        """Answer one request given this strategy's own session history."""
+
+    def _generate(self, prompt: Prompt, prefix: str, route: str, evidence: tuple[str, ...]) -> Outcome:
+        generation = self.app.backend.generate(prompt, self.options)
+        return Outcome(generation.text, generation.usage, generation.ttft_s, generation.latency_s,
+                       prefix, route, evidence)
+
+
+class RagcacheStrategy(Strategy):
+    """The router's stable prefixes, warmed before the run.
+
+    ``warm="all"`` warms every enumerable prefix; ``"workload"`` only the prefixes
+    the router picks for the workload's opening questions (the hot set a
+    keep-warm loop learns from traffic; for corpora with hundreds of blocks);
+    ``"auto"`` is ``all`` up to ``MAX_WARM_ALL`` prefixes, else ``workload``.
+    """
+
+    name = "ragcache"
+    MAX_WARM_ALL = 16
+
+    def __init__(self, app: RagCache, options: GenerationOptions, *, warm: str = "auto") -> None:
+        super().__init__(app, options)
+        if warm not in WARM_MODES:
+            raise ConfigError(f"unknown warm-up mode {warm!r}; valid: {', '.join(WARM_MODES)}")
+        self.warm_mode = warm
+        self.warmed = 0
+        self.routes: dict[str, Any] = {}
+
+    def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
+        mode = self.warm_mode
+        prompts: list[Prompt] = []
+        if mode in ("all", "auto"):
+            prompts = self.app.prefixes()
+            if mode == "auto" and len(prompts) > self.MAX_WARM_ALL:
+                mode = "workload"
+        if mode == "workload":
+            by_prefix = {}
+            for item in items:
+                if item.turn == 0:
+                    prompt = self.app.prompt_for(item.question)
+                    by_prefix.setdefault(prompt.prefix_fingerprint, prompt)
+            prompts = list(by_prefix.values())
+        if mode == "none":
+            prompts = []
+        self.warm_mode, self.warmed = mode, len(prompts)
+        total = CacheUsage()
+        for prompt in prompts:
+            total = add_usage(total, self.app.backend.warm(prompt))
+        return total
+
+    def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
+        previous = self.routes.get(item.session) if item.turn else None  # sessions are sticky, as in app.session()
+        prompt = self.app.prompt_for(item.question, history=history, previous=previous)
+        self.routes[item.session] = prompt.route
+        route = prompt.route.mode if prompt.route is not None else ""
+        return self._generate(prompt, prompt.prefix_fingerprint, route, prompt_evidence(self.app, prompt))
+
+
+class NoCacheStrategy(RagcacheStrategy):
+    """ragcache's prompts with the cache defeated (own uncached app, or a salt per request)."""
+
+    name = "no-cache"
+
+    def __init__(self, app: RagCache, options: GenerationOptions, *, salted: bool) -> None:
+        super().__init__(app, options, warm="none")
+        self.salted = salted
+        self.run_id = uuid.uuid4().hex[:12]  # only salts requests; never hashed into anything kept
+
+    def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
+        return CacheUsage()
+
+    def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
+        if self.salted:
+            self.options = replace(self.options, cache_salt=f"nocache-{self.run_id}-{index}")
+        return super().answer(item, index, history)
+
+
+class FullStrategy(Strategy):
+    """The whole corpus as one stable prefix."""
+
+    name = "full"
+
+    def __init__(self, app: RagCache, options: GenerationOptions) -> None:
+        super().__init__(app, options)
+        corpus = app.corpus
+        if corpus.full_block_id is None:
+            raise ConfigError(f"strategy 'full': corpus {corpus.name!r} has no full block (too large for its budget)")
+        base = app.prefixes()[0].stable
+        self.stable = tuple(s for s in base if s.kind != SegmentKind.CORPUS)
+        position = next((i for i, s in enumerate(base) if s.kind == SegmentKind.CORPUS), len(self.stable))
+        full = Segment(SegmentKind.CORPUS, corpus.block_text("full"), block_id="full")
+        self.stable = (*self.stable[:position], full, *self.stable[position:])
+        tokens = sum(corpus.block(s.block_id).tokens for s in self.stable if s.block_id in corpus.blocks)
+        window = app.backend.capabilities.context_window
+        if tokens + options.max_tokens > window:
+            raise ConfigError(f"strategy 'full': the full corpus prefix has {tokens} tokens; "
+                              f"it does not fit the backend's {window}-token window")
+
+    def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
+        return self.app.backend.warm(assemble_prompt(self.stable, ""))
+
+    def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
+        prompt = assemble_prompt(self.stable, item.question, history=history)
+        return self._generate(prompt, prompt.prefix_fingerprint, "full", prompt_evidence(self.app, prompt))
+
+
+class NaiveRagStrategy(Strategy):
+    """Top chunks by dense similarity, pasted before the question, LlamaIndex-style."""
+
+    name = "naive-rag"
+
+    def __init__(self, app: RagCache, options: GenerationOptions, *, budget: int | None = None) -> None:
+        super().__init__(app, options)
+        from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
+
+        system, user = CHAT_TEXT_QA_PROMPT.message_templates
+        self.system = Segment(SegmentKind.INSTRUCTIONS, str(system.content), block_id="naive-system")
+        self.template = str(user.content)
+        self.budget = budget
+        self.chunks = {c.id: c for c in app.corpus.chunks}
+
+    def _budget(self, question: str, history: tuple[Message, ...]) -> int:
+        if self.budget is not None:
+            return self.budget
+        prompt = self.app.prompt_for(question, history=history)
+        corpus = self.app.corpus
+        stable = sum(corpus.block(s.block_id).tokens for s in prompt.stable
+                     if s.kind == SegmentKind.CORPUS and s.block_id in corpus.blocks)
+        return stable + sum(s.tokens for s in prompt.snippets)
+
+    def retrieve(self, question: str, budget: int) -> list[Any]:
+        """Chunks in dense-similarity order until ``budget`` tokens are used."""
+        picked, used = [], 0
+        for chunk_id, _score in self.app.router.index.dense_search(question, len(self.chunks)):
+            chunk = self.chunks[chunk_id]
+            if used + chunk.tokens > budget:
+                if picked:
+                    break
+                continue
+            picked.append(chunk)
+            used += chunk.tokens
+        return picked
+
+    def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
+        chunks = self.retrieve(item.question, self._budget(item.question, history))
+        context = "\n\n".join(f"doc_id: {c.doc_id}\n\n{c.text.strip()}" for c in chunks)
+        question = self.template.format(context_str=context, query_str=item.question)
+        prompt = assemble_prompt((self.system,), question, history=history)
+        prefix = chain_hash([self.system.sha256, content_hash(context)])
+        evidence = tuple(dict.fromkeys(c.doc_id for c in chunks))
+        return self._generate(prompt, prefix, f"top-{len(chunks)}", evidence)
+
+
+def create_strategies(
+    names: list[str], app: RagCache, options: GenerationOptions, *, uncached_app: RagCache | None = None,
+    naive_budget: int | None = None, warm: str = "auto",
+) -> tuple[list[Strategy], list[str]]:
+    """Build the named strategies; ones that cannot run here are dropped with a note why."""
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown or not names:
+        raise ConfigError(f"unknown strategies {unknown or names}; valid: {', '.join(STRATEGIES)}")
+    out: list[Strategy] = []
+    notes: list[str] = []
+    for name in dict.fromkeys(names):
+        try:
+            out.append(_create(name, app, options, uncached_app, naive_budget, warm))
+        except ConfigError as exc:
+            notes.append(f"skipped {exc}")
+    return out, notes
+
+
+def _create(name: str, app: RagCache, options: GenerationOptions, uncached: RagCache | None,
+            naive_budget: int | None, warm: str) -> Strategy:
+    if name == "ragcache":
+        return RagcacheStrategy(app, options, warm=warm)
+    if name == "naive-rag":
+        return NaiveRagStrategy(app, options, budget=naive_budget)
+    if name == "full":
+        return FullStrategy(app, options)
+    salted = app.config.backend.kind in SALTED_KINDS
+    if not salted and uncached is None:
+        raise ConfigError("strategy 'no-cache': needs a salted engine (vllm) or an app with the cache disabled")
+    return NoCacheStrategy(app if salted else uncached, options, salted=salted)

@@ -1,0 +1,164 @@
+"""CLI commands for caches: ``warm`` and ``vllm-command``.
+
+Registered on the main typer app by :func:`register` (see ragcache/cli.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ragcache.cache.warmer import WarmResult
+    from ragcache.config import Config
+    from ragcache.corpus.manifest import CompiledCorpus
+
+__all__ = ["max_model_len", "register", "vllm_serve_command"]
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")]
+CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus or build folder (overrides the config).")]
+BackendOpt = Annotated[str | None, typer.Option("--backend", help="Override backend.kind (local, vllm, openai, …).")]
+BaseUrlOpt = Annotated[
+    str | None, typer.Option("--base-url", help="Override backend.base_url (openai: with /v1; others: server root).")
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", help="Override backend.model.")]
+_SEGMENT_ROUNDING = 1024
+
+
+def _load(config: Path | None, backend: str | None, base_url: str | None, model: str | None) -> Config:
+    from ragcache.cli import apply_backend_overrides
+    from ragcache.config import load_config
+
+    return apply_backend_overrides(load_config(config), backend=backend, base_url=base_url, model=model)
+
+
+def _table(results: list[WarmResult]) -> Table:
+    table = Table(title="warm-up", show_lines=False)
+    for column in ("prefix", "fingerprint", "prefix tokens", "expected cached", "cached on repeat", "status"):
+        table.add_column(column)
+    colours = {"cached": "green", "warmed": "green", "not-cached": "bold red", "below-minimum": "yellow"}
+    for r in results:
+        cached = str(r.verify_usage.cached_tokens) if r.verify_usage else "-"
+        colour = colours.get(r.status, "red")
+        table.add_row(
+            escape(r.label),
+            r.fingerprint[:12],
+            str(r.prefix_tokens),
+            str(r.expected_cached),
+            cached,
+            f"[{colour}]{r.status}[/]",
+        )
+    return table
+
+
+def warm(
+    config: ConfigOpt = None,
+    corpus: CorpusOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    model: ModelOpt = None,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Repeat each warm-up to prove it cached.")
+    ] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per prefix.")] = False,
+) -> None:
+    """Warm every prefix the router can emit; report per prefix whether it cached.
+
+    Exits 1 when a prefix that should have cached did not (flagged), 6 when the backend failed.
+    """
+    from ragcache.app import RagCache
+    from ragcache.cache.warmer import Warmer
+
+    rag = RagCache.from_config(_load(config, backend, base_url, model), corpus=corpus)
+    try:
+        results = Warmer(rag.backend).warm(rag.prefixes(), verify=verify)
+        plan = getattr(rag.backend, "last_plan", None)
+    finally:
+        rag.close()
+    if as_json:
+        for result in results:
+            typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+    else:
+        console.print(_table(results))
+        for result in results:
+            if result.status not in ("cached", "warmed"):
+                err_console.print(f"{escape(result.label)}: {result.status}: {escape(result.detail)}")
+        for warning in plan.warnings if plan is not None else ():
+            err_console.print(f"breakpoint {escape(warning)}")
+    if any(r.status == "error" for r in results):
+        raise typer.Exit(6)
+    if any(r.flagged for r in results):
+        err_console.print("[bold red]some prefixes should have cached but did not[/] (see the table)")
+        raise typer.Exit(1)
+
+
+def max_model_len(corpus: CompiledCorpus, config: Config) -> int:
+    """Context the server needs: the longest stable prefix, snippets, history and the answer,
+    rounded up to a multiple of 1024."""
+    blocks = corpus.blocks
+    fixed = sum(b.tokens for b in blocks.values() if b.kind in ("instructions", "examples", "tools"))
+    full = corpus.full_block_id
+    body = blocks[full].tokens if full else corpus.total_tokens
+    router = config.router
+    need = fixed + body + router.snippet_tokens + router.history_allowance + config.backend.max_output_tokens + 64
+    return -(-need // _SEGMENT_ROUNDING) * _SEGMENT_ROUNDING
+
+
+def vllm_serve_command(
+    hf_model: str, served_name: str, length: int, *, port: int = 8000, tensor_parallel: int = 1
+) -> list[str]:
+    """The ``vllm serve`` argv for a GPU deployment with prefix caching and cache usage reporting."""
+    argv = [
+        "vllm", "serve", hf_model,
+        "--served-model-name", served_name,
+        "--host", "0.0.0.0",
+        "--port", str(port),
+        "--max-model-len", str(length),
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+    ]  # fmt: skip
+    if tensor_parallel > 1:
+        argv += ["--tensor-parallel-size", str(tensor_parallel)]
+    return argv
+
+
+def vllm_command(
+    config: ConfigOpt = None,
+    corpus: CorpusOpt = None,
+    hf_model: Annotated[
+        str, typer.Option("--hf-model", help="Hugging Face model id or path the server loads.")
+    ] = "HuggingFaceTB/SmolLM2-135M-Instruct",
+    port: Annotated[int, typer.Option("--port", help="Server port.")] = 8000,
+    tensor_parallel: Annotated[int, typer.Option("--tensor-parallel", min=1, help="GPUs per replica.")] = 1,
+) -> None:
+    """Print the `vllm serve` command line a GPU deployment of the built corpus should use."""
+    from ragcache.config import load_config
+    from ragcache.corpus.store import load_corpus
+
+    cfg = load_config(config)
+    compiled = load_corpus(corpus if corpus is not None else cfg.resolved_corpus())
+    length = max_model_len(compiled, cfg)
+    served = cfg.backend.model or "smollm2"
+    typer.echo(shlex.join(vllm_serve_command(hf_model, served, length, port=port, tensor_parallel=tensor_parallel)))
+    err_console.print(
+        f"# max-model-len {length}: longest prefix + snippets {cfg.router.snippet_tokens} + history "
+        f"{cfg.router.history_allowance} + answer {cfg.backend.max_output_tokens} (corpus {compiled.name}, "
+        f"token counts from the build's tokenizer)"
+    )
+
+
+def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+    """Add ``warm`` and ``vllm-command`` to the main app."""
+    app.command("warm")(handle_errors(warm))
+    app.command("vllm-command")(handle_errors(vllm_command))

@@ -1,0 +1,239 @@
+"""Prometheus metrics of the REST server, and the totals the dashboard reads.
+
+Counters are labelled by corpus, backend and route mode (a bounded set,
+DESIGN.md invariant 4). With several uvicorn workers, set
+``PROMETHEUS_MULTIPROC_DIR`` (``ragcache serve --workers N`` does it for you):
+every worker writes its samples there and ``/metrics`` and the dashboard read
+the sum over all workers, so no number depends on which worker answered.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+__all__ = ["TTFT_BUCKETS", "MetricsSnapshot", "ServerMetrics", "quantile_from_buckets"]
+
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+_LABELS = ("corpus", "backend", "route")
+_TOKEN_COUNTERS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "output_tokens")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+@dataclass
+class MetricsSnapshot:
+    """Totals summed over labels (and workers) at one moment."""
+
+    t: float
+    requests: float = 0.0
+    hits: float = 0.0
+    prompt_tokens: float = 0.0
+    cached_tokens: float = 0.0
+    cache_write_tokens: float = 0.0
+    output_tokens: float = 0.0
+    cost_usd: float = 0.0
+    saved_usd: float = 0.0
+    errors: float = 0.0
+    cancelled: float = 0.0
+    in_progress: float = 0.0
+    ttft_buckets: dict[float, float] = field(default_factory=dict)
+    ttft_count: float = 0.0
+    ttft_sum: float = 0.0
+    by_route: dict[tuple[str, str, str], dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def hit_rate(self) -> float:
+        """Share of answers whose prompt reused cached tokens."""
+        return self.hits / self.requests if self.requests else 0.0
+
+    @property
+    def cached_ratio(self) -> float:
+        """Share of prompt tokens served from the cache."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
+
+    def point(self) -> dict[str, float]:
+        return {
+            "t": round(self.t, 3),
+            "requests": self.requests,
+            "hit_rate": round(self.hit_rate, 4),
+            "cached_ratio": round(self.cached_ratio, 4),
+            "saved_usd": self.saved_usd,
+        }
+
+
+class ServerMetrics:
+    """The server's own metrics; one instance per app (per worker process)."""
+
+    def __init__(self, history_points: int = 720) -> None:
+        self.multiprocess = multiprocess_dir() is not None
+        # In multiprocess mode values live in files, so no registry is needed to
+        # create them; otherwise a private registry keeps several apps apart.
+        self._registry = None if self.multiprocess else CollectorRegistry()
+        reg = self._registry
+        self.requests = Counter("ragcache_requests", "Answers served", _LABELS, registry=reg)
+        self.hits = Counter("ragcache_cache_hits", "Answers whose prompt reused cached tokens", _LABELS, registry=reg)
+        self.tokens = {
+            name: Counter(f"ragcache_{name}", f"{name.replace('_', ' ').capitalize()}", _LABELS, registry=reg)
+            for name in _TOKEN_COUNTERS
+        }
+        self.cost = Counter("ragcache_cost_usd", "Cost of the answers (USD)", _LABELS, registry=reg)
+        self.saved = Counter(
+            "ragcache_saved_usd", "Saved by the prompt cache vs. no cache (USD)", _LABELS, registry=reg
+        )
+        self.ttft = Histogram(
+            "ragcache_ttft_seconds", "Time to first token", _LABELS, buckets=TTFT_BUCKETS, registry=reg
+        )
+        self.latency = Histogram(
+            "ragcache_latency_seconds", "Answer latency", _LABELS, buckets=TTFT_BUCKETS, registry=reg
+        )
+        self.http = Counter("ragcache_http_requests", "HTTP responses", ("path", "status"), registry=reg)
+        self.errors = Counter("ragcache_errors", "Requests answered with an error", ("path", "code"), registry=reg)
+        self.in_progress = Gauge(
+            "ragcache_generations_in_progress", "Generations running now", multiprocess_mode="livesum", registry=reg
+        )
+        self.cancelled = Counter(
+            "ragcache_generations_cancelled", "Generations stopped early", ("reason",), registry=reg
+        )
+        self.history: deque[dict[str, float]] = deque(maxlen=history_points)
+
+    # --- recording ------------------------------------------------------------
+
+    def observe_answer(self, corpus: str, backend: str, answer: Any, saved_usd: float | None) -> None:
+        """Count one finished answer."""
+        labels = (corpus, backend, answer.route.mode if answer.route is not None else "none")
+        usage = answer.usage
+        self.requests.labels(*labels).inc()
+        if usage.cached_tokens > 0:
+            self.hits.labels(*labels).inc()
+        self.tokens["prompt_tokens"].labels(*labels).inc(usage.input_tokens)
+        self.tokens["cached_tokens"].labels(*labels).inc(usage.cached_tokens)
+        self.tokens["cache_write_tokens"].labels(*labels).inc(usage.cache_write_tokens)
+        self.tokens["output_tokens"].labels(*labels).inc(usage.output_tokens)
+        self.cost.labels(*labels).inc(max(answer.cost_usd or 0.0, 0.0))
+        self.saved.labels(*labels).inc(max(saved_usd or 0.0, 0.0))
+        self.ttft.labels(*labels).observe(max(answer.ttft_s, 0.0))
+        self.latency.labels(*labels).observe(max(answer.latency_s, 0.0))
+        self.sample()
+
+    def observe_http(self, path: str, status: int) -> None:
+        self.http.labels(path, str(status)).inc()
+
+    def observe_error(self, path: str, code: str) -> None:
+        self.errors.labels(path, code).inc()
+
+    # --- reading --------------------------------------------------------------
+
+    def registry(self) -> CollectorRegistry:
+        """The registry to read: all workers' files in multiprocess mode."""
+        if self._registry is not None:
+            return self._registry
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The Prometheus text format and its content type."""
+        return generate_latest(self.registry()), CONTENT_TYPE_LATEST
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Sum every sample over its labels."""
+        snap = MetricsSnapshot(t=time.time())
+        for family in self.registry().collect():
+            for sample in family.samples:
+                _add_sample(snap, sample.name, sample.labels, sample.value)
+        return snap
+
+    def sample(self, min_interval_s: float = 1.0) -> MetricsSnapshot:
+        """Append a point to the in-process history (one per ``min_interval_s``)."""
+        snap = self.snapshot()
+        point = snap.point()
+        if self.history and point["t"] - self.history[-1]["t"] < min_interval_s:
+            self.history[-1] = point
+        else:
+            self.history.append(point)
+        return snap
+
+
+_SIMPLE = {
+    "ragcache_requests_total": "requests",
+    "ragcache_cache_hits_total": "hits",
+    "ragcache_cost_usd_total": "cost_usd",
+    "ragcache_saved_usd_total": "saved_usd",
+    "ragcache_errors_total": "errors",
+    "ragcache_generations_cancelled_total": "cancelled",
+    "ragcache_generations_in_progress": "in_progress",
+    **{f"ragcache_{name}_total": name for name in _TOKEN_COUNTERS},
+}
+
+
+def _add_sample(snap: MetricsSnapshot, name: str, labels: dict[str, str], value: float) -> None:
+    if name in _SIMPLE:
+        attr = _SIMPLE[name]
+        setattr(snap, attr, getattr(snap, attr) + value)
+        if "route" in labels and attr in {"requests", "hits", "prompt_tokens", "cached_tokens", "saved_usd"}:
+            key = (labels["corpus"], labels["backend"], labels["route"])
+            row = snap.by_route.setdefault(key, {})
+            row[attr] = row.get(attr, 0.0) + value
+    elif name == "ragcache_ttft_seconds_bucket":
+        le = float(labels["le"])
+        snap.ttft_buckets[le] = snap.ttft_buckets.get(le, 0.0) + value
+    elif name == "ragcache_ttft_seconds_count":
+        snap.ttft_count += value
+    elif name == "ragcache_ttft_seconds_sum":
+        snap.ttft_sum += value
+
+
+def quantile_from_buckets(q: float, buckets: dict[float, float]) -> float | None:
+    """Estimate a quantile from cumulative histogram buckets (as PromQL does)."""
+    edges = sorted(buckets)
+    if not edges or buckets[edges[-1]] <= 0:
+        return None
+    total = buckets[edges[-1]]
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for edge in edges:
+        count = buckets[edge]
+        if count >= rank:
+            if edge == float("inf"):
+                return lower
+            span = count - below
+            return lower + (edge - lower) * ((rank - below) / span if span else 1.0)
+        lower, below = edge, count
+    return lower
+
+
+def snapshot_dict(snap: MetricsSnapshot) -> dict[str, Any]:
+    """A JSON-ready view of a snapshot for the dashboard."""
+    data = {k: v for k, v in asdict(snap).items() if k not in {"ttft_buckets", "by_route"}}
+    edges = sorted(snap.ttft_buckets)
+    previous = 0.0
+    histogram = []
+    for edge in edges:
+        count = snap.ttft_buckets[edge]
+        histogram.append({"le": "+Inf" if edge == float("inf") else edge, "count": count - previous})
+        previous = count
+    data.update(
+        hit_rate=snap.hit_rate,
+        cached_ratio=snap.cached_ratio,
+        ttft_histogram=histogram,
+        ttft_p50=quantile_from_buckets(0.5, snap.ttft_buckets),
+        ttft_p95=quantile_from_buckets(0.95, snap.ttft_buckets),
+        by_route=[{"corpus": c, "backend": b, "route": r, **row} for (c, b, r), row in sorted(snap.by_route.items())],
+    )
+    return data

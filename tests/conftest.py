@@ -1,0 +1,65 @@
+"""Shared fixtures; each section belongs to one capability."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# --- the real REST server (tests/server_harness.py) ---------------------------
+from server_harness import ServerProcess, start_server
+
+
+@pytest.fixture(scope="session")
+def ragcache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """``ragcache serve`` over corpora/small and the local model, once per test session."""
+    server = start_server(tmp_path_factory.mktemp("server"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# --- end REST server ------------------------------------------------------------
+
+
+# --- the local model and corpora/small, built once (ragcache/app.py, backends/local.py) ---
+
+
+@pytest.fixture(scope="session")
+def small_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """corpora/small compiled once per session into a temporary build folder (no router index)."""
+    from ragcache.corpus.compile import build_corpus
+
+    out = tmp_path_factory.mktemp("small") / "build"
+    build_corpus(Path(__file__).resolve().parents[1] / "corpora" / "small", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Path:
+    """The default local model's folder, loaded once into this process (backends share it)."""
+    from ragcache.backends.local import load_model
+    from ragcache.models import ensure_model
+
+    path = ensure_model()
+    load_model(path, "cpu", "float32")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_rag(small_build: Path, local_model: Path) -> Iterator[Any]:
+    """A RagCache over the small build with the local backend and its default prefix cache."""
+    from ragcache.app import RagCache
+    from ragcache.config import Config
+
+    rag = RagCache.from_config(Config(corpus=small_build, build_dir=small_build))
+    try:
+        yield rag
+    finally:
+        rag.close()
+
+
+# --- end local model ------------------------------------------------------------------------

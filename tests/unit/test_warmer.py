@@ -1,0 +1,140 @@
+"""Warm-up verification and the keep-warm rule, on a simulated clock.
+
+The backend here is scripted (it reports the cache usage a test dictates), like
+httpx's MockTransport: this file tests the warmer's own logic. The warmer
+against a real vLLM server is in tests/integration/test_vllm_backends.py.
+"""
+
+from __future__ import annotations
+
+from ragcache.backends.base import Backend, CacheUsage, Capabilities, Generation, GenerationOptions
+from ragcache.cache.warmer import KeepWarmPolicy, Warmer, expected_cached_tokens, policy_for
+from ragcache.errors import BackendUnavailableError
+from ragcache.prompt import Prompt, Segment, SegmentKind
+
+TTL = 300.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ScriptedBackend(Backend):
+    """Every warm() is recorded; a repeat reports ``cached_on_repeat`` cached tokens."""
+
+    name = "scripted"
+
+    def __init__(self, clock: Clock, tokens: int = 2000, cached_on_repeat: int | None = None, block: int = 128) -> None:
+        self.clock, self.tokens, self.block = clock, tokens, block
+        self.cached_on_repeat = tokens // block * block if cached_on_repeat is None else cached_on_repeat
+        self.warm_calls: list[float] = []
+        self.fail = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(context_window=8192, min_cacheable_tokens=1024, ttl_s=TTL)
+
+    @property
+    def cache_block_tokens(self) -> int:
+        return self.block
+
+    def prefix_tokens(self, prompt: Prompt) -> int:
+        return self.tokens
+
+    def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
+        raise AssertionError("the warmer only warms")
+
+    def warm(self, prompt: Prompt) -> CacheUsage:
+        if self.fail:
+            raise BackendUnavailableError("down")
+        first = not self.warm_calls
+        self.warm_calls.append(self.clock())
+        return CacheUsage(input_tokens=self.tokens + 10, cached_tokens=0 if first else self.cached_on_repeat)
+
+
+def prompt(tag: str = "a") -> Prompt:
+    return Prompt(stable=(Segment(SegmentKind.CORPUS, f"corpus {tag}", f"category:{tag}"),), question="")
+
+
+def test_expected_cached_tokens_are_the_whole_blocks_above_the_minimum() -> None:
+    assert expected_cached_tokens(2000, 1024, 128) == 1920
+    assert expected_cached_tokens(1000, 1024, 128) == 0
+    assert expected_cached_tokens(1500, 1024, 1) == 1500
+
+
+def test_warm_up_verifies_with_a_repeat_and_flags_what_did_not_cache() -> None:
+    clock = Clock()
+    ok = Warmer(ScriptedBackend(clock), clock=clock).warm([prompt("a"), prompt("a")])
+    assert [r.status for r in ok] == ["cached"]  # one prefix, warmed once
+    assert ok[0].expected_cached == 1920 and not ok[0].flagged
+    bad = Warmer(ScriptedBackend(clock, cached_on_repeat=1024), clock=clock).warm([prompt("b")])
+    assert bad[0].status == "not-cached" and bad[0].flagged
+    assert "expected ≥ 1920" in bad[0].detail
+    small = Warmer(ScriptedBackend(clock, tokens=600), clock=clock).warm([prompt("c")])
+    assert small[0].status == "below-minimum" and not small[0].flagged
+    down = ScriptedBackend(clock)
+    down.fail = True
+    assert Warmer(down, clock=clock).warm([prompt("d")])[0].status == "error"
+
+
+def simulate(warmer: Warmer, backend: ScriptedBackend, requests: list[float], until: float) -> list[float]:
+    """Advance 5 s at a time, recording requests and ticking; return refresh times."""
+    p = prompt()
+    warmer.warm([p], verify=False)
+    backend.warm_calls.clear()
+    pending = sorted(requests)
+    clock = warmer.clock
+    while clock.now <= until:
+        while pending and pending[0] <= clock.now:
+            warmer.record(p)
+            pending.pop(0)
+        warmer.tick()
+        clock.now += 5.0
+    return list(backend.warm_calls)
+
+
+def test_refreshes_come_before_expiry_while_traffic_is_steady_and_stop_with_it() -> None:
+    clock = Clock()
+    backend = ScriptedBackend(clock)
+    warmer = Warmer(backend, KeepWarmPolicy(ttl_s=TTL, margin_s=30, read_price=0.3, write_price=3.75), clock=clock)
+    requests = [400.0 * i for i in range(1, 8)]  # every 400 s > TTL: without refreshes, every one misses
+    refreshes = simulate(warmer, backend, requests, until=8000)
+    assert refreshes, "steady traffic must be kept warm"
+    touches = sorted([0.0, *requests, *refreshes])
+    for request in requests[2:]:  # once two requests show traffic, every request finds the prefix cached
+        last = max(t for t in touches if t < request)
+        assert request - last < TTL
+    for refresh in refreshes:  # each refresh lands in the margin before expiry, never after it
+        last = max(t for t in touches if t < refresh)
+        assert TTL - 30 <= refresh - last < TTL
+    quiet_from = requests[-1] + 3 * 400  # idle for three usual gaps: traffic has stopped
+    assert not [r for r in refreshes if r > quiet_from + TTL]
+    assert [d.action for d in warmer.decisions][-1] == "lapse"
+    assert "rate" in warmer.decisions[-1].reason and "p_next" in warmer.decisions[-1].reason
+
+
+def test_sparse_traffic_is_left_to_lapse() -> None:
+    clock = Clock()
+    backend = ScriptedBackend(clock)
+    warmer = Warmer(backend, KeepWarmPolicy(ttl_s=TTL, margin_s=30, read_price=0.3, write_price=3.75), clock=clock)
+    refreshes = simulate(warmer, backend, [100.0, 7300.0, 14500.0], until=15000)  # every 2 h
+    assert refreshes == []
+    assert warmer.decisions and all(d.action == "lapse" for d in warmer.decisions)
+    assert all(d.lapse_cost <= d.refresh_cost for d in warmer.decisions)
+
+
+def test_no_traffic_at_all_means_no_refresh() -> None:
+    clock = Clock()
+    backend = ScriptedBackend(clock)
+    assert simulate(Warmer(backend, clock=clock), backend, [], until=3000) == []
+
+
+def test_policy_takes_ttl_and_prices_from_backend_and_model() -> None:
+    backend = ScriptedBackend(Clock())
+    policy = policy_for(backend, "claude-sonnet-4-6")
+    assert (policy.ttl_s, policy.read_price, policy.write_price) == (TTL, 0.3, 3.75)
+    assert policy_for(backend, None).write_price == 1.0
