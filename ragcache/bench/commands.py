@@ -91,6 +91,8 @@ def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path
 
         def progress(strategy: str, index: int) -> None:
             bar.update(task, advance=1, description=f"request {index + 1}/{len(items)} · {strategy}")
+            if not console.is_terminal:  # logs of non-interactive runs still show progress
+                console.print(f"request {index + 1}/{len(items)} {strategy} done", highlight=False)
 
         return run(cfg, items, out, settings, progress)
 
@@ -163,8 +165,23 @@ def _with_categories(items: list, corpus_path: Path, group: str) -> list:
     return out
 
 
+def render(
+    results: Annotated[Path, typer.Option("--results", help="results.json of an earlier run.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the re-rendered report and plots.")],
+    notes: Annotated[Path | None, typer.Option(help="Markdown lines to add under Notes.")] = None,
+) -> None:
+    """Re-render report.md and the plots from results.json (e.g. to add notes on why a target was missed)."""
+    from ragcache.bench.report import load_result, write_report
+
+    result = load_result(results)
+    extra = [line.removeprefix("- ") for line in _read_notes(notes)]
+    result.notes += [line for line in extra if line not in result.notes]
+    console.print(f"report: {write_report(result, out)}")
+
+
 def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
     """Add ``bench`` (and its ``make-workload`` subcommand) to the main app."""
     bench_app.callback()(handle_errors(bench))
     bench_app.command("make-workload")(handle_errors(make_workload))
+    bench_app.command("render")(handle_errors(render))
     app.add_typer(bench_app, name="bench")

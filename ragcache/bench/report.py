@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragcache.backends.base import CacheUsage
 from ragcache.bench.metrics import RequestRecord, StrategySummary, cumulative_cached_ratio
+from ragcache.errors import ConfigError
 
-__all__ = ["BenchResult", "Target", "check_targets", "write_report"]
+__all__ = ["BenchResult", "Target", "check_targets", "load_result", "write_report"]
 
 PLOTS = ("ttft.png", "cached_ratio.png", "cost.png")
 
@@ -181,8 +183,24 @@ def write_report(result: BenchResult, out: str | Path) -> Path:
     """Write results.json, report.md and the plots into ``out``; return report.md's path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(result.to_dict(), indent=1) + "\n", encoding="utf-8")
     _plots(result, out)
     report = out / "report.md"
     report.write_text(_markdown(result), encoding="utf-8")
     return report
+
+
+def load_result(path: str | Path) -> BenchResult:
+    """Read a ``results.json`` back (to re-render a report with notes added)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        records = [
+            RequestRecord(**{**r, "usage": CacheUsage(**r["usage"]),
+                             **{k: tuple(r[k]) for k in ("evidence_doc_ids", "gold_doc_ids", "gold_answers")}})
+            for r in data["records"]
+        ]
+        summaries = [StrategySummary(**s) for s in data["summaries"]]
+        return BenchResult(meta=data["meta"], summaries=summaries, records=records, notes=list(data["notes"]))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a bench results.json ({exc})") from None
