@@ -23,8 +23,8 @@ __all__ = [
     "Config",
     "RouterConfig",
     "ServerConfig",
-    "load_config",
     "format_validation_error",
+    "load_config",
 ]
 
 ENV_PREFIX = "RAGCACHE_"

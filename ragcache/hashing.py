@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["canonical_json", "content_hash", "chain_hash"]
+__all__ = ["canonical_json", "chain_hash", "content_hash"]
 
 
 def content_hash(data: bytes | str) -> str:

@@ -9,18 +9,18 @@ Rendering keeps the stable prefix byte-identical whatever comes after it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from ragcache.hashing import chain_hash, content_hash
 from ragcache.router.types import Route, Snippet
 
 __all__ = [
+    "STABLE_KINDS",
     "Message",
     "Prompt",
     "Segment",
     "SegmentKind",
-    "STABLE_KINDS",
     "assemble_prompt",
     "render_snippets",
 ]
@@ -28,7 +28,7 @@ __all__ = [
 Role = Literal["system", "user", "assistant"]
 
 
-class SegmentKind(str, Enum):
+class SegmentKind(StrEnum):
     INSTRUCTIONS = "instructions"
     CORPUS = "corpus"
     TOOLS = "tools"

@@ -139,7 +139,7 @@ class Backend(ABC):
         """Async :meth:`generate`; the default runs it in a worker thread."""
         return await asyncio.to_thread(self.generate, prompt, options)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections, models and threads."""
 
 

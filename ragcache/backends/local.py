@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragcache.backends.base import Backend, CacheUsage, Capabilities, Generation, GenerationOptions
 from ragcache.backends.local_prompt import EncodedPrompt, PromptEncoder, StopMatcher, model_fingerprint
-from ragcache.cache.kvstore import KVBlock, KVStore, MatchResult, assemble
+from ragcache.cache.kvstore import KVBlock, KVStore, MatchResult
 from ragcache.errors import ContextLengthError, ModelError, UnsupportedError
 from ragcache.prompt import Prompt
 
@@ -104,8 +104,8 @@ class LocalBackend(Backend):
         started = time.perf_counter()
         encoded = self.encoder.encode(prompt)
         self._check_length(encoded.length)
-        cache, logits, usage = self._prefill(encoded)
         max_new = min(options.max_tokens, self.capabilities.context_window - encoded.length)
+        cache, logits, usage = self._prefill(encoded, reserve=max_new)
         stops = StopMatcher(options.stop)
         generator = _sampler(options)
         ids: list[int] = []
@@ -169,14 +169,14 @@ class LocalBackend(Backend):
             )
 
     def _prefill(
-        self, encoded: EncodedPrompt, *, compute_logits: bool = True
+        self, encoded: EncodedPrompt, *, reserve: int = 0, compute_logits: bool = True
     ) -> tuple[Any, torch.Tensor | None, CacheUsage]:
         """Reuse the longest cached chain of blocks, compute the rest, store the new blocks."""
         match = self.store.match(encoded.block_keys) if self.store is not None else MatchResult()
         start = match.tokens
         if start >= encoded.length:  # a fully cached prompt (warm): nothing to compute
             return None, None, CacheUsage(input_tokens=encoded.length, cached_tokens=start)
-        cache = self.past_cache(match.blocks)
+        cache = self.past_cache(match.blocks, encoded.length - start + reserve)
         logits = None
         for offset in range(start, encoded.length, PREFILL_CHUNK):
             chunk = encoded.ids[offset : offset + PREFILL_CHUNK]
@@ -190,19 +190,11 @@ class LocalBackend(Backend):
         )
         return cache, (logits if compute_logits else None), usage
 
-    def past_cache(self, blocks: tuple[KVBlock, ...]) -> Any:
-        """A new transformers cache over fresh copies of ``blocks`` (the forward pass grows it, not them)."""
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
+    def past_cache(self, blocks: tuple[KVBlock, ...], reserve: int = 256) -> Any:
+        """A new request cache over a private copy of ``blocks`` (the forward pass grows it, not them)."""
+        from ragcache.backends.local_cache import request_cache
 
-        cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in zip(cache.layers, assemble(blocks), strict=False):
-            if type(layer) is DynamicLayer:  # already fresh copies: skip the layer's own copy
-                layer.lazy_initialization(keys, values)
-                layer.keys, layer.values = keys, values
-            else:
-                layer.update(keys, values)
-        return cache
+        return request_cache(self.model.config, blocks, reserve)
 
     def _forward(self, ids: list[int], cache: Any, position: int) -> torch.Tensor:
         """Run ``ids`` at absolute ``position`` through the model; the last position's logits."""
