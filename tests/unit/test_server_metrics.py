@@ -8,7 +8,7 @@ import pytest
 
 from ragcache.backends.base import CacheUsage
 from ragcache.router.types import Route
-from ragcache.server_metrics import ServerMetrics, quantile_from_buckets, snapshot_dict
+from ragcache.server.metrics import ServerMetrics, quantile_from_buckets, snapshot_dict
 
 
 @dataclass

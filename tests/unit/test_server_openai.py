@@ -8,8 +8,8 @@ import pytest
 
 from ragcache.config import BackendConfig
 from ragcache.prompt import Message
-from ragcache.server_openai import InvalidChatRequest, chat_inputs, generation_options
-from ragcache.server_schemas import ChatCompletionRequest
+from ragcache.server.openai_compat import InvalidChatRequest, chat_inputs, generation_options
+from ragcache.server.schemas import ChatCompletionRequest
 
 
 def request(*messages: tuple[str, object], **kw: object) -> ChatCompletionRequest:

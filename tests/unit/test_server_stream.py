@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ragcache.server_stream import GenerationStream
+from ragcache.server.stream import GenerationStream
 
 
 def test_items_then_end() -> None:

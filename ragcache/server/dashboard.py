@@ -15,10 +15,10 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from ragcache.cache.pricing import SELF_HOSTED
-from ragcache.server_metrics import snapshot_dict
+from ragcache.server.metrics import snapshot_dict
 
 if TYPE_CHECKING:
-    from ragcache.server_state import ServerState
+    from ragcache.server.state import ServerState
 
 __all__ = ["dashboard_data", "render_dashboard"]
 
@@ -27,7 +27,7 @@ _PLACEHOLDER = "/*__DASHBOARD_DATA__*/null"
 
 def dashboard_data(state: ServerState) -> dict[str, Any]:
     """Corpora, totals, TTFT distribution and the hit-rate series."""
-    from ragcache.server_state import corpus_summary
+    from ragcache.server.state import corpus_summary
 
     snap = state.metrics.sample()
     corpora = []
@@ -49,7 +49,7 @@ def dashboard_data(state: ServerState) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def _template() -> str:
-    return files("ragcache").joinpath("server_dashboard.html").read_text(encoding="utf-8")
+    return files("ragcache.server").joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 def render_dashboard(data: dict[str, Any]) -> str:

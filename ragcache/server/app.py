@@ -29,15 +29,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 
 from ragcache.config import Config, load_config
 from ragcache.errors import RagCacheError
-from ragcache.server_dashboard import dashboard_data, render_dashboard
-from ragcache.server_http import (
+from ragcache.server.dashboard import dashboard_data, render_dashboard
+from ragcache.server.http import (
     APIError,
     BodyLimitMiddleware,
     MetricsMiddleware,
     error_response,
     install_error_handlers,
 )
-from ragcache.server_openai import (
+from ragcache.server.openai_compat import (
     ChatInputs,
     CompletionIds,
     chat_inputs,
@@ -49,7 +49,7 @@ from ragcache.server_openai import (
     jsonable,
     ragcache_info,
 )
-from ragcache.server_schemas import (
+from ragcache.server.schemas import (
     AskRequest,
     AskResponse,
     ChatCompletion,
@@ -60,8 +60,8 @@ from ragcache.server_schemas import (
     ModelCard,
     ModelList,
 )
-from ragcache.server_state import WORKERS_ENV, ServerState, corpus_summary
-from ragcache.server_stream import GenerationStream
+from ragcache.server.state import WORKERS_ENV, ServerState, corpus_summary
+from ragcache.server.stream import GenerationStream
 
 __all__ = ["create_app", "create_app_from_env", "serve"]
 
@@ -350,7 +350,12 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = created
     try:
         uvicorn.run(
-            "ragcache.server:create_app_from_env", factory=True, host=host, port=port, workers=workers, log_level="info"
+            "ragcache.server.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
         )
     finally:
         if created is not None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragcache.backends.base import CacheUsage, GenerationOptions
 from ragcache.prompt import Message
-from ragcache.server_schemas import (
+from ragcache.server.schemas import (
     ChatChoice,
     ChatCompletion,
     ChatCompletionChunk,

@@ -22,11 +22,11 @@ from ragcache.cache.warmer import Warmer, policy_for
 from ragcache.config import Config, ServerConfig, load_config
 from ragcache.errors import ConfigError
 from ragcache.prompt import Message, assemble_prompt
-from ragcache.server_http import APIError
-from ragcache.server_metrics import ServerMetrics
-from ragcache.server_openai import ChatInputs
-from ragcache.server_schemas import CorpusSummary
-from ragcache.server_stream import GenerationStream
+from ragcache.server.http import APIError
+from ragcache.server.metrics import ServerMetrics
+from ragcache.server.openai_compat import ChatInputs
+from ragcache.server.schemas import CorpusSummary
+from ragcache.server.stream import GenerationStream
 
 __all__ = ["WORKERS_ENV", "APIError", "Readiness", "ServerState", "SessionStore", "corpus_summary", "saved_usd"]
 

@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ragcache.errors import RagCacheError
-from ragcache.server_metrics import ServerMetrics
-from ragcache.server_openai import InvalidChatRequest
+from ragcache.server.metrics import ServerMetrics
+from ragcache.server.openai_compat import InvalidChatRequest
 
 __all__ = [
     "APIError",
