@@ -42,7 +42,7 @@ def cache_report(answer: Answer) -> str:
     """One line: cached/total prompt tokens, what was written, TTFT, latency, route."""
     usage = answer.usage
     route = answer.route.mode if answer.route is not None else "-"
-    cost = "" if answer.cost_usd is None else f", ${answer.cost_usd:.6f}"
+    cost = f" · ${answer.cost_usd:.6f}" if answer.cost_usd else ""  # None: unpriced; 0: self-hosted
     return (
         f"cache: {usage.cached_tokens}/{usage.input_tokens} prompt tokens cached ({usage.cached_ratio:.0%}), "
         f"{usage.cache_write_tokens} written · TTFT {answer.ttft_s:.2f}s · total {answer.latency_s:.2f}s · "

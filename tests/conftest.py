@@ -40,10 +40,17 @@ def small_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def local_model() -> Path:
-    """The default local model's folder, loaded once into this process (backends share it)."""
+    """The default local model's folder, loaded once into this process (backends share it).
+
+    Tests run torch on one thread: on the shared 2-core machines two OpenMP threads
+    spin against the other test processes and run ~3x slower.
+    """
+    import torch
+
     from ragcache.backends.local import load_model
     from ragcache.models import ensure_model
 
+    torch.set_num_threads(1)
     path = ensure_model()
     load_model(path, "cpu", "float32")
     return path

@@ -1,7 +1,9 @@
 """The embedded default: transformers + torch in this process, with a prefix KV store.
 
 float32 on CPU (bf16 matmuls are ~5x slower on small CPUs), the GPU when one is
-present. A prompt is rendered with the model's chat template and cut into
+present. ``backend.options`` may set ``device``, ``dtype`` and ``threads`` (torch's
+intra-op threads, process-wide; 1 is much faster when the cores are shared with
+other busy processes). A prompt is rendered with the model's chat template and cut into
 blocks at message boundaries (:mod:`ragcache.backends.local_prompt`); the KV of
 those blocks goes into a :class:`~ragcache.cache.kvstore.KVStore`, so a second
 question over the same corpus only computes its own tokens. The model and
@@ -69,6 +71,8 @@ class LocalBackend(Backend):
         self.config = config
         self.cache_config = cache
         path = resolve_model_path(config.model)
+        if config.options.get("threads"):
+            torch.set_num_threads(int(config.options["threads"]))  # process-wide: torch has one intra-op pool
         device = str(config.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         dtype = str(config.options.get("dtype") or ("float32" if device == "cpu" else "bfloat16"))
         self.model, self.tokenizer = load_model(path, device, dtype)
@@ -107,27 +111,20 @@ class LocalBackend(Backend):
         max_new = min(options.max_tokens, self.capabilities.context_window - encoded.length)
         cache, logits, usage = self._prefill(encoded, reserve=max_new)
         stops = StopMatcher(options.stop)
-        generator = _sampler(options)
         ids: list[int] = []
         first_token_at: float | None = None
-        emitted, finish = "", "length"
-        while len(ids) < max_new:
-            token = _choose(logits, options, generator)
+        emitted, finish = "", "stop"
+        for token in self._tokens(logits, cache, encoded.length, max_new, options):
             first_token_at = first_token_at or time.perf_counter()
-            if token in self._eos:
-                finish = "stop"
-                break
             ids.append(token)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            done, visible = stops.visible(text)
+            done, visible = stops.visible(self.tokenizer.decode(ids, skip_special_tokens=True))
             if visible.startswith(emitted) and len(visible) > len(emitted):
                 yield visible[len(emitted) :]
                 emitted = visible
             if done:
-                finish = "stop"
                 break
-            if len(ids) < max_new:
-                logits = self._forward([token], cache, encoded.length + len(ids) - 1)
+        else:
+            finish = "length" if len(ids) >= max_new else "stop"
         text = stops.final(self.tokenizer.decode(ids, skip_special_tokens=True))
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted) :]
@@ -159,6 +156,19 @@ class LocalBackend(Backend):
             self.store.clear()
 
     # --- helpers ----------------------------------------------------------------
+
+    def _tokens(
+        self, logits: torch.Tensor, cache: Any, position: int, max_new: int, options: GenerationOptions
+    ) -> Iterator[int]:
+        """Decode token ids from the prompt's last logits until EOS (not yielded) or ``max_new``."""
+        generator = _sampler(options)
+        for n in range(max_new):
+            token = _choose(logits, options, generator)
+            if token in self._eos:
+                return
+            yield token
+            if n + 1 < max_new:
+                logits = self._forward([token], cache, position + n)
 
     def _check_length(self, length: int) -> None:
         window = self.capabilities.context_window

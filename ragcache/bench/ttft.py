@@ -39,6 +39,7 @@ def main(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: the defaults).")] = None,
     corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus folder (default: corpora/small).")] = None,
     runs: Annotated[int, typer.Option("--runs", min=1, max=len(QUESTIONS), help="Questions per mode.")] = 3,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads (default: torch's).")] = None,
 ) -> None:
     """Median TTFT cold vs. cached on one corpus and their ratio."""
     from ragcache.app import RagCache
@@ -46,6 +47,9 @@ def main(
     from ragcache.config import load_config
 
     cfg = load_config(config)
+    if threads is not None:
+        options = {**cfg.backend.options, "threads": threads}
+        cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"options": options})})
     corpus_dir = corpus or (cfg.resolved_corpus() if (cfg.resolved_corpus() / "corpus.yaml").exists() else _REPO_CORPUS)
     build = ensure_built(corpus_dir)
     rag = RagCache.from_config(cfg.model_copy(update={"corpus": corpus_dir, "build_dir": build}))
@@ -67,7 +71,10 @@ def main(
 
 
 def _report(corpus_dir: Path, cold: list, cached: list) -> None:
-    table = Table(title=f"TTFT on {corpus_dir} (local backend, {len(cold)} questions per mode)")
+    import torch
+
+    title = f"TTFT on {corpus_dir} (local backend, {torch.get_num_threads()} torch threads, {len(cold)} questions/mode)"
+    table = Table(title=title)
     for column in ("mode", "prompt tokens", "cached tokens", "TTFT median (s)", "min (s)", "max (s)"):
         table.add_column(column, justify="left" if column == "mode" else "right")
     medians = {}

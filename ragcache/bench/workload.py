@@ -104,6 +104,19 @@ def _line_error(where: str, exc: ValidationError) -> str:
     return f"{where}: " + "; ".join(problems)
 
 
+def _parse_line(raw: str, where: str) -> _Line:
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise WorkloadError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise WorkloadError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return _Line.model_validate(data)
+    except ValidationError as exc:
+        raise WorkloadError(_line_error(where, exc)) from None
+
+
 def parse_workload(lines: Iterable[str], source: str = "<workload>") -> list[WorkloadItem]:
     """Parse JSONL lines; any bad line raises :class:`WorkloadError` naming its number."""
     items: list[WorkloadItem] = []
@@ -113,16 +126,7 @@ def parse_workload(lines: Iterable[str], source: str = "<workload>") -> list[Wor
         if not raw.strip():
             continue
         where = f"{source}:{number}"
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise WorkloadError(f"{where}: invalid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(data, dict):
-            raise WorkloadError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        try:
-            line = _Line.model_validate(data)
-        except ValidationError as exc:
-            raise WorkloadError(_line_error(where, exc)) from None
+        line = _parse_line(raw, where)
         expected = next_turn.get(line.session, 0)
         if line.turn != expected:
             raise WorkloadError(
@@ -132,17 +136,10 @@ def parse_workload(lines: Iterable[str], source: str = "<workload>") -> list[Wor
             raise WorkloadError(f"{where}: arrival_s {line.arrival_s} is earlier than the line before ({last_arrival})")
         next_turn[line.session] = expected + 1
         last_arrival = line.arrival_s
-        items.append(
-            WorkloadItem(
-                session=line.session,
-                turn=line.turn,
-                question=line.question,
-                arrival_s=line.arrival_s,
-                gold_doc_ids=tuple(line.gold_doc_ids),
-                gold_answers=tuple(line.gold_answers),
-                category=line.category,
-            )
-        )
+        items.append(WorkloadItem(
+            session=line.session, turn=line.turn, question=line.question, arrival_s=line.arrival_s,
+            gold_doc_ids=tuple(line.gold_doc_ids), gold_answers=tuple(line.gold_answers), category=line.category,
+        ))
     if not items:
         raise WorkloadError(f"{source}: the workload has no requests")
     return items

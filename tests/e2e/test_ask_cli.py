@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def ragcache(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "ragcache.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the local_model fixture
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def test_ask_json_prints_one_object_with_usage_route_and_sources(small_build: Path, local_model: Path) -> None:
@@ -46,6 +48,19 @@ def test_demo_builds_the_corpus_and_serves_the_second_question_from_the_cache(tm
     cached, total = (int(n) for n in lines[1].split()[1].split("/"))
     assert cached / total >= 0.9
     assert "Second question served from the cache" in out
+
+
+def test_chat_keeps_the_turns_after_the_cached_prefix(small_build: Path, local_model: Path) -> None:
+    cmd = [sys.executable, "-m", "ragcache.cli", "chat", "--corpus", str(small_build), "--max-tokens", "6"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, input="Is SQLite a server?\nDoes it need configuration?\nexit\nignored\n",
+                            env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr
+    reports = [line for line in result.stderr.splitlines() if line.startswith("cache: ")]
+    assert len(reports) == 2  # 'exit' ends the chat
+    first_written = int(reports[0].split("written")[0].split()[-1])
+    cached = int(reports[1].split()[1].split("/")[0])
+    assert cached == first_written > 3000  # turn 2 reuses the corpus prefix and turn 1's question
 
 
 def test_an_unknown_model_exits_non_zero_without_a_traceback(small_build: Path) -> None:

@@ -7,6 +7,7 @@ used where the point is the cached share of a realistic prompt.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from ragcache.app import Answer
 from ragcache.backends.base import Generation, GenerationOptions
 from ragcache.backends.local import LocalBackend, create
 from ragcache.cache.kvstore import KVBlock, KVStore
@@ -111,11 +113,15 @@ def test_the_stored_prefix_is_unchanged_by_the_requests_that_reuse_it(local: Loc
 
 def test_a_second_question_on_the_same_corpus_is_at_least_90_percent_cached(small_rag: Any) -> None:
     small_rag.ask("What are the storage classes of SQLite?", options=SHORT)
-    second = small_rag.ask("Why should AUTOINCREMENT usually be avoided?", options=SHORT)
+    second = asyncio.run(small_rag.aask("Why should AUTOINCREMENT usually be avoided?", options=SHORT))
     assert second.route.block_ids == ("full",)
     assert second.usage.input_tokens > 3000
     assert second.usage.cached_ratio >= 0.9
     assert second.usage.output_tokens > 0 and second.text
+    assert "faq/autoincrement.md" in second.sources and second.model
+    items = list(small_rag.stream("Is SQLite a server?", options=SHORT))
+    assert isinstance(items[-1], Answer) and "".join(items[:-1]) == items[-1].text
+    assert items[-1].usage.cached_ratio >= 0.9 and 0 < items[-1].ttft_s <= items[-1].latency_s
 
 
 def test_after_the_budget_evicted_a_prefix_a_question_reports_zero_cached(small_build: Path) -> None:
