@@ -204,7 +204,7 @@ class LocalBackend(Backend):
         """A new request cache over a private copy of ``blocks`` (the forward pass grows it, not them)."""
         from ragcache.backends.local_cache import request_cache
 
-        return request_cache(self.model.config, blocks, reserve)
+        return request_cache(self.model.config, blocks, reserve, self.device)
 
     def _forward(self, ids: list[int], cache: Any, position: int) -> torch.Tensor:
         """Run ``ids`` at absolute ``position`` through the model; the last position's logits."""

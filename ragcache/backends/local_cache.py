@@ -72,9 +72,12 @@ class GrowingLayer(DynamicLayer):
         self.values = self._values[..., : self.length, :]
 
 
-def request_cache(config: Any, blocks: Sequence[KVBlock], reserve: int) -> DynamicCache:
-    """A new cache holding a private copy of ``blocks`` with room for ``reserve`` more tokens."""
+def request_cache(config: Any, blocks: Sequence[KVBlock], reserve: int, device: Any = None) -> DynamicCache:
+    """A new cache holding a private copy of ``blocks`` (moved to ``device``) with room for ``reserve`` more tokens."""
     cache = DynamicCache(config=config)
+    if device is not None:  # blocks loaded from disk live on the CPU
+        blocks = [KVBlock(b.key, b.parent, b.tokens, tuple((k.to(device), v.to(device)) for k, v in b.layers))
+                  if b.layers and b.layers[0][0].device != device else b for b in blocks]
     if not all(type(layer) is DynamicLayer for layer in cache.layers):
         # sliding-window or other special layers: let transformers manage them (copying per step)
         for i, layer in enumerate(cache.layers):

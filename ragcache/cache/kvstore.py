@@ -246,7 +246,7 @@ class KVStore:
             return
         tensors = {}
         for i, (keys, values) in enumerate(block.layers):
-            tensors[f"k.{i}"], tensors[f"v.{i}"] = keys.contiguous(), values.contiguous()
+            tensors[f"k.{i}"], tensors[f"v.{i}"] = keys.contiguous().cpu(), values.contiguous().cpu()
         meta = {"key": block.key, "parent": block.parent or "", "tokens": str(block.tokens)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
