@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ragcache.cli_options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, MaxTokensOpt, ModelOpt
+
 if TYPE_CHECKING:
     from ragcache.app import Answer, RagCache
 
@@ -30,12 +32,6 @@ DEMO_QUESTIONS = (
 )
 _REPO_CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "small"
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")]
-CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus or build folder (overrides the config).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="Override backend.kind (local, vllm, openai, …).")]
-BaseUrlOpt = Annotated[str | None, typer.Option("--base-url", help="Override backend.base_url.")]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Override backend.model.")]
-MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Output token limit.")]
 
 
 def cache_report(answer: Answer) -> str:
@@ -58,11 +54,7 @@ def load_app(
     from ragcache.app import RagCache
     from ragcache.config import load_config
 
-    cfg = load_config(config)
-    updates = {k: v for k, v in {"kind": backend, "base_url": base_url, "model": model,
-                                 "max_output_tokens": max_tokens}.items() if v is not None}
-    if updates:
-        cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update=updates)})
+    cfg = load_config(config).with_backend(kind=backend, base_url=base_url, model=model, max_output_tokens=max_tokens)
     return RagCache.from_config(cfg, corpus=corpus)
 
 

@@ -18,7 +18,7 @@ from rich.markup import escape
 from ragcache.errors import RagCacheError
 
 if TYPE_CHECKING:
-    from ragcache.config import Config
+    pass
 
 app = typer.Typer(
     name="ragcache",
@@ -49,16 +49,6 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def apply_backend_overrides(
-    config: Config, *, backend: str | None = None, base_url: str | None = None, model: str | None = None
-) -> Config:
-    """``--backend/--base-url/--model`` on top of a loaded Config (shared by ask, chat, serve, warm)."""
-    updates = {k: v for k, v in {"kind": backend, "base_url": base_url, "model": model}.items() if v is not None}
-    if not updates:
-        return config
-    return config.model_copy(update={"backend": config.backend.model_copy(update=updates)})
 
 
 # --- commands are defined below, one section per concept -------------------

@@ -102,6 +102,13 @@ class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     source: Path | None = Field(None, exclude=True)
 
+    def with_backend(self, **updates: Any) -> Config:
+        """A copy with backend settings replaced; ``None`` values are ignored (CLI overrides)."""
+        updates = {k: v for k, v in updates.items() if v is not None}
+        if not updates:
+            return self
+        return self.model_copy(update={"backend": self.backend.model_copy(update=updates)})
+
     def resolved_corpus(self) -> Path:
         """The corpus directory, relative paths taken from the config file's project root."""
         return _resolve(self.corpus, self.source)

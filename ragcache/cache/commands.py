@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ragcache.cli_options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, ModelOpt
+
 if TYPE_CHECKING:
     from ragcache.cache.warmer import WarmResult
     from ragcache.config import Config
@@ -26,21 +28,13 @@ __all__ = ["max_model_len", "register", "vllm_serve_command"]
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: built-in defaults).")]
-CorpusOpt = Annotated[Path | None, typer.Option("--corpus", help="Corpus or build folder (overrides the config).")]
-BackendOpt = Annotated[str | None, typer.Option("--backend", help="Override backend.kind (local, vllm, openai, …).")]
-BaseUrlOpt = Annotated[
-    str | None, typer.Option("--base-url", help="Override backend.base_url (openai: with /v1; others: server root).")
-]
-ModelOpt = Annotated[str | None, typer.Option("--model", help="Override backend.model.")]
 _SEGMENT_ROUNDING = 1024
 
 
 def _load(config: Path | None, backend: str | None, base_url: str | None, model: str | None) -> Config:
-    from ragcache.cli import apply_backend_overrides
     from ragcache.config import load_config
 
-    return apply_backend_overrides(load_config(config), backend=backend, base_url=base_url, model=model)
+    return load_config(config).with_backend(kind=backend, base_url=base_url, model=model)
 
 
 def _table(results: list[WarmResult]) -> Table:
