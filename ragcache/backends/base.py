@@ -12,7 +12,7 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -150,10 +150,6 @@ def timed_generation(
     now = time.perf_counter()
     ttft = (first_token_at if first_token_at is not None else now) - started
     return Generation(text=text, usage=usage, ttft_s=ttft, latency_s=now - started, **kw)
-
-
-def with_raw(usage: CacheUsage, raw: dict[str, Any]) -> CacheUsage:
-    return replace(usage, raw=raw)
 
 
 BackendFactory = Callable[["BackendConfig", "CacheConfig"], Backend]
