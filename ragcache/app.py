@@ -20,9 +20,8 @@ from ragcache.config import Config, load_config
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.corpus.store import load_corpus
 from ragcache.errors import BackendError
-from ragcache.prompt import Message, Prompt, Segment, SegmentKind, assemble_prompt
-from ragcache.router import create_router
-from ragcache.router.types import Route
+from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
+from ragcache.router import Router, create_router
 
 __all__ = ["Answer", "ChatSession", "RagCache"]
 
@@ -61,7 +60,7 @@ class Answer:
 class RagCache:
     """A compiled corpus, a router and a backend: ``ask``, ``stream``, ``session``."""
 
-    def __init__(self, config: Config, corpus: CompiledCorpus, backend: Backend, router: Any) -> None:
+    def __init__(self, config: Config, corpus: CompiledCorpus, backend: Backend, router: Router) -> None:
         self.config = config
         self.corpus = corpus
         self.backend = backend

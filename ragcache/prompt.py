@@ -10,22 +10,79 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from ragcache.hashing import chain_hash, content_hash
-from ragcache.router.types import Route, Snippet
 
 __all__ = [
+    "EXAMPLES_BLOCK",
+    "INSTRUCTIONS_BLOCK",
+    "NON_CORPUS_BLOCKS",
     "STABLE_KINDS",
+    "TOOLS_BLOCK",
     "Message",
     "Prompt",
+    "Route",
+    "RouteMode",
     "Segment",
     "SegmentKind",
+    "Snippet",
     "assemble_prompt",
     "render_snippets",
 ]
 
 Role = Literal["system", "user", "assistant"]
+
+# Ids of the compiled corpus's non-corpus blocks (every other block id is corpus content).
+INSTRUCTIONS_BLOCK = "instructions"
+TOOLS_BLOCK = "tools"
+EXAMPLES_BLOCK = "examples"
+NON_CORPUS_BLOCKS = (INSTRUCTIONS_BLOCK, TOOLS_BLOCK, EXAMPLES_BLOCK)
+
+RouteMode = Literal["full", "category", "stack"]
+
+
+@dataclass(frozen=True)
+class Snippet:
+    """A chunk placed after the stable prefix, in the volatile tail."""
+
+    chunk_id: str
+    doc_id: str
+    text: str
+    score: float = 0.0
+    tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which stable blocks a question is answered from, and why.
+
+    ``block_ids`` are corpus block ids in corpus order; the prefix they form is
+    one of the router's enumerable prefixes (invariant 4).
+    """
+
+    mode: RouteMode
+    block_ids: tuple[str, ...]
+    scores: dict[str, float] = field(default_factory=dict)
+    margin: float | None = None
+    sticky: bool = False
+    snippets: tuple[Snippet, ...] = ()
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "blocks": list(self.block_ids),
+            "scores": {k: round(v, 4) for k, v in sorted(self.scores.items())},
+            "margin": None if self.margin is None else round(self.margin, 4),
+            "sticky": self.sticky,
+            "snippets": [
+                {"chunk_id": s.chunk_id, "doc_id": s.doc_id, "score": round(s.score, 4), "tokens": s.tokens}
+                for s in self.snippets
+            ],
+            "reason": self.reason,
+        }
+
 
 
 class SegmentKind(StrEnum):

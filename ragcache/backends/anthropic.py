@@ -245,7 +245,7 @@ class AnthropicBackend(Backend):
             min_cacheable_tokens=self.min_tokens,
             max_breakpoints=MAX_BREAKPOINTS,
             ttl_s=TTL_S[self.ttl],
-            exact_token_counts=self.config.options.get("count_tokens") == "api",
+            exact_prefix_tokens=self.config.options.get("count_tokens") == "api",
         )
 
     @property

@@ -1,21 +1,26 @@
 """The backend protocol: one required method, declared capabilities.
 
 Every engine (local transformers, vLLM, OpenAI, Anthropic) implements
-``generate``; ``stream``, ``warm`` and ``count_tokens`` have defaults that either
-fall back sensibly or raise :class:`UnsupportedError` saying so. Vendor usage
-is normalised into one :class:`CacheUsage` (DESIGN.md, invariant 5).
+``generate``; ``stream``, ``warm``, ``count_tokens`` and ``prefix_tokens`` have
+defaults that either fall back sensibly or raise :class:`UnsupportedError`
+saying so. A backend declares what the router and warmer plan with in
+:class:`Capabilities`, and its ``backend.options`` in a pydantic ``Options``
+model (unknown keys are errors naming the key and the config file). Vendor
+usage is normalised into one :class:`CacheUsage` (DESIGN.md, invariant 5).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ragcache.config import format_validation_error
 from ragcache.errors import ConfigError, UnsupportedError
 from ragcache.prompt import Prompt
 
@@ -24,12 +29,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "BackendOptions",
     "CacheUsage",
     "Capabilities",
     "Generation",
     "GenerationOptions",
     "available_backends",
     "create_backend",
+    "parse_options",
     "register_backend",
 ]
 
@@ -47,7 +54,6 @@ class CacheUsage:
     cached_tokens: int = 0
     cache_write_tokens: int = 0
     output_tokens: int = 0
-    estimated: bool = False
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -69,15 +75,43 @@ class CacheUsage:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a backend can do; the router and warmer plan with these numbers."""
+    """What a backend can do; the router and warmer plan with these numbers.
+
+    ``cache_block_tokens``: the cache stores prefixes in blocks of this many
+    tokens (a partial last block is not cached). ``exact_prefix_tokens``: the
+    backend's :meth:`Backend.prefix_tokens` counts with the engine's own
+    tokenizer (else the warmer estimates from usage). ``max_breakpoints``:
+    explicit cache breakpoints a request may carry (None: automatic caching).
+    ``ttl_s``: how long an idle prefix stays cached (None: until evicted).
+    """
 
     context_window: int
     min_cacheable_tokens: int = 0
+    cache_block_tokens: int = 1
+    exact_prefix_tokens: bool = False
     max_breakpoints: int | None = None
     ttl_s: float | None = None
-    can_stream: bool = True
     can_warm: bool = True
-    exact_token_counts: bool = True
+
+
+class BackendOptions(BaseModel):
+    """Base of every backend's ``backend.options`` model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+OptionsT = TypeVar("OptionsT", bound=BackendOptions)
+
+
+def parse_options(model: type[OptionsT], config: BackendConfig) -> OptionsT:
+    """Validate ``config.options`` against ``model``; errors name the key and the config file."""
+    try:
+        return model.model_validate(config.options)
+    except ValidationError as exc:
+        where = str(config.source) if config.source is not None else "config"
+        lines = format_validation_error(exc, where).splitlines()
+        lines = [line.replace(f"{where}: ", f"{where}: backend.options.", 1) for line in lines]
+        raise ConfigError("\n".join(lines)) from exc
 
 
 @dataclass(frozen=True)
@@ -111,6 +145,7 @@ class Backend(ABC):
     name: ClassVar[str] = "base"
     needs_key: ClassVar[bool] = False
     key_env_var: ClassVar[str | None] = None
+    Options: ClassVar[type[BackendOptions]] = BackendOptions
 
     @property
     @abstractmethod
@@ -135,9 +170,10 @@ class Backend(ABC):
         """Tokens in ``text`` with this backend's tokenizer."""
         raise UnsupportedError(f"backend {self.name!r} cannot count tokens")
 
-    async def agenerate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
-        """Async :meth:`generate`; the default runs it in a worker thread."""
-        return await asyncio.to_thread(self.generate, prompt, options)
+    def prefix_tokens(self, prompt: Prompt) -> int:
+        """Exact tokens of ``prompt``'s stable prefix as the engine caches it
+        (supported when ``capabilities.exact_prefix_tokens``)."""
+        raise UnsupportedError(f"backend {self.name!r} cannot count prefix tokens")
 
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections, models and threads."""

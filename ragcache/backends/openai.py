@@ -151,7 +151,7 @@ class OpenAIBackend(Backend):
             min_cacheable_tokens=int(self.config.options.get("min_cacheable_tokens", MIN_CACHEABLE_TOKENS)),
             max_breakpoints=4 if self.config.options.get("explicit_breakpoints") else None,
             ttl_s=EXTENDED_TTL_S if retention == "24h" else IN_MEMORY_TTL_S,
-            exact_token_counts=False,
+            exact_prefix_tokens=False,
         )
 
     @property

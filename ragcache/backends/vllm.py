@@ -220,7 +220,7 @@ class VllmBackend(OpenAIBackend):
             context_window=self.config.context_window or 8192,
             min_cacheable_tokens=self.cache_block_tokens,
             ttl_s=None,  # no TTL: LRU eviction under memory pressure
-            exact_token_counts=True,
+            exact_prefix_tokens=True,
         )
 
     @property

@@ -58,7 +58,6 @@ def add_usage(a: CacheUsage, b: CacheUsage) -> CacheUsage:
         cached_tokens=a.cached_tokens + b.cached_tokens,
         cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
         output_tokens=a.output_tokens + b.output_tokens,
-        estimated=a.estimated or b.estimated,
     )
 
 

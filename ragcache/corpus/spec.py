@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ragcache.config import format_validation_error
+from ragcache.config import DEFAULT_MODEL, format_validation_error
 from ragcache.errors import CorpusError
 
 __all__ = [
@@ -70,7 +70,7 @@ class ExampleSpec(_Strict):
 class BuildSettings(_Strict):
     """How documents become blocks and chunks (all of it is recorded in the manifest)."""
 
-    tokenizer: str = "smollm2"
+    tokenizer: str = DEFAULT_MODEL
     chunk_tokens: int = Field(256, ge=16)
     chunk_overlap: int = Field(32, ge=0)
     full_budget_tokens: int = Field(6000, ge=0)

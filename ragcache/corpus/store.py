@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ragcache.config import BUILD_SUBDIR
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import CorpusError
 
 __all__ = ["BUILD_SUBDIR", "default_build_dir", "load_corpus"]
-
-BUILD_SUBDIR = Path(".ragcache") / "build"
 
 
 def default_build_dir(corpus_dir: str | Path) -> Path:

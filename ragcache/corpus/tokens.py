@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ConfigError, ModelError
 from ragcache.hashing import content_hash
 
@@ -54,14 +55,14 @@ def _count(tokenizer: Tokenizer, text: str) -> int:
 
 
 @lru_cache(maxsize=8)
-def get_tokenizer(spec: str = "smollm2") -> Tokenizer:
+def get_tokenizer(spec: str = DEFAULT_MODEL) -> Tokenizer:
     """The tokenizer for a build setting: ``smollm2``, ``hf:<folder>`` or ``chars``."""
     if spec == "chars":
         return Tokenizer(name="chars", sha256=content_hash("chars/4"), estimated=True)
-    if spec == "smollm2":
+    if spec == DEFAULT_MODEL:
         from ragcache.models import ensure_model
 
-        return _load_hf(ensure_model(), name="smollm2")
+        return _load_hf(ensure_model(), name=DEFAULT_MODEL)
     if spec.startswith("hf:"):
         folder = Path(spec[3:]).expanduser()
         return _load_hf(folder, name=f"hf:{folder.name}")

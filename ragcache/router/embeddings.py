@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ragcache.config import DEFAULT_EMBEDDING_MODEL
 from ragcache.errors import ConfigError, ModelError
 from ragcache.hashing import canonical_json, content_hash
 
@@ -35,7 +36,6 @@ __all__ = [
     "load_embedder",
 ]
 
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 _SMALL_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json", "1_Pooling/config.json")
 
 

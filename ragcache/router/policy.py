@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ragcache.errors import EmptyCorpusError, RoutingError
-from ragcache.router.types import Route, Snippet
+from ragcache.prompt import Route, Snippet
 
 if TYPE_CHECKING:
     from ragcache.backends.base import Capabilities
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.router.index import ChunkIndex, QueryScores
 
-__all__ = ["AGGREGATE_WEIGHTS", "SNIPPET_MIN_SHARE", "HybridRouter", "context_budget", "create_hybrid_router"]
+__all__ = ["AGGREGATE_WEIGHTS", "SNIPPET_MIN_SHARE", "HybridRouter", "context_budget"]
 
 # A block's score: weighted best chunk scores inside it (best first). The first
 # weight dominates so one decisive chunk wins; the rest rewards a block that
@@ -215,9 +215,3 @@ class HybridRouter:
             for c in (self.corpus.chunks[i],)
         )
 
-
-def create_hybrid_router(
-    corpus: CompiledCorpus, router_config: RouterConfig, capabilities: Capabilities, reserved_output: int
-) -> HybridRouter:
-    """The ``create_router`` signature: full-context or category routing for this backend's budget."""
-    return HybridRouter(corpus, router_config, capabilities, reserved_output)

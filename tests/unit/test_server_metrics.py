@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from ragcache.backends.base import CacheUsage
-from ragcache.router.types import Route
+from ragcache.prompt import Route
 from ragcache.server.metrics import ServerMetrics, quantile_from_buckets, snapshot_dict
 
 
