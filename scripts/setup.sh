@@ -26,11 +26,16 @@ fi
 .venv/bin/ragcache model install
 
 if [ "$with_tests" = 1 ]; then
-  if ! command -v chromium >/dev/null 2>&1; then
+  # Debian packages for the test tiers: chromium (dashboard browser test) and
+  # prometheus (its promtool checks the shipped alerting rules).
+  missing=()
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+      (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
     else
-      echo "note: Debian's chromium is not installed; the dashboard browser test will say so" >&2
+      echo "note: install Debian's ${missing[*]} (needed by the browser and monitoring tests)" >&2
     fi
   fi
   bash scripts/vllm-server.sh --install
