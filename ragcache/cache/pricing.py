@@ -28,7 +28,17 @@ from ragcache.errors import ConfigError
 if TYPE_CHECKING:
     from ragcache.config import BackendConfig
 
-__all__ = ["SELF_HOSTED", "Cost", "ModelPrice", "cost_of", "load_prices", "price_for", "price_usage", "resolve_model"]
+__all__ = [
+    "SELF_HOSTED",
+    "Cost",
+    "ModelPrice",
+    "cost_at",
+    "cost_of",
+    "load_prices",
+    "price_for",
+    "price_usage",
+    "resolve_model",
+]
 
 log = logging.getLogger("ragcache.pricing")
 
@@ -138,11 +148,8 @@ def _write_split(usage: CacheUsage) -> tuple[int, int]:
     return five_min, one_hour
 
 
-def cost_of(usage: CacheUsage, model: str, prices: dict[str, ModelPrice] | None = None) -> Cost | None:
-    """USD for ``usage`` at ``model``'s list price, and for the same tokens uncached (None: unpriced)."""
-    price = price_for(model, prices)
-    if price is None:
-        return None
+def cost_at(usage: CacheUsage, price: ModelPrice) -> Cost:
+    """USD for ``usage`` at ``price``, and for the same tokens with no cache."""
     write_5m, write_1h = _write_split(usage)
     fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
     usd = (
@@ -154,6 +161,12 @@ def cost_of(usage: CacheUsage, model: str, prices: dict[str, ModelPrice] | None 
     ) / _PER
     uncached = (usage.input_tokens * price.input + usage.output_tokens * price.output) / _PER
     return Cost(usd, uncached, price.model)
+
+
+def cost_of(usage: CacheUsage, model: str, prices: dict[str, ModelPrice] | None = None) -> Cost | None:
+    """USD for ``usage`` at ``model``'s list price, and for the same tokens uncached (None: unpriced)."""
+    price = price_for(model, prices)
+    return cost_at(usage, price) if price is not None else None
 
 
 _warned: set[str] = set()
