@@ -109,6 +109,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, state: 
     ids = CompletionIds.new(req.model, rag.corpus.fingerprint)
 
     def finish(answer: Answer) -> RagcacheInfo:
+        """Count the finished answer; its ``ragcache`` object (route, sources, cost, saving)."""
         state.observe(req.model, answer)
         return ragcache_info(req.model, rag.corpus.fingerprint, rag.backend.name, answer)
 
