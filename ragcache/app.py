@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ragcache.backends.base import Backend, CacheUsage, Generation, GenerationOptions, create_backend
+from ragcache.cache.pricing import Cost, price_usage
 from ragcache.config import Config, load_config
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.corpus.store import load_corpus
@@ -32,7 +33,10 @@ _AFTER_CORPUS = (("tools", SegmentKind.TOOLS), ("examples", SegmentKind.EXAMPLES
 
 @dataclass(frozen=True)
 class Answer:
-    """One answer and what it took: route, sources, cache usage, timings, cost."""
+    """One answer and what it took: route, sources, cache usage, timings, cost.
+
+    ``cost`` is None when the backend's model has no list price (unpriced, never guessed).
+    """
 
     text: str
     route: Route | None
@@ -40,9 +44,19 @@ class Answer:
     usage: CacheUsage
     ttft_s: float
     latency_s: float
-    cost_usd: float | None
+    cost: Cost | None
     model: str = ""
     finish_reason: str = "stop"
+
+    @property
+    def cost_usd(self) -> float | None:
+        """USD for this answer (None: unpriced)."""
+        return self.cost.usd if self.cost is not None else None
+
+    @property
+    def saved_usd(self) -> float | None:
+        """What the cache saved against the same tokens uncached (None: unpriced)."""
+        return self.cost.saved_usd if self.cost is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """The ``ragcache ask --json`` object."""
@@ -184,7 +198,7 @@ class RagCache:
             usage=generation.usage,
             ttft_s=(routed_at - started) + generation.ttft_s,
             latency_s=time.perf_counter() - started,
-            cost_usd=estimate_cost(self.config, generation.usage),
+            cost=price_usage(self.config.backend, generation.usage, generation.model),
             model=generation.model,
             finish_reason=generation.finish_reason,
         )
@@ -228,17 +242,3 @@ class ChatSession:
                 self.route = item.route
             yield item
 
-
-def estimate_cost(config: Config, usage: CacheUsage) -> float | None:
-    """USD for ``usage`` at the configured backend's list price (None: unpriced or no pricing module)."""
-    try:
-        from ragcache.cache import pricing
-    except ImportError:
-        return None
-    estimate = getattr(pricing, "estimate_cost", None)
-    if estimate is None:
-        return None
-    try:
-        return estimate(config.backend, usage)
-    except Exception:  # pricing is informative; an unknown model must not fail the answer
-        return None

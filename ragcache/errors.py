@@ -3,7 +3,8 @@
     RagCacheError
     ├── ConfigError            bad or unknown config key, bad env override
     ├── CorpusError            unreadable / malformed corpus or build
-    │   └── EmptyCorpusError   a corpus with no documents
+    │   ├── EmptyCorpusError   a corpus with no documents
+    │   └── CorpusNotFoundError  no served corpus by that name
     ├── ModelError             model missing or cannot be loaded
     ├── RoutingError           no route fits the budget
     └── BackendError           anything an engine or vendor API reports
@@ -15,7 +16,7 @@
 
 Lower-level errors (SDK, HTTP, OS) are mapped into these at one place per
 module with ``raise ... from exc``; the CLI turns them into exit codes and the
-server into HTTP statuses.
+server into HTTP statuses (``ragcache/server/errors.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "ConfigError",
     "ContextLengthError",
     "CorpusError",
+    "CorpusNotFoundError",
     "EmptyCorpusError",
     "ModelError",
     "RagCacheError",
@@ -40,19 +42,16 @@ class RagCacheError(Exception):
     """Base of every error ragcache raises on purpose."""
 
     exit_code: int = 1
-    http_status: int = 500
     code: str = "ragcache_error"
 
 
 class ConfigError(RagCacheError):
     exit_code = 2
-    http_status = 400
     code = "config_error"
 
 
 class CorpusError(RagCacheError):
     exit_code = 3
-    http_status = 400
     code = "corpus_error"
 
 
@@ -60,15 +59,17 @@ class EmptyCorpusError(CorpusError):
     code = "empty_corpus"
 
 
+class CorpusNotFoundError(CorpusError):
+    code = "corpus_not_found"
+
+
 class ModelError(RagCacheError):
     exit_code = 4
-    http_status = 503
     code = "model_error"
 
 
 class RoutingError(RagCacheError):
     exit_code = 5
-    http_status = 400
     code = "routing_error"
 
 
@@ -82,7 +83,6 @@ class BackendError(RagCacheError):
     """
 
     exit_code = 6
-    http_status = 502
     code = "backend_error"
     retryable: bool = False
 
@@ -102,27 +102,22 @@ class BackendError(RagCacheError):
 
 
 class AuthenticationError(BackendError):
-    http_status = 401
     code = "authentication_error"
 
 
 class RateLimitError(BackendError):
-    http_status = 429
     code = "rate_limit_exceeded"
     retryable = True
 
 
 class ContextLengthError(BackendError):
-    http_status = 400
     code = "context_length_exceeded"
 
 
 class BackendUnavailableError(BackendError):
-    http_status = 503
     code = "backend_unavailable"
     retryable = True
 
 
 class UnsupportedError(BackendError):
-    http_status = 501
     code = "unsupported"

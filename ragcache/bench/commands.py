@@ -52,7 +52,7 @@ def bench(
         return
     if workload is None or out is None:
         raise ConfigError("ragcache bench needs --workload FILE and --out DIR (or a subcommand: make-workload)")
-    from ragcache.bench.run import BenchSettings, run_bench
+    from ragcache.bench.experiment import BenchSettings, run_bench
     from ragcache.bench.workload import load_workload
     from ragcache.config import load_config
 

@@ -61,14 +61,6 @@ def add_usage(a: CacheUsage, b: CacheUsage) -> CacheUsage:
     )
 
 
-def prompt_evidence(app: RagCache, prompt: Prompt) -> tuple[str, ...]:
-    """Documents inside a prompt: those of its corpus blocks, then its snippets'."""
-    blocks = tuple(s.block_id for s in prompt.stable if s.kind == SegmentKind.CORPUS and s.block_id)
-    docs = dict.fromkeys(app.corpus.documents_of(blocks))
-    docs.update(dict.fromkeys(s.doc_id for s in prompt.snippets))
-    return tuple(docs)
-
-
 class Strategy(ABC):
     """One way of answering the workload; ``answer`` is called once per request."""
 
@@ -139,7 +131,7 @@ class RagcacheStrategy(Strategy):
         prompt = self.app.prompt_for(item.question, history=history, previous=previous)
         self.routes[item.session] = prompt.route
         route = prompt.route.mode if prompt.route is not None else ""
-        return self._generate(prompt, prompt.prefix_fingerprint, route, prompt_evidence(self.app, prompt))
+        return self._generate(prompt, prompt.prefix_fingerprint, route, self.app.sources(prompt))
 
 
 class NoCacheStrategy(RagcacheStrategy):
@@ -187,7 +179,7 @@ class FullStrategy(Strategy):
 
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
         prompt = assemble_prompt(self.stable, item.question, history=history)
-        return self._generate(prompt, prompt.prefix_fingerprint, "full", prompt_evidence(self.app, prompt))
+        return self._generate(prompt, prompt.prefix_fingerprint, "full", self.app.sources(prompt))
 
 
 class NaiveRagStrategy(Strategy):

@@ -1,15 +1,21 @@
 """What a request cost, and what it would have cost without the cache.
 
 Prices live in ``prices.json`` beside this module (USD per 1M tokens, each
-model with the date its figures were taken from the vendor's page); model names
-match by longest prefix, so ``claude-sonnet-4-5-20250929`` finds
-``claude-sonnet-4-5``. Self-hosted engines (``local``, ``vllm``) cost 0 here:
-their cost is hardware, not tokens.
+model with the date its figures were taken from the vendor's page). A model
+name resolves to an entry only exactly or as a dated snapshot of it
+(``claude-sonnet-4-5-20250929`` → ``claude-sonnet-4-5``, ``gpt-4o-mini-2024-07-18``
+→ ``gpt-4o-mini``): never by a looser prefix, so a model the table does not know
+(``claude-opus-4-9``, ``gpt-5.6``) is *unpriced* rather than billed as a cousin.
+Self-hosted engines (``local``, ``vllm``) cost 0 here: their cost is hardware,
+not tokens.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
+import threading
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -22,10 +28,24 @@ from ragcache.errors import ConfigError
 if TYPE_CHECKING:
     from ragcache.config import BackendConfig
 
-__all__ = ["SELF_HOSTED", "Cost", "ModelPrice", "cost_of", "estimate_cost", "load_prices", "price_for"]
+__all__ = [
+    "SELF_HOSTED",
+    "Cost",
+    "ModelPrice",
+    "cost_at",
+    "cost_of",
+    "load_prices",
+    "price_for",
+    "price_usage",
+    "resolve_model",
+]
+
+log = logging.getLogger("ragcache.pricing")
 
 SELF_HOSTED = frozenset({"local", "vllm"})
 _PER = 1_000_000
+# A snapshot suffix: Anthropic's ``-20250929``, OpenAI's ``-2024-07-18``.
+_DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -44,28 +64,27 @@ class ModelPrice:
 
 @dataclass(frozen=True)
 class Cost:
-    """The cost of one request and the same request with no cache at all."""
+    """The cost of one request, and the same tokens with no cache at all (``uncached_usd``)."""
 
     usd: float
-    no_cache_usd: float
+    uncached_usd: float
     model: str = ""
-    priced: bool = True
 
     @property
-    def saving_usd(self) -> float:
-        return self.no_cache_usd - self.usd
+    def saved_usd(self) -> float:
+        """What the cache saved; negative while a cache write has not been read yet."""
+        return self.uncached_usd - self.usd
 
     @property
-    def saving_ratio(self) -> float:
-        return self.saving_usd / self.no_cache_usd if self.no_cache_usd else 0.0
+    def saved_ratio(self) -> float:
+        return self.saved_usd / self.uncached_usd if self.uncached_usd else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "usd": round(self.usd, 8),
-            "no_cache_usd": round(self.no_cache_usd, 8),
-            "saving_usd": round(self.saving_usd, 8),
+            "uncached_usd": round(self.uncached_usd, 8),
+            "saved_usd": round(self.saved_usd, 8),
             "model": self.model,
-            "priced": self.priced,
         }
 
 
@@ -104,11 +123,19 @@ def _packaged() -> dict[str, ModelPrice]:
     return {name: _price(name, entry, "prices.json") for name, entry in json.loads(text)["models"].items()}
 
 
+def resolve_model(model: str, names: Any) -> str | None:
+    """The table entry ``model`` names: itself, or the model it is a dated snapshot of."""
+    if model in names:
+        return model
+    base = _DATE_SUFFIX.sub("", model)
+    return base if base != model and base in names else None
+
+
 def price_for(model: str, prices: dict[str, ModelPrice] | None = None) -> ModelPrice | None:
-    """The entry whose name is the longest prefix of ``model`` (None if unknown)."""
+    """The list price of ``model`` (exact name or dated snapshot); None if the table does not know it."""
     table = _packaged() if prices is None else prices
-    matches = [name for name in table if model.startswith(name)]
-    return table[max(matches, key=len)] if matches else None
+    name = resolve_model(model, table)
+    return table[name] if name is not None else None
 
 
 def _write_split(usage: CacheUsage) -> tuple[int, int]:
@@ -121,19 +148,8 @@ def _write_split(usage: CacheUsage) -> tuple[int, int]:
     return five_min, one_hour
 
 
-def cost_of(
-    usage: CacheUsage, model: str, backend: str | None = None, prices: dict[str, ModelPrice] | None = None
-) -> Cost:
-    """USD for ``usage`` on ``model``, and the no-cache figure for the same tokens.
-
-    Unknown hosted models come back with ``priced=False`` and zero cost rather
-    than a guess.
-    """
-    if backend in SELF_HOSTED:
-        return Cost(0.0, 0.0, model)
-    price = price_for(model, prices)
-    if price is None:
-        return Cost(0.0, 0.0, model, priced=False)
+def cost_at(usage: CacheUsage, price: ModelPrice) -> Cost:
+    """USD for ``usage`` at ``price``, and for the same tokens with no cache."""
     write_5m, write_1h = _write_split(usage)
     fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
     usd = (
@@ -143,15 +159,39 @@ def cost_of(
         + write_1h * price.cache_write_1h
         + usage.output_tokens * price.output
     ) / _PER
-    no_cache = (usage.input_tokens * price.input + usage.output_tokens * price.output) / _PER
-    return Cost(usd, no_cache, price.model)
+    uncached = (usage.input_tokens * price.input + usage.output_tokens * price.output) / _PER
+    return Cost(usd, uncached, price.model)
 
 
-def estimate_cost(backend: BackendConfig, usage: CacheUsage) -> float | None:
-    """USD for one answer on the configured backend (None: a hosted model with no price)."""
-    from ragcache.backends.anthropic import DEFAULT_MODEL as ANTHROPIC_DEFAULT
-    from ragcache.backends.openai import DEFAULT_MODEL as OPENAI_DEFAULT
+def cost_of(usage: CacheUsage, model: str, prices: dict[str, ModelPrice] | None = None) -> Cost | None:
+    """USD for ``usage`` at ``model``'s list price, and for the same tokens uncached (None: unpriced)."""
+    price = price_for(model, prices)
+    return cost_at(usage, price) if price is not None else None
 
-    model = backend.model or {"openai": OPENAI_DEFAULT, "anthropic": ANTHROPIC_DEFAULT}.get(backend.kind, "")
-    cost = cost_of(usage, model, backend.kind)
-    return cost.usd if cost.priced else None
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def price_usage(backend: BackendConfig, usage: CacheUsage, reported_model: str = "") -> Cost | None:
+    """The cost of one answer on the configured backend; None for a hosted model with no price.
+
+    The model is the configured one, or (none configured) the one the engine
+    reported. An unpriced model is logged once per process, not per answer.
+    """
+    model = backend.model or reported_model
+    if backend.kind in SELF_HOSTED:
+        return Cost(0.0, 0.0, model)
+    cost = cost_of(usage, model)
+    if cost is None:
+        with _warned_lock:
+            first = model not in _warned
+            _warned.add(model)
+        if first:
+            log.warning(
+                "no price for model %r (backend %s) in ragcache/cache/prices.json: its answers are unpriced "
+                "(cost null); add the model there to price them",
+                model,
+                backend.kind,
+            )
+    return cost

@@ -2,10 +2,11 @@
 
 ``create_app(config_or_ragcache)`` builds a FastAPI app; ``ragcache serve``
 runs it with uvicorn. Routes are thin: they turn a request into a facade call
-(:class:`ragcache.app.RagCache`) and its :class:`Answer` into a response. HTTP
-statuses are decided here only, from ``ragcache.errors`` (each error class
-carries ``http_status`` and ``code``), in the OpenAI error shape
-``{"error": {"message", "type", "param", "code"}}``.
+(:class:`ragcache.app.RagCache`) and its :class:`Answer` into a response. The
+parts they call (``state.py``: corpora, warming, sessions, metrics) raise
+``ragcache.errors``; ``errors.py`` maps every error to a status in the OpenAI
+shape ``{"error": {"message", "type", "param", "code"}}``, in one place;
+``stream.py`` owns streaming (thread bridge, disconnects, SSE).
 
 Scaling: answers depend on the request alone (chat clients send the history),
 so any number of uvicorn workers or replicas can serve. The one exception is
@@ -18,33 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ragcache.config import Config, load_config
-from ragcache.errors import RagCacheError
+from ragcache.app import Answer
+from ragcache.config import load_config
+from ragcache.server.corpora import ServeTarget, corpus_summary
 from ragcache.server.dashboard import dashboard_data, render_dashboard
-from ragcache.server.http import (
-    APIError,
-    BodyLimitMiddleware,
-    MetricsMiddleware,
-    error_response,
-    install_error_handlers,
-)
+from ragcache.server.errors import APIError, ErrorReply, install_error_handlers
+from ragcache.server.http import BodyLimitMiddleware, MetricsMiddleware
 from ragcache.server.openai_compat import (
     ChatInputs,
     CompletionIds,
     chat_inputs,
     completion,
-    completion_chunk,
-    completion_usage,
-    finish_reason,
     generation_options,
     jsonable,
     ragcache_info,
@@ -59,13 +52,14 @@ from ragcache.server.schemas import (
     ErrorResponse,
     ModelCard,
     ModelList,
+    RagcacheInfo,
 )
-from ragcache.server.state import WORKERS_ENV, ServerState, corpus_summary
-from ragcache.server.stream import GenerationStream
+from ragcache.server.state import ServerState
+from ragcache.server.stream import chat_events, collect, first_item, sse_response, start_generation
+from ragcache.server.warming import WORKERS_ENV
 
 __all__ = ["create_app", "create_app_from_env", "serve"]
 
-log = logging.getLogger("ragcache.server")
 CONFIG_ENV = "RAGCACHE_CONFIG"
 
 
@@ -92,95 +86,6 @@ def require_api_key(state: State, authorization: Annotated[str | None, Header()]
         raise APIError(401, "invalid API key (check the 'Authorization: Bearer <key>' header)", code="invalid_api_key")
 
 
-# --- generation helpers -----------------------------------------------------
-
-
-async def _cancel_on_disconnect(request: Request, stream: GenerationStream) -> None:
-    while not stream.finished:
-        if await request.is_disconnected():
-            stream.cancel()
-            return
-        await asyncio.sleep(0.2)
-
-
-async def _first_item(request: Request, stream: GenerationStream) -> Any:
-    """The first delta, so errors raised before any output become HTTP errors."""
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
-    try:
-        return await anext(stream)
-    except StopAsyncIteration:
-        raise APIError(499 if stream.cancelled else 502, "the generation ended without an answer") from None
-    except BaseException:
-        stream.cancel()
-        raise
-    finally:
-        watcher.cancel()
-
-
-async def _collect(request: Request, stream: GenerationStream) -> Any:
-    """Run a generation to its Answer, stopping it if the client goes away."""
-    first = await _first_item(request, stream)
-    answer = None if isinstance(first, str) else first
-    watcher = asyncio.create_task(_cancel_on_disconnect(request, stream))
-    try:
-        async for item in stream:
-            if not isinstance(item, str):
-                answer = item
-    finally:
-        watcher.cancel()
-        stream.cancel()
-    if answer is None:
-        raise APIError(499 if stream.cancelled else 502, "the generation ended without an answer")
-    return answer
-
-
-async def _sse(state: ServerState, name: str, stream: GenerationStream, first: Any, req: ChatCompletionRequest):
-    """SSE events of a streamed chat completion; cancelled with the request."""
-    rag = state.rag(name)
-    ids = CompletionIds.new(name, rag.corpus.fingerprint)
-    answer = None
-    try:
-        yield completion_chunk(ids, role=True, content="")
-        item = first
-        while True:
-            if isinstance(item, str):
-                if item:
-                    yield completion_chunk(ids, content=item)
-            else:
-                answer = item
-            try:
-                item = await anext(stream)
-            except StopAsyncIteration:
-                break
-    except Exception as exc:  # headers are sent: the error becomes the last event
-        yield _error_event(state, exc)
-        return
-    finally:
-        stream.cancel()
-    if answer is None:
-        return
-    saved = state.observe(name, answer)
-    info = ragcache_info(name, rag.corpus.fingerprint, rag.backend.name, answer, saved)
-    yield completion_chunk(ids, content="", finish=finish_reason(answer), info=info)
-    if req.stream_options is not None and req.stream_options.include_usage:
-        yield completion_chunk(ids, usage=completion_usage(answer.usage), empty=True)
-    yield "data: [DONE]\n\n"
-
-
-def _error_event(state: ServerState, exc: Exception) -> str:
-    if isinstance(exc, RagCacheError):
-        status, message, code = exc.http_status, str(exc), exc.code
-    else:
-        log.exception("generation failed mid-stream")
-        status, message, code = (
-            500,
-            f"internal server error ({type(exc).__name__}); see the server log",
-            "internal_error",
-        )
-    state.metrics.observe_error("/v1/chat/completions", code)
-    return f"data: {error_response(status, message, code=code).body.decode()}\n\n"
-
-
 # --- routes -----------------------------------------------------------------
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses={400: {"model": ErrorResponse}})
@@ -190,7 +95,7 @@ probes = APIRouter()
 @v1.post("/chat/completions", response_model=ChatCompletion)
 async def chat_completions(req: ChatCompletionRequest, request: Request, state: State) -> Any:
     """OpenAI-compatible chat completion; ``model`` names a corpus."""
-    rag = state.rag(req.model)
+    rag = state.corpora.get(req.model)
     inputs: ChatInputs = chat_inputs(req, state.settings.max_history_messages)
     options = generation_options(
         rag.config.backend,
@@ -200,41 +105,50 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, state: 
         stop=req.stop,
         seed=req.seed,
     )
-    stream = state.start_generation(rag, inputs, options)
+    stream = start_generation(rag, inputs, options, state.metrics)
+    ids = CompletionIds.new(req.model, rag.corpus.fingerprint)
+
+    def finish(answer: Answer) -> RagcacheInfo:
+        """Count the finished answer; its ``ragcache`` object (route, sources, cost, saving)."""
+        state.observe(req.model, answer)
+        return ragcache_info(req.model, rag.corpus.fingerprint, rag.backend.name, answer)
+
     if req.stream:
-        first = await _first_item(request, stream)
-        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-        return StreamingResponse(
-            _sse(state, req.model, stream, first, req), media_type="text/event-stream", headers=headers
+        first = await first_item(request, stream)
+
+        def on_error(reply: ErrorReply) -> None:
+            state.metrics.observe_error("/v1/chat/completions", reply.code)
+
+        include_usage = req.stream_options is not None and req.stream_options.include_usage
+        return sse_response(
+            chat_events(stream, first, ids, finish=finish, include_usage=include_usage, on_error=on_error)
         )
-    answer = await _collect(request, stream)
-    saved = state.observe(req.model, answer)
-    info = ragcache_info(req.model, rag.corpus.fingerprint, rag.backend.name, answer, saved)
-    return completion(CompletionIds.new(req.model, rag.corpus.fingerprint), answer, info)
+    answer = await collect(request, stream)
+    return completion(ids, answer, finish(answer))
 
 
 @v1.post("/ask", response_model=AskResponse)
 async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
     """One question against a corpus; ``session_id`` keeps history in this worker."""
-    name = req.corpus or state.default_corpus
-    rag = state.rag(name)
+    name = req.corpus or state.corpora.default
+    rag = state.corpora.get(name)
     history = state.sessions.history(req.session_id) if req.session_id else ()
     inputs = ChatInputs(question=req.question, context=req.context, history=history)
     options = generation_options(rag.config.backend, max_tokens=req.max_tokens, temperature=req.temperature)
-    answer = await _collect(request, state.start_generation(rag, inputs, options))
+    answer = await collect(request, start_generation(rag, inputs, options, state.metrics))
     if req.session_id:
         state.sessions.append(req.session_id, req.question, answer.text)
-    saved = state.observe(name, answer)
+    state.observe(name, answer)
     return AskResponse(
         answer=answer.text,
         corpus=name,
         model=answer.model or rag.backend.name,
         session_id=req.session_id,
         route=answer.route.to_dict() if answer.route is not None else {},
-        sources=jsonable(list(answer.sources or ())),
+        sources=jsonable(list(answer.sources)),
         usage=answer.usage.to_dict(),
         cost_usd=answer.cost_usd,
-        saved_usd=saved,
+        saved_usd=answer.saved_usd,
         ttft_s=answer.ttft_s,
         latency_s=answer.latency_s,
     )
@@ -243,19 +157,19 @@ async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
 @v1.get("/models", response_model=ModelList)
 async def list_models(state: State) -> ModelList:
     """The corpora, as OpenAI models."""
-    return ModelList(data=[ModelCard(id=name) for name in state.rags])
+    return ModelList(data=[ModelCard(id=name) for name in state.corpora.names()])
 
 
 @v1.get("/corpora", response_model=CorpusList)
 async def list_corpora(state: State) -> CorpusList:
     """Every served corpus with its manifest summary."""
-    return CorpusList(data=[corpus_summary(rag, state.readiness.is_ready(name)) for name, rag in state.rags.items()])
+    return CorpusList(data=[corpus_summary(rag, state.warming.is_ready(name)) for name, rag in state.corpora.items()])
 
 
 @v1.get("/corpora/{name}", response_model=CorpusSummary)
 async def get_corpus(name: str, state: State) -> CorpusSummary:
     """One corpus: blocks, categories, prefixes and readiness."""
-    return corpus_summary(state.rag(name), state.readiness.is_ready(name))
+    return corpus_summary(state.corpora.get(name), state.warming.is_ready(name))
 
 
 @probes.get("/healthz")
@@ -267,8 +181,8 @@ async def healthz() -> dict[str, str]:
 @probes.get("/readyz")
 async def readyz(state: State) -> JSONResponse:
     """Readiness: every configured prefix is warm (or warming is off)."""
-    ready = state.readiness.all_ready()
-    body = {"ready": ready, "corpora": state.readiness.report(), "warm": state.readiness.warm}
+    ready = state.warming.all_ready()
+    body = {"ready": ready, "corpora": state.warming.report(), "warm": state.warming.results}
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
@@ -294,13 +208,13 @@ async def dashboard(state: State) -> HTMLResponse:
 # --- the app ----------------------------------------------------------------
 
 
-def create_app(target: Config | Any | Sequence[Any] | None = None) -> FastAPI:
-    """A FastAPI app over a Config (loads the RagCache), a RagCache, or several."""
+def create_app(target: ServeTarget = None) -> FastAPI:
+    """A FastAPI app over a Config or its path (loads the RagCache), a RagCache, or several."""
     state = ServerState.create(target)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warming = asyncio.create_task(state.warm_all())
+        warming = asyncio.create_task(state.start())
         try:
             yield
         finally:

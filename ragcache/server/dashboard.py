@@ -15,6 +15,7 @@ from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
 from ragcache.cache.pricing import SELF_HOSTED
+from ragcache.server.corpora import corpus_summary
 from ragcache.server.metrics import snapshot_dict
 
 if TYPE_CHECKING:
@@ -27,16 +28,14 @@ _PLACEHOLDER = "/*__DASHBOARD_DATA__*/null"
 
 def dashboard_data(state: ServerState) -> dict[str, Any]:
     """Corpora, totals, TTFT distribution and the hit-rate series."""
-    from ragcache.server.state import corpus_summary
-
     snap = state.metrics.sample()
     corpora = []
-    for name, rag in state.rags.items():
-        summary = corpus_summary(rag, state.readiness.is_ready(name)).model_dump()
-        summary["state"] = state.readiness.states.get(name, "unknown")
+    for name, rag in state.corpora.items():
+        summary = corpus_summary(rag, state.warming.is_ready(name)).model_dump()
+        summary["state"] = state.warming.states.get(name, "unknown")
         summary["backend"] = rag.backend.name
         summary["self_hosted"] = rag.config.backend.kind in SELF_HOSTED
-        summary["warm"] = state.readiness.warm.get(name, [])
+        summary["warm"] = state.warming.results.get(name, [])
         corpora.append(summary)
     return {
         "generated_at": round(time.time(), 3),

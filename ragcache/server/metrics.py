@@ -13,7 +13,7 @@ import os
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -24,6 +24,9 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from ragcache.app import Answer
 
 __all__ = ["TTFT_BUCKETS", "MetricsSnapshot", "ServerMetrics", "quantile_from_buckets"]
 
@@ -114,8 +117,8 @@ class ServerMetrics:
 
     # --- recording ------------------------------------------------------------
 
-    def observe_answer(self, corpus: str, backend: str, answer: Any, saved_usd: float | None) -> None:
-        """Count one finished answer."""
+    def observe_answer(self, corpus: str, backend: str, answer: Answer) -> None:
+        """Count one finished answer (an unpriced one adds no cost and no saving)."""
         labels = (corpus, backend, answer.route.mode if answer.route is not None else "none")
         usage = answer.usage
         self.requests.labels(*labels).inc()
@@ -125,8 +128,9 @@ class ServerMetrics:
         self.tokens["cached_tokens"].labels(*labels).inc(usage.cached_tokens)
         self.tokens["cache_write_tokens"].labels(*labels).inc(usage.cache_write_tokens)
         self.tokens["output_tokens"].labels(*labels).inc(usage.output_tokens)
-        self.cost.labels(*labels).inc(max(answer.cost_usd or 0.0, 0.0))
-        self.saved.labels(*labels).inc(max(saved_usd or 0.0, 0.0))
+        if answer.cost is not None:
+            self.cost.labels(*labels).inc(max(answer.cost.usd, 0.0))
+            self.saved.labels(*labels).inc(max(answer.cost.saved_usd, 0.0))  # a counter cannot fall
         self.ttft.labels(*labels).observe(max(answer.ttft_s, 0.0))
         self.latency.labels(*labels).observe(max(answer.latency_s, 0.0))
         self.sample()

@@ -14,8 +14,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ragcache.app import Answer
 from ragcache.backends.base import CacheUsage, GenerationOptions
 from ragcache.prompt import Message
+from ragcache.server.errors import APIError
 from ragcache.server.schemas import (
     ChatChoice,
     ChatCompletion,
@@ -48,17 +50,17 @@ __all__ = [
 _SYSTEM_ROLES = {"system", "developer"}
 
 
-class InvalidChatRequest(ValueError):
+class InvalidChatRequest(APIError):
     """A well-formed request that ragcache cannot answer as asked (HTTP 400)."""
 
     def __init__(self, message: str, param: str | None = None, code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.param = param
-        self.code = code
+        super().__init__(400, message, param=param, code=code)
 
 
 @dataclass(frozen=True)
 class ChatInputs:
+    """What one request asks the facade: the question, session context and history."""
+
     question: str
     context: str | None
     history: tuple[Message, ...]
@@ -178,16 +180,17 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def ragcache_info(corpus: str, fingerprint: str, backend: str, answer: Any, saved: float | None) -> RagcacheInfo:
-    usage: CacheUsage = answer.usage
+def ragcache_info(corpus: str, fingerprint: str, backend: str, answer: Answer) -> RagcacheInfo:
+    """The ``ragcache`` object: what the cache did for this answer, and what it cost and saved."""
+    usage = answer.usage
     return RagcacheInfo(
         corpus=corpus,
         fingerprint=fingerprint,
         backend=backend,
         route=answer.route.to_dict() if answer.route is not None else {},
-        sources=jsonable(list(answer.sources or ())),
+        sources=jsonable(list(answer.sources)),
         cost_usd=answer.cost_usd,
-        saved_usd=saved,
+        saved_usd=answer.saved_usd,
         cache_write_tokens=usage.cache_write_tokens,
         cached_ratio=round(usage.cached_ratio, 4),
         ttft_s=round(answer.ttft_s, 4),
@@ -195,12 +198,12 @@ def ragcache_info(corpus: str, fingerprint: str, backend: str, answer: Any, save
     )
 
 
-def finish_reason(answer: Any) -> str:
-    reason = getattr(answer, "finish_reason", None) or "stop"
+def finish_reason(answer: Answer) -> str:
+    reason = answer.finish_reason or "stop"
     return "length" if reason in {"length", "max_tokens"} else reason
 
 
-def completion(ids: CompletionIds, answer: Any, info: RagcacheInfo) -> ChatCompletion:
+def completion(ids: CompletionIds, answer: Answer, info: RagcacheInfo) -> ChatCompletion:
     """A whole (non-streamed) chat completion."""
     return ChatCompletion(
         id=ids.id,
@@ -224,14 +227,14 @@ def completion_chunk(
     usage: CompletionUsage | None = None,
     info: RagcacheInfo | None = None,
     empty: bool = False,
-) -> str:
-    """One SSE ``data:`` event of a streamed completion."""
+) -> ChatCompletionChunk:
+    """One chunk of a streamed completion (``empty``: no choices, as OpenAI's final usage chunk)."""
     choices = (
         []
         if empty
         else [ChunkChoice(delta=ChunkDelta(role="assistant" if role else None, content=content), finish_reason=finish)]
     )
-    chunk = ChatCompletionChunk(
+    return ChatCompletionChunk(
         id=ids.id,
         created=ids.created,
         model=ids.model,
@@ -240,4 +243,3 @@ def completion_chunk(
         usage=usage,
         ragcache=info,
     )
-    return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"

@@ -1,4 +1,4 @@
-"""Run a blocking generation in its own thread and consume it from asyncio.
+"""Streaming, all of it: a blocking generation bridged to asyncio, cancelled on disconnect, sent as SSE.
 
 The facade's ``RagCache.stream`` is a plain iterator (text deltas, then the
 final Answer) that blocks on the engine. :class:`GenerationStream` pulls it in
@@ -6,19 +6,38 @@ a dedicated thread and hands each item to the event loop. ``cancel()`` (a
 client went away) makes the thread stop pulling and ``close()`` the iterator,
 which raises ``GeneratorExit`` inside the engine's generator: the generation
 stops after the token it is computing, instead of running on unseen.
+
+:func:`first_item` and :func:`collect` watch the client while a route waits;
+:func:`chat_events` turns a stream into OpenAI ``chat.completion.chunk`` SSE
+events, ending with the error (in the API's error shape) if the engine fails
+after the headers were sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-__all__ = ["GenerationStream"]
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from ragcache.app import Answer, RagCache
+from ragcache.backends.base import GenerationOptions
+from ragcache.errors import BackendError
+from ragcache.server.errors import ClientDisconnected, ErrorReply, describe
+from ragcache.server.metrics import ServerMetrics
+from ragcache.server.openai_compat import ChatInputs, CompletionIds, completion_chunk, completion_usage, finish_reason
+from ragcache.server.schemas import RagcacheInfo
+
+__all__ = ["GenerationStream", "chat_events", "collect", "first_item", "sse_response", "start_generation"]
 
 _ITEM, _ERROR, _DONE = "item", "error", "done"
+_DISCONNECT_POLL_S = 0.2
 
 
 class GenerationStream:
@@ -92,3 +111,124 @@ class GenerationStream:
         if kind == _ERROR:
             raise value
         raise StopAsyncIteration
+
+
+def start_generation(
+    rag: RagCache, inputs: ChatInputs, options: GenerationOptions, metrics: ServerMetrics
+) -> GenerationStream:
+    """Start ``rag.stream`` in its own thread; the in-progress gauge falls when the engine stops."""
+
+    def finished(stopped_early: bool) -> None:
+        metrics.in_progress.dec()
+        if stopped_early:
+            metrics.cancelled.labels("client_disconnect").inc()
+
+    def make() -> Iterator[str | Answer]:
+        return rag.stream(inputs.question, context=inputs.context, history=inputs.history, options=options)
+
+    metrics.in_progress.inc()
+    return GenerationStream(make, on_finish=finished).start()
+
+
+@contextlib.asynccontextmanager
+async def _cancel_on_disconnect(request: Request, stream: GenerationStream) -> AsyncIterator[None]:
+    async def watch() -> None:
+        while not stream.finished:
+            if await request.is_disconnected():
+                stream.cancel()
+                return
+            await asyncio.sleep(_DISCONNECT_POLL_S)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        watcher.cancel()
+
+
+def _no_answer(stream: GenerationStream) -> Exception:
+    if stream.cancelled:
+        return ClientDisconnected()
+    return BackendError("the generation ended without an answer")
+
+
+async def first_item(request: Request, stream: GenerationStream) -> str | Answer:
+    """The first delta, so errors raised before any output become HTTP errors, not SSE events."""
+    async with _cancel_on_disconnect(request, stream):
+        try:
+            return await anext(stream)
+        except StopAsyncIteration:
+            raise _no_answer(stream) from None
+        except BaseException:
+            stream.cancel()
+            raise
+
+
+async def collect(request: Request, stream: GenerationStream) -> Answer:
+    """Run a generation to its Answer, stopping it if the client goes away."""
+    first = await first_item(request, stream)
+    answer = first if isinstance(first, Answer) else None
+    async with _cancel_on_disconnect(request, stream):
+        try:
+            async for item in stream:
+                if isinstance(item, Answer):
+                    answer = item
+        finally:
+            stream.cancel()
+    if answer is None:
+        raise _no_answer(stream)
+    return answer
+
+
+def sse(data: str | BaseModel) -> str:
+    """One server-sent event (a model as its JSON, unset fields left out)."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump_json(exclude_none=True)
+    return f"data: {data}\n\n"
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+
+async def chat_events(
+    stream: GenerationStream,
+    first: str | Answer,
+    ids: CompletionIds,
+    *,
+    finish: Callable[[Answer], RagcacheInfo],
+    include_usage: bool,
+    on_error: Callable[[ErrorReply], None],
+) -> AsyncIterator[str]:
+    """SSE events of a streamed chat completion; the generation is cancelled with the request.
+
+    ``finish(answer)`` records the answer and gives the ``ragcache`` object of
+    the last chunk; ``on_error`` counts an error that became the last event.
+    """
+    answer = None
+    try:
+        yield sse(completion_chunk(ids, role=True, content=""))
+        item: str | Answer = first
+        while True:
+            if isinstance(item, Answer):
+                answer = item
+            elif item:
+                yield sse(completion_chunk(ids, content=item))
+            try:
+                item = await anext(stream)
+            except StopAsyncIteration:
+                break
+    except Exception as exc:  # headers are sent: the error becomes the last event
+        reply = describe(exc)
+        on_error(reply)
+        yield sse(json.dumps(reply.body(), separators=(",", ":")))
+        return
+    finally:
+        stream.cancel()
+    if answer is None:
+        return
+    yield sse(completion_chunk(ids, content="", finish=finish_reason(answer), info=finish(answer)))
+    if include_usage:
+        yield sse(completion_chunk(ids, usage=completion_usage(answer.usage), empty=True))
+    yield sse("[DONE]")

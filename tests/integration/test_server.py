@@ -61,7 +61,7 @@ def test_non_streaming_answer_carries_usage_route_and_sources(client: openai.Ope
     assert extra["route"]["mode"] in {"full", "category", "stack"}
     assert extra["route"]["blocks"]
     assert isinstance(extra["sources"], list)
-    assert extra["cost_usd"] is not None
+    assert extra["cost_usd"] == 0.0 and extra["saved_usd"] == 0.0  # self-hosted: priced, at zero
 
 
 def test_second_request_reports_cached_tokens(client: openai.OpenAI) -> None:
@@ -186,8 +186,8 @@ def test_prompt_over_the_context_window(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         ask(client, long_question)
     assert caught.value.status_code == 400
-    assert caught.value.body["code"] in {"context_length_exceeded", "routing_error"}
-    assert "context" in caught.value.body["message"] or "token" in caught.value.body["message"]
+    assert caught.value.body["code"] == "context_length_exceeded"  # README: context too long → 400
+    assert "context window" in caught.value.body["message"]
     assert_still_serving(client)
 
 

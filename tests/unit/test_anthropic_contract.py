@@ -163,10 +163,10 @@ def test_usage_converts_input_tokens_to_include_cache_reads_and_writes() -> None
         200,
         5,
     )
-    cost = cost_of(usage, "claude-sonnet-4-5-20250929", "anthropic")
+    cost = cost_of(usage, "claude-sonnet-4-5-20250929")
     # 12 fresh × $3 + 1800 read × $0.30 + 50 × $3.75 + 150 × $6 + 5 out × $15, per 1M tokens
     assert cost.usd == pytest.approx((12 * 3 + 1800 * 0.3 + 50 * 3.75 + 150 * 6 + 5 * 15) / 1e6)
-    assert cost.no_cache_usd == pytest.approx((2012 * 3 + 5 * 15) / 1e6)
+    assert cost.uncached_usd == pytest.approx((2012 * 3 + 5 * 15) / 1e6)
 
 
 def test_generate_parses_a_documented_response() -> None:

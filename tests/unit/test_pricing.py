@@ -1,14 +1,17 @@
-"""Cost of a CacheUsage from the packaged price table, and the saving against no cache."""
+"""Cost of a CacheUsage from the packaged price table, the saving against no cache, and which
+model names resolve to a price (exact or a dated snapshot, never a look-alike)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from ragcache.backends.base import CacheUsage
-from ragcache.cache.pricing import cost_of, estimate_cost, load_prices, price_for
+from ragcache.cache import pricing
+from ragcache.cache.pricing import cost_of, load_prices, price_for, price_usage
 from ragcache.config import BackendConfig
 from ragcache.errors import ConfigError
 
@@ -24,25 +27,54 @@ def test_every_packaged_price_has_a_date_and_sane_ratios() -> None:
     assert (sonnet.input, sonnet.cached_read, sonnet.cache_write_5m, sonnet.cache_write_1h) == (3.0, 0.3, 3.75, 6.0)
 
 
-def test_longest_prefix_matches_dated_model_names() -> None:
-    assert price_for("gpt-5-mini-2025-08-07").model == "gpt-5-mini"
-    assert price_for("gpt-5-2025-08-07").model == "gpt-5"
-    assert price_for("claude-haiku-4-5-20251001").model == "claude-haiku-4-5"
-    assert price_for("my-own-model") is None
+@pytest.mark.parametrize(
+    ("model", "entry"),
+    [
+        ("gpt-4o-mini", "gpt-4o-mini"),
+        ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        ("gpt-5", "gpt-5"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("gpt-5-mini-2025-08-07", "gpt-5-mini"),
+        ("gpt-5-2025-08-07", "gpt-5"),
+    ],
+)
+def test_exact_and_dated_snapshot_names_resolve(model: str, entry: str) -> None:
+    price = price_for(model)
+    assert price is not None and price.model == entry
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        "claude-opus-4-9",  # a newer model, not claude-opus-4
+        "gpt-5.6",  # not gpt-5
+        "gpt-5-mini-pro",  # a suffix that is not a date
+        "gpt-4o-mini-2024-07",  # half a date
+        "claude-sonnet-4-5-2025092",  # seven digits
+        "gpt-4o-mini-latest",
+        "my-own-model",
+        "",
+    ],
+)
+def test_look_alike_and_unknown_names_are_unpriced(model: str) -> None:
+    assert price_for(model) is None
+    assert cost_of(CacheUsage(input_tokens=100, output_tokens=10), model) is None
 
 
 def test_openai_cost_and_saving() -> None:
     usage = CacheUsage(input_tokens=2006, cached_tokens=1920, output_tokens=300)
     cost = cost_of(usage, "gpt-5-mini")
     assert cost.usd == pytest.approx((86 * 0.25 + 1920 * 0.025 + 300 * 2.0) / 1e6)
-    assert cost.no_cache_usd == pytest.approx((2006 * 0.25 + 300 * 2.0) / 1e6)
-    assert cost.saving_usd == pytest.approx(1920 * (0.25 - 0.025) / 1e6)
-    assert 0 < cost.saving_ratio < 1
+    assert cost.uncached_usd == pytest.approx((2006 * 0.25 + 300 * 2.0) / 1e6)
+    assert cost.saved_usd == pytest.approx(1920 * (0.25 - 0.025) / 1e6)
+    assert 0 < cost.saved_ratio < 1
 
 
 def test_anthropic_write_is_dearer_than_no_cache_and_split_by_ttl() -> None:
     write = CacheUsage(input_tokens=10_000, cache_write_tokens=9_990, output_tokens=0)
-    assert cost_of(write, "claude-sonnet-4-6").saving_usd < 0  # writing costs 1.25×: a loss until it is read
+    assert cost_of(write, "claude-sonnet-4-6").saved_usd < 0  # writing costs 1.25×: a loss until it is read
     split = CacheUsage(
         input_tokens=10_000,
         cache_write_tokens=9_990,
@@ -53,12 +85,28 @@ def test_anthropic_write_is_dearer_than_no_cache_and_split_by_ttl() -> None:
 
 def test_self_hosted_is_free_and_unknown_models_are_unpriced() -> None:
     usage = CacheUsage(input_tokens=1000, cached_tokens=900, output_tokens=10)
-    assert cost_of(usage, "smollm2", "vllm").usd == 0.0
-    assert cost_of(usage, "smollm2", "local").priced
-    assert not cost_of(usage, "mystery-model", "openai").priced
-    assert estimate_cost(BackendConfig(kind="local"), usage) == 0.0
-    assert estimate_cost(BackendConfig(kind="openai", model="mystery"), usage) is None
-    assert estimate_cost(BackendConfig(kind="openai"), usage) > 0  # default model gpt-5-mini
+    assert price_usage(BackendConfig(kind="local"), usage) == price_usage(BackendConfig(kind="vllm"), usage)
+    assert price_usage(BackendConfig(kind="local"), usage).usd == 0.0
+    assert price_usage(BackendConfig(kind="openai", model="mystery"), usage) is None
+    configured = price_usage(BackendConfig(kind="openai", model="gpt-4o-mini"), usage, "gpt-5-2025-08-07")
+    assert configured == cost_of(usage, "gpt-4o-mini")  # the configured model wins over the reported one
+    reported = price_usage(BackendConfig(kind="openai"), usage, "gpt-5-mini-2025-08-07")
+    assert reported is not None and reported.model == "gpt-5-mini"
+
+
+def test_an_unpriced_model_is_logged_once_per_model(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pricing, "_warned", set())  # a fresh process
+    usage = CacheUsage(input_tokens=10, output_tokens=1)
+    with caplog.at_level(logging.WARNING, logger="ragcache.pricing"):
+        for _ in range(3):
+            assert price_usage(BackendConfig(kind="anthropic", model="claude-opus-4-9"), usage) is None
+            assert price_usage(BackendConfig(kind="openai", model="gpt-5.6"), usage) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert "'claude-opus-4-9'" in warnings[0] and "unpriced" in warnings[0]
+    assert "'gpt-5.6'" in warnings[1]
 
 
 def test_a_broken_price_table_names_the_file_and_model(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from ragcache.backends.base import CacheUsage
+from ragcache.cache.pricing import Cost
 from ragcache.prompt import Route
 from ragcache.server.metrics import ServerMetrics, quantile_from_buckets, snapshot_dict
 
@@ -16,22 +17,24 @@ class _Answer:
     usage: CacheUsage
     route: Route
     ttft_s: float
+    cost: Cost | None
     latency_s: float = 1.0
-    cost_usd: float | None = 0.01
 
 
 def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     metrics = ServerMetrics()
     full, faq = Route("full", ("full",)), Route("category", ("category:faq",))
-    metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 0, 1000, 10), full, 2.0), 0.0)
-    metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 900, 0, 10), full, 0.2), 0.002)
-    metrics.observe_answer("small", "local", _Answer(CacheUsage(500, 400, 0, 10), faq, 0.1), None)
+    write = Cost(usd=0.0125, uncached_usd=0.01)  # a cache write: a loss, which the counter does not subtract
+    read = Cost(usd=0.01, uncached_usd=0.012)
+    metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 0, 1000, 10), full, 2.0, write))
+    metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 900, 0, 10), full, 0.2, read))
+    metrics.observe_answer("small", "local", _Answer(CacheUsage(500, 400, 0, 10), faq, 0.1, None))  # unpriced
     snap = metrics.snapshot()
     assert (snap.requests, snap.hits, snap.prompt_tokens, snap.cached_tokens) == (3, 2, 2500, 1300)
     assert snap.hit_rate == pytest.approx(2 / 3)
     assert snap.cached_ratio == pytest.approx(1300 / 2500)
-    assert snap.saved_usd == pytest.approx(0.002) and snap.cost_usd == pytest.approx(0.03)
+    assert snap.saved_usd == pytest.approx(0.002) and snap.cost_usd == pytest.approx(0.0225)
     data = snapshot_dict(snap)
     assert sum(b["count"] for b in data["ttft_histogram"]) == 3
     routes = {r["route"]: r for r in data["by_route"]}

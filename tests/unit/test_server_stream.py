@@ -31,34 +31,37 @@ def test_errors_raised_by_the_engine_reach_the_consumer() -> None:
         asyncio.run(run())
 
 
-def test_cancel_closes_the_generator_and_reports_an_early_stop() -> None:
+def test_cancel_closes_the_generator_after_the_token_in_progress() -> None:
+    """After ``cancel()`` the engine computes the token it is on, nothing more: that token is
+    dropped, the generator is closed (GeneratorExit inside it) before the early stop is reported."""
     produced: list[int] = []
-    closed = threading.Event()
-    reported: list[bool] = []
+    resume = threading.Event()
+    exits: list[str] = []
+    finished: list[tuple[bool, list[str]]] = []
 
-    def endless() -> Iterator[str]:
+    def engine() -> Iterator[str]:
         try:
-            n = 0
-            while True:
+            for n in range(1, 50):  # bounded, so a cancel that does nothing fails instead of hanging
                 produced.append(n)
-                n += 1
                 yield f"t{n}"
-        finally:
-            closed.set()
+                resume.wait(5)  # token n+1 is "being computed" until the test lets it finish
+        except GeneratorExit:
+            exits.append("GeneratorExit")
+            raise
 
-    async def run() -> GenerationStream:
-        stream = GenerationStream(endless, on_finish=reported.append).start()
+    async def run() -> tuple[GenerationStream, list[str]]:
+        stream = GenerationStream(engine, on_finish=lambda early: finished.append((early, list(exits)))).start()
         assert await anext(stream) == "t1"
         stream.cancel()
-        async for _ in stream:  # drains what was queued, then ends
-            pass
-        return stream
+        resume.set()
+        rest = [item async for item in stream]
+        return stream, rest
 
-    stream = asyncio.run(run())
-    assert closed.wait(5) and stream.finished
-    assert reported == [True]
-    count = len(produced)
-    assert not closed.wait(0.2) or len(produced) == count  # nothing runs after the close
+    stream, rest = asyncio.run(run())
+    assert rest == []  # t2, computed after the cancel, never reaches the client
+    assert produced == [1, 2]  # and t3 was never started
+    assert finished == [(True, ["GeneratorExit"])]  # closed by the stream, then reported as an early stop
+    assert stream.cancelled and stream.finished
 
 
 def test_a_natural_end_is_not_a_cancellation() -> None:

@@ -7,7 +7,7 @@ engines are exercised by tests/e2e/test_bench_run.py.
 from __future__ import annotations
 
 from ragcache.backends.base import CacheUsage
-from ragcache.bench.runner import replay
+from ragcache.bench.replay import replay
 from ragcache.bench.strategies import Outcome, Strategy
 from ragcache.bench.workload import WorkloadItem
 from ragcache.errors import BackendUnavailableError

@@ -1,4 +1,8 @@
-"""One bench run, end to end: config → apps → strategies → replay → report."""
+"""A whole bench experiment: config → apps → strategies → replay → summaries → report on disk.
+
+``replay.py`` is the request-by-request part; this module wires it with the
+strategies, the vendor prices and the report.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragcache.app import RagCache
 from ragcache.backends.base import GenerationOptions
 from ragcache.bench.metrics import PriceFn, summarize
+from ragcache.bench.replay import ProgressFn, replay
 from ragcache.bench.report import BenchResult, write_report
-from ragcache.bench.runner import ProgressFn, replay
-from ragcache.bench.strategies import SALTED_KINDS, create_strategies
+from ragcache.bench.strategies import SALTED_KINDS, RagcacheStrategy, Strategy, create_strategies
 from ragcache.bench.workload import WorkloadItem
 from ragcache.config import Config
 from ragcache.errors import ConfigError
@@ -40,20 +45,18 @@ PRICED_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5.1", "gpt-4o-min
 
 def vendor_prices(models: Sequence[str] = PRICED_MODELS) -> dict[str, PriceFn]:
     """Each model's list prices (ragcache.cache.pricing) as a function of one measured usage."""
-    from ragcache.cache.pricing import cost_of, price_for
+    from ragcache.cache.pricing import cost_at, price_for
 
     out: dict[str, PriceFn] = {}
     for model in models:
         price = price_for(model)
         if price is None:
             raise ConfigError(f"no price for model {model!r} in ragcache/cache/prices.json")
-        out[f"{price.vendor} {model}"] = lambda usage, m=model: cost_of(usage, m).usd
+        out[f"{price.vendor} {model}"] = lambda usage, p=price: cost_at(usage, p).usd
     return out
 
 
-def _apps(config: Config, strategies: Sequence[str]) -> tuple[object, object | None]:
-    from ragcache.app import RagCache
-
+def _apps(config: Config, strategies: Sequence[str]) -> tuple[RagCache, RagCache | None]:
     app = RagCache.from_config(config)
     uncached = None
     if "no-cache" in strategies and config.backend.kind not in SALTED_KINDS:
@@ -90,21 +93,20 @@ def run_bench(
         return result
     finally:
         for each in (app, uncached):
-            if each is not None and hasattr(each, "close"):
+            if each is not None:
                 each.close()
 
 
-def _warm_note(strategies: Sequence[object]) -> str:
-    rc = next((s for s in strategies if getattr(s, "name", "") == "ragcache"), None)
+def _warm_note(strategies: Sequence[Strategy]) -> str:
+    rc = next((s for s in strategies if isinstance(s, RagcacheStrategy) and s.name == "ragcache"), None)
     if rc is None:
         return "–"
-    return f"{rc.warm_mode}: {rc.warmed} prefixes warmed before the run"  # type: ignore[attr-defined]
+    return f"{rc.warm_mode}: {rc.warmed} prefixes warmed before the run"
 
 
-def _meta(config: Config, app: object, items: Sequence[WorkloadItem], settings: BenchSettings,
+def _meta(config: Config, app: RagCache, items: Sequence[WorkloadItem], settings: BenchSettings,
           wall_s: float, warmup_s: dict[str, float]) -> dict[str, object]:
-    corpus = app.corpus  # type: ignore[attr-defined]
-    backend = app.backend  # type: ignore[attr-defined]
+    corpus, backend = app.corpus, app.backend
     return {
         "title": settings.title or f"{corpus.name} on {config.backend.kind}",
         "command": settings.command,
