@@ -144,7 +144,7 @@ class LocalBackend(Backend):
     def warm(self, prompt: Prompt) -> CacheUsage:
         """Compute and store the KV of ``prompt``'s stable prefix (the system message), unless present."""
         if self.store is None:
-            raise UnsupportedError("the local prefix cache is off (cache.enabled: false); nothing to warm")
+            raise UnsupportedError("the local prefix cache is disabled (cache.enabled: false); nothing to warm")
         encoded = self.encoder.encode(prompt).stable_only()
         self._check_length(encoded.length)
         _, _, usage = self._prefill(encoded, compute_logits=False)
