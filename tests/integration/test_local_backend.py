@@ -186,7 +186,7 @@ def test_a_torn_persisted_prefix_is_recomputed_with_a_log_line(
     warmed = backend(persist_dir=str(tmp_path)).warm(prompt)
     (path,) = tmp_path.glob("*.safetensors")
     path.write_bytes(path.read_bytes()[:-4096])  # a write cut short
-    with caplog.at_level(logging.WARNING, logger="ragcache.kvstore"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
         usage = backend(persist_dir=str(tmp_path)).generate(prompt, SHORT).usage
     assert usage.cached_tokens == 0 and usage.cache_write_tokens >= warmed.cache_write_tokens
     assert "ignoring" in caplog.text and path.name in caplog.text

@@ -33,7 +33,7 @@ def test_a_saved_block_loads_back_equal(tmp_path: Path) -> None:
 
 def test_a_file_from_another_model_is_ignored_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     KVFiles(tmp_path, "model-a").save(block())
-    with caplog.at_level(logging.WARNING, logger="ragcache.kvstore"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
         assert KVFiles(tmp_path, "model-b").load("k") is None
     assert "another model" in caplog.text and "k.safetensors" in caplog.text
     assert KVStore(1 << 20, files=KVFiles(tmp_path, "model-b")).match(["k"]).blocks == ()
@@ -45,7 +45,7 @@ def test_a_torn_file_is_ignored_with_a_log_line(tmp_path: Path, caplog: pytest.L
     path = files.path("k")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])  # a write cut short
-    with caplog.at_level(logging.WARNING, logger="ragcache.kvstore"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
         assert files.load("k") is None
     assert "ignoring unreadable KV file" in caplog.text
 
@@ -57,7 +57,7 @@ def test_changed_tensor_bytes_fail_the_checksum(tmp_path: Path, caplog: pytest.L
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # the last byte belongs to the last tensor
     path.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="ragcache.kvstore"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
         assert files.load("k") is None
     assert "checksum mismatch" in caplog.text
 
@@ -66,7 +66,7 @@ def test_a_file_renamed_to_another_key_is_ignored(tmp_path: Path, caplog: pytest
     files = KVFiles(tmp_path, "model-a")
     files.save(block("k"))
     files.path("k").rename(files.path("other"))
-    with caplog.at_level(logging.WARNING, logger="ragcache.kvstore"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
         assert files.load("other") is None
     assert "does not match" in caplog.text
 
@@ -81,7 +81,7 @@ def test_an_unwritable_folder_is_logged_not_raised(tmp_path: Path, caplog: pytes
     blocker = tmp_path / "file"
     blocker.write_text("x")
     files = KVFiles(blocker / "kv", "model-a")  # a folder under a regular file cannot exist
-    with caplog.at_level(logging.WARNING, logger="ragcache.kvstore"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
         files.save(block())
     assert "could not persist" in caplog.text
     assert KVStore(1 << 20, files=files).put(block("k2")).stored  # the store itself still works

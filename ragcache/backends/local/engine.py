@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalBackend", "create"]
 
-log = logging.getLogger("ragcache.local")
+log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 1024  # bounds the attention matrix of a long prefill
 

@@ -22,7 +22,7 @@ from ragcache.backends.local.kvstore import KVBlock
 
 __all__ = ["FORMAT", "KVFiles"]
 
-log = logging.getLogger("ragcache.kvstore")
+log = logging.getLogger(__name__)
 
 FORMAT = "ragcache-kv/1"
 
