@@ -25,7 +25,7 @@ def ragcache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 # --- end REST server ------------------------------------------------------------
 
 
-# --- the local model and corpora/small, built once (ragcache/app.py, backends/local.py) ---
+# --- the local model and corpora/small, built once (ragcache/app.py, backends/local/) ---
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,11 @@ used where the point is the cached share of a realistic prompt.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import subprocess
+import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +23,10 @@ from transformers import DynamicCache
 from ragcache.app import Answer
 from ragcache.backends.base import Generation, GenerationOptions
 from ragcache.backends.local import LocalBackend, create
-from ragcache.cache.kvstore import KVBlock, KVStore
-from ragcache.config import BackendConfig, CacheConfig
+from ragcache.backends.local.kvstore import KVBlock, KVStore
+from ragcache.config import BackendConfig, CacheConfig, load_config
 from ragcache.corpus.store import load_corpus
-from ragcache.errors import ContextLengthError, ModelError, UnsupportedError
+from ragcache.errors import ConfigError, ContextLengthError, ModelError, UnsupportedError
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind, assemble_prompt
 
 # Float32 logits (magnitudes ~10-30) of a reused prefix vs. one full forward:
@@ -89,7 +94,7 @@ def test_logits_with_a_reused_prefix_equal_a_full_recomputation(
     local._forward(ids[:at], prefix_cache, 0)
     layers = tuple((layer.keys, layer.values) for layer in prefix_cache.layers)
     store = KVStore(1 << 30)
-    store.put(KVBlock("prefix", None, at, layers))
+    assert store.put(KVBlock("prefix", None, at, layers)).stored
     stored = store.match(["prefix"]).blocks[0]
     snapshot = [(k.clone(), v.clone()) for k, v in stored.layers]
 
@@ -172,6 +177,62 @@ def test_a_persisted_prefix_spares_a_restarted_backend_the_prefill(small_build: 
     restarted = backend(persist_dir=str(tmp_path))
     usage = restarted.generate(prompt, SHORT).usage
     assert usage.cached_tokens == warmed.cache_write_tokens
+
+
+def test_a_torn_persisted_prefix_is_recomputed_with_a_log_line(
+    small_build: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    prompt = assemble_prompt(stable(small_build, "category:overview"), "Is SQLite a server?")
+    warmed = backend(persist_dir=str(tmp_path)).warm(prompt)
+    (path,) = tmp_path.glob("*.safetensors")
+    path.write_bytes(path.read_bytes()[:-4096])  # a write cut short
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
+        usage = backend(persist_dir=str(tmp_path)).generate(prompt, SHORT).usage
+    assert usage.cached_tokens == 0 and usage.cache_write_tokens >= warmed.cache_write_tokens
+    assert "ignoring" in caplog.text and path.name in caplog.text
+
+
+def test_prefix_tokens_are_exactly_what_a_warm_up_caches(small_build: Path) -> None:
+    fresh = backend()
+    prompt = assemble_prompt(stable(small_build, "category:datatypes"), "What is a storage class?")
+    caps = fresh.capabilities
+    assert caps.exact_prefix_tokens and caps.cache_block_tokens == 1 and caps.can_warm
+    warmed = fresh.warm(prompt)
+    assert fresh.prefix_tokens(prompt) == warmed.cache_write_tokens == warmed.input_tokens > 300
+    assert fresh.warm(prompt).cached_tokens == fresh.prefix_tokens(prompt)
+
+
+def test_an_answer_raises_no_warning(local: LocalBackend, small_build: Path, caplog: pytest.LogCaptureFixture) -> None:
+    prompt = assemble_prompt(stable(small_build, "category:overview"), "Does SQLite need a server process?")
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        local.generate(prompt, SHORT)
+        list(local.stream(prompt, SHORT))  # reuses the prefix the first answer stored
+    assert [f"{w.category.__name__}: {w.message}" for w in caught] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_backend_options_are_validated(local_model: Path, tmp_path: Path) -> None:
+    good = create(BackendConfig(options={"device": "cpu", "dtype": "float32", "threads": 1}), CacheConfig())
+    assert good.options.device == "cpu" and good.device.type == "cpu"
+    config = tmp_path / "typo.yaml"
+    config.write_text("backend:\n  kind: local\n  options:\n    devise: cpu\n")
+    loaded = load_config(config)
+    with pytest.raises(ConfigError) as error:
+        create(loaded.backend, loaded.cache)
+    assert "backend.options.devise" in str(error.value) and str(config.resolve()) in str(error.value)
+    with pytest.raises(ConfigError, match="threads"):
+        create(BackendConfig(options={"threads": 0}), CacheConfig())
+
+
+def test_the_cli_exits_2_on_an_unknown_local_option(small_build: Path, tmp_path: Path) -> None:
+    config = tmp_path / "typo.yaml"
+    config.write_text("backend:\n  kind: local\n  options:\n    devise: cpu\n")
+    cmd = [sys.executable, "-m", "ragcache.cli", "ask", "--config", str(config), "--corpus", str(small_build), "Hi?"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2, result.stderr
+    assert "devise" in result.stderr and str(config.resolve()) in result.stderr
 
 
 def test_streaming_yields_deltas_then_the_generation(local: LocalBackend, small_build: Path) -> None:

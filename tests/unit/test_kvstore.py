@@ -1,4 +1,4 @@
-"""The prefix KV store: LRU by bytes, TTL, descendants, private copies, threads, persistence."""
+"""The prefix KV store: insert results, LRU by bytes, TTL, descendants, private copies, threads, persistence."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ragcache.cache.kvstore import KVBlock, KVStore, assemble
+from ragcache.backends.local.kvstore import InsertResult, KVBlock, KVStore
+from ragcache.backends.local.persist import KVFiles
 
 LAYERS = 2
 TOKENS = 4
@@ -31,7 +32,7 @@ class Clock:
 
 def test_block_bytes_are_counted() -> None:
     store = KVStore(10 * BLOCK_BYTES)
-    assert store.put(block("a"))
+    assert store.put(block("a")).stored
     assert block("a").nbytes == BLOCK_BYTES
     assert store.nbytes == BLOCK_BYTES
 
@@ -50,10 +51,9 @@ def test_lru_evicts_the_least_recently_used_block_to_stay_in_budget() -> None:
     store.put(block("a"))
     store.put(block("b"))
     store.match(["a"])  # a is now more recent than b
-    assert store.put(block("c"))
+    assert store.put(block("c")).stored
     assert "a" in store and "c" in store and "b" not in store
     assert store.nbytes <= 2 * BLOCK_BYTES
-    assert store.stats().evictions == 1
 
 
 def test_a_hot_root_outlives_the_leaves_hanging_off_it() -> None:
@@ -74,11 +74,33 @@ def test_evicting_a_parent_evicts_its_descendants() -> None:
     assert len(store) == 0 and store.nbytes == 0
 
 
-def test_a_block_larger_than_the_budget_or_orphaned_is_not_stored() -> None:
-    assert not KVStore(BLOCK_BYTES - 1).put(block("a"))
+def test_put_says_why_a_block_was_not_stored() -> None:
+    assert KVStore(BLOCK_BYTES - 1).put(block("a")) == InsertResult("over-budget")
+    assert KVStore(0).put(block("a")) == InsertResult("disabled")
     store = KVStore(10 * BLOCK_BYTES)
-    assert not store.put(block("b", parent="missing"))
+    assert store.put(block("b", parent="missing")) == InsertResult("orphaned")
     assert len(store) == 0
+    first, again = store.put(block("a")), store.put(block("a", fill=2.0))
+    assert (first.status, first.stored, first.present) == ("stored", True, True)
+    assert (again.status, again.stored, again.present) == ("present", False, True)
+    assert len(store) == 1 and store.nbytes == BLOCK_BYTES
+    assert torch.equal(store.match(["a"]).blocks[0].layers[0][0], torch.ones(1, 1, TOKENS, 8))  # the first copy
+
+
+def test_a_child_whose_chain_does_not_fit_the_budget_is_over_budget_and_leaves_nothing_behind() -> None:
+    store = KVStore(BLOCK_BYTES + BLOCK_BYTES // 2)
+    assert store.put(block("root")).stored
+    assert store.put(block("leaf", "root")) == InsertResult("over-budget")
+    assert "leaf" not in store and store.nbytes <= store.budget_bytes
+
+
+def test_a_present_block_put_again_becomes_most_recently_used() -> None:
+    store = KVStore(2 * BLOCK_BYTES)
+    store.put(block("a"))
+    store.put(block("b"))
+    assert not store.put(block("a")).stored  # present: refreshed, so b is now the least recent
+    store.put(block("c"))
+    assert "a" in store and "b" not in store
 
 
 def test_ttl_expires_idle_blocks_and_a_hit_refreshes_them() -> None:
@@ -93,27 +115,17 @@ def test_ttl_expires_idle_blocks_and_a_hit_refreshes_them() -> None:
     assert store.match(["a"]).tokens == TOKENS
     clock.now = 200
     assert store.match(["a"]).blocks == ()
-    assert store.stats().expirations == 2
+    assert len(store) == 0 and store.nbytes == 0
 
 
-def test_put_keeps_a_private_copy_and_assemble_returns_fresh_tensors() -> None:
+def test_put_keeps_a_private_copy() -> None:
     source = block("a")
     store = KVStore(10 * BLOCK_BYTES)
     store.put(source)
     source.layers[0][0].add_(100)  # the request's own tensors keep changing
     stored = store.match(["a"]).blocks[0]
     assert torch.equal(stored.layers[0][0], torch.ones(1, 1, TOKENS, 8))
-    out = assemble([stored])
-    out[0][0].add_(5)
-    assert torch.equal(stored.layers[0][0], torch.ones(1, 1, TOKENS, 8))
-
-
-def test_assemble_concatenates_a_chain_along_the_token_axis() -> None:
-    layers = assemble([block("a", fill=1.0), block("b", "a", fill=2.0)])
-    assert len(layers) == LAYERS
-    keys = layers[1][0]
-    assert keys.shape == (1, 1, 2 * TOKENS, 8)
-    assert keys[0, 0, :TOKENS].eq(1).all() and keys[0, 0, TOKENS:].eq(2).all()
+    assert stored.layers[0][0].data_ptr() != source.layers[0][0].data_ptr()
 
 
 def test_concurrent_puts_and_matches_keep_the_accounting_exact() -> None:
@@ -142,19 +154,15 @@ def test_concurrent_puts_and_matches_keep_the_accounting_exact() -> None:
 
 
 def test_persisted_blocks_are_loaded_by_a_new_store(tmp_path: Path) -> None:
-    first = KVStore(10 * BLOCK_BYTES, persist_dir=tmp_path)
-    assert first.put(block("stable", fill=3.0, persist=True))
+    first = KVStore(10 * BLOCK_BYTES, files=KVFiles(tmp_path, "model-a"))
+    assert first.put(block("stable", fill=3.0, persist=True)).stored
     first.put(block("volatile", "stable"))  # not marked persist: memory only
     assert [p.name for p in tmp_path.iterdir()] == ["stable.safetensors"]
-    restarted = KVStore(10 * BLOCK_BYTES, persist_dir=tmp_path)
+    restarted = KVStore(10 * BLOCK_BYTES, files=KVFiles(tmp_path, "model-a"))
     match = restarted.match(["stable", "volatile"])
     assert [b.key for b in match.blocks] == ["stable"]
     assert torch.equal(match.blocks[0].layers[1][1], torch.full((1, 1, TOKENS, 8), -3.0))
-
-
-def test_a_corrupt_persisted_file_is_a_miss(tmp_path: Path) -> None:
-    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    assert KVStore(10 * BLOCK_BYTES, persist_dir=tmp_path).match(["bad"]).blocks == ()
+    assert restarted.nbytes == BLOCK_BYTES
 
 
 def test_a_negative_budget_is_rejected() -> None:

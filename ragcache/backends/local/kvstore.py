@@ -1,4 +1,4 @@
-"""The prefix KV store of the local backend: attention KV of prompt prefixes, reused.
+"""The prefix KV store of the local engine: attention KV of prompt prefixes, reused.
 
 A prompt is cut into **blocks** at message boundaries of its rendered chat
 template (the stable system message first, then session context and each
@@ -6,7 +6,8 @@ history message). A block holds only its own tokens' keys and values and is
 named by a chain hash: ``key = chain_hash([parent_key, hash(its token ids)])``,
 so equal keys mean equal token prefixes (vLLM's automatic prefix caching, at
 message granularity). A request reuses the longest chain of blocks that is
-present and computes the rest.
+present (:meth:`KVStore.match`) and stores the blocks it computed
+(:meth:`KVStore.put`, which says in an :class:`InsertResult` why it did not).
 
 - bounded by a byte budget, least-recently-used blocks evicted first; a matched
   chain is touched leaf first, so a hot root (the corpus prefix) outlives the
@@ -14,33 +15,31 @@ present and computes the rest.
   which could never be reached again;
 - optional idle TTL (a block expires ``ttl_s`` after its last use), with an
   injectable clock for tests;
-- never mutated by a request: :meth:`put` stores private copies and
-  :meth:`assemble` returns fresh tensors, because a transformers cache grows
-  (and may be changed) by the forward pass that uses it;
-- thread-safe (one lock; the tensor copies of ``assemble`` happen outside it);
-- optional persistence of blocks marked ``persist`` (the stable prefix) as
-  safetensors files under ``persist_dir``, loaded on a miss, so a restarted
-  process skips the corpus prefill (cache-augmented generation).
+- never written by a request: :meth:`KVStore.put` stores a private copy, and the
+  engine copies matched blocks into a request cache of its own;
+- thread-safe (one lock; the tensor copy of ``put`` happens outside it);
+- optional persistence of blocks marked ``persist`` (the stable prefix) through
+  :class:`~ragcache.backends.local.persist.KVFiles`, loaded on a miss, so a
+  restarted process skips the corpus prefill (cache-augmented generation).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-__all__ = ["KVBlock", "KVStore", "MatchResult", "StoreStats", "assemble"]
+if TYPE_CHECKING:
+    from ragcache.backends.local.persist import KVFiles
 
-log = logging.getLogger("ragcache.kvstore")
+__all__ = ["InsertResult", "InsertStatus", "KVBlock", "KVStore", "Layers", "MatchResult"]
 
 Layers = tuple[tuple[Any, Any], ...]  # per layer: (keys, values), shape [batch, heads, tokens, head_dim]
+
+InsertStatus = Literal["stored", "present", "over-budget", "orphaned", "disabled"]
 
 
 @dataclass(frozen=True)
@@ -74,14 +73,25 @@ class MatchResult:
 
 
 @dataclass(frozen=True)
-class StoreStats:
-    blocks: int
-    bytes: int
-    budget_bytes: int
-    hits: int
-    misses: int
-    evictions: int
-    expirations: int
+class InsertResult:
+    """What :meth:`KVStore.put` did with a block.
+
+    ``stored``: copied in now; ``present``: it was already there (and is now
+    most recently used); ``over-budget``: it (with the chain it hangs from) does
+    not fit the byte budget; ``orphaned``: its parent is not in the store, so it
+    could never be matched; ``disabled``: the budget is zero.
+    """
+
+    status: InsertStatus
+
+    @property
+    def stored(self) -> bool:
+        return self.status == "stored"
+
+    @property
+    def present(self) -> bool:
+        """The block is in the store after the call (a child of it may follow)."""
+        return self.status in ("stored", "present")
 
 
 @dataclass
@@ -98,20 +108,19 @@ class KVStore:
         budget_bytes: int,
         *,
         ttl_s: float | None = None,
-        persist_dir: str | Path | None = None,
+        files: KVFiles | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if budget_bytes < 0:
             raise ValueError(f"budget_bytes must be >= 0, got {budget_bytes}")
         self.budget_bytes = budget_bytes
         self.ttl_s = ttl_s
-        self.persist_dir = Path(persist_dir).expanduser() if persist_dir is not None else None
+        self.files = files
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()  # least recently used first
         self._children: dict[str, set[str]] = {}
         self._bytes = 0
         self._lock = threading.RLock()
-        self._hits = self._misses = self._evictions = self._expirations = 0
 
     # --- public API -------------------------------------------------------------
 
@@ -126,39 +135,28 @@ class KVStore:
                     break
                 found.append(entry.block)
             self._touch([block.key for block in found])
-            if found:
-                self._hits += 1
-            else:
-                self._misses += 1
             return MatchResult(tuple(found))
 
-    def put(self, block: KVBlock) -> bool:
-        """Store a private copy of ``block``; False if it is larger than the whole budget or orphaned."""
+    def put(self, block: KVBlock) -> InsertResult:
+        """Store a private copy of ``block`` (and write it to disk if it is marked ``persist``)."""
         with self._lock:
             self._expire()
-            if block.key in self._entries:
-                self._touch([block.key])
-                return False
-            if block.parent is not None and block.parent not in self._entries:
-                return False  # its parent was evicted meanwhile: it could never be matched
-            if block.nbytes > self.budget_bytes:
-                return False
+            refused = self._refusal(block)
+            if refused is not None:
+                return refused
         stored = KVBlock(block.key, block.parent, block.tokens, _copy_layers(block.layers), block.persist)
-        with self._lock:
-            if block.key in self._entries or (block.parent is not None and block.parent not in self._entries):
-                return False
+        with self._lock:  # the copy ran unlocked: another thread may have stored or evicted meanwhile
+            refused = self._refusal(stored)
+            if refused is not None:
+                return refused
             self._insert(stored)
             self._touch(self._chain(stored.key))
             self._evict(keep=stored.key)
-            stored_now = stored.key in self._entries
-        if stored_now and stored.persist and self.persist_dir is not None:
-            self._save(stored)
-        return stored_now
-
-    def touch(self, keys: Sequence[str]) -> None:
-        """Mark a chain (root first) as just used, root most recent."""
-        with self._lock:
-            self._touch([k for k in keys if k in self._entries])
+            if stored.key not in self._entries:
+                return InsertResult("over-budget")  # its ancestors had to go, and it with them
+        if stored.persist and self.files is not None:
+            self.files.save(stored)
+        return InsertResult("stored")
 
     def __contains__(self, key: object) -> bool:
         with self._lock:
@@ -173,21 +171,27 @@ class KVStore:
         with self._lock:
             return self._bytes
 
-    def stats(self) -> StoreStats:
-        with self._lock:
-            return StoreStats(
-                len(self._entries), self._bytes, self.budget_bytes,
-                self._hits, self._misses, self._evictions, self._expirations,
-            )
-
     def clear(self) -> None:
-        """Drop every block held in memory (files under ``persist_dir`` stay)."""
+        """Drop every block held in memory (files on disk stay)."""
         with self._lock:
             self._entries.clear()
             self._children.clear()
             self._bytes = 0
 
     # --- helpers ----------------------------------------------------------------
+
+    def _refusal(self, block: KVBlock) -> InsertResult | None:
+        """Why ``block`` cannot be inserted now (None: it can); called with the lock held."""
+        if self.budget_bytes == 0:
+            return InsertResult("disabled")
+        if block.key in self._entries:
+            self._touch([block.key])
+            return InsertResult("present")
+        if block.parent is not None and block.parent not in self._entries:
+            return InsertResult("orphaned")  # its parent was evicted meanwhile
+        if block.nbytes > self.budget_bytes:
+            return InsertResult("over-budget")
+        return None
 
     def _insert(self, block: KVBlock) -> None:
         self._entries[block.key] = _Entry(block, self._clock())
@@ -201,29 +205,30 @@ class KVStore:
             self._entries[key].last_used = now
             self._entries.move_to_end(key)
 
-    def _remove(self, key: str) -> int:
-        """Remove ``key`` and its descendants; how many blocks went."""
+    def _remove(self, key: str) -> None:
+        """Remove ``key`` and its descendants."""
         entry = self._entries.pop(key, None)
         if entry is None:
-            return 0
+            return
         self._bytes -= entry.block.nbytes
         if entry.block.parent is not None:
             self._children.get(entry.block.parent, set()).discard(key)
-        return 1 + sum(self._remove(child) for child in list(self._children.pop(key, ())))
+        for child in list(self._children.pop(key, ())):
+            self._remove(child)
 
     def _evict(self, keep: str) -> None:
         while self._bytes > self.budget_bytes:
             victim = next((k for k in self._entries if k != keep), None)
             if victim is None:
                 break
-            self._evictions += self._remove(victim)
+            self._remove(victim)
 
-    def _chain(self, key: str) -> list[str]:
+    def _chain(self, key: str | None) -> list[str]:
         """``key`` and its ancestors, root first."""
         chain = []
         while key is not None and key in self._entries:
             chain.append(key)
-            key = self._entries[key].block.parent  # type: ignore[assignment]
+            key = self._entries[key].block.parent
         return chain[::-1]
 
     def _expire(self) -> None:
@@ -231,50 +236,15 @@ class KVStore:
             return
         deadline = self._clock() - self.ttl_s
         for key in [k for k, e in self._entries.items() if e.last_used < deadline]:
-            self._expirations += self._remove(key)
-
-    def _path(self, key: str) -> Path:
-        assert self.persist_dir is not None
-        return self.persist_dir / f"{key}.safetensors"
-
-    def _save(self, block: KVBlock) -> None:
-        """Write the block atomically; a failure is logged, never fatal (the cache is an optimisation)."""
-        from safetensors.torch import save_file
-
-        path = self._path(block.key)
-        if path.exists():
-            return
-        tensors = {}
-        for i, (keys, values) in enumerate(block.layers):
-            tensors[f"k.{i}"], tensors[f"v.{i}"] = keys.contiguous().cpu(), values.contiguous().cpu()
-        meta = {"key": block.key, "parent": block.parent or "", "tokens": str(block.tokens)}
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{block.key}.", dir=path.parent)
-            os.close(fd)
-            save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not persist KV block %s to %s: %s", block.key[:12], path, exc)
+            self._remove(key)
 
     def _load(self, key: str) -> _Entry | None:
-        """A persisted block, put back in memory (called with the lock held)."""
-        if self.persist_dir is None or not self._path(key).exists():
+        """A persisted block put back in memory, if its parent is here and it fits (lock held)."""
+        if self.files is None or self.budget_bytes == 0:
             return None
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(self._path(key)), framework="pt") as f:
-                meta = f.metadata() or {}
-                count = len({name.split(".")[1] for name in f.keys()})  # noqa: SIM118 (safe_open is not a dict)
-                layers = tuple((f.get_tensor(f"k.{i}"), f.get_tensor(f"v.{i}")) for i in range(count))
-        except Exception as exc:  # a corrupt or foreign file is a miss, not an error
-            log.warning("ignoring unreadable KV file %s: %s", self._path(key), exc)
+        block = self.files.load(key)
+        if block is None or (block.parent is not None and block.parent not in self._entries):
             return None
-        parent = meta.get("parent") or None
-        if meta.get("key") != key or (parent is not None and parent not in self._entries):
-            return None
-        block = KVBlock(key, parent, int(meta.get("tokens", "0")), layers, persist=True)
         if block.nbytes > self.budget_bytes:
             return None
         self._insert(block)
@@ -284,19 +254,3 @@ class KVStore:
 
 def _copy_layers(layers: Layers) -> Layers:
     return tuple((k.detach().clone(), v.detach().clone()) for k, v in layers)
-
-
-def assemble(blocks: Sequence[KVBlock]) -> Layers:
-    """Fresh per-layer tensors for a chain of blocks (concatenated along the token axis)."""
-    import torch
-
-    if not blocks:
-        return ()
-    count = len(blocks[0].layers)
-    return tuple(
-        (
-            torch.cat([b.layers[i][0] for b in blocks], dim=-2),
-            torch.cat([b.layers[i][1] for b in blocks], dim=-2),
-        )
-        for i in range(count)
-    )

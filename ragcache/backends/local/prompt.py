@@ -1,4 +1,4 @@
-"""Prompt → token ids for the local backend, cut into cacheable blocks.
+"""Prompt → token ids for the local engine, cut into cacheable blocks.
 
 The chat template renders ``Prompt.messages()``; every message boundary where
 the rendering of the first k messages is a prefix of the whole rendering is a
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,9 +20,7 @@ import numpy as np
 from ragcache.hashing import chain_hash, content_hash
 from ragcache.prompt import Prompt
 
-__all__ = ["BlockSpan", "EncodedPrompt", "PromptEncoder", "StopMatcher", "model_fingerprint"]
-
-_HEAD_BYTES = 1 << 20
+__all__ = ["BlockSpan", "EncodedPrompt", "PromptEncoder", "token_hash"]
 
 
 @dataclass(frozen=True)
@@ -64,16 +61,8 @@ class EncodedPrompt:
 
 
 def token_hash(ids: list[int]) -> str:
+    """The name of a run of token ids (int32 little-endian bytes, so any machine agrees)."""
     return content_hash(np.asarray(ids, dtype="<i4").tobytes())
-
-
-def model_fingerprint(path: Path, dtype: str) -> str:
-    """Names the weights a KV was computed with (cheap: config, file sizes, first MiB of each weight file)."""
-    parts = [content_hash((path / "config.json").read_bytes()), dtype]
-    for weights in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-        with weights.open("rb") as f:
-            parts += [weights.name, str(weights.stat().st_size), content_hash(f.read(_HEAD_BYTES))]
-    return chain_hash(parts)
 
 
 class PromptEncoder:
@@ -111,29 +100,3 @@ class PromptEncoder:
 
     def _tokenize_uncached(self, text: str) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-class StopMatcher:
-    """Cuts generated text at the first stop string, holding back a possible partial one while streaming."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = tuple(s for s in stops if s)
-
-    def final(self, text: str) -> str:
-        cut = min((i for i in (text.find(s) for s in self.stops) if i >= 0), default=len(text))
-        return text[:cut]
-
-    def visible(self, text: str) -> tuple[bool, str]:
-        """(a stop string was reached, the text safe to show so far)."""
-        cut = self.final(text)
-        if len(cut) < len(text):
-            return True, cut
-        held = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(text)), held, -1):
-                if text.endswith(stop[:n]):
-                    held = n
-                    break
-        while held < len(text) and text[-(held + 1)] == "\ufffd":
-            held += 1  # an incomplete UTF-8 sequence: wait for its next token
-        return False, text[: len(text) - held]

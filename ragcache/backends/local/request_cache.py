@@ -1,4 +1,4 @@
-"""The per-request transformers cache of the local backend.
+"""The per-request transformers cache of the local engine.
 
 transformers' ``DynamicLayer`` grows by ``torch.cat`` on every forward pass, so
 each decoded token copies the whole KV (~175 MB for a 3.8k-token prompt of
@@ -16,9 +16,9 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
-from ragcache.cache.kvstore import KVBlock
+from ragcache.backends.local.kvstore import KVBlock
 
-__all__ = ["GrowingLayer", "request_cache"]
+__all__ = ["GrowingLayer", "can_reuse_prefixes", "request_cache"]
 
 
 class GrowingLayer(DynamicLayer):
@@ -72,21 +72,31 @@ class GrowingLayer(DynamicLayer):
         self.values = self._values[..., : self.length, :]
 
 
+def can_reuse_prefixes(config: Any) -> bool:
+    """Whether every attention layer keeps its whole KV (sliding-window or shared layers do not)."""
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
+
+
 def request_cache(config: Any, blocks: Sequence[KVBlock], reserve: int, device: Any = None) -> DynamicCache:
-    """A new cache holding a private copy of ``blocks`` (moved to ``device``) with room for ``reserve`` more tokens."""
+    """A new cache holding a private copy of ``blocks`` (moved to ``device``) with room for ``reserve`` more tokens.
+
+    Models whose layers cannot reuse a prefix (:func:`can_reuse_prefixes`) get
+    transformers' own cache, which must then start empty.
+    """
     cache = DynamicCache(config=config)
-    if device is not None:  # blocks loaded from disk live on the CPU
-        blocks = [KVBlock(b.key, b.parent, b.tokens, tuple((k.to(device), v.to(device)) for k, v in b.layers))
-                  if b.layers and b.layers[0][0].device != device else b for b in blocks]
     if not all(type(layer) is DynamicLayer for layer in cache.layers):
-        # sliding-window or other special layers: let transformers manage them (copying per step)
-        for i, layer in enumerate(cache.layers):
-            if blocks:
-                layer.update(torch.cat([b.layers[i][0] for b in blocks], -2),
-                             torch.cat([b.layers[i][1] for b in blocks], -2))
+        if blocks:
+            raise ValueError("this model's cache layers cannot start from stored prefix blocks")
         return cache
     cache.layers = [GrowingLayer(reserve) for _ in cache.layers]
-    if blocks:
-        for i, layer in enumerate(cache.layers):
-            layer.fill([block.layers[i] for block in blocks])
+    for i, layer in enumerate(cache.layers):
+        if blocks:
+            layer.fill([_on(device, *block.layers[i]) for block in blocks])
     return cache
+
+
+def _on(device: Any, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A block's tensors on ``device`` (blocks loaded from disk live on the CPU)."""
+    if device is None or keys.device == device:
+        return keys, values
+    return keys.to(device), values.to(device)

@@ -1,27 +1,39 @@
-"""The embedded default: transformers + torch in this process, with a prefix KV store.
+"""The local engine: transformers + torch in this process, reusing prefix KV.
 
-float32 on CPU (bf16 matmuls are ~5x slower on small CPUs), the GPU when one is
-present. ``backend.options`` may set ``device``, ``dtype`` and ``threads`` (torch's
-intra-op threads, process-wide; 1 is much faster when the cores are shared with
-other busy processes). A prompt is rendered with the model's chat template and cut into
-blocks at message boundaries (:mod:`ragcache.backends.local_prompt`); the KV of
-those blocks goes into a :class:`~ragcache.cache.kvstore.KVStore`, so a second
-question over the same corpus only computes its own tokens. The model and
-tokenizer are loaded once per process and shared by every backend instance.
+A prompt is rendered with the model's chat template and cut into blocks at
+message boundaries (:mod:`~ragcache.backends.local.prompt`); prefill reuses the
+longest chain of those blocks present in the
+:class:`~ragcache.backends.local.kvstore.KVStore`, computes the rest into a
+request cache of its own (:mod:`~ragcache.backends.local.request_cache`) and
+stores the new blocks, so a second question over the same corpus only computes
+its own tokens. Decoding is token by token (:mod:`~ragcache.backends.local.decoding`).
+The model is loaded once per process and shared by every backend instance
+(:mod:`~ragcache.backends.local.model`, which also holds the options).
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ragcache.backends.base import Backend, CacheUsage, Capabilities, Generation, GenerationOptions
-from ragcache.backends.local_prompt import EncodedPrompt, PromptEncoder, StopMatcher, model_fingerprint
-from ragcache.cache.kvstore import KVBlock, KVStore, MatchResult
-from ragcache.errors import ContextLengthError, ModelError, UnsupportedError
+from ragcache.backends.base import (
+    Backend,
+    CacheUsage,
+    Capabilities,
+    Generation,
+    GenerationOptions,
+    parse_options,
+)
+from ragcache.backends.local.decoding import StopMatcher, choose, sampler
+from ragcache.backends.local.kvstore import KVBlock, KVStore, MatchResult
+from ragcache.backends.local.model import LocalOptions, eos_ids, load_model, model_fingerprint
+from ragcache.backends.local.persist import KVFiles
+from ragcache.backends.local.prompt import EncodedPrompt, PromptEncoder
+from ragcache.errors import ContextLengthError, UnsupportedError
 from ragcache.prompt import Prompt
 
 if TYPE_CHECKING:
@@ -29,64 +41,54 @@ if TYPE_CHECKING:
 
     from ragcache.config import BackendConfig, CacheConfig
 
-__all__ = ["LocalBackend", "create", "load_model"]
+__all__ = ["LocalBackend", "create"]
+
+log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 1024  # bounds the attention matrix of a long prefill
-_MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-_MODELS_LOCK = threading.Lock()
-
-
-def load_model(path: Path, device: str, dtype: str) -> tuple[Any, Any]:
-    """(model, tokenizer) for a local Hugging Face folder, loaded once per process."""
-    key = (str(path.resolve()), device, dtype)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            try:
-                import torch
-                from transformers import AutoModelForCausalLM, AutoTokenizer
-                from transformers.utils import logging as hf_logging
-            except ImportError as exc:
-                raise ModelError("the local backend needs the 'local' extra: pip install 'ragcache[local]'") from exc
-            hf_logging.disable_progress_bar()
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
-            except Exception as exc:
-                raise ModelError(f"cannot load the model in {path}: {exc}") from exc
-            model.eval()
-            _MODELS[key] = (model, tokenizer)
-        return _MODELS[key]
 
 
 class LocalBackend(Backend):
     """In-process generation with block-aligned prefix reuse (see the module docstring)."""
 
     name = "local"
+    Options = LocalOptions
 
     def __init__(self, config: BackendConfig, cache: CacheConfig) -> None:
         import torch
 
+        from ragcache.backends.local.request_cache import can_reuse_prefixes
         from ragcache.models import resolve_model_path
 
-        self.config = config
-        self.cache_config = cache
+        options = parse_options(LocalOptions, config)  # before any slow loading: a typo fails fast
+        self.config, self.cache_config, self.options = config, cache, options
         path = resolve_model_path(config.model)
-        if config.options.get("threads"):
-            torch.set_num_threads(int(config.options["threads"]))  # process-wide: torch has one intra-op pool
-        device = str(config.options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
-        dtype = str(config.options.get("dtype") or ("float32" if device == "cpu" else "bfloat16"))
+        if options.threads:
+            torch.set_num_threads(options.threads)  # process-wide: torch has one intra-op pool
+        device = options.resolved_device()
+        dtype = options.resolved_dtype(device)
         self.model, self.tokenizer = load_model(path, device, dtype)
         self.device = torch.device(device)
         self.model_name = config.model or path.name
+        fingerprint = model_fingerprint(path, dtype)
+        self.encoder = PromptEncoder(self.tokenizer, fingerprint)
+        self.store: KVStore | None = None
+        if cache.enabled and not can_reuse_prefixes(self.model.config):
+            log.warning("model %s has sliding-window or shared cache layers: prefix KV reuse is off", path.name)
+        elif cache.enabled:
+            files = KVFiles(cache.persist_dir, fingerprint) if cache.persist_dir else None
+            self.store = KVStore(cache.kv_budget_mb * 1024 * 1024, ttl_s=cache.ttl_s, files=files)
         window = config.context_window or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._capabilities = Capabilities(
-            context_window=window, min_cacheable_tokens=1, ttl_s=cache.ttl_s, can_warm=cache.enabled
+            context_window=window,
+            min_cacheable_tokens=1,
+            cache_block_tokens=1,  # blocks end at message boundaries: any whole prefix is cached exactly
+            exact_prefix_tokens=True,
+            ttl_s=cache.ttl_s,
+            can_warm=self.store is not None,
         )
-        self.encoder = PromptEncoder(self.tokenizer, model_fingerprint(path, dtype))
-        self.store: KVStore | None = None
-        if cache.enabled:
-            self.store = KVStore(cache.kv_budget_mb * 1024 * 1024, ttl_s=cache.ttl_s, persist_dir=cache.persist_dir)
-        self._eos = _eos_ids(self.model, self.tokenizer)
+        self._eos = eos_ids(self.model, self.tokenizer)
+        self._cache_arg = _cache_argument(self.model)
         self._forward_lock = threading.Lock()  # one forward at a time: two would just fight for the cores
 
     # --- the Backend protocol ---------------------------------------------------
@@ -151,6 +153,10 @@ class LocalBackend(Backend):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
+    def prefix_tokens(self, prompt: Prompt) -> int:
+        """Tokens of the stable prefix exactly as :meth:`warm` caches them (the same encoding)."""
+        return self.encoder.encode(prompt).stable_tokens
+
     def close(self) -> None:
         if self.store is not None:
             self.store.clear()
@@ -161,9 +167,9 @@ class LocalBackend(Backend):
         self, logits: torch.Tensor, cache: Any, position: int, max_new: int, options: GenerationOptions
     ) -> Iterator[int]:
         """Decode token ids from the prompt's last logits until EOS (not yielded) or ``max_new``."""
-        generator = _sampler(options)
+        generator = sampler(options)
         for n in range(max_new):
-            token = _choose(logits, options, generator)
+            token = choose(logits, options, generator)
             if token in self._eos:
                 return
             yield token
@@ -202,7 +208,7 @@ class LocalBackend(Backend):
 
     def past_cache(self, blocks: tuple[KVBlock, ...], reserve: int = 256) -> Any:
         """A new request cache over a private copy of ``blocks`` (the forward pass grows it, not them)."""
-        from ragcache.backends.local_cache import request_cache
+        from ragcache.backends.local.request_cache import request_cache
 
         return request_cache(self.model.config, blocks, reserve, self.device)
 
@@ -212,14 +218,13 @@ class LocalBackend(Backend):
 
         with self._forward_lock, torch.inference_mode():
             tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
-            positions = torch.arange(position, position + len(ids), device=self.device)
-            out = self.model(
-                input_ids=tokens, past_key_values=cache, use_cache=True, cache_position=positions, logits_to_keep=1
-            )
+            positions = torch.arange(position, position + len(ids), device=self.device).unsqueeze(0)
+            kwargs = {self._cache_arg: cache}
+            out = self.model(input_ids=tokens, position_ids=positions, use_cache=True, logits_to_keep=1, **kwargs)
         return out.logits[0, -1].float()
 
     def _store_blocks(self, encoded: EncodedPrompt, cache: Any, matched: int) -> int:
-        """Put the blocks the prompt computed (those after the matched chain) into the store."""
+        """Put the blocks the prompt computed (those after the matched chain) into the store; tokens written."""
         if self.store is None:
             return 0
         written = 0
@@ -229,53 +234,18 @@ class LocalBackend(Backend):
                 (layer.keys[..., block.start : block.end, :], layer.values[..., block.start : block.end, :])
                 for layer in cache.layers
             )
-            kv = KVBlock(block.key, parent, block.end - block.start, layers, persist=block.stable)
-            if self.store.put(kv):
-                written += kv.tokens
-            elif block.key not in self.store:
-                break  # too large for the budget: later blocks would be orphans
+            result = self.store.put(KVBlock(block.key, parent, block.end - block.start, layers, block.stable))
+            if result.stored:
+                written += block.end - block.start
+            elif not result.present:
+                break  # not stored (over budget, …): its descendants would be orphans
             parent = block.key
         return written
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids: set[int] = set()
-    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
-        if isinstance(value, int):
-            ids.add(value)
-        elif value:
-            ids.update(int(v) for v in value)
-    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if isinstance(end, int) and end != tokenizer.unk_token_id:
-        ids.add(end)
-    return frozenset(ids)
-
-
-def _sampler(options: GenerationOptions) -> torch.Generator | None:
-    import torch
-
-    if options.temperature <= 0:
-        return None
-    generator = torch.Generator()
-    if options.seed is not None:
-        generator.manual_seed(options.seed)
-    else:
-        generator.seed()
-    return generator
-
-
-def _choose(logits: torch.Tensor, options: GenerationOptions, generator: torch.Generator | None) -> int:
-    """Greedy at temperature 0, else temperature + nucleus (top-p) sampling."""
-    import torch
-
-    if generator is None:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits.cpu() / options.temperature, dim=-1)
-    if options.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < options.top_p
-        probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
-    return int(torch.multinomial(probs, 1, generator=generator))
+def _cache_argument(model: Any) -> str:
+    """The forward keyword of the KV cache: ``cache`` in current transformers, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def create(backend_config: BackendConfig, cache_config: CacheConfig) -> LocalBackend:

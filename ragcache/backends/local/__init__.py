@@ -1,0 +1,22 @@
+"""The local backend: an in-process transformers engine with ragcache's own prefix KV store.
+
+One concept per module, in pipeline order:
+
+- :mod:`.model`: ``backend.options`` (:class:`LocalOptions`), loading the model
+  once per process, the fingerprint that names its weights;
+- :mod:`.prompt`: the chat template rendering cut into blocks, and their chain keys;
+- :mod:`.kvstore`: the prefix KV store (LRU by bytes, TTL, insert results);
+- :mod:`.persist`: stored blocks on disk (safetensors, checksummed, per model);
+- :mod:`.request_cache`: a request's transformers cache over a private copy of a prefix;
+- :mod:`.decoding`: next-token choice and stop strings;
+- :mod:`.engine`: :class:`LocalBackend`, which wires them (prefill, decode, warm).
+
+torch and transformers are imported when the backend is created, not here.
+"""
+
+from __future__ import annotations
+
+from ragcache.backends.local.engine import LocalBackend, create
+from ragcache.backends.local.model import LocalOptions, load_model
+
+__all__ = ["LocalBackend", "LocalOptions", "create", "load_model"]

@@ -1,0 +1,121 @@
+"""Prefix KV blocks on disk: one safetensors file per block, checked before use.
+
+A file carries its block key, parent, token count, the fingerprint of the
+model the KV was computed with, and a SHA-256 of its tensors. A file that
+cannot be read, whose checksum does not match (a torn or corrupted write) or
+that belongs to another model is ignored with a log line: the engine then
+recomputes the prefix, it never crashes on a cache file. Writes go to a
+temporary file that is renamed into place, and a failed write is logged, not
+raised (the cache is an optimisation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ragcache.backends.local.kvstore import KVBlock
+
+__all__ = ["FORMAT", "KVFiles"]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "ragcache-kv/1"
+
+
+class KVFiles:
+    """The folder of persisted blocks for one model (named by its fingerprint)."""
+
+    def __init__(self, directory: str | Path, fingerprint: str) -> None:
+        self.directory = Path(directory).expanduser()
+        self.fingerprint = fingerprint
+
+    def path(self, key: str) -> Path:
+        return self.directory / f"{key}.safetensors"
+
+    def save(self, block: KVBlock) -> None:
+        """Write ``block`` atomically unless a file for it exists."""
+        from safetensors.torch import save_file
+
+        path = self.path(block.key)
+        if path.exists():
+            return
+        tensors = {}
+        for i, (keys, values) in enumerate(block.layers):
+            tensors[f"k.{i}"], tensors[f"v.{i}"] = keys.contiguous().cpu(), values.contiguous().cpu()
+        meta = {
+            "format": FORMAT,
+            "model": self.fingerprint,
+            "key": block.key,
+            "parent": block.parent or "",
+            "tokens": str(block.tokens),
+            "sha256": _checksum(tensors),
+        }
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{block.key}.", dir=path.parent)
+            os.close(fd)
+            save_file(tensors, tmp, metadata=meta)
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not persist KV block %s to %s: %s", block.key[:12], path, exc)
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+    def load(self, key: str) -> KVBlock | None:
+        """The block stored under ``key``; None if there is none or it is unusable (logged)."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            meta, tensors = _read(path)
+        except Exception as exc:  # safetensors raises its own error types for torn headers
+            log.warning("ignoring unreadable KV file %s: %s", path, exc)
+            return None
+        problem = self._problem(key, meta, tensors)
+        if problem:
+            log.warning("ignoring KV file %s: %s", path, problem)
+            return None
+        count = len(tensors) // 2
+        layers = tuple((tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(count))
+        return KVBlock(key, meta["parent"] or None, int(meta["tokens"]), layers, persist=True)
+
+    def _problem(self, key: str, meta: dict[str, str], tensors: dict[str, Any]) -> str | None:
+        """Why a file's content cannot be used as the block ``key`` (None: it can)."""
+        if meta.get("format") != FORMAT:
+            return f"format {meta.get('format')!r}, expected {FORMAT!r}"
+        if meta.get("model") != self.fingerprint:
+            return "computed with another model (fingerprint differs)"
+        if meta.get("key") != key:
+            return "its key does not match its file name"
+        if not meta.get("tokens", "").isdigit() or len(tensors) % 2 or not tensors:
+            return "incomplete metadata or tensors"
+        if meta.get("sha256") != _checksum(tensors):
+            return "checksum mismatch (a torn or corrupted write)"
+        return None
+
+
+def _read(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    return meta, tensors
+
+
+def _checksum(tensors: dict[str, Any]) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order (an integrity check, not a name)."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # a buffer: no copy
+    return digest.hexdigest()
