@@ -1,24 +1,21 @@
-"""The `ragcache` command line (typer + rich).
+"""The `ragcache` command line (typer + rich): the only package that imports them.
 
-Errors from :mod:`ragcache.errors` become a one-line message on stderr and the
-error's exit code here, and only here.
+One module per concept: ``corpus`` (build, inspect, lint, model install), ``ask``
+(ask, chat, demo), ``cache`` (warm, vllm-command), ``router`` (eval-router),
+``bench`` (bench, make-workload, render, ttft) and ``serve`` below. This module
+wires them into one app. Errors from :mod:`ragcache.errors` become a one-line
+message and the error's exit code in :func:`ragcache.cli.output.handle_errors`.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
-
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from ragcache.errors import RagCacheError
+from ragcache.cli import ask, bench, cache, corpus, router
+from ragcache.cli.options import BackendOpt, ConfigOpt
+from ragcache.cli.output import handle_errors, quiet_libraries
 
-if TYPE_CHECKING:
-    pass
+__all__ = ["app", "main"]
 
 app = typer.Typer(
     name="ragcache",
@@ -27,75 +24,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
-def handle_errors(func: F) -> F:
-    """Turn ragcache errors into a clear message and a non-zero exit code."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RagCacheError as exc:
-            message = f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}"
-            err_console.print(message, highlight=False, soft_wrap=True)  # no wrapping inside file paths
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            err_console.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-# --- commands are defined below, one section per concept -------------------
-
-# --- corpus: build, inspect, lint, model install (ragcache/corpus/commands.py) ---
-from ragcache.corpus import commands as _corpus_commands  # noqa: E402
-
-_corpus_commands.register(app, handle_errors)
-# --- end corpus ------------------------------------------------------------------
-
-# --- answering: ask, chat, demo (ragcache/app_commands.py) -----------------------
-from ragcache import app_commands as _app_commands  # noqa: E402
-
-_app_commands.register(app, handle_errors)
-# --- end answering ---------------------------------------------------------------
-
-# --- bench: replay workloads, compare strategies (ragcache/bench/commands.py) ----
-from ragcache.bench import commands as _bench_commands  # noqa: E402
-
-_bench_commands.register(app, handle_errors)
-# --- end bench -------------------------------------------------------------------
-
-# --- caches: warm, vllm-command (ragcache/cache/commands.py) ---------------------
-from ragcache.cache import commands as _cache_commands  # noqa: E402
-
-_cache_commands.register(app, handle_errors)
-# --- end caches ------------------------------------------------------------------
-
-# --- router: eval-router (ragcache/router/commands.py) ---------------------------
-from ragcache.router import commands as _router_commands  # noqa: E402
-
-_router_commands.register(app, handle_errors)
-# --- end router ------------------------------------------------------------------
-
-# --- serve: the REST endpoint (ragcache/server.py) -------------------------------
-
-
-@app.command()
-@handle_errors
 def serve(
-    config: str | None = typer.Option(None, "--config", "-c", help="Config YAML (default: built-in defaults)."),
+    config: ConfigOpt = None,
     host: str | None = typer.Option(None, "--host", help="Bind address (default: server.host)."),
     port: int | None = typer.Option(None, "--port", help="Port (default: server.port)."),
     workers: int | None = typer.Option(
         None, "--workers", min=1, help="uvicorn worker processes (default: server.workers)."
     ),
-    backend: str | None = typer.Option(None, "--backend", help="Override backend.kind (local, vllm, openai, …)."),
+    backend: BackendOpt = None,
     base_url: str | None = typer.Option(None, "--base-url", help="Override backend.base_url."),
     model: str | None = typer.Option(None, "--model", help="Override backend.model."),
 ) -> None:
@@ -108,16 +46,15 @@ def serve(
     for name, value in {"KIND": backend, "BASE_URL": base_url, "MODEL": model}.items():
         if value is not None:
             os.environ[f"RAGCACHE_BACKEND__{name}"] = value
-    run_server(config, host, port, workers)
+    run_server(str(config) if config is not None else None, host, port, workers)
 
 
-# --- end serve -------------------------------------------------------------------
+for _module in (corpus, ask, bench, cache, router):
+    _module.register(app)
+app.command("serve")(handle_errors(serve))
 
 
 def main() -> None:
     """Console-script entry point."""
+    quiet_libraries()
     app()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
