@@ -33,6 +33,7 @@ DEMO_NOTE = (
     "or set backend.model to a local Hugging Face folder"
 )
 
+
 def cache_report(answer: Answer) -> str:
     """One line: cached/total prompt tokens, what was written, TTFT, latency, route."""
     usage = answer.usage

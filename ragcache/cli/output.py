@@ -67,24 +67,40 @@ class _NoteFormatter(logging.Formatter):
         return f"{record.name}: {record.levelname.lower()}: {record.getMessage()}"
 
 
+class _QuietFilter(logging.Filter):
+    """Pass ragcache's warnings and every library's errors, whatever level a library set on its own logger."""
+
+    def __init__(self, level: int | None) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.level is not None:
+            return record.levelno >= self.level
+        own = record.name == "ragcache" or record.name.startswith("ragcache.")
+        return record.levelno >= (logging.WARNING if own else logging.ERROR)
+
+
 def quiet_libraries() -> None:
     """Keep library chatter (loader INFO lines, tqdm bars, advisories) out of the CLI's output.
 
-    A root handler is installed before any library is imported, so a library's own
-    ``logging.basicConfig`` (llama_index's slides reader sets INFO) is a no-op.
-    ``RAGCACHE_LOG_LEVEL`` (e.g. ``INFO``) shows everything again for debugging.
+    One root handler is installed before any library is imported, so a library's own
+    ``logging.basicConfig`` (llama_index's slides reader sets INFO) is a no-op, and it
+    filters by level itself, since some libraries (bm25s) set DEBUG on their loggers.
+    ``RAGCACHE_LOG_LEVEL`` (e.g. ``INFO``) shows everything from that level again.
     """
     for name, value in _QUIET_ENV.items():
         os.environ.setdefault(name, value)
-    level = os.environ.get("RAGCACHE_LOG_LEVEL", "").upper()
+    name = os.environ.get("RAGCACHE_LOG_LEVEL", "").upper()
+    level = logging.getLevelName(name) if name else None
+    if not isinstance(level, int):
+        level = None
     handler = logging.StreamHandler()
     handler.setFormatter(_NoteFormatter())
+    handler.addFilter(_QuietFilter(level))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or logging.ERROR)
-    logging.getLogger("ragcache").setLevel(level or logging.WARNING)
-    for name in ("faiss", "faiss.loader", "sentence_transformers", "bm25s", "httpx"):
-        logging.getLogger(name).setLevel(level or logging.ERROR)
+    root.setLevel(level if level is not None else logging.WARNING)
 
 
 @dataclass

@@ -121,7 +121,7 @@ def _read_all(sources: list[SourceFile], cache: WorkCache, progress: ProgressFn 
             raise CorpusError(f"{source.path}: cannot read: {exc.strerror or exc}") from exc
         works.append(cache.get(source, data))
         if progress:
-            progress("documents", done, len(sources))
+            progress("reading documents", done, len(sources))
     if not any(w.text for w in works):
         raise EmptyCorpusError(f"{sources[0].path.parent}: every document is empty")
     return works
