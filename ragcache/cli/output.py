@@ -128,7 +128,8 @@ class ProgressReporter:
         self._bar = bar
         self._task = bar.add_task("starting", total=None) if bar is not None else None
         self._interval_s = interval_s
-        self._last_line = time.monotonic()  # a step shorter than the interval prints nothing
+        self._started = time.monotonic()
+        self._last_line = self._started  # a step shorter than the interval prints nothing
         self.stages: dict[str, StageTiming] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
@@ -139,7 +140,8 @@ class ProgressReporter:
             self._bar.update(self._task, description=stage, completed=done, total=total or None)
         elif now - self._last_line >= self._interval_s:
             self._last_line = now
-            err_console.print(f"{escape(stage)}: {done}/{total}" if total else f"{escape(stage)}…")
+            count = f" {done}/{total}" if total else ""
+            err_console.print(f"{escape(stage)}:{count} ({now - self._started:.0f}s)")
 
 
 @contextmanager

@@ -22,7 +22,7 @@ def test_status_lines_when_not_a_terminal(capsys: pytest.CaptureFixture[str]) ->
     report = ProgressReporter(None, interval_s=0)
     report("reading documents", 2, 6)
     report("warming prefixes", 1, 3)
-    assert capsys.readouterr().err.splitlines() == ["reading documents: 2/6", "warming prefixes: 1/3"]
+    assert capsys.readouterr().err.splitlines() == ["reading documents: 2/6 (0s)", "warming prefixes: 1/3 (0s)"]
 
 
 def test_quiet_libraries_hides_library_info_but_keeps_ragcache_warnings(
