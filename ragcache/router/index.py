@@ -266,6 +266,8 @@ def index_step(
                 shutil.copytree(candidate, target)
                 log.info("router index reused from %s", candidate)
                 return
+        if progress:
+            progress("loading the embedding model", 0, 0)
         index = ChunkIndex.build(corpus, load_embedder(embedding_model), progress)
         index.save(target)
         _store_shared(target, shared)
