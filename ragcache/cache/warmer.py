@@ -143,15 +143,24 @@ class Warmer:
         self._thread: threading.Thread | None = None
 
     # --- warm-up -------------------------------------------------------------------
-    def warm(self, prompts: Iterable[Prompt], *, verify: bool = True) -> list[WarmResult]:
-        """Warm each distinct prefix once (and check it with a repeat)."""
-        results, seen = [], set()
+    def warm(
+        self,
+        prompts: Iterable[Prompt],
+        *,
+        verify: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[WarmResult]:
+        """Warm each distinct prefix once (and check it with a repeat); ``progress`` hears (stage, done, total)."""
+        unique: dict[str, Prompt] = {}
         for prompt in prompts:
-            fingerprint = prompt.prefix_fingerprint
-            if fingerprint in seen:
-                continue
-            seen.add(fingerprint)
+            unique.setdefault(prompt.prefix_fingerprint, prompt)
+        results = []
+        for done, prompt in enumerate(unique.values()):
+            if progress:
+                progress("warming prefixes", done, len(unique))
             results.append(self.warm_one(prompt, verify=verify))
+        if progress:
+            progress("warming prefixes", len(unique), len(unique))
         return results
 
     def warm_one(self, prompt: Prompt, *, verify: bool = True) -> WarmResult:

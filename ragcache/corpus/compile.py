@@ -75,7 +75,7 @@ def build_corpus(
     out = Path(out) if out is not None else default_build_dir(corpus_dir)
     _check_replaceable(out)
     spec = load_spec(corpus_dir)
-    tokenizer = get_tokenizer(spec.build.tokenizer)
+    tokenizer = get_tokenizer(spec.build.tokenizer, progress)
     sources = discover(corpus_dir, spec)
     cache = WorkCache(Path(work_dir) if work_dir else _default_work_dir(), spec.build, tokenizer)
     works = _read_all(sources, cache, progress)
@@ -121,7 +121,7 @@ def _read_all(sources: list[SourceFile], cache: WorkCache, progress: ProgressFn 
             raise CorpusError(f"{source.path}: cannot read: {exc.strerror or exc}") from exc
         works.append(cache.get(source, data))
         if progress:
-            progress("documents", done, len(sources))
+            progress("reading documents", done, len(sources))
     if not any(w.text for w in works):
         raise EmptyCorpusError(f"{sources[0].path.parent}: every document is empty")
     return works

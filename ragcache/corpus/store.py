@@ -1,14 +1,19 @@
-"""Finding a compiled corpus on disk."""
+"""Finding a compiled corpus on disk, and keeping a corpus's default build current."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ragcache.config import BUILD_SUBDIR
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import CorpusError
 
-__all__ = ["BUILD_SUBDIR", "default_build_dir", "load_corpus"]
+if TYPE_CHECKING:
+    from ragcache.corpus.compile import BuildResult, BuildStep
+
+__all__ = ["BUILD_SUBDIR", "build_staleness", "default_build_dir", "ensure_built", "load_corpus"]
 
 
 def default_build_dir(corpus_dir: str | Path) -> Path:
@@ -29,3 +34,38 @@ def load_corpus(path: str | Path) -> CompiledCorpus:
     if not path.exists():
         raise CorpusError(f"{path}: no such corpus or build folder")
     raise CorpusError(f"{path}: neither a corpus folder (corpus.yaml) nor a build (manifest.json)")
+
+
+def build_staleness(corpus_dir: str | Path) -> str | None:
+    """Why the default build of ``corpus_dir`` needs (re)building, or None when it is current.
+
+    Current means a manifest newer than every source file; mtimes only decide
+    *whether* to build, never what is written.
+    """
+    corpus_dir = Path(corpus_dir)
+    manifest = default_build_dir(corpus_dir) / "manifest.json"
+    if not manifest.exists():
+        return "not built yet"
+    built_at = manifest.stat().st_mtime
+    sources = (p for p in corpus_dir.rglob("*") if p.is_file() and ".ragcache" not in p.parts)
+    if any(p.stat().st_mtime > built_at for p in sources):
+        return "changed since its build"
+    return None
+
+
+def ensure_built(
+    corpus_dir: str | Path,
+    *,
+    steps: Sequence[BuildStep] = (),
+    progress: Callable[[str, int, int], None] | None = None,
+) -> BuildResult | None:
+    """(Re)build the default build of ``corpus_dir`` when it is missing or stale; None when it was current.
+
+    ``steps`` are extra build steps (the CLI passes the router's index step: the
+    corpus package does not know the router).
+    """
+    from ragcache.corpus.compile import build_corpus  # compile imports this module
+
+    if build_staleness(corpus_dir) is None:
+        return None
+    return build_corpus(corpus_dir, progress=progress, steps=steps)

@@ -12,11 +12,14 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ConfigError, ModelError
 from ragcache.hashing import content_hash
+
+if TYPE_CHECKING:
+    from ragcache.models import Progress
 
 __all__ = ["Tokenizer", "get_tokenizer"]
 
@@ -55,14 +58,17 @@ def _count(tokenizer: Tokenizer, text: str) -> int:
 
 
 @lru_cache(maxsize=8)
-def get_tokenizer(spec: str = DEFAULT_MODEL) -> Tokenizer:
-    """The tokenizer for a build setting: ``smollm2``, ``hf:<folder>`` or ``chars``."""
+def get_tokenizer(spec: str = DEFAULT_MODEL, progress: Progress | None = None) -> Tokenizer:
+    """The tokenizer for a build setting: ``smollm2``, ``hf:<folder>`` or ``chars``.
+
+    ``progress`` hears the one-time conversion of the default model, if it happens now.
+    """
     if spec == "chars":
         return Tokenizer(name="chars", sha256=content_hash("chars/4"), estimated=True)
     if spec == DEFAULT_MODEL:
         from ragcache.models import ensure_model
 
-        return _load_hf(ensure_model(), name=DEFAULT_MODEL)
+        return _load_hf(ensure_model(progress=progress), name=DEFAULT_MODEL)
     if spec.startswith("hf:"):
         folder = Path(spec[3:]).expanduser()
         return _load_hf(folder, name=f"hf:{folder.name}")

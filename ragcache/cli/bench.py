@@ -1,7 +1,6 @@
-"""CLI: ``ragcache bench`` (replay a workload, write a report) and
-``ragcache bench make-workload`` (generate one from a QA set).
-
-Registered on the main typer app by :func:`register` (see ragcache/cli.py).
+"""CLI: ``ragcache bench`` (replay a workload, write a report), ``bench make-workload``
+(generate one from a QA set), ``bench render`` (re-render a report) and ``bench ttft``
+(cold vs. cached time to first token on the local backend).
 """
 
 from __future__ import annotations
@@ -14,13 +13,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.table import Table
 
+from ragcache.cli.output import console, handle_errors
 from ragcache.errors import ConfigError
 
 __all__ = ["register"]
 
-console = Console()
 bench_app = typer.Typer(
     help="Replay a workload through ragcache, naive RAG, full context and no cache; report side by side.",
     invoke_without_command=True,
@@ -92,14 +91,12 @@ def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path
         def progress(strategy: str, index: int) -> None:
             bar.update(task, advance=1, description=f"request {index + 1}/{len(items)} · {strategy}")
             if not console.is_terminal:  # logs of non-interactive runs still show progress
-                console.print(f"request {index + 1}/{len(items)} {strategy} done", highlight=False)
+                console.print(f"request {index + 1}/{len(items)} {strategy} done")
 
         return run(cfg, items, out, settings, progress)
 
 
 def _print_summary(result: Any, out: Path) -> None:
-    from rich.table import Table
-
     table = Table(title="ragcache bench")
     for column in ("strategy", "TTFT p50 s", "TTFT p95 s", "cached ratio", "hit rate", "prefixes", "recall"):
         table.add_column(column)
@@ -179,9 +176,52 @@ def render(
     console.print(f"report: {write_report(result, out)}")
 
 
-def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
-    """Add ``bench`` (and its ``make-workload`` subcommand) to the main app."""
+def ttft(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (default: the defaults).")] = None,
+    corpus: Annotated[Path | None, typer.Option("--corpus", help="Corpus folder (default: corpora/small).")] = None,
+    runs: Annotated[int, typer.Option("--runs", min=1, max=7, help="Questions per mode.")] = 3,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads (default: torch's).")] = None,
+) -> None:
+    """Median TTFT cold vs. cached on one corpus (local backend) and their ratio."""
+    from ragcache.bench.ttft import measure_ttft
+    from ragcache.cli.ask import REPO_CORPUS, build_if_stale
+    from ragcache.config import load_config
+
+    cfg = load_config(config)
+    if threads is not None:
+        options = {**cfg.backend.options, "threads": threads}
+        cfg = cfg.model_copy(update={"backend": cfg.backend.model_copy(update={"options": options})})
+    corpus_dir = corpus or (cfg.resolved_corpus() if (cfg.resolved_corpus() / "corpus.yaml").exists() else REPO_CORPUS)
+    build_if_stale(corpus_dir, cfg.router.embedding_model)
+    _print_ttft(measure_ttft(cfg, corpus_dir, runs))
+
+
+def _print_ttft(run: Any) -> None:
+    import statistics
+
+    from ragcache.bench.ttft import TARGET_RATIO
+
+    title = f"TTFT on {run.corpus_dir} (local backend, {run.threads} torch threads, {len(run.cold)} questions/mode)"
+    table = Table(title=title)
+    for column in ("mode", "prompt tokens", "cached tokens", "TTFT median (s)", "min (s)", "max (s)"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for name, answers in (("cold", run.cold), ("cached", run.cached)):
+        ttfts = [a.ttft_s for a in answers]
+        table.add_row(
+            name,
+            str(int(statistics.median(a.usage.input_tokens for a in answers))),
+            str(int(statistics.median(a.usage.cached_tokens for a in answers))),
+            f"{statistics.median(ttfts):.3f}", f"{min(ttfts):.3f}", f"{max(ttfts):.3f}",
+        )
+    console.print(table)
+    verdict = "meets" if run.ratio >= TARGET_RATIO else "misses"
+    console.print(f"cold / cached median TTFT: {run.ratio:.1f}x ({verdict} the {TARGET_RATIO:.0f}x target)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``bench`` (and its subcommands) to the main app."""
     bench_app.callback()(handle_errors(bench))
     bench_app.command("make-workload")(handle_errors(make_workload))
     bench_app.command("render")(handle_errors(render))
+    bench_app.command("ttft")(handle_errors(ttft))
     app.add_typer(bench_app, name="bench")

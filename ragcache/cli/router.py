@@ -1,18 +1,16 @@
 """CLI command ``ragcache eval-router``: the router against top-k retrieval on a QA set.
-
-Registered on the main typer app by :func:`register` (see ragcache/cli.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from ragcache.cli.output import console, handle_errors
 
 if TYPE_CHECKING:
     from ragcache.router.evaluate import RouterEval
@@ -20,7 +18,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_WINDOW", "eval_router", "register"]
 
 DEFAULT_WINDOW = 8192  # the local SmolLM2 model's context, used when the config names none
-console = Console()
 
 
 def eval_router(
@@ -78,11 +75,9 @@ def print_report(report: RouterEval, window: int) -> None:
         f"router used {len(report.router.prefixes)}\n"
         "prompt tokens = corpus tokens in the prompt (blocks + snippets, or retrieved chunks); top-k gets the "
         "router's count question by question",
-        highlight=False,
-        soft_wrap=True,
     )
 
 
-def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+def register(app: typer.Typer) -> None:
     """Add ``eval-router`` to ``app``."""
     app.command("eval-router")(handle_errors(eval_router))

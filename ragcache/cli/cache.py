@@ -1,22 +1,22 @@
 """CLI commands for caches: ``warm`` and ``vllm-command``.
 
-Registered on the main typer app by :func:`register` (see ragcache/cli.py).
+``max_model_len`` and ``vllm_serve_command`` are plain functions so they can be
+called (and tested) without the CLI.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ragcache.cli_options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, ModelOpt
+from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, ModelOpt
+from ragcache.cli.output import console, err_console, handle_errors, progress
 
 if TYPE_CHECKING:
     from ragcache.cache.warmer import WarmResult
@@ -24,9 +24,6 @@ if TYPE_CHECKING:
     from ragcache.corpus.manifest import CompiledCorpus
 
 __all__ = ["max_model_len", "register", "vllm_serve_command"]
-
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _SEGMENT_ROUNDING = 1024
 
@@ -76,7 +73,8 @@ def warm(
 
     rag = RagCache.from_config(_load(config, backend, base_url, model), corpus=corpus)
     try:
-        results = Warmer(rag.backend).warm(rag.prefixes(), verify=verify)
+        with progress() as report:
+            results = Warmer(rag.backend).warm(rag.prefixes(), verify=verify, progress=report)
         plan = getattr(rag.backend, "last_plan", None)
     finally:
         rag.close()
@@ -152,7 +150,7 @@ def vllm_command(
     )
 
 
-def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+def register(app: typer.Typer) -> None:
     """Add ``warm`` and ``vllm-command`` to the main app."""
     app.command("warm")(handle_errors(warm))
     app.command("vllm-command")(handle_errors(vllm_command))

@@ -1,6 +1,5 @@
 """CLI commands that answer questions: ``ask``, ``chat`` and ``demo``.
 
-Registered on the main typer app by :func:`register` (see ragcache/cli.py).
 Every answer is followed by one line saying what the cache did.
 """
 
@@ -8,30 +7,31 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from ragcache.cli_options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, MaxTokensOpt, ModelOpt
+from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, MaxTokensOpt, ModelOpt
+from ragcache.cli.output import console, err_console, handle_errors, progress
 
 if TYPE_CHECKING:
     from ragcache.app import Answer, RagCache
 
-__all__ = ["DEMO_QUESTIONS", "cache_report", "register"]
-
-console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+__all__ = ["DEMO_NOTE", "DEMO_QUESTIONS", "REPO_CORPUS", "build_if_stale", "cache_report", "register"]
 
 DEMO_QUESTIONS = (
     "What are the storage classes of SQLite?",
     "Why should AUTOINCREMENT usually be avoided?",
 )
-_REPO_CORPUS = Path(__file__).resolve().parents[1] / "corpora" / "small"
-
+REPO_CORPUS = Path(__file__).resolve().parents[2] / "corpora" / "small"  # the demo's corpus in a checkout
+DEMO_NOTE = (
+    "note: the default 135M model shows the cache at work, not answer quality; for real answers run the same "
+    "commands on a capable model: --config configs/vllm.yaml (or configs/openai.yaml, configs/anthropic.yaml), "
+    "or set backend.model to a local Hugging Face folder"
+)
 
 
 def cache_report(answer: Answer) -> str:
@@ -129,15 +129,20 @@ def demo(
 ) -> None:
     """Build the small sample corpus if needed, ask two questions, show the second served from the cache."""
     from ragcache.app import RagCache
-    from ragcache.config import load_config
+    from ragcache.config import DEFAULT_MODEL, load_config
+    from ragcache.corpus.store import default_build_dir
     from ragcache.models import ensure_model
 
     cfg = load_config(config)
-    console.print(f"model: {escape(str(ensure_model(cfg.backend.model or 'smollm2')))}")
-    corpus_dir = cfg.resolved_corpus() if (cfg.resolved_corpus() / "corpus.yaml").exists() else _REPO_CORPUS
-    build_dir = ensure_built(corpus_dir)
+    with progress() as report:
+        model_dir = ensure_model(cfg.backend.model or DEFAULT_MODEL, progress=report)
+    console.print(f"model: {escape(str(model_dir))}")
+    if (cfg.backend.model or DEFAULT_MODEL) == DEFAULT_MODEL:
+        console.print(f"[dim]{escape(DEMO_NOTE)}[/]")
+    corpus_dir = cfg.resolved_corpus() if (cfg.resolved_corpus() / "corpus.yaml").exists() else REPO_CORPUS
+    build_if_stale(corpus_dir, cfg.router.embedding_model)
     cfg = cfg.model_copy(update={
-        "corpus": corpus_dir, "build_dir": build_dir,
+        "corpus": corpus_dir, "build_dir": default_build_dir(corpus_dir),
         "backend": cfg.backend.model_copy(update={"max_output_tokens": max_tokens}),
     })
     rag = RagCache.from_config(cfg)
@@ -152,24 +157,20 @@ def demo(
         rag.close()
 
 
-def ensure_built(corpus_dir: Path) -> Path:
-    """The corpus's default build, (re)built when missing or older than any of its sources."""
-    from ragcache.corpus.compile import build_corpus
-    from ragcache.corpus.store import default_build_dir
+def build_if_stale(corpus_dir: Path, embedding_model: str) -> None:
+    """Build the corpus's default build (with the router's index) when missing or older than its sources."""
+    from ragcache.corpus.store import build_staleness, ensure_built
+    from ragcache.router.index import index_step
 
-    build = default_build_dir(corpus_dir)
-    manifest = build / "manifest.json"
-    if manifest.exists():
-        built_at = manifest.stat().st_mtime
-        sources = [p for p in corpus_dir.rglob("*") if p.is_file() and ".ragcache" not in p.parts]
-        if all(p.stat().st_mtime <= built_at for p in sources):
-            return build
-        console.print(f"{escape(str(corpus_dir))} changed since its build: rebuilding")
-    else:
-        console.print(f"building {escape(str(corpus_dir))} (first run)")
-    result = build_corpus(corpus_dir)
-    console.print(f"built {result.documents} documents into {escape(str(result.build_dir))} in {result.seconds:.1f}s")
-    return result.build_dir
+    reason = build_staleness(corpus_dir)
+    if reason is None:
+        return
+    console.print(f"building {escape(str(corpus_dir))} ({reason})")
+    with progress() as report:
+        result = ensure_built(corpus_dir, steps=(index_step(embedding_model, progress=report),), progress=report)
+    if result is not None:
+        where = escape(str(result.build_dir))
+        console.print(f"built {result.documents} documents into {where} in {result.seconds:.1f}s")
 
 
 def _demo_summary(answers: list[Answer]) -> None:
@@ -182,7 +183,7 @@ def _demo_summary(answers: list[Answer]) -> None:
     )
 
 
-def register(app: typer.Typer, handle_errors: Callable[[Any], Any]) -> None:
+def register(app: typer.Typer) -> None:
     """Add ``ask``, ``chat`` and ``demo`` to ``app``."""
     app.command("ask")(handle_errors(ask))
     app.command("chat")(handle_errors(chat))
