@@ -40,6 +40,7 @@ class ModelPrice:
     output: float
     cache_write_5m: float
     cache_write_1h: float
+    cache_storage_1h: float = 0.0  # per 1M token-hours of explicit cache storage (Gemini)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ def _price(model: str, entry: dict[str, Any], where: str) -> ModelPrice:
             # OpenAI bills a cache write at the plain input price.
             cache_write_5m=float(entry.get("cache_write_5m", entry["input"])),
             cache_write_1h=float(entry.get("cache_write_1h", entry.get("cache_write_5m", entry["input"]))),
+            cache_storage_1h=float(entry.get("cache_storage_1h", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: model {model!r}: bad or missing price field ({exc})") from exc
@@ -142,6 +144,7 @@ def cost_of(
         + write_5m * price.cache_write_5m
         + write_1h * price.cache_write_1h
         + usage.output_tokens * price.output
+        + float(usage.raw.get("cache_storage_token_hours") or 0.0) * price.cache_storage_1h
     ) / _PER
     no_cache = (usage.input_tokens * price.input + usage.output_tokens * price.output) / _PER
     return Cost(usd, no_cache, price.model)
@@ -150,8 +153,10 @@ def cost_of(
 def estimate_cost(backend: BackendConfig, usage: CacheUsage) -> float | None:
     """USD for one answer on the configured backend (None: a hosted model with no price)."""
     from ragcache.backends.anthropic import DEFAULT_MODEL as ANTHROPIC_DEFAULT
+    from ragcache.backends.gemini import DEFAULT_MODEL as GEMINI_DEFAULT
     from ragcache.backends.openai import DEFAULT_MODEL as OPENAI_DEFAULT
 
-    model = backend.model or {"openai": OPENAI_DEFAULT, "anthropic": ANTHROPIC_DEFAULT}.get(backend.kind, "")
+    defaults = {"openai": OPENAI_DEFAULT, "anthropic": ANTHROPIC_DEFAULT, "gemini": GEMINI_DEFAULT}
+    model = backend.model or defaults.get(backend.kind, "")
     cost = cost_of(usage, model, backend.kind)
     return cost.usd if cost.priced else None
