@@ -129,9 +129,9 @@ class GeminiState:
             del self.caches[name]
         return self.caches
 
-    def bodies(self, action: str) -> list[dict[str, Any]]:
-        """JSON bodies of the requests whose path ends with ``action``."""
-        return [r["body"] for r in self.requests if r["path"].endswith(action)]
+    def bodies(self, action: str, method: str = "POST") -> list[dict[str, Any]]:
+        """JSON bodies of the ``method`` requests whose path ends with ``action``."""
+        return [r["body"] for r in self.requests if r["method"] == method and r["path"].endswith(action)]
 
 
 def _expiry(body: dict[str, Any], now: float) -> float:
@@ -358,10 +358,8 @@ class GeminiServer:
     def reset(self) -> None:
         with self.state.lock:
             fresh = GeminiState()
-            for name in ("caches", "requests", "faults", "implicit"):
+            for name in ("api_key", "context_window", "offset_s", "caches", "requests", "faults", "implicit"):
                 setattr(self.state, name, getattr(fresh, name))
-            self.state.offset_s = 0.0
-            self.state.api_key = API_KEY
 
     def advance(self, seconds: float) -> None:
         """Move the server's clock forward (caches expire as if that time had passed)."""
