@@ -188,10 +188,10 @@ def create_app(state: GeminiState) -> FastAPI:
         model = str(body.get("model", ""))
         if not model.startswith("models/"):
             return _error(400, "model is required, as models/{model}", "INVALID_ARGUMENT")
-        immutable = {"contents", "systemInstruction", "tools", "toolConfig", "displayName", "model", "ttl", "expireTime"}
-        unknown = set(body) - immutable
+        fields = {"contents", "systemInstruction", "tools", "toolConfig", "displayName", "model", "ttl", "expireTime"}
+        unknown = sorted(set(body) - fields)
         if unknown:
-            return _error(400, f"Invalid JSON payload received. Unknown name {sorted(unknown)[0]!r}", "INVALID_ARGUMENT")
+            return _error(400, f"Invalid JSON payload received. Unknown name {unknown[0]!r}", "INVALID_ARGUMENT")
         tokens = tokens_of(body.get("systemInstruction")) + tokens_of(body.get("contents", []))
         minimum = _min_tokens(model.removeprefix("models/"))
         if tokens < minimum:
@@ -210,7 +210,7 @@ def create_app(state: GeminiState) -> FastAPI:
             return JSONResponse(cache.public())
 
     @app.get("/{version}/cachedContents")
-    async def list_caches(pageSize: int = 50, pageToken: str | None = None) -> Response:  # noqa: N803 - Google's names
+    async def list_caches(pageSize: int = 50, pageToken: str | None = None) -> Response:
         with state.lock:
             items = sorted(state.live().values(), key=lambda c: c.name)
         start = int(pageToken or 0)
@@ -307,7 +307,8 @@ def _check_generate(state: GeminiState, model: str, body: dict[str, Any]) -> tup
         state.implicit.add(key)
     total = own + cached
     if total > state.context_window:
-        message = f"The input token count ({total}) exceeds the maximum number of tokens allowed ({state.context_window})."
+        limit = state.context_window
+        message = f"The input token count ({total}) exceeds the maximum number of tokens allowed ({limit})."
         return _error(400, message, "INVALID_ARGUMENT")
     return total, cached
 

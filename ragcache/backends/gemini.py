@@ -195,7 +195,8 @@ def map_error(exc: Exception, where: str) -> BackendError | None:
         return BackendUnavailableError(f"{where}: request timed out ({exc})")
     if name in ("ConnectError", "ConnectionRefusedError", "RemoteProtocolError"):
         hint = "; is the server running? check --base-url"
-        return BackendUnavailableError(f"{where}: cannot connect ({exc}){hint}", safe_to_retry=name != "RemoteProtocolError")
+        safe = name != "RemoteProtocolError"  # a refused connection sent nothing; a dropped one may have
+        return BackendUnavailableError(f"{where}: cannot connect ({exc}){hint}", safe_to_retry=safe)
     return None
 
 
@@ -346,7 +347,9 @@ class GeminiBackend(Backend):
         hours = entry.tokens * self.options.ttl_s / 3600
         return usage_from_metadata(meta, wrote=entry.tokens, storage_token_hours=hours)
 
-    def _with_cache(self, prompt: Prompt, call: Callable[[CacheEntry | None], Any]) -> tuple[Any, CacheEntry | None, bool]:
+    def _with_cache(
+        self, prompt: Prompt, call: Callable[[CacheEntry | None], Any]
+    ) -> tuple[Any, CacheEntry | None, bool]:
         """Run ``call`` on the prefix's cache; a cache that vanished meanwhile is re-created once."""
         entry, created = self._cache_for(prompt)
         try:

@@ -148,4 +148,4 @@ class CacheRegistry:
 
 def _ttl(seconds: float) -> str:
     """A protobuf Duration as JSON wants it: ``"300s"``."""
-    return f"{max(int(round(seconds)), 1)}s"
+    return f"{max(round(seconds), 1)}s"

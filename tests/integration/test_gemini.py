@@ -188,7 +188,8 @@ def test_one_off_and_small_prefixes_ride_on_implicit_caching(small_build: Path, 
     first = rag.ask("Is SQLite a server?")  # a one-off so far: no cache object, the whole prompt is sent
     assert gemini.state.caches == {} and first.usage.cache_write_tokens == 0
     (body,) = gemini.state.bodies(":streamGenerateContent")
-    assert "cachedContent" not in body and body["systemInstruction"]["parts"][0]["text"] == rag.corpus.block_text("instructions")
+    assert "cachedContent" not in body
+    assert body["systemInstruction"]["parts"][0]["text"] == rag.corpus.block_text("instructions")
     second = rag.ask("Does it need configuration?")  # asked twice: now it earns a cache
     assert len(gemini.state.caches) == 1 and second.usage.cache_write_tokens > 3000
     rag.close()
