@@ -98,6 +98,7 @@ class GeminiOptions(BackendOptions):
     create_after: int = Field(1, ge=1)  # requests of a prefix (in this process) before it gets a cache
     min_cacheable_tokens: int | None = Field(None, ge=0)  # override the per-model table
     count_tokens: str = Field("estimate", pattern="^(estimate|api)$")  # how prefix size is judged
+    namespace: str = Field("", pattern="^[A-Za-z0-9_.-]{0,40}$")  # deployments sharing a key: each retires its own
     retry_unsafe: bool = False  # retry a timeout/5xx of a long generation (may bill twice)
 
 
@@ -229,7 +230,8 @@ class GeminiBackend(Backend):
         self.min_tokens = min_cacheable_tokens(self.model, self.options.min_cacheable_tokens)
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
         self._client = client
-        self.registry = CacheRegistry(lambda: self.client().caches, self.model, clock or (lambda: datetime.now(UTC)))
+        now = clock or (lambda: datetime.now(UTC))
+        self.registry = CacheRegistry(lambda: self.client().caches, self.model, now, self.options.namespace)
         self._seen: Counter[str] = Counter()
         self._too_small: set[str] = set()
         self._create_lock = threading.Lock()

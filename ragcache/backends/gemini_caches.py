@@ -3,10 +3,12 @@
 Google stores an explicit cache as a ``cachedContents/<id>`` resource with an
 ``expireTime``; a request does not extend it, storage is billed per token-hour
 until it expires or is deleted. The registry here names each cache after the
-prefix fingerprint (``displayName = "ragcache-<fingerprint>"``), so any process
-finds the caches another one created (``caches.list``), extends a cache with
-``caches.update(ttl=…)`` when keep-warm decides to, and deletes the caches of
-prefixes a rebuild retired (:meth:`CacheRegistry.retire`).
+prefix fingerprint (``displayName = "ragcache-<fingerprint>"``, or
+``"ragcache-<namespace>:<fingerprint>"`` with ``backend.options.namespace``), so
+any process finds the caches another one created (``caches.list``), extends a
+cache with ``caches.update(ttl=…)`` when keep-warm decides to, and deletes the
+caches of prefixes a rebuild retired (:meth:`CacheRegistry.retire`), never
+those of another namespace or model.
 
 The system instruction and the rest of the prefix live *inside* the cache: a
 ``generateContent`` that names ``cached_content`` may not also carry
@@ -27,16 +29,17 @@ DISPLAY_PREFIX = "ragcache-"
 _SAFETY_S = 5.0  # a cache this close to expiry is treated as gone (a request takes time to arrive)
 
 
-def display_name(fingerprint: str) -> str:
-    """The ``displayName`` of a prefix's cache (≤ 128 characters, as Google allows)."""
-    return f"{DISPLAY_PREFIX}{fingerprint}"[:128]
+def display_name(fingerprint: str, namespace: str = "") -> str:
+    """The ``displayName`` of a prefix's cache: ``ragcache-[<namespace>:]<fingerprint>`` (≤ 128 characters)."""
+    return f"{DISPLAY_PREFIX}{namespace + ':' if namespace else ''}{fingerprint}"[:128]
 
 
-def fingerprint_of(name: str | None) -> str | None:
-    """The prefix fingerprint a ragcache ``displayName`` encodes (None: not ours)."""
-    if not name or not name.startswith(DISPLAY_PREFIX):
+def fingerprint_of(name: str | None, namespace: str = "") -> str | None:
+    """The prefix fingerprint a ragcache ``displayName`` of ``namespace`` encodes (None: not ours)."""
+    head = f"{DISPLAY_PREFIX}{namespace + ':' if namespace else ''}"
+    if not name or not name.startswith(head) or ":" in name[len(head) :]:
         return None
-    return name[len(DISPLAY_PREFIX) :] or None
+    return name[len(head) :] or None
 
 
 def _model_id(model: str | None) -> str:
@@ -73,11 +76,15 @@ class CacheRegistry:
     """What explicit caches exist for one model, reconciled with ``caches.list``.
 
     ``caches`` is the SDK's ``client.caches``; ``clock`` returns aware UTC
-    datetimes (tests pass the clock of the server standing in for Google).
+    datetimes (tests pass the clock of the server standing in for Google);
+    ``namespace`` keeps deployments that share a key apart (each retires only its own).
     """
 
-    def __init__(self, caches: Callable[[], Any], model: str, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self, caches: Callable[[], Any], model: str, clock: Callable[[], datetime], namespace: str = ""
+    ) -> None:
         self._caches = caches
+        self.namespace = namespace
         self.model = _model_id(model)
         self.clock = clock
         self._entries: dict[str, CacheEntry] = {}
@@ -97,7 +104,7 @@ class CacheRegistry:
         """Read every ragcache cache of this model from ``caches.list`` (the latest-expiring wins)."""
         found: dict[str, CacheEntry] = {}
         for cached in self._caches().list(config={"page_size": 1000}):
-            fingerprint = fingerprint_of(cached.display_name)
+            fingerprint = fingerprint_of(cached.display_name, self.namespace)
             if fingerprint is None or _model_id(cached.model) != self.model:
                 continue
             entry = CacheEntry.from_sdk(cached, fingerprint)
@@ -110,7 +117,7 @@ class CacheRegistry:
 
     def create(self, fingerprint: str, body: dict[str, Any], ttl_s: float) -> CacheEntry:
         """``caches.create`` with the prefix (system instruction and contents inside the cache)."""
-        config = {**body, "display_name": display_name(fingerprint), "ttl": _ttl(ttl_s)}
+        config = {**body, "display_name": display_name(fingerprint, self.namespace), "ttl": _ttl(ttl_s)}
         cached = self._caches().create(model=self.model, config=config)
         return self._remember(CacheEntry.from_sdk(cached, fingerprint))
 
@@ -132,7 +139,7 @@ class CacheRegistry:
         keep = set(live_fingerprints)
         deleted = []
         for cached in self._caches().list(config={"page_size": 1000}):
-            fingerprint = fingerprint_of(cached.display_name)
+            fingerprint = fingerprint_of(cached.display_name, self.namespace)
             if fingerprint is None or _model_id(cached.model) != self.model or fingerprint in keep:
                 continue
             self._caches().delete(name=cached.name)

@@ -173,13 +173,19 @@ def test_a_rebuild_that_changes_a_block_deletes_the_stale_cache(tmp_path: Path, 
     doc = corpus / "docs" / "faq" / "typing.md"
     doc.write_text(doc.read_text(encoding="utf-8") + "\nOne more sentence about typing.\n", encoding="utf-8")
     build_corpus(corpus, build)
+    other = make_rag(build, gemini, namespace="other-corpus")  # another deployment on the same key
+    other.ask("Is SQLite a server?")
+    theirs = {n for n, c in gemini.state.caches.items() if c.display_name.startswith("ragcache-other-corpus:")}
     rebuilt = make_rag(build, gemini)
     live = {p.prefix_fingerprint for p in rebuilt.prefixes()}
     assert rebuilt.backend.retire(live) == [stale]
+    assert set(gemini.state.caches) == theirs and len(theirs) == 1  # retire stays inside its namespace
+    gemini.state.caches.clear()
     assert gemini.state.caches == {}
     answer = rebuilt.ask("Is SQLite a server?")
     assert answer.usage.cache_write_tokens > 3000 and list(ragcache_names(gemini)) == [f"ragcache-{next(iter(live))}"]
     rag.close()
+    other.close()
     rebuilt.close()
 
 
