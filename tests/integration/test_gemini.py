@@ -269,3 +269,27 @@ def test_ragcache_ask_cli_against_the_stand_in(small_build: Path, gemini: Any) -
     assert first["usage"]["cache_write_tokens"] > 3000 and first["usage"]["cached_tokens"] == 0
     assert second["usage"]["cached_tokens"] == first["usage"]["cache_write_tokens"]
     assert second["route"]["blocks"] == ["full"] and second["cost_usd"] > 0
+
+
+def test_a_chat_turn_sends_context_and_history_after_the_cached_prefix(small_build: Path, gemini: Any) -> None:
+    rag = make_rag(small_build, gemini)
+    chat = rag.session(context="The user is a DBA.")
+    chat.ask("Is SQLite a server?")
+    second = chat.ask("And its file format?")
+    first_turn = chat.history[0].content
+    body = gemini.state.bodies(":streamGenerateContent")[-1]
+    assert [c["role"] for c in body["contents"]] == ["user", "user", "model", "user"]
+    assert [c["parts"][0]["text"] for c in body["contents"]][:2] == ["The user is a DBA.", first_turn]
+    assert body["contents"][-1]["parts"] == [{"text": "And its file format?"}]
+    assert "systemInstruction" not in body and second.usage.cached_tokens > 3000
+    rag.close()
+
+
+def test_count_tokens_api_and_a_refused_connection(small_build: Path, gemini: Any) -> None:
+    rag = make_rag(small_build, gemini, count_tokens="api")
+    rag.ask("Is SQLite a server?")
+    assert gemini.state.bodies(":countTokens") and len(gemini.state.caches) == 1
+    rag.close()
+    closed = BackendConfig(kind="gemini", model=MODEL, base_url="http://127.0.0.1:9", max_retries=0)
+    with pytest.raises(BackendUnavailableError, match="cannot connect.*check --base-url"):
+        GeminiBackend(closed, CacheConfig()).count_tokens("hello")
