@@ -24,10 +24,10 @@ from ragcache.integrations.llama_index import RagCacheQueryEngine, RagCacheRetri
 
 
 def show(label: str, response: Any) -> None:
-    usage = response.metadata["usage"]
+    usage, route = response.metadata["usage"], response.metadata["route"]
     print(f"{label}: {str(response).strip()}")
     print(f"   sources: {[n.node.node_id for n in response.source_nodes]}")
-    print(f"   prompt={usage['input_tokens']} cached={usage['cached_tokens']} route={response.metadata['route']['mode']}")
+    print(f"   prompt={usage['input_tokens']} cached={usage['cached_tokens']} route={route['mode']}")
 
 
 def main() -> None:

@@ -291,5 +291,5 @@ def test_count_tokens_api_and_a_refused_connection(small_build: Path, gemini: An
     assert gemini.state.bodies(":countTokens") and len(gemini.state.caches) == 1
     rag.close()
     closed = BackendConfig(kind="gemini", model=MODEL, base_url="http://127.0.0.1:9", max_retries=0)
-    with pytest.raises(BackendUnavailableError, match="cannot connect.*check --base-url"):
+    with pytest.raises(BackendUnavailableError, match=r"cannot connect.*check --base-url"):
         GeminiBackend(closed, CacheConfig()).count_tokens("hello")
