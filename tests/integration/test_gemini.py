@@ -293,3 +293,14 @@ def test_count_tokens_api_and_a_refused_connection(small_build: Path, gemini: An
     closed = BackendConfig(kind="gemini", model=MODEL, base_url="http://127.0.0.1:9", max_retries=0)
     with pytest.raises(BackendUnavailableError, match=r"cannot connect.*check --base-url"):
         GeminiBackend(closed, CacheConfig()).count_tokens("hello")
+
+
+def test_ragcache_warm_cli_creates_the_warm_set_caches_only(small_build: Path, gemini: Any) -> None:
+    cmd = [sys.executable, "-m", "ragcache.cli", "warm", "--json", "--backend", "gemini", "--base-url", gemini.url,
+           "--model", MODEL, "--corpus", str(small_build)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    (line,) = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
+    assert line["status"] == "cached" and line["label"] == "full:full"
+    (cache,) = gemini.state.caches.values()  # the router emits one prefix here (the corpus fits whole)
+    assert cache.display_name == f"ragcache-{line['fingerprint']}" and line["cached_tokens"] == cache.tokens
