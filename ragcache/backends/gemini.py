@@ -130,6 +130,7 @@ class GeminiBackend(Backend):
         self.registry = CacheRegistry(lambda: self.client().caches, self.model, now, self.options.namespace)
         self._seen: Counter[str] = Counter()
         self._too_small: set[str] = set()
+        self._sizes: dict[str, int] = {}  # prefix fingerprint → tokens counted by the API
         self._create_lock = threading.Lock()
 
     @property
@@ -175,9 +176,14 @@ class GeminiBackend(Backend):
     # --- the explicit cache of a prefix ------------------------------------------------
 
     def prefix_size(self, prompt: Prompt) -> int:
-        """Tokens of the stable prefix: estimated, or counted by Google (``count_tokens: api``)."""
+        """Tokens of the stable prefix: estimated, or counted by Google once per prefix (``count_tokens: api``)."""
         text = "\n\n".join(s.text for s in prompt.stable)
-        return self.count_tokens(text) if self.options.count_tokens == "api" else estimate_tokens(text)
+        if self.options.count_tokens != "api":
+            return estimate_tokens(text)
+        fingerprint = prompt.prefix_fingerprint
+        if fingerprint not in self._sizes:
+            self._sizes[fingerprint] = self.count_tokens(text)
+        return self._sizes[fingerprint]
 
     def _cacheable(self, prompt: Prompt) -> bool:
         fingerprint = prompt.prefix_fingerprint

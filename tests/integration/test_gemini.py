@@ -288,7 +288,8 @@ def test_a_chat_turn_sends_context_and_history_after_the_cached_prefix(small_bui
 def test_count_tokens_api_and_a_refused_connection(small_build: Path, gemini: Any) -> None:
     rag = make_rag(small_build, gemini, count_tokens="api")
     rag.ask("Is SQLite a server?")
-    assert gemini.state.bodies(":countTokens") and len(gemini.state.caches) == 1
+    rag.ask("Does it need configuration?")
+    assert len(gemini.state.bodies(":countTokens")) == 1 and len(gemini.state.caches) == 1  # once per prefix
     rag.close()
     closed = BackendConfig(kind="gemini", model=MODEL, base_url="http://127.0.0.1:9", max_retries=0)
     with pytest.raises(BackendUnavailableError, match=r"cannot connect.*check --base-url"):
