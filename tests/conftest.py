@@ -70,3 +70,31 @@ def small_rag(small_build: Path, local_model: Path) -> Iterator[Any]:
 
 
 # --- end local model ------------------------------------------------------------------------
+
+
+# --- the Gemini API stand-in (tests/gemini_server.py; Google cannot be reached here) ---
+
+
+@pytest.fixture(scope="session")
+def gemini_server() -> Iterator[Any]:
+    """A local server standing in for Google's Gemini API, once per session."""
+    from gemini_server import GeminiServer
+
+    server = GeminiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def gemini(gemini_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The stand-in with no caches, no recorded requests and its clock at now; the key in the environment."""
+    from gemini_server import API_KEY
+
+    gemini_server.reset()
+    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
+    return gemini_server
+
+
+# --- end Gemini stand-in --------------------------------------------------------------------

@@ -83,6 +83,8 @@ class Capabilities:
     tokenizer (else the warmer estimates from usage). ``max_breakpoints``:
     explicit cache breakpoints a request may carry (None: automatic caching).
     ``ttl_s``: how long an idle prefix stays cached (None: until evicted).
+    ``reads_refresh_ttl``: a request that reads the cache restarts its TTL
+    (False for Gemini's explicit caches, which only ``warm`` extends).
     """
 
     context_window: int
@@ -92,6 +94,7 @@ class Capabilities:
     max_breakpoints: int | None = None
     ttl_s: float | None = None
     can_warm: bool = True
+    reads_refresh_ttl: bool = True
 
 
 class BackendOptions(BaseModel):
@@ -195,6 +198,7 @@ _BUILTIN = {
     "vllm": "ragcache.backends.vllm:create",
     "openai": "ragcache.backends.openai:create",
     "anthropic": "ragcache.backends.anthropic:create",
+    "gemini": "ragcache.backends.gemini:create",
 }
 
 

@@ -60,6 +60,7 @@ class ModelPrice:
     output: float
     cache_write_5m: float
     cache_write_1h: float
+    cache_storage_1h: float = 0.0  # per 1M token-hours of explicit cache storage (Gemini)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def _price(model: str, entry: dict[str, Any], where: str) -> ModelPrice:
             # OpenAI bills a cache write at the plain input price.
             cache_write_5m=float(entry.get("cache_write_5m", entry["input"])),
             cache_write_1h=float(entry.get("cache_write_1h", entry.get("cache_write_5m", entry["input"]))),
+            cache_storage_1h=float(entry.get("cache_storage_1h", 0.0)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: model {model!r}: bad or missing price field ({exc})") from exc
@@ -158,6 +160,7 @@ def cost_at(usage: CacheUsage, price: ModelPrice) -> Cost:
         + write_5m * price.cache_write_5m
         + write_1h * price.cache_write_1h
         + usage.output_tokens * price.output
+        + float(usage.raw.get("cache_storage_token_hours") or 0.0) * price.cache_storage_1h
     ) / _PER
     uncached = (usage.input_tokens * price.input + usage.output_tokens * price.output) / _PER
     return Cost(usd, uncached, price.model)

@@ -15,6 +15,13 @@ the rule below decides whether to refresh it:
     lapse    = p_next × (write_price - read_price) × prefix_tokens
     refresh  iff  lapse > refresh
 
+Where the vendor bills cache storage by the hour (Gemini), a refresh is an
+extension (storage price × TTL) and a lapse a re-creation (input price), so
+``policy_for`` sets read_price = storage × TTL and write_price = that + input.
+A request touches the cache only where reads restart its TTL
+(``Capabilities.reads_refresh_ttl``); Gemini's explicit caches expire at the
+time they were created or last extended for, however busy.
+
 ``rate`` is the prefix's request rate over ``window_s``, and 0 once it has
 been idle for ``idle_factor`` × its mean gap (or has fewer than two requests
 in the window) — so refreshes stop when traffic stops. Every decision is
@@ -212,11 +219,18 @@ class Warmer:
                 tracked.last_touch = self.clock()
 
     def record(self, prompt: Prompt) -> None:
-        """A real request used this prefix: it counts as traffic and touches the cache."""
-        self.track(prompt)
+        """A real request used this prefix: it counts as traffic, and touches the cache
+        where reads restart its TTL or where it had expired (the request re-created it)."""
+        fingerprint, now = prompt.prefix_fingerprint, self.clock()
         with self._lock:
-            tracked = self._tracked[prompt.prefix_fingerprint]
-            tracked.requests.append(self.clock())
+            tracked = self._tracked.get(fingerprint)
+        if tracked is None or self.backend.capabilities.reads_refresh_ttl:
+            self.track(prompt)
+        with self._lock:
+            tracked = self._tracked[fingerprint]
+            if now >= tracked.last_touch + self.policy.ttl_s:
+                tracked.last_touch = now
+            tracked.requests.append(now)
 
     def rate_per_s(self, fingerprint: str, now: float | None = None) -> float:
         """Recent request rate of a prefix; 0 once it has gone quiet."""
@@ -308,6 +322,11 @@ def policy_for(backend: Backend, model: str | None = None, ttl_s: float | None =
 
     ttl = backend.capabilities.ttl_s or ttl_s or 300.0
     price = price_for(model) if model else None
+    if price is not None and price.input > 0 and price.cache_storage_1h > 0:
+        # Storage billed per hour (Gemini's explicit caches): a refresh buys another TTL of
+        # storage; a lapse means re-creating the cache at the input price on the next request.
+        keep = price.cache_storage_1h * ttl / 3600
+        return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=keep, write_price=keep + price.input)
     if price is not None and price.input > 0:
         write = price.cache_write_1h if ttl >= 3600 and price.vendor == "anthropic" else price.cache_write_5m
         return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=price.cached_read, write_price=write)

@@ -28,15 +28,18 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def __init__(self, clock: Clock, tokens: int = 2000, cached_on_repeat: int | None = None, block: int = 128) -> None:
+    def __init__(self, clock: Clock, tokens: int = 2000, cached_on_repeat: int | None = None, block: int = 128,
+                 reads_refresh_ttl: bool = True) -> None:  # fmt: skip
         self.clock, self.tokens, self.block = clock, tokens, block
+        self.reads_refresh_ttl = reads_refresh_ttl
         self.cached_on_repeat = tokens // block * block if cached_on_repeat is None else cached_on_repeat
         self.warm_calls: list[float] = []
         self.fail = False
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(context_window=8192, min_cacheable_tokens=1024, ttl_s=TTL)
+        return Capabilities(context_window=8192, min_cacheable_tokens=1024, ttl_s=TTL,
+                            reads_refresh_ttl=self.reads_refresh_ttl)  # fmt: skip
 
     @property
     def cache_block_tokens(self) -> int:
@@ -138,3 +141,20 @@ def test_policy_takes_ttl_and_prices_from_backend_and_model() -> None:
     policy = policy_for(backend, "claude-sonnet-4-6")
     assert (policy.ttl_s, policy.read_price, policy.write_price) == (TTL, 0.3, 3.75)
     assert policy_for(backend, None).write_price == 1.0
+
+
+def test_reads_that_do_not_extend_the_cache_leave_its_expiry_at_the_last_warm_up() -> None:
+    """Gemini's explicit caches expire when created/extended for, however busy: the refresh
+    must come before that, not a TTL after the last request; a request after expiry re-creates."""
+    clock = Clock()
+    backend = ScriptedBackend(clock, reads_refresh_ttl=False)
+    warmer = Warmer(backend, KeepWarmPolicy(ttl_s=TTL, margin_s=30), clock=clock)
+    warmer.warm([prompt()], verify=False)
+    for clock.now in (200.0, 220.0, 240.0, 260.0):
+        warmer.record(prompt())
+    clock.now = 275.0
+    (decision,) = warmer.tick()
+    assert decision.action == "refresh" and backend.warm_calls == [0.0, 275.0]
+    clock.now = 900.0  # long after the refreshed cache expired: this request re-created it
+    warmer.record(prompt())
+    assert warmer._tracked[prompt().prefix_fingerprint].last_touch == 900.0
