@@ -266,6 +266,19 @@ def test_count_tokens_uses_the_api() -> None:
     assert recorder.requests[0].url.path == "/v1/messages/count_tokens"
 
 
+def test_exact_prefix_tokens_count_the_warm_request_with_and_without_its_system() -> None:
+    counts = (10, 1400, 1500, 12)  # each segment (to place breakpoints), then with and without the system
+    recorder = Recorder(*(httpx2.Response(200, json={"input_tokens": n}) for n in counts))
+    backend = make(recorder, count_tokens="api", min_cacheable_tokens=8)
+    assert backend.capabilities.exact_prefix_tokens
+    assert backend.prefix_tokens(Prompt(stable=stable(1), question="not counted")) == 1500 - 12
+    with_system, without = recorder.body(-2), recorder.body(-1)
+    assert [b["text"] for b in with_system["system"]] == [INSTRUCTIONS, f"[block 0]\n{BIG}"]
+    assert "system" not in without and without["messages"] == with_system["messages"]
+    assert "not counted" not in json.dumps(with_system)  # the warm-up's one-word turn, not the question
+    assert not make(recorder).capabilities.exact_prefix_tokens  # estimate (the default): the warmer estimates
+
+
 def test_diagnostics_surface_cache_miss_reason() -> None:
     second = message_body()
     second["id"] = "msg_02"
