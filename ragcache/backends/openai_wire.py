@@ -276,8 +276,6 @@ class OpenAIWire:
         The Responses API is answered whole (one delta). Only opening the stream is
         retried: once text has flowed a retry would bill twice.
         """
-        import openai
-
         if request.api == "responses":
             generation = self.generate(endpoint, request, policy)
             yield generation.text
@@ -292,25 +290,32 @@ class OpenAIWire:
                 **request.body, stream=True, stream_options={"include_usage": True}, extra_body=request.extra_body
             ),
         )
-        text, first, usage, finish, model = [], None, None, "stop", self.model
-        try:
-            for chunk in chunks:
-                model = chunk.model or model
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                for choice in chunk.choices:
-                    finish = choice.finish_reason or finish
-                    delta = choice.delta.content if choice.delta else None
-                    if delta:
-                        first = first or time.perf_counter()
-                        text.append(delta)
-                        yield delta
-        except openai.OpenAIError as exc:
-            error = map_sdk_error(exc, openai, endpoint.where, endpoint.key_env)
-            if error is None:
-                raise
-            raise error from exc
-        yield timed_generation("".join(text), usage_from_chat(usage), started, first, finish_reason=finish, model=model)
+        yield from _read_chunks(chunks, endpoint, started, self.model)
+
+
+def _read_chunks(chunks: Any, endpoint: Endpoint, started: float, model: str) -> Iterator[str | Generation]:
+    """Chat Completions chunks → text deltas, then the Generation (usage comes in the last chunk)."""
+    import openai
+
+    text, first, usage, finish = [], None, None, "stop"
+    try:
+        for chunk in chunks:
+            model = chunk.model or model
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                delta = choice.delta.content if choice.delta else None
+                if delta:
+                    first = first or time.perf_counter()
+                    text.append(delta)
+                    yield delta
+    except openai.OpenAIError as exc:  # mid-stream: mapped, never retried
+        error = map_sdk_error(exc, openai, endpoint.where, endpoint.key_env)
+        if error is None:
+            raise
+        raise error from exc
+    yield timed_generation("".join(text), usage_from_chat(usage), started, first, finish_reason=finish, model=model)
 
 
 def _call(endpoint: Endpoint, policy: RetryPolicy, request: WireRequest, send: Callable[[], Any]) -> Any:
