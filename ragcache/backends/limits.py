@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AS_OF", "MIN_CACHEABLE", "VendorLimits", "min_cacheable_tokens"]
+__all__ = ["AS_OF", "MIN_CACHEABLE", "VendorLimits", "distinct_minimums", "min_cacheable_tokens"]
 
 AS_OF = "2026-06"  # when the figures below were read from the vendors' prompt-caching docs
 
@@ -66,3 +66,9 @@ def min_cacheable_tokens(vendor: str, model: str, override: int | None = None) -
     limits = MIN_CACHEABLE[vendor]
     matches = [name for name in limits.by_model if model.startswith(name)]
     return limits.by_model[max(matches, key=len)] if matches else limits.default
+
+
+def distinct_minimums(vendor: str) -> list[int]:
+    """Every minimum the vendor's models have, ascending (what a corpus report checks blocks against)."""
+    limits = MIN_CACHEABLE[vendor]
+    return sorted({limits.default, *limits.by_model.values()})

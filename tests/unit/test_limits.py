@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ragcache.backends.anthropic import AnthropicBackend
-from ragcache.backends.limits import min_cacheable_tokens
+from ragcache.backends.limits import distinct_minimums, min_cacheable_tokens
 from ragcache.backends.openai import OpenAIBackend
 from ragcache.config import BackendConfig, CacheConfig
 
@@ -29,6 +29,11 @@ def test_an_override_wins_and_an_unknown_vendor_is_an_error() -> None:
     assert min_cacheable_tokens("anthropic", "claude-opus-4-5", 100) == 100
     with pytest.raises(KeyError, match="no cache limits for vendor 'acme'; known: anthropic, openai"):
         min_cacheable_tokens("acme", "m")
+
+
+def test_distinct_minimums_list_each_figure_once() -> None:
+    assert distinct_minimums("anthropic") == [512, 1024, 2048, 4096]
+    assert distinct_minimums("openai") == [1024]
 
 
 def test_backends_take_their_minimum_from_the_table_or_the_option() -> None:
