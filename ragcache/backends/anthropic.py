@@ -34,7 +34,7 @@ from ragcache.backends.base import (
     parse_options,
     timed_generation,
 )
-from ragcache.backends.limits import min_cacheable_tokens
+from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
 from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
 from ragcache.errors import AuthenticationError, BackendError, UnsupportedError
 from ragcache.hashing import content_hash
@@ -144,7 +144,7 @@ def messages_body(
     *,
     model: str,
     ttl: str = "5m",
-    min_tokens: int = 1024,
+    min_tokens: int = MIN_CACHEABLE["anthropic"].default,
     count: Callable[[str], int] = estimate_tokens,
 ) -> tuple[dict[str, Any], BreakpointPlan]:
     """The Messages request body (system stable→volatile, then the turns) and its breakpoint plan."""
