@@ -148,7 +148,13 @@ def owned_by(engine, dead: str, stable_blocks, tag: str, n: int = 2) -> list[Pro
 
 def test_vllm_fails_over_from_a_down_endpoint(vllm_server, stable_blocks) -> None:
     dead = dead_url()
-    config = BackendConfig(kind="vllm", endpoints=[dead, vllm_server.url], model="smollm2", max_retries=0)
+    config = BackendConfig(
+        kind="vllm",
+        endpoints=[dead, vllm_server.url],
+        model="smollm2",
+        max_retries=0,
+        options={"retry_down_s": 3600},  # stays down however long a CPU-server answer takes
+    )
     engine = create_backend(config, CacheConfig())
     first, second = owned_by(engine, dead, stable_blocks, "failover")
     assert engine.generate(first, OPTS).usage.input_tokens > 0  # refused by its owner, answered by the live one
