@@ -29,6 +29,7 @@ __all__ = [
     "Snippet",
     "assemble_prompt",
     "render_snippets",
+    "warm_prompt",
 ]
 
 Role = Literal["system", "user", "assistant"]
@@ -186,3 +187,10 @@ def assemble_prompt(
             raise ValueError(f"segment kind {segment.kind.value!r} cannot be part of the stable prefix")
     snippets = route.snippets if route is not None else ()
     return Prompt(stable=stable, question=question, context=context, history=history, snippets=snippets, route=route)
+
+
+def warm_prompt(prompt: Prompt) -> Prompt:
+    """The stable prefix alone with a one-word final turn: what a warm-up sends,
+    so the prefix renders exactly as in real requests (context, history and
+    snippets are dropped: they are not part of what is cached for everyone)."""
+    return Prompt(stable=prompt.stable, question=".")

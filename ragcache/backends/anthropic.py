@@ -20,24 +20,35 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from ragcache.backends.base import Backend, CacheUsage, Capabilities, Generation, GenerationOptions, timed_generation
-from ragcache.backends.openai_wire import warm_prompt
+from pydantic import Field
+
+from ragcache.backends.base import (
+    Backend,
+    BackendOptions,
+    CacheUsage,
+    Capabilities,
+    Generation,
+    GenerationOptions,
+    parse_options,
+    timed_generation,
+)
+from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
 from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
-from ragcache.errors import AuthenticationError, BackendError, ConfigError, UnsupportedError
-from ragcache.prompt import Prompt
+from ragcache.errors import AuthenticationError, BackendError, UnsupportedError
+from ragcache.hashing import content_hash
+from ragcache.prompt import Prompt, warm_prompt
 
 if TYPE_CHECKING:
     from ragcache.config import BackendConfig, CacheConfig
 
 __all__ = [
-    "MIN_CACHEABLE_TOKENS",
     "AnthropicBackend",
+    "AnthropicOptions",
     "BreakpointPlan",
     "create",
     "messages_body",
-    "min_cacheable_tokens",
     "usage_from_message",
 ]
 
@@ -46,45 +57,24 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "claude-sonnet-4-6"
 KEY_ENV = "ANTHROPIC_API_KEY"
 MAX_BREAKPOINTS = 4
+TURN_TTL = "5m"  # the latest turn's breakpoint: after every stable one, so never a 1h after a 5m
 TTL_S = {"5m": 300.0, "1h": 3600.0}
-# Minimum cacheable prompt length by model family (Anthropic's prompt-caching
-# docs as summarised 2026-06; users report some models caching only above the
-# documented figure, e.g. Sonnet 4.6 at 2048, so `ragcache warm` checks and
-# backend.options.min_cacheable_tokens overrides). Longest matching prefix wins.
-MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    "claude-opus-5": 512,
-    "claude-fable-5": 512,
-    "claude-mythos-5": 512,
-    "claude-opus-4-8": 1024,
-    "claude-sonnet-5": 1024,
-    "claude-sonnet-4-6": 1024,
-    "claude-opus-4-7": 2048,
-    "claude-opus-4-6": 4096,
-    "claude-opus-4-5": 4096,
-    "claude-opus-4-1": 1024,
-    "claude-opus-4": 1024,
-    "claude-sonnet-4-5": 1024,
-    "claude-sonnet-4": 1024,
-    "claude-3-7-sonnet": 1024,
-    "claude-haiku-4-5": 4096,
-    "claude-3-5-haiku": 2048,
-    "claude-3-haiku": 2048,
-}
-DEFAULT_MIN_CACHEABLE = 1024
-_OPTIONS = {"min_cacheable_tokens", "ttl", "count_tokens", "diagnose", "retry_unsafe", "cache_block_tokens"}
+
+
+class AnthropicOptions(BackendOptions):
+    """``backend.options`` of ``kind: anthropic``."""
+
+    ttl: Literal["5m", "1h"] | None = None  # the stable breakpoints' TTL (default: cache.anthropic_ttl)
+    count_tokens: Literal["estimate", "api"] = "estimate"  # api: messages.count_tokens, exact
+    min_cacheable_tokens: int | None = Field(None, ge=0)  # overrides ragcache.backends.limits
+    cache_block_tokens: int = Field(1, ge=1)  # Anthropic caches exactly; a vLLM server behind it: its block
+    diagnose: bool = False  # send diagnostics.previous_message_id, surface cache_miss_reason
+    retry_unsafe: bool = False  # retry a 5xx/timeout even on a long generation (may bill twice)
 
 
 def create(config: BackendConfig, cache: CacheConfig) -> AnthropicBackend:
     """Registry entry point (``backend.kind: anthropic``)."""
     return AnthropicBackend(config, cache)
-
-
-def min_cacheable_tokens(model: str, override: int | None = None) -> int:
-    """The model's minimum cacheable prefix (override > table > default)."""
-    if override is not None:
-        return override
-    matches = [name for name in MIN_CACHEABLE_TOKENS if model.startswith(name)]
-    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else DEFAULT_MIN_CACHEABLE
 
 
 def estimate_tokens(text: str) -> int:
@@ -144,19 +134,8 @@ def _plan(
         b = candidates[i]
         candidates[i] = Breakpoint(b.label, b.prefix_tokens, None, f"over the limit of {MAX_BREAKPOINTS} breakpoints")
     if session_turn:
-        candidates.append(Breakpoint("latest turn", total, "5m"))
-    return BreakpointPlan(tuple(_monotone_ttls(candidates)))
-
-
-def _monotone_ttls(breakpoints: list[Breakpoint]) -> list[Breakpoint]:
-    """The API requires 1h breakpoints before 5m ones: after a 5m, no 1h."""
-    out, seen_5m = [], False
-    for b in breakpoints:
-        if b.ttl == "1h" and seen_5m:
-            b = Breakpoint(b.label, b.prefix_tokens, "5m", "1h after a 5m breakpoint: lowered to 5m")
-        seen_5m = seen_5m or b.ttl == "5m"
-        out.append(b)
-    return out
+        candidates.append(Breakpoint("latest turn", total, TURN_TTL))
+    return BreakpointPlan(tuple(candidates))
 
 
 def messages_body(
@@ -165,7 +144,7 @@ def messages_body(
     *,
     model: str,
     ttl: str = "5m",
-    min_tokens: int = DEFAULT_MIN_CACHEABLE,
+    min_tokens: int = MIN_CACHEABLE["anthropic"].default,
     count: Callable[[str], int] = estimate_tokens,
 ) -> tuple[dict[str, Any], BreakpointPlan]:
     """The Messages request body (system stable→volatile, then the turns) and its breakpoint plan."""
@@ -217,21 +196,23 @@ class AnthropicBackend(Backend):
     name = "anthropic"
     needs_key = True
     key_env_var = KEY_ENV
+    Options = AnthropicOptions
 
     def __init__(self, config: BackendConfig, cache: CacheConfig, *, client: Any = None) -> None:
-        unknown = set(config.options) - _OPTIONS
-        if unknown:
-            raise ConfigError(
-                f"backend.options: unknown key(s) {sorted(unknown)} for anthropic; valid: {sorted(_OPTIONS)}"
-            )
+        self.options: AnthropicOptions = parse_options(self.Options, config)
         self.config = config
         self.model = config.model or DEFAULT_MODEL
-        self.ttl = str(config.options.get("ttl", cache.anthropic_ttl))
-        if self.ttl not in TTL_S:
-            raise ConfigError(f"backend.options.ttl: {self.ttl!r} is not one of '5m', '1h'")
-        override = config.options.get("min_cacheable_tokens")
-        self.min_tokens = min_cacheable_tokens(self.model, None if override is None else int(override))
-        self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=bool(config.options.get("retry_unsafe")))
+        self.ttl = self.options.ttl or cache.anthropic_ttl
+        self.min_tokens = min_cacheable_tokens("anthropic", self.model, self.options.min_cacheable_tokens)
+        self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
+        self._capabilities = Capabilities(
+            context_window=config.context_window or 200_000,
+            min_cacheable_tokens=self.min_tokens,
+            cache_block_tokens=self.options.cache_block_tokens,
+            exact_prefix_tokens=self.options.count_tokens == "api",
+            max_breakpoints=MAX_BREAKPOINTS,
+            ttl_s=TTL_S[self.ttl],
+        )
         self._client = client
         self._counts: dict[str, int] = {}
         self._warm_tokens = 0  # max_tokens 0 pre-warms without generating where the API allows it
@@ -240,18 +221,7 @@ class AnthropicBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(
-            context_window=self.config.context_window or 200_000,
-            min_cacheable_tokens=self.min_tokens,
-            max_breakpoints=MAX_BREAKPOINTS,
-            ttl_s=TTL_S[self.ttl],
-            exact_prefix_tokens=self.config.options.get("count_tokens") == "api",
-        )
-
-    @property
-    def cache_block_tokens(self) -> int:
-        """Anthropic caches exactly up to a breakpoint; a vLLM server behind it in whole KV blocks."""
-        return int(self.config.options.get("cache_block_tokens", 1))
+        return self._capabilities
 
     def client(self) -> Any:
         if self._client is None:
@@ -272,10 +242,8 @@ class AnthropicBackend(Backend):
         return f"anthropic at {self.config.base_url or 'https://api.anthropic.com'}"
 
     def _segment_tokens(self, text: str) -> int:
-        if self.config.options.get("count_tokens") != "api":
+        if self.options.count_tokens != "api":
             return estimate_tokens(text)
-        from ragcache.hashing import content_hash
-
         key = content_hash(text)
         if key not in self._counts:
             self._counts[key] = self.count_tokens(text)
@@ -289,7 +257,7 @@ class AnthropicBackend(Backend):
         for warning in plan.warnings:
             log.warning("anthropic breakpoint %s", warning)
         self.last_plan = plan
-        if self.config.options.get("diagnose"):
+        if self.options.diagnose:
             body["diagnostics"] = {"previous_message_id": self._last_id.get(prompt.prefix_fingerprint)}
         return body
 
@@ -358,10 +326,25 @@ class AnthropicBackend(Backend):
 
     def count_tokens(self, text: str) -> int:
         """``messages.count_tokens`` for ``text`` as one user turn (includes a few framing tokens)."""
-        result = self._call(
-            lambda: self.client().messages.count_tokens(model=self.model, messages=[{"role": "user", "content": text}]),
-            0,
+        return self._count(messages=[{"role": "user", "content": text}])
+
+    def prefix_tokens(self, prompt: Prompt) -> int:
+        """The system blocks of a warm-up by ``messages.count_tokens`` (with ``count_tokens: api``):
+        the warm request counted with its system minus without (at most a few framing tokens low)."""
+        if self.options.count_tokens != "api":
+            return super().prefix_tokens(prompt)
+        body, _ = messages_body(
+            warm_prompt(prompt),
+            GenerationOptions(max_tokens=1),
+            model=self.model,
+            ttl=self.ttl,
+            min_tokens=self.min_tokens,
+            count=self._segment_tokens,
         )
+        return self._count(system=body["system"], messages=body["messages"]) - self._count(messages=body["messages"])
+
+    def _count(self, **request: Any) -> int:
+        result = self._call(lambda: self.client().messages.count_tokens(model=self.model, **request), 0)
         return int(result.input_tokens)
 
     def close(self) -> None:

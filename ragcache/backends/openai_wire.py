@@ -1,6 +1,13 @@
 """The OpenAI wire format, written once: request bodies (Chat Completions and
-Responses), usage parsing, and ``prompt_cache_key`` bucketing. Used by the
-``openai`` backend and, with its own endpoints, the ``vllm`` backend.
+Responses), the SDK call, stream parsing, usage, and ``prompt_cache_key``
+bucketing.
+
+Backends are *providers* of it (as in pydantic-ai): ``openai`` supplies the
+endpoint and its client, a ``prompt_cache_key`` and the model default;
+``vllm`` supplies one endpoint per replica (chosen by prefix), a
+``cache_salt`` extra body and no cache key. :class:`OpenAIWire` does the rest:
+build a :class:`WireRequest` once, send it to an :class:`Endpoint`, parse
+what comes back into a :class:`~ragcache.backends.base.Generation`.
 """
 
 from __future__ import annotations
@@ -8,23 +15,30 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from ragcache.backends.base import CacheUsage, GenerationOptions
+from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, timed_generation
+from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
 from ragcache.hashing import content_hash
 from ragcache.prompt import Prompt
 
 __all__ = [
     "KEY_RATE_LIMIT_PER_MIN",
     "CacheKeyer",
+    "Endpoint",
+    "OpenAIWire",
+    "WireRequest",
     "chat_body",
+    "make_client",
     "responses_body",
     "session_of",
     "usage_from_chat",
     "usage_from_responses",
-    "warm_prompt",
 ]
+
+Api = Literal["chat", "responses"]
 
 KEY_RATE_LIMIT_PER_MIN = 15  # beyond this OpenAI spreads one prompt_cache_key over machines
 
@@ -87,10 +101,10 @@ def _system_parts(prompt: Prompt, max_breakpoints: int = 4) -> list[dict[str, An
     return parts
 
 
-def _messages(prompt: Prompt, explicit_breakpoints: bool) -> list[dict[str, Any]]:
+def _messages(prompt: Prompt, explicit_breakpoints: bool, max_breakpoints: int) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = prompt.messages()
     if explicit_breakpoints:
-        messages[0] = {"role": "system", "content": _system_parts(prompt)}
+        messages[0] = {"role": "system", "content": _system_parts(prompt, max_breakpoints)}
     return messages
 
 
@@ -102,11 +116,12 @@ def chat_body(
     cache_key: str | None = None,
     retention: str | None = None,
     explicit_breakpoints: bool = False,
+    max_breakpoints: int = 4,
 ) -> dict[str, Any]:
     """The Chat Completions request body, stable prefix first."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": _messages(prompt, explicit_breakpoints),
+        "messages": _messages(prompt, explicit_breakpoints, max_breakpoints),
         "max_completion_tokens": options.max_tokens,
         "temperature": options.temperature,
         "top_p": options.top_p,
@@ -180,6 +195,136 @@ def usage_from_responses(usage: Any) -> CacheUsage:
     )
 
 
-def warm_prompt(prompt: Prompt) -> Prompt:
-    """The prefix alone with a minimal final turn: what warm-up requests send."""
-    return Prompt(stable=prompt.stable, question=".")
+def make_client(base_url: str | None, api_key: str, timeout_s: float) -> Any:
+    """An ``openai.OpenAI`` client with the SDK's own retries off (ragcache's policy decides)."""
+    import openai
+
+    return openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server speaking the wire format: its SDK client, a name for messages
+    (``openai at https://…``) and the environment variable its key comes from."""
+
+    client: Any
+    where: str
+    key_env: str | None = None
+
+
+@dataclass(frozen=True)
+class WireRequest:
+    """One request, built once and sendable to any endpoint (fail-over resends it as is)."""
+
+    api: Api
+    body: dict[str, Any]
+    extra_body: dict[str, Any] | None
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class OpenAIWire:
+    """The request shape a provider configured: model, API, retention, breakpoints."""
+
+    model: str
+    api: Api = "chat"
+    retention: str | None = None
+    explicit_breakpoints: bool = False
+    max_breakpoints: int = 4
+
+    def request(
+        self,
+        prompt: Prompt,
+        options: GenerationOptions,
+        *,
+        cache_key: str | None = None,
+        extra_body: dict[str, Any] | None = None,
+    ) -> WireRequest:
+        """The body :meth:`generate` and :meth:`stream` send (SDK transport fields aside)."""
+        if self.api == "responses":
+            body = responses_body(prompt, options, model=self.model, cache_key=cache_key, retention=self.retention)
+        else:
+            body = chat_body(
+                prompt,
+                options,
+                model=self.model,
+                cache_key=cache_key,
+                retention=self.retention,
+                explicit_breakpoints=self.explicit_breakpoints,
+                max_breakpoints=self.max_breakpoints,
+            )
+        return WireRequest(self.api, body, extra_body, options.max_tokens)
+
+    def generate(self, endpoint: Endpoint, request: WireRequest, policy: RetryPolicy) -> Generation:
+        """Send ``request`` (retrying per ``policy``) and parse the answer and its usage."""
+        started = time.perf_counter()
+        if request.api == "responses":
+            create = endpoint.client.responses.create
+        else:
+            create = endpoint.client.chat.completions.create
+        response = _call(endpoint, policy, request, lambda: create(**request.body, extra_body=request.extra_body))
+        if request.api == "responses":
+            usage, text, finish = usage_from_responses(response.usage), response.output_text, response.status
+        else:
+            choice = response.choices[0]
+            usage, text, finish = usage_from_chat(response.usage), choice.message.content, choice.finish_reason
+        return timed_generation(text or "", usage, started, None, finish_reason=finish or "stop", model=response.model)
+
+    def stream(self, endpoint: Endpoint, request: WireRequest, policy: RetryPolicy) -> Iterator[str | Generation]:
+        """Yield text deltas, then the :class:`Generation` with the usage of the final chunk.
+
+        The Responses API is answered whole (one delta). Only opening the stream is
+        retried: once text has flowed a retry would bill twice.
+        """
+        if request.api == "responses":
+            generation = self.generate(endpoint, request, policy)
+            yield generation.text
+            yield generation
+            return
+        started = time.perf_counter()
+        chunks = _call(
+            endpoint,
+            policy,
+            request,
+            lambda: endpoint.client.chat.completions.create(
+                **request.body, stream=True, stream_options={"include_usage": True}, extra_body=request.extra_body
+            ),
+        )
+        yield from _read_chunks(chunks, endpoint, started, self.model)
+
+
+def _read_chunks(chunks: Any, endpoint: Endpoint, started: float, model: str) -> Iterator[str | Generation]:
+    """Chat Completions chunks → text deltas, then the Generation (usage comes in the last chunk)."""
+    import openai
+
+    text, first, usage, finish = [], None, None, "stop"
+    try:
+        for chunk in chunks:
+            model = chunk.model or model
+            if chunk.usage is not None:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                delta = choice.delta.content if choice.delta else None
+                if delta:
+                    first = first or time.perf_counter()
+                    text.append(delta)
+                    yield delta
+    except openai.OpenAIError as exc:  # mid-stream: mapped, never retried
+        error = map_sdk_error(exc, openai, endpoint.where, endpoint.key_env)
+        if error is None:
+            raise
+        raise error from exc
+    yield timed_generation("".join(text), usage_from_chat(usage), started, first, finish_reason=finish, model=model)
+
+
+def _call(endpoint: Endpoint, policy: RetryPolicy, request: WireRequest, send: Callable[[], Any]) -> Any:
+    import openai
+
+    return call_with_retries(
+        send,
+        lambda e: map_sdk_error(e, openai, endpoint.where, endpoint.key_env),
+        policy,
+        max_tokens=request.max_tokens,
+        what=endpoint.where,
+    )

@@ -1,10 +1,11 @@
 """Retries with backoff and SDK error mapping for remote backends, in one place.
 
 The vendor SDKs' own retry loops are switched off (``max_retries=0``) so that
-one policy decides. Each backend maps its SDK's exceptions into
-:mod:`ragcache.errors` (``map_error`` in its module) and marks whether a retry
-is *safe*: a refused connection or a 429 means nothing was generated, so a
-retry cannot bill twice; a timeout or a 5xx after the request was sent may
+one policy decides. The SDK exceptions are mapped into :mod:`ragcache.errors`
+here (:func:`map_sdk_error`, shared by the ``openai`` and ``anthropic`` SDKs),
+and each mapped error says whether a retry is *safe* (``safe_to_retry``) and
+how long the server asked to wait (``retry_after``). A refused connection or a
+429 means nothing was generated, so a retry cannot bill twice; a timeout or a 5xx after the request was sent may
 have generated (and billed) a whole answer, so it is retried only for short
 requests (warm-ups, ``max_tokens`` ≤ :attr:`RetryPolicy.short_request_tokens`)
 or when the user set ``retry_unsafe``.
@@ -19,9 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ragcache.errors import BackendError
+from ragcache.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    ContextLengthError,
+    RateLimitError,
+)
 
-__all__ = ["RetryPolicy", "call_with_retries", "map_sdk_error", "mark"]
+__all__ = ["RetryPolicy", "call_with_retries", "map_sdk_error"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,17 +51,10 @@ class RetryPolicy:
         return max(backoff, retry_after or 0.0)
 
 
-def mark(error: BackendError, *, safe: bool, retry_after: float | None = None) -> BackendError:
-    """Attach retry facts to a mapped error: ``safe`` = nothing can have been billed."""
-    error.safe_to_retry = safe  # type: ignore[attr-defined]
-    error.retry_after = retry_after  # type: ignore[attr-defined]
-    return error
-
-
 def _may_retry(error: BackendError, policy: RetryPolicy, max_tokens: int) -> bool:
     if not error.retryable:
         return False
-    if getattr(error, "safe_to_retry", False):
+    if error.safe_to_retry:
         return True
     return policy.retry_unsafe or max_tokens <= policy.short_request_tokens
 
@@ -81,7 +81,7 @@ def call_with_retries(
                 raise  # not an SDK error: a bug, let it surface as is
             if attempt >= policy.max_retries or not _may_retry(error, policy, max_tokens):
                 raise error from exc
-            delay = policy.delay(attempt, getattr(error, "retry_after", None))
+            delay = policy.delay(attempt, error.retry_after)
             log.warning("%s: %s; retry %d/%d in %.1fs", what, error, attempt + 1, policy.max_retries, delay)
             sleep(delay)
             attempt += 1
@@ -130,34 +130,31 @@ def map_sdk_error(exc: Exception, sdk: object, where: str, key_env: str | None) 
     """Map an exception of the ``openai`` or ``anthropic`` SDK (same generated
     class names) into ragcache's hierarchy; ``where`` names the backend and URL.
     Anything that is not an SDK API error returns None (it is a bug, not a backend fault)."""
-    from ragcache.errors import (
-        AuthenticationError,
-        BackendUnavailableError,
-        ContextLengthError,
-        RateLimitError,
-    )
-
     if not isinstance(exc, sdk.APIError):  # type: ignore[attr-defined]
         return None
     text = _message(exc)
     status = getattr(exc, "status_code", None)
     if isinstance(exc, sdk.APITimeoutError):  # type: ignore[attr-defined]
-        return mark(BackendUnavailableError(f"{where}: request timed out ({text})"), safe=False)
+        return BackendUnavailableError(f"{where}: request timed out ({text})", safe_to_retry=False)
     if isinstance(exc, sdk.APIConnectionError):  # type: ignore[attr-defined]
         refused = _refused(exc)
         hint = "; is the server running? check --base-url" if refused else ""
-        return mark(BackendUnavailableError(f"{where}: cannot connect ({exc.__cause__ or text}){hint}"), safe=refused)
+        return BackendUnavailableError(
+            f"{where}: cannot connect ({exc.__cause__ or text}){hint}", safe_to_retry=refused
+        )
     if isinstance(exc, sdk.AuthenticationError | sdk.PermissionDeniedError):  # type: ignore[attr-defined]
         fix = f"; set the {key_env} environment variable to a valid key" if key_env else ""
         return AuthenticationError(f"{where}: the API key was refused ({text}){fix}")
     if isinstance(exc, sdk.RateLimitError):  # type: ignore[attr-defined]
-        error = RateLimitError(f"{where}: rate limited ({text})")
-        if "quota" in text.lower():
-            error.retryable = False  # out of credit: waiting will not help
-        return mark(error, safe=True, retry_after=_retry_after(exc))
+        return RateLimitError(
+            f"{where}: rate limited ({text})",
+            retryable="quota" not in text.lower(),  # out of credit: waiting will not help
+            safe_to_retry=True,
+            retry_after=_retry_after(exc),
+        )
     if any(marker in text.lower() for marker in _CONTEXT_MARKERS) and status in (400, 413, 422, None):
         return ContextLengthError(f"{where}: prompt longer than the model's context window ({text})")
     if isinstance(status, int) and status >= 500:
         safe = status in (503, 529)  # overloaded / unavailable: rejected before generating
-        return mark(BackendUnavailableError(f"{where}: server error {status} ({text})"), safe=safe)
+        return BackendUnavailableError(f"{where}: server error {status} ({text})", safe_to_retry=safe)
     return BackendError(f"{where}: request failed{f' with {status}' if status else ''} ({text})")

@@ -1,7 +1,9 @@
 """A vLLM deployment (one or many OpenAI-compatible servers).
 
-The wire format is :mod:`ragcache.backends.openai`'s; this module adds what a
-self-hosted fleet needs: every request of one prefix goes to the same replica
+A *provider* of :mod:`ragcache.backends.openai_wire` (the wire format is
+written there once); this module supplies one endpoint per replica, the
+``cache_salt`` extra body and the model default, and adds what a self-hosted
+fleet needs: every request of one prefix goes to the same replica
 (rendezvous hashing on the prefix fingerprint) so each replica keeps its own
 prefixes warm, with a bounded-load guard — a replica far busier than the rest,
 or down, passes the request to the next in hash order (plain consistent
@@ -20,25 +22,53 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
+from pydantic import Field
 
-from ragcache.backends.base import Capabilities, Generation, GenerationOptions
-from ragcache.backends.openai import OpenAIBackend
+from ragcache.backends.base import (
+    Backend,
+    BackendOptions,
+    CacheUsage,
+    Capabilities,
+    Generation,
+    GenerationOptions,
+    parse_options,
+)
+from ragcache.backends.openai_wire import Endpoint, OpenAIWire, WireRequest, make_client
 from ragcache.backends.retry import RetryPolicy
+from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
-from ragcache.prompt import Prompt
+from ragcache.prompt import Prompt, warm_prompt
 
 if TYPE_CHECKING:
     from ragcache.config import BackendConfig, CacheConfig
 
-__all__ = ["EndpointRouter", "PrefixCacheStats", "VllmBackend", "create", "read_prefix_cache_stats"]
+__all__ = [
+    "EndpointRouter",
+    "PrefixCacheStats",
+    "VllmBackend",
+    "VllmOptions",
+    "create",
+    "parse_prefix_cache_stats",
+    "read_prefix_cache_stats",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 KEY_ENV = "VLLM_API_KEY"
-_OPTIONS = {"load_factor", "retry_down_s", "block_size"}
+DEFAULT_BLOCK_SIZE = 16  # vLLM's KV block size on GPU when /metrics cannot tell (CPU: 128)
+
+
+class VllmOptions(BackendOptions):
+    """``backend.options`` of ``kind: vllm``."""
+
+    api: Literal["chat", "responses"] = "chat"
+    load_factor: float = Field(1.25, ge=1.0)  # a replica over load_factor × its fair share passes on
+    retry_down_s: float = Field(30.0, ge=0)  # a failed replica is tried again after this
+    block_size: int | None = Field(None, gt=0)  # KV block size (else read from /metrics)
+    retry_unsafe: bool = False  # retry a 5xx/timeout even on a long generation
 
 
 def create(config: BackendConfig, cache: CacheConfig) -> VllmBackend:
@@ -165,117 +195,107 @@ def read_prefix_cache_stats(endpoint: str, timeout_s: float = 10.0) -> PrefixCac
     return parse_prefix_cache_stats(response.text)
 
 
-class VllmBackend(OpenAIBackend):
+class VllmBackend(Backend):
     """One or many vLLM servers, routed by prefix."""
 
     name = "vllm"
     needs_key = False
     key_env_var = KEY_ENV
+    Options = VllmOptions
 
     def __init__(
         self, config: BackendConfig, cache: CacheConfig, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        super().__init__(config, cache, clock=clock)
+        self.options: VllmOptions = parse_options(self.Options, config)
+        self.config = config
+        self.model = config.model or DEFAULT_MODEL
+        self.wire = OpenAIWire(self.model, self.options.api)
+        self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
         endpoints = [_root(e) for e in (config.endpoints or [config.base_url or DEFAULT_URL])]
         self.router = EndpointRouter(
-            endpoints,
-            load_factor=float(config.options.get("load_factor", 1.25)),
-            retry_down_s=float(config.options.get("retry_down_s", 30.0)),
-            clock=clock,
+            endpoints, load_factor=self.options.load_factor, retry_down_s=self.options.retry_down_s, clock=clock
         )
         self._clients: dict[str, Any] = {}
-        self._block_size: int | None = config.options.get("block_size")
-
-    def _extra_option_keys(self) -> set[str]:
-        return _OPTIONS
-
-    def _default_model(self) -> str:
-        return "smollm2"
-
-    def _where(self, base_url: str | None = None) -> str:
-        return f"vllm at {base_url or self.router.endpoints[0]}"
-
-    def _cache_key(self, prompt: Prompt, options: GenerationOptions) -> str | None:
-        return None  # routing, not a key, keeps a prefix on one replica
-
-    def _extra_body(self, options: GenerationOptions) -> dict[str, Any] | None:
-        return {"cache_salt": options.cache_salt} if options.cache_salt is not None else None
-
-    def client_for(self, endpoint: str) -> Any:
-        if endpoint not in self._clients:
-            import openai
-
-            key = self.config.api_key(KEY_ENV) or "not-needed"
-            self._clients[endpoint] = openai.OpenAI(
-                api_key=key, base_url=f"{endpoint}/v1", timeout=self.config.timeout_s, max_retries=0
-            )
-        return self._clients[endpoint]
-
-    def client(self) -> Any:
-        return self.client_for(self.router.endpoints[0])
+        self._block_size: int | None = self.options.block_size
 
     @property
     def capabilities(self) -> Capabilities:
+        block = self.block_size()
         return Capabilities(
             context_window=self.config.context_window or 8192,
-            min_cacheable_tokens=self.cache_block_tokens,
+            min_cacheable_tokens=block,  # a partial block is not cached: one block is the minimum
+            cache_block_tokens=block,
+            exact_prefix_tokens=True,  # /tokenize renders the chat template like the engine
+            max_breakpoints=None,  # automatic prefix caching
             ttl_s=None,  # no TTL: LRU eviction under memory pressure
-            exact_prefix_tokens=True,
         )
 
-    @property
-    def cache_block_tokens(self) -> int:
-        """KV block size: only whole blocks are cached (16 on GPU, 128 on CPU)."""
+    def block_size(self) -> int:
+        """KV block size: only whole blocks are cached (options, else /metrics, else 16)."""
         if self._block_size is None:
             try:
-                self._block_size = read_prefix_cache_stats(self.router.endpoints[0]).block_size or 16
+                self._block_size = read_prefix_cache_stats(self.router.endpoints[0]).block_size or DEFAULT_BLOCK_SIZE
             except BackendUnavailableError:
-                return 16
-        return int(self._block_size)
+                return DEFAULT_BLOCK_SIZE  # not remembered: ask again once the server is up
+        return self._block_size
+
+    def endpoint(self, url: str) -> Endpoint:
+        """The replica at ``url`` (server root) with its client."""
+        if url not in self._clients:
+            key = self.config.api_key(KEY_ENV) or "not-needed"
+            self._clients[url] = make_client(f"{url}/v1", key, self.config.timeout_s)
+        return Endpoint(self._clients[url], f"vllm at {url}", KEY_ENV)
+
+    def request(self, prompt: Prompt, options: GenerationOptions) -> WireRequest:
+        """The wire body, with ``cache_salt`` as vLLM's extra body; no cache key
+        (routing, not a key, keeps a prefix on one replica)."""
+        extra = {"cache_salt": options.cache_salt} if options.cache_salt is not None else None
+        return self.wire.request(prompt, options, extra_body=extra)
 
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
-        return self._routed(
-            prompt, lambda client, url, policy: self._generate_with(client, url, prompt, options, policy)
-        )
+        """Try replicas in rendezvous order; a refused connection fails over at once."""
+        request = self.request(prompt, options)
+        candidates = self.router.candidates(prompt.prefix_fingerprint)
+        last: BackendUnavailableError | None = None
+        for i, url in enumerate(candidates):
+            more = i < len(candidates) - 1
+            policy = RetryPolicy(max_retries=0) if more else self.policy
+            with self.router.lease(url):
+                try:
+                    generation = self.wire.generate(self.endpoint(url), request, policy)
+                except BackendUnavailableError as exc:
+                    self.router.mark_down(url)
+                    if not exc.safe_to_retry:
+                        raise  # it may have generated: do not send it again elsewhere
+                    last = exc
+                    continue
+            self.router.mark_up(url)
+            return generation
+        assert last is not None
+        raise last
 
     def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
-        """Stream from the prefix's endpoint; fail over only before the first delta."""
+        """Stream from the prefix's replica; fail over only before the first delta."""
+        request = self.request(prompt, options)
         candidates = self.router.candidates(prompt.prefix_fingerprint)
-        for i, endpoint in enumerate(candidates):
-            with self.router.lease(endpoint):
-                items = self._stream_with(self.client_for(endpoint), endpoint, prompt, options)
+        for i, url in enumerate(candidates):
+            with self.router.lease(url):
+                items = self.wire.stream(self.endpoint(url), request, self.policy)
                 try:
                     first = next(items)
                 except BackendUnavailableError as exc:
-                    self.router.mark_down(endpoint)
-                    if not getattr(exc, "safe_to_retry", False) or i == len(candidates) - 1:
+                    self.router.mark_down(url)
+                    if not exc.safe_to_retry or i == len(candidates) - 1:
                         raise
                     continue
-                self.router.mark_up(endpoint)
+                self.router.mark_up(url)
                 yield first
                 yield from items
                 return
 
-    def _routed(self, prompt: Prompt, send: Callable[[Any, str, RetryPolicy], Generation]) -> Generation:
-        """Try endpoints in rendezvous order; a refused connection fails over at once."""
-        candidates = self.router.candidates(prompt.prefix_fingerprint)
-        last: BackendUnavailableError | None = None
-        for i, endpoint in enumerate(candidates):
-            more = i < len(candidates) - 1
-            policy = RetryPolicy(max_retries=0) if more else self.policy
-            with self.router.lease(endpoint):
-                try:
-                    generation = send(self.client_for(endpoint), endpoint, policy)
-                except BackendUnavailableError as exc:
-                    self.router.mark_down(endpoint)
-                    if not getattr(exc, "safe_to_retry", False):
-                        raise  # it may have generated: do not send it again elsewhere
-                    last = exc
-                    continue
-            self.router.mark_up(endpoint)
-            return generation
-        assert last is not None
-        raise last
+    def warm(self, prompt: Prompt) -> CacheUsage:
+        """Send the stable prefix with a one-word turn and ``max_tokens=1`` to its replica."""
+        return self.generate(warm_prompt(prompt), GenerationOptions(max_tokens=1)).usage
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenize({"prompt": text, "add_special_tokens": False}))
@@ -285,22 +305,22 @@ class VllmBackend(OpenAIBackend):
         return len(self._tokenize({"messages": prompt.prefix_messages(), "add_generation_prompt": False}))
 
     def _tokenize(self, payload: dict[str, Any]) -> list[int]:
-        endpoint = self.router.endpoints[0]
+        url = self.router.endpoints[0]
         try:
             response = httpx.post(
-                f"{endpoint}/tokenize", json={"model": self.model, **payload}, timeout=self.config.timeout_s
+                f"{url}/tokenize", json={"model": self.model, **payload}, timeout=self.config.timeout_s
             )
             response.raise_for_status()
         except httpx.HTTPError as exc:
-            raise BackendUnavailableError(f"vllm at {endpoint}: /tokenize failed ({exc})") from exc
+            raise BackendUnavailableError(f"vllm at {url}: /tokenize failed ({exc})") from exc
         return list(response.json()["tokens"])
 
     def prefix_cache_stats(self) -> dict[str, PrefixCacheStats]:
-        """``/metrics`` counters of every endpoint that answers."""
+        """``/metrics`` counters of every replica that answers."""
         stats = {}
-        for endpoint in self.router.endpoints:
+        for url in self.router.endpoints:
             try:
-                stats[endpoint] = read_prefix_cache_stats(endpoint)
+                stats[url] = read_prefix_cache_stats(url)
             except BackendUnavailableError:
                 continue
         return stats

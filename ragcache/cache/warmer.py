@@ -3,7 +3,9 @@
 Warm-up sends every prefix the router can emit (``RagCache.prefixes()``)
 through the backend's own ``warm``, which renders it exactly as real requests
 do, then *checks* it: a repeat must report ``cached_tokens`` ≥ the prefix's
-whole cacheable blocks, else the prefix is flagged (a template difference or a
+whole cacheable blocks (``Capabilities.cache_block_tokens``, above
+``min_cacheable_tokens``; the prefix counted by ``Backend.prefix_tokens`` where
+``exact_prefix_tokens``, else estimated from usage), else the prefix is flagged (a template difference or a
 model minimum above the documented one silently wastes a warm-up).
 
 Keep-warm: a prefix's cache expires ``ttl`` after it was last touched
@@ -171,7 +173,11 @@ class Warmer:
         return results
 
     def warm_one(self, prompt: Prompt, *, verify: bool = True) -> WarmResult:
+        """Warm one prefix; with ``verify``, a repeat must report its whole blocks cached."""
         fingerprint, label = prompt.prefix_fingerprint, _label(prompt)
+        caps = self.backend.capabilities
+        if not caps.can_warm:
+            return WarmResult(fingerprint, label, "unsupported", detail=f"backend {self.backend.name!r} has no cache")
         try:
             usage = self.backend.warm(prompt)
             tokens = self._prefix_tokens(prompt, usage)
@@ -183,9 +189,7 @@ class Warmer:
             return WarmResult(fingerprint, label, "unsupported", detail=str(exc))
         except BackendError as exc:
             return WarmResult(fingerprint, label, "error", detail=str(exc))
-        caps = self.backend.capabilities
-        block = int(getattr(self.backend, "cache_block_tokens", 1))
-        expected = expected_cached_tokens(tokens, caps.min_cacheable_tokens, block)
+        expected = expected_cached_tokens(tokens, caps.min_cacheable_tokens, caps.cache_block_tokens)
         if expected == 0:
             status: WarmStatus = "below-minimum"
             detail = f"{tokens} tokens < minimum cacheable {caps.min_cacheable_tokens}"
@@ -198,12 +202,12 @@ class Warmer:
         return WarmResult(fingerprint, label, status, tokens, expected, usage, repeat, detail)
 
     def _prefix_tokens(self, prompt: Prompt, usage: CacheUsage) -> int:
-        exact = getattr(self.backend, "prefix_tokens", None)
-        if callable(exact):
+        """The engine's exact count where it has one, else the warm-up's input less its turn."""
+        if self.backend.capabilities.exact_prefix_tokens:
             try:
-                return int(exact(prompt))
-            except BackendError:
-                pass
+                return self.backend.prefix_tokens(prompt)
+            except BackendError as exc:
+                log.warning("exact prefix count failed (%s); estimating from usage", exc)
         return max(usage.input_tokens - _TURN_SLACK, 0)
 
     # --- keep-warm -------------------------------------------------------------------

@@ -14,6 +14,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ragcache.backends.limits import MIN_CACHEABLE, distinct_minimums
 from ragcache.cli.output import ProgressReporter, console, handle_errors, progress
 
 if TYPE_CHECKING:
@@ -22,14 +23,16 @@ if TYPE_CHECKING:
 
 __all__ = ["CACHE_MIN_TOKENS", "cacheable_on", "register"]
 
-# Smallest prefix each backend caches, in tokens. Vendor counts are estimates here:
-# they are measured with the corpus tokenizer, not the vendor's.
+# Smallest prefix each backend caches, in tokens (vendors: every minimum in the dated table of
+# ragcache.backends.limits). Vendor counts are estimates here: measured with the corpus tokenizer.
 CACHE_MIN_TOKENS: dict[str, int] = {
     "local": 0,  # ragcache's own KV store caches any prefix
     "vllm": 128,  # one KV block on CPU (16 on GPU)
-    "openai": 1024,  # automatic prompt caching starts at 1024 tokens
-    "anthropic": 1024,  # Sonnet / Opus 4 (Haiku 3.5: 2048)
-    "anthropic-4096": 4096,  # Opus 4.5 / Haiku 4.5
+    **{
+        vendor if i == 0 else f"{vendor}-{minimum}": minimum
+        for vendor in MIN_CACHEABLE
+        for i, minimum in enumerate(distinct_minimums(vendor))
+    },
 }
 
 

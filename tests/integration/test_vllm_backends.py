@@ -138,22 +138,35 @@ def test_cache_salt_isolates_tenants(vllm_server, stable_blocks) -> None:
     engine.close()
 
 
+def owned_by(engine, dead: str, stable_blocks, tag: str, n: int = 2) -> list[Prompt]:
+    """``n`` prompts whose prefix the ``dead`` endpoint owns: each is tried there first."""
+    prompts = (Prompt(stable=prefix(stable_blocks, f"{tag} {i}"), question="Hi") for i in range(64))
+    owned = [p for p in prompts if engine.router.owner(p.prefix_fingerprint) == dead][:n]
+    assert len(owned) == n  # rendezvous hashing gives the dead endpoint about half of 64 prefixes
+    return owned
+
+
 def test_vllm_fails_over_from_a_down_endpoint(vllm_server, stable_blocks) -> None:
     dead = dead_url()
-    config = BackendConfig(kind="vllm", endpoints=[dead, vllm_server.url], model="smollm2", max_retries=0)
+    config = BackendConfig(
+        kind="vllm",
+        endpoints=[dead, vllm_server.url],
+        model="smollm2",
+        max_retries=0,
+        options={"retry_down_s": 3600},  # stays down however long a CPU-server answer takes
+    )
     engine = create_backend(config, CacheConfig())
-    for i in range(4):
-        answer = engine.generate(Prompt(stable=prefix(stable_blocks, f"failover {i}"), question="Hi"), OPTS)
-        assert answer.usage.input_tokens > 0
-    assert engine.router.is_down(dead)
-    assert not engine.router.is_down(vllm_server.url)
+    first, second = owned_by(engine, dead, stable_blocks, "failover")
+    assert engine.generate(first, OPTS).usage.input_tokens > 0  # refused by its owner, answered by the live one
+    assert engine.router.is_down(dead) and not engine.router.is_down(vllm_server.url)
+    assert engine.router.candidates(second.prefix_fingerprint) == [vllm_server.url, dead]  # down: tried last
+    assert engine.generate(second, OPTS).usage.input_tokens > 0
     engine.close()
-    streaming = create_backend(config.model_copy(update={"endpoints": [dead_url(), vllm_server.url]}), CacheConfig())
-    for i in range(4):
-        items = list(
-            streaming.stream(Prompt(stable=prefix(stable_blocks, f"stream-failover {i}"), question="Hi"), OPTS)
-        )
-        assert items[-1].usage.input_tokens > 0
+    dead = dead_url()
+    streaming = create_backend(config.model_copy(update={"endpoints": [dead, vllm_server.url]}), CacheConfig())
+    [owned] = owned_by(streaming, dead, stable_blocks, "stream-failover", 1)
+    items = list(streaming.stream(owned, OPTS))
+    assert items[-1].usage.input_tokens > 0 and streaming.router.is_down(dead)
     streaming.close()
 
 

@@ -125,11 +125,31 @@ def test_multi_turn_session_never_exceeds_four_breakpoints_and_marks_the_latest_
     assert reasons[1:] == ["over the limit of 4 breakpoints"] * 2
 
 
-def test_one_hour_breakpoints_precede_five_minute_ones() -> None:
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [
+        ("1h", [("system", "1h"), ("system", "1h"), ("user", "5m")]),
+        ("5m", [("system", "5m"), ("system", "5m"), ("user", "5m")]),
+    ],
+)
+def test_stable_breakpoints_take_the_configured_ttl_and_the_latest_turn_five_minutes(
+    ttl: str, expected: list[tuple[str, str]]
+) -> None:
+    """The API requires 1h breakpoints before 5m ones: the stable prefix (first) takes the
+    configured TTL, the conversation turn (last) always 5m, so a 1h never follows a 5m."""
     recorder = Recorder(httpx2.Response(200, json=message_body()))
     history = (Message("user", "q1"), Message("assistant", "a1"))
-    make(recorder, ttl="1h").generate(Prompt(stable=stable(2), question="q2", history=history), GenerationOptions())
-    assert breakpoints(recorder.body()) == [("system", "1h"), ("system", "1h"), ("user", "5m")]
+    make(recorder, ttl=ttl).generate(Prompt(stable=stable(2), question="q2", history=history), GenerationOptions())
+    placed = breakpoints(recorder.body())
+    assert placed == expected
+    ranks = [{"1h": 0, "5m": 1}[t] for _, t in placed]
+    assert ranks == sorted(ranks)
+
+
+def test_the_ttl_option_overrides_the_cache_setting() -> None:
+    config = BackendConfig(kind="anthropic", options={"ttl": "1h"})
+    backend = AnthropicBackend(config, CacheConfig(anthropic_ttl="5m"))
+    assert backend.ttl == "1h" and backend.capabilities.ttl_s == 3600.0
 
 
 def test_a_block_too_small_to_cache_gets_no_breakpoint_and_a_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -244,6 +264,19 @@ def test_count_tokens_uses_the_api() -> None:
     recorder = Recorder(httpx2.Response(200, json={"input_tokens": 2095}))
     assert make(recorder).count_tokens("some text") == 2095
     assert recorder.requests[0].url.path == "/v1/messages/count_tokens"
+
+
+def test_exact_prefix_tokens_count_the_warm_request_with_and_without_its_system() -> None:
+    counts = (10, 1400, 1500, 12)  # each segment (to place breakpoints), then with and without the system
+    recorder = Recorder(*(httpx2.Response(200, json={"input_tokens": n}) for n in counts))
+    backend = make(recorder, count_tokens="api", min_cacheable_tokens=8)
+    assert backend.capabilities.exact_prefix_tokens
+    assert backend.prefix_tokens(Prompt(stable=stable(1), question="not counted")) == 1500 - 12
+    with_system, without = recorder.body(-2), recorder.body(-1)
+    assert [b["text"] for b in with_system["system"]] == [INSTRUCTIONS, f"[block 0]\n{BIG}"]
+    assert "system" not in without and without["messages"] == with_system["messages"]
+    assert "not counted" not in json.dumps(with_system)  # the warm-up's one-word turn, not the question
+    assert not make(recorder).capabilities.exact_prefix_tokens  # estimate (the default): the warmer estimates
 
 
 def test_diagnostics_surface_cache_miss_reason() -> None:

@@ -6,13 +6,17 @@ The same router serves real requests in tests/integration/test_vllm_backends.py
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import pytest
 
-from ragcache.backends.vllm import EndpointRouter, parse_prefix_cache_stats
-from ragcache.errors import ConfigError
+from ragcache.backends.base import GenerationOptions
+from ragcache.backends.vllm import EndpointRouter, VllmBackend, parse_prefix_cache_stats
+from ragcache.config import BackendConfig, CacheConfig
+from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
+from ragcache.prompt import Prompt, Segment, SegmentKind
 
 ENDPOINTS = ["http://gpu-0:8000", "http://gpu-1:8000", "http://gpu-2:8000"]
 PREFIXES = [content_hash(f"prefix {i}") for i in range(300)]
@@ -101,3 +105,44 @@ vllm:cache_config_info{block_size="128",enable_prefix_caching="True",engine="0"}
     stats = parse_prefix_cache_stats(text)
     assert (stats.queries, stats.hits, stats.block_size) == (1434.0, 640.0, 128)
     assert stats.hit_rate == pytest.approx(640 / 1434)
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens (a port just freed): connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_a_refused_connection_fails_over_to_the_next_endpoint_in_hash_order() -> None:
+    endpoints = [refused_url(), refused_url()]
+    backend = VllmBackend(BackendConfig(kind="vllm", endpoints=endpoints, max_retries=0), CacheConfig())
+    prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
+    owner, second = backend.router.order(prompt.prefix_fingerprint)
+    with pytest.raises(BackendUnavailableError, match=f"vllm at {second}: cannot connect") as info:
+        backend.generate(prompt, GenerationOptions(max_tokens=4))
+    assert info.value.safe_to_retry  # refused: nothing was sent, so the owner's failure moved on to the next
+    assert backend.router.is_down(owner) and backend.router.is_down(second)
+    backend.close()
+
+
+def test_the_vllm_request_is_the_openai_wire_body_with_cache_salt_and_no_cache_key() -> None:
+    backend = VllmBackend(BackendConfig(kind="vllm", model="smollm2"), CacheConfig())
+    prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
+    request = backend.request(prompt, GenerationOptions(max_tokens=8, cache_salt="tenant-a"))
+    assert request.body == {
+        "model": "smollm2",
+        "messages": prompt.messages(),
+        "max_completion_tokens": 8,
+        "temperature": 0.0,
+        "top_p": 1.0,
+    }
+    assert request.extra_body == {"cache_salt": "tenant-a"}
+    assert backend.request(prompt, GenerationOptions()).extra_body is None
+
+
+def test_capabilities_use_the_configured_block_size() -> None:
+    backend = VllmBackend(BackendConfig(kind="vllm", options={"block_size": 128}), CacheConfig())
+    caps = backend.capabilities
+    assert (caps.cache_block_tokens, caps.min_cacheable_tokens, caps.exact_prefix_tokens) == (128, 128, True)
+    assert caps.ttl_s is None and caps.max_breakpoints is None

@@ -28,9 +28,18 @@ class ScriptedBackend(Backend):
 
     name = "scripted"
 
-    def __init__(self, clock: Clock, tokens: int = 2000, cached_on_repeat: int | None = None, block: int = 128,
-                 reads_refresh_ttl: bool = True) -> None:  # fmt: skip
-        self.clock, self.tokens, self.block = clock, tokens, block
+    def __init__(
+        self,
+        clock: Clock,
+        tokens: int = 2000,
+        cached_on_repeat: int | None = None,
+        block: int = 128,
+        *,
+        exact: bool = True,
+        can_warm: bool = True,
+        reads_refresh_ttl: bool = True,
+    ) -> None:
+        self.clock, self.tokens, self.block, self.exact, self.can_warm = clock, tokens, block, exact, can_warm
         self.reads_refresh_ttl = reads_refresh_ttl
         self.cached_on_repeat = tokens // block * block if cached_on_repeat is None else cached_on_repeat
         self.warm_calls: list[float] = []
@@ -38,14 +47,19 @@ class ScriptedBackend(Backend):
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(context_window=8192, min_cacheable_tokens=1024, ttl_s=TTL,
-                            reads_refresh_ttl=self.reads_refresh_ttl)  # fmt: skip
-
-    @property
-    def cache_block_tokens(self) -> int:
-        return self.block
+        return Capabilities(
+            context_window=8192,
+            min_cacheable_tokens=1024,
+            cache_block_tokens=self.block,
+            exact_prefix_tokens=self.exact,
+            ttl_s=TTL,
+            can_warm=self.can_warm,
+            reads_refresh_ttl=self.reads_refresh_ttl,
+        )
 
     def prefix_tokens(self, prompt: Prompt) -> int:
+        if not self.exact:
+            raise AssertionError("the warmer must not ask for exact counts the backend does not declare")
         return self.tokens
 
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
@@ -82,6 +96,19 @@ def test_warm_up_verifies_with_a_repeat_and_flags_what_did_not_cache() -> None:
     down = ScriptedBackend(clock)
     down.fail = True
     assert Warmer(down, clock=clock).warm([prompt("d")])[0].status == "error"
+
+
+def test_warm_up_plans_with_the_declared_capabilities() -> None:
+    clock = Clock()
+    [exact] = Warmer(ScriptedBackend(clock, block=256), clock=clock).warm([prompt("e")])
+    assert (exact.prefix_tokens, exact.expected_cached) == (2000, 1792)  # the backend's count, its 256-token blocks
+    estimating = ScriptedBackend(clock, cached_on_repeat=1920, exact=False)
+    [estimated] = Warmer(estimating, clock=clock).warm([prompt("f")])
+    assert estimated.prefix_tokens == 2010 - 16  # warm-up input less the slack for its one-word turn
+    assert estimated.expected_cached == 1920 and estimated.status == "cached"
+    no_cache = ScriptedBackend(clock, can_warm=False)
+    [skipped] = Warmer(no_cache, clock=clock).warm([prompt("g")])
+    assert skipped.status == "unsupported" and no_cache.warm_calls == []
 
 
 def simulate(warmer: Warmer, backend: ScriptedBackend, requests: list[float], until: float) -> list[float]:
