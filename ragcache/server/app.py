@@ -258,7 +258,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     port = port or config.server.port
     workers = workers or config.server.workers
     if workers == 1:
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info", log_config=_log_config())
         return
     os.environ[WORKERS_ENV] = str(workers)
     if config_path is not None:
@@ -275,7 +275,19 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             port=port,
             workers=workers,
             log_level="info",
+            log_config=_log_config(),
         )
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus ragcache's own loggers (warm-up results, errors) on the same handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["ragcache"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

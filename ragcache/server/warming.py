@@ -64,7 +64,8 @@ class Warming:
         self.proven[name] = {r.fingerprint: r.expected_cached for r in results
                              if r.status == "cached" and r.expected_cached > 0}
         for result in results:
-            log.info("warm %s: %s (%s)", result.label, result.status, result.detail)
+            level = logging.WARNING if result.status in {"error", "not-cached"} else logging.INFO
+            log.log(level, "warm %s: %s (%s)", result.label, result.status, result.detail)
         errors = [r for r in results if r.status == "error"]
         return redact(f"failed: {errors[0].label}: {errors[0].detail}") if errors else "ready"
 
