@@ -23,6 +23,7 @@ __all__ = ["MASK", "add_secrets", "env_secrets", "install_log_redaction", "redac
 MASK = "***"
 MIN_SECRET_CHARS = 8  # shorter values ("1", "true") are flags, not credentials
 _SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+_NOT_SECRET = re.compile(r"(_PATH|_FILE|_DIR|_PARALLELISM)$", re.IGNORECASE)  # HF_TOKEN_PATH, TOKENIZERS_…
 _lock = threading.Lock()
 _secrets: tuple[str, ...] = ()
 _installed = False
@@ -37,7 +38,7 @@ def env_secrets(names: Iterable[str | None] = (), environ: Mapping[str, str] | N
     wanted = {name for name in names if name}
     found: set[str] = set()
     for name, value in environ.items():
-        if name in wanted or _SECRET_NAME.search(name):
+        if name in wanted or (_SECRET_NAME.search(name) and not _NOT_SECRET.search(name)):
             found.add(value.strip())
             found.update(part.strip() for part in value.split(","))
     return {value for value in found if len(value) >= MIN_SECRET_CHARS}

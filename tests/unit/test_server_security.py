@@ -115,11 +115,13 @@ def test_credentials_are_found_by_variable_name() -> None:
         "RAGCACHE_API_KEYS": "first-key-0001, second-key-0002",
         "MY_VENDOR_CREDS": "named-by-the-config-xyz",
         "HF_HUB_DISABLE_TOKEN": "1",  # too short to be a credential
+        "HF_TOKEN_PATH": "/root/.cache/huggingface/token",  # where a token lives, not the token
         "PATH": "/usr/local/bin:/usr/bin",
     }
     found = env_secrets(["MY_VENDOR_CREDS"], environ)
     assert {"sk-proj-abcdef123456", "first-key-0001", "second-key-0002", "named-by-the-config-xyz"} <= found
     assert "1" not in found and "/usr/local/bin:/usr/bin" not in found
+    assert "/root/.cache/huggingface/token" not in found
 
 
 def test_error_messages_and_log_records_are_scrubbed(caplog: pytest.LogCaptureFixture) -> None:
