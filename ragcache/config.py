@@ -97,6 +97,10 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(1_000_000, gt=0)
     max_history_messages: int = Field(64, gt=0)
     workers: int = Field(1, ge=1)
+    # Require the API key on /metrics and the dashboard too (probes stay open).
+    protect_metrics: bool = False
+    # Requests per minute per API key (per client address when no keys); None: no limit.
+    rate_limit_per_min: int | None = Field(None, gt=0)
 
 
 class Config(_Strict):

@@ -18,7 +18,6 @@ Metrics are summed over workers through ``PROMETHEUS_MULTIPROC_DIR``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -31,7 +30,7 @@ from ragcache.app import Answer
 from ragcache.config import load_config
 from ragcache.server.corpora import ServeTarget, corpus_summary
 from ragcache.server.dashboard import dashboard_data, render_dashboard
-from ragcache.server.errors import APIError, ErrorReply, install_error_handlers
+from ragcache.server.errors import ErrorReply, install_error_handlers
 from ragcache.server.http import BodyLimitMiddleware, MetricsMiddleware
 from ragcache.server.openai_compat import (
     ChatInputs,
@@ -42,6 +41,7 @@ from ragcache.server.openai_compat import (
     jsonable,
     ragcache_info,
 )
+from ragcache.server.redact import install_log_redaction
 from ragcache.server.schemas import (
     AskRequest,
     AskResponse,
@@ -73,23 +73,26 @@ def get_state(request: Request) -> ServerState:
 State = Annotated[ServerState, Depends(get_state)]
 
 
-def require_api_key(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    """``Authorization: Bearer <key>`` when keys are configured."""
-    if not state.api_keys:
-        return
-    if not authorization:
-        raise APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key")
-    scheme, _, token = authorization.partition(" ")
-    token = token.strip()
-    valid = any(hmac.compare_digest(token.encode(), key.encode()) for key in state.api_keys)
-    if scheme.lower() != "bearer" or not valid:
-        raise APIError(401, "invalid API key (check the 'Authorization: Bearer <key>' header)", code="invalid_api_key")
+def _client(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+def require_api_key(request: Request, state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+    """``Authorization: Bearer <key>`` when keys are configured, then the caller's rate limit."""
+    state.guard.admit(authorization, _client(request))
+
+
+def protect_metrics(request: Request, state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+    """The key on ``/metrics`` and the dashboard when ``server.protect_metrics`` is on."""
+    if state.settings.protect_metrics:
+        state.guard.authenticate(authorization, _client(request))
 
 
 # --- routes -----------------------------------------------------------------
 
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses={400: {"model": ErrorResponse}})
-probes = APIRouter()
+probes = APIRouter()  # liveness and readiness: always open, like health checks
+observability = APIRouter(dependencies=[Depends(protect_metrics)])
 
 
 @v1.post("/chat/completions", response_model=ChatCompletion)
@@ -186,20 +189,20 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@probes.get("/metrics")
+@observability.get("/metrics")
 async def metrics(state: State) -> Response:
     """Prometheus metrics, summed over workers in multiprocess mode."""
     body, content_type = state.metrics.exposition()
     return Response(body, media_type=content_type)
 
 
-@probes.get("/dashboard.json")
+@observability.get("/dashboard.json")
 async def dashboard_json(state: State) -> dict[str, Any]:
     """What the dashboard shows, as JSON."""
     return dashboard_data(state)
 
 
-@probes.get("/", response_class=HTMLResponse)
+@observability.get("/", response_class=HTMLResponse)
 async def dashboard(state: State) -> HTMLResponse:
     """The cache dashboard (self-contained HTML, no network)."""
     return HTMLResponse(render_dashboard(dashboard_data(state)))
@@ -210,6 +213,7 @@ async def dashboard(state: State) -> HTMLResponse:
 
 def create_app(target: ServeTarget = None) -> FastAPI:
     """A FastAPI app over a Config or its path (loads the RagCache), a RagCache, or several."""
+    install_log_redaction()
     state = ServerState.create(target)
 
     @asynccontextmanager
@@ -229,6 +233,7 @@ def create_app(target: ServeTarget = None) -> FastAPI:
     app.state.ragcache = state
     app.include_router(v1)
     app.include_router(probes)
+    app.include_router(observability)
     install_error_handlers(app, state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
@@ -253,7 +258,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     port = port or config.server.port
     workers = workers or config.server.workers
     if workers == 1:
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+        uvicorn.run(create_app(config), host=host, port=port, log_level="info", log_config=_log_config())
         return
     os.environ[WORKERS_ENV] = str(workers)
     if config_path is not None:
@@ -270,7 +275,19 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             port=port,
             workers=workers,
             log_level="info",
+            log_config=_log_config(),
         )
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, plus ragcache's own loggers (warm-up results, errors) on the same handler."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["ragcache"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config

@@ -11,7 +11,9 @@ stream both use it, so a status is chosen here and nowhere else.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +37,7 @@ from ragcache.errors import (
     UnsupportedError,
 )
 from ragcache.server.metrics import ServerMetrics
+from ragcache.server.redact import redact
 
 __all__ = [
     "HTTP_STATUS",
@@ -70,12 +73,21 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": nobody reads it, the log
 class APIError(Exception):
     """An error only the HTTP layer can detect (a missing API key, a malformed chat request)."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.headers = headers or {}
 
 
 class ClientDisconnected(Exception):
@@ -84,19 +96,20 @@ class ClientDisconnected(Exception):
 
 @dataclass(frozen=True)
 class ErrorReply:
-    """One error as the API answers it."""
+    """One error as the API answers it (``headers``: e.g. ``Retry-After`` on a 429)."""
 
     status: int
     message: str
     code: str
     param: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": error_type(self.status), "param": self.param,
                           "code": self.code}}
 
     def response(self) -> JSONResponse:
-        return JSONResponse(self.body(), status_code=self.status)
+        return JSONResponse(self.body(), status_code=self.status, headers=dict(self.headers))
 
 
 def error_type(status: int) -> str:
@@ -115,13 +128,21 @@ def _status_of(exc: RagCacheError) -> int:
 
 
 def describe(exc: BaseException) -> ErrorReply:
-    """The reply for ``exc``: its status, message, ``code`` and the parameter at fault."""
+    """The reply for ``exc``: its status, message (secrets scrubbed), ``code`` and the parameter at fault."""
+    reply = _describe(exc)
+    return dataclasses.replace(reply, message=redact(reply.message))
+
+
+def _describe(exc: BaseException) -> ErrorReply:
     if isinstance(exc, APIError):
-        return ErrorReply(exc.status, exc.message, exc.code or f"http_{exc.status}", exc.param)
+        headers = tuple(sorted(exc.headers.items()))
+        return ErrorReply(exc.status, exc.message, exc.code or f"http_{exc.status}", exc.param, headers)
     if isinstance(exc, CorpusNotFoundError):  # OpenAI clients name the corpus as ``model``
         return ErrorReply(404, str(exc), "model_not_found", "model")
     if isinstance(exc, RagCacheError):
-        return ErrorReply(_status_of(exc), str(exc), exc.code)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = (("Retry-After", str(max(1, math.ceil(retry_after)))),) if retry_after else ()
+        return ErrorReply(_status_of(exc), str(exc), exc.code, None, headers)
     if isinstance(exc, RequestValidationError):
         message, param, code = _describe_validation(exc)
         return ErrorReply(400, message, code, param)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,8 @@ class MetricsSnapshot:
     errors: float = 0.0
     cancelled: float = 0.0
     in_progress: float = 0.0
+    warm_misses: float = 0.0
+    queue_depth: float = 0.0
     ttft_buckets: dict[float, float] = field(default_factory=dict)
     ttft_count: float = 0.0
     ttft_sum: float = 0.0
@@ -113,6 +116,20 @@ class ServerMetrics:
         self.cancelled = Counter(
             "ragcache_generations_cancelled", "Generations stopped early", ("reason",), registry=reg
         )
+        self.warm_misses = Counter(
+            "ragcache_warm_prefix_misses",
+            "Answers on a warmed prefix that read fewer cached tokens than its warm-up proved (a cache write again)",
+            _LABELS,
+            registry=reg,
+        )
+        self.queue_depth = Gauge(
+            "ragcache_queue_depth",
+            "Requests waiting for the engine (Backend.queue_depth())",
+            ("corpus", "backend"),
+            multiprocess_mode="livesum",
+            registry=reg,
+        )
+        self._queues: Callable[[], Iterable[tuple[str, str, int]]] | None = None
         self.history: deque[dict[str, float]] = deque(maxlen=history_points)
 
     # --- recording ------------------------------------------------------------
@@ -135,6 +152,22 @@ class ServerMetrics:
         self.latency.labels(*labels).observe(max(answer.latency_s, 0.0))
         self.sample()
 
+    def observe_warm_miss(self, corpus: str, backend: str, route: str) -> None:
+        """A warmed prefix was answered with fewer cached tokens than its warm-up proved."""
+        self.warm_misses.labels(corpus, backend, route).inc()
+
+    def watch_queues(self, depths: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """Read ``(corpus, backend, depth)`` rows from ``depths`` whenever metrics are read."""
+        self._queues = depths
+        self.refresh_queues()
+
+    def refresh_queues(self) -> None:
+        """Set ``ragcache_queue_depth`` now (each worker sets its own engine's; livesum adds them)."""
+        if self._queues is None:
+            return
+        for corpus, backend, depth in self._queues():
+            self.queue_depth.labels(corpus, backend).set(max(int(depth), 0))
+
     def observe_http(self, path: str, status: int) -> None:
         self.http.labels(path, str(status)).inc()
 
@@ -153,10 +186,12 @@ class ServerMetrics:
 
     def exposition(self) -> tuple[bytes, str]:
         """The Prometheus text format and its content type."""
+        self.refresh_queues()
         return generate_latest(self.registry()), CONTENT_TYPE_LATEST
 
     def snapshot(self) -> MetricsSnapshot:
         """Sum every sample over its labels."""
+        self.refresh_queues()
         snap = MetricsSnapshot(t=time.time())
         for family in self.registry().collect():
             for sample in family.samples:
@@ -182,6 +217,8 @@ _SIMPLE = {
     "ragcache_errors_total": "errors",
     "ragcache_generations_cancelled_total": "cancelled",
     "ragcache_generations_in_progress": "in_progress",
+    "ragcache_warm_prefix_misses_total": "warm_misses",
+    "ragcache_queue_depth": "queue_depth",
     **{f"ragcache_{name}_total": name for name in _TOKEN_COUNTERS},
 }
 

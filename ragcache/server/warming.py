@@ -17,6 +17,7 @@ from ragcache.app import RagCache
 from ragcache.cache.warmer import Warmer, policy_for
 from ragcache.prompt import Route, assemble_prompt
 from ragcache.server.corpora import Corpora
+from ragcache.server.redact import redact
 
 __all__ = ["WORKERS_ENV", "Warming"]
 
@@ -31,6 +32,8 @@ class Warming:
         self._corpora = corpora
         self.states: dict[str, str] = {name: "warming" for name in corpora.names()}
         self.results: dict[str, list[dict[str, Any]]] = {}
+        # Per corpus, the prefixes whose warm-up was proved by a cached repeat: fingerprint -> cached tokens.
+        self.proven: dict[str, dict[str, int]] = {}
         self._warmers = {name: _warmer(rag) for name, rag in corpora.items()}
 
     def is_ready(self, name: str) -> bool:
@@ -56,19 +59,30 @@ class Warming:
             results = await asyncio.to_thread(self._warmers[name].warm, rag.prefixes())
         except Exception as exc:
             log.error("warming corpus %r failed: %s", name, exc)
-            return f"failed: {type(exc).__name__}: {exc}"
-        self.results[name] = [r.to_dict() for r in results]
+            return redact(f"failed: {type(exc).__name__}: {exc}")
+        self.results[name] = [{**r.to_dict(), "detail": redact(r.detail)} for r in results]
+        self.proven[name] = {r.fingerprint: r.expected_cached for r in results
+                             if r.status == "cached" and r.expected_cached > 0}
         for result in results:
-            log.info("warm %s: %s (%s)", result.label, result.status, result.detail)
+            level = logging.WARNING if result.status in {"error", "not-cached"} else logging.INFO
+            log.log(level, "warm %s: %s (%s)", result.label, result.status, result.detail)
         errors = [r for r in results if r.status == "error"]
-        return f"failed: {errors[0].label}: {errors[0].detail}" if errors else "ready"
+        return redact(f"failed: {errors[0].label}: {errors[0].detail}") if errors else "ready"
 
-    def record(self, name: str, route: Route | None) -> None:
-        """Count one answer's prefix as traffic, so keep-warm refreshes what is used."""
+    def record(self, name: str, route: Route | None) -> str | None:
+        """Count one answer's prefix as traffic, so keep-warm refreshes what is used; its fingerprint."""
         if route is None:
-            return
+            return None
         rag = self._corpora.get(name)
-        self._warmers[name].record(assemble_prompt(rag.stable_segments(route.block_ids), "", route=route))
+        prompt = assemble_prompt(rag.stable_segments(route.block_ids), "", route=route)
+        self._warmers[name].record(prompt)
+        return prompt.prefix_fingerprint
+
+    def is_miss(self, name: str, fingerprint: str | None, cached_tokens: int) -> bool:
+        """True when ``fingerprint`` was proved warm but an answer on it read fewer cached tokens:
+        the cache had to write the prefix again (a prompt's structure changed, or it was evicted)."""
+        expected = self.proven.get(name, {}).get(fingerprint or "", 0)
+        return expected > 0 and cached_tokens < expected
 
     def stop(self) -> None:
         for warmer in self._warmers.values():
