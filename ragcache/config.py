@@ -71,7 +71,7 @@ class RouterConfig(_Strict):
     window_tokens: int | None = Field(None, gt=0)  # routing window; default: the backend's context window
     top_k: int = Field(4, ge=0)  # tail: only chunks among these top ranks
     snippet_tokens: int = Field(512, ge=0)  # tail budget: about two chunks of the default 256-token size
-    sticky_margin: float = Field(0.15, ge=0.0)  # share of relevance another run must add to move a session
+    sticky_margin: float = Field(0.15, ge=0.0)  # fused-score lead another run needs to move a session
     history_allowance: int = Field(1024, ge=0)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)
 

@@ -12,9 +12,11 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    enumerable prefix set (:meth:`HybridRouter.prefixes`): few at large windows, and
    each fills most of the budget, so a route uses the window instead of one block.
 3. Per question, fused dense+BM25 chunk scores give the top ``RELEVANCE_POOL``
-   chunks a relevance weight (their fused score); a run's *coverage* is the share
+   chunks a relevance weight ((score / best) ** ``RELEVANCE_POWER``, so weak matches
+   that any large run holds by chance count for little); a run's *coverage* is the share
    of that weight inside it. The best run wins; a session keeps its previous run
-   unless another covers ``sticky_margin`` more (switching also drops cached history).
+   unless the winner's score (its best three fused chunk scores, weighted) leads
+   by ``sticky_margin`` (switching also throws away the cached history).
 4. **Price-aware.** Each question adds to its best run's *demand* (counts decayed
    on a logical clock, half-life ``DEMAND_HALF_LIFE`` questions). Runs among the
    top ``cache.warm_max_prefixes`` by demand are *hot* (all are when there are no
@@ -55,6 +57,7 @@ __all__ = [
     "DEFAULT_HOT_PREFIXES",
     "DEMAND_HALF_LIFE",
     "RELEVANCE_POOL",
+    "RELEVANCE_POWER",
     "BlockRun",
     "Demand",
     "HybridRouter",
@@ -64,8 +67,10 @@ __all__ = [
 
 CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncached one at every vendor
 RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route can cover
+RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
 DEMAND_HALF_LIFE = 200.0  # questions
 DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
+STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 CATEGORY_CUT_FILL = 0.8  # cut a run early at a category boundary only if it is at least this full
 
 
@@ -226,24 +231,25 @@ class HybridRouter:
             return self._make_route("full", self._full, (), reason, sticky=sticky)
         fused = self.index.scores(question, self.config.dense_weight).fused
         order = np.lexsort((np.arange(len(fused)), -fused))
-        pool = order[:RELEVANCE_POOL]
-        weight = float(fused[pool].sum()) or 1.0
+        relevance = self.relevance(fused, order)
         if not self.runs:
             return self._topk(fused, order, self.config.snippet_tokens, "no run of blocks fits the budget")
-        coverage = self.coverage(fused, pool)
+        coverage = self.coverage(relevance)
         best = int(np.lexsort((np.arange(len(coverage)), -coverage))[0])
         if observe:
             self.demand.observe(best)
         scores = {f"run:{i}": float(coverage[i]) for i in np.argsort(-coverage, kind="stable")[:5]}
         kept = self._run_by_blocks.get(previous.block_ids) if previous is not None and previous.block_ids else None
-        if kept is not None and kept != best and coverage[best] - coverage[kept] < self.config.sticky_margin:
-            lead = float(coverage[best] - coverage[kept])
-            reason = f"kept the session's run {kept}: run {best} leads by {lead:.3f} < sticky_margin"
-            return self._blocks_route(kept, fused, order, reason, scores, sticky=True)
+        if kept is not None and kept != best:
+            top = self.run_scores(fused, order)
+            lead = float(top[best] - top[kept])
+            if lead < self.config.sticky_margin:
+                reason = f"kept the session's run {kept}: run {best} leads by {lead:.3f} < sticky_margin"
+                return self._blocks_route(kept, fused, order, reason, scores, sticky=True)
         hot = self.demand.hot(self.hot_limit)
         if best in hot:
             return self._blocks_route(best, fused, order, f"run {best} covers {coverage[best]:.3f}", scores)
-        return self._priced(best, hot, coverage, fused, order, weight, scores)
+        return self._priced(best, hot, coverage, fused, order, relevance, scores)
 
     def prefixes(self) -> list[tuple[str, ...]]:
         """Every corpus-block tuple :meth:`route` can emit: the full corpus, or each run (plus () for top-k)."""
@@ -257,13 +263,42 @@ class HybridRouter:
             return [self._full][:n]
         return [self.runs[i].block_ids for i in self.demand.ranked()[:n]]
 
-    def coverage(self, fused: np.ndarray, pool: np.ndarray) -> np.ndarray:
-        """Each run's share of the relevance weight (fused score) of the ``pool`` chunks."""
-        runs = self._chunk_run[pool]
+    def relevance(self, fused: np.ndarray, order: np.ndarray) -> dict[int, float]:
+        """Chunk → relevance weight for the top ``RELEVANCE_POOL`` chunks: (score / best) ** RELEVANCE_POWER.
+
+        The power keeps the weight on chunks that score near the best one; weak
+        matches, which any large run holds by chance, count for almost nothing.
+        """
+        pool = order[:RELEVANCE_POOL]
+        best = float(fused[pool[0]]) if len(pool) else 0.0
+        if best <= 0:
+            return {}
+        return {int(i): round((float(fused[i]) / best) ** RELEVANCE_POWER, 6) for i in pool if fused[i] > 0}
+
+    def run_scores(self, fused: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Each run's weighted best chunk scores (``STICKY_WEIGHTS``, best first): what stickiness compares."""
+        out = np.zeros(len(self.runs), dtype=np.float64)
+        taken = np.zeros(len(self.runs), dtype=np.int64)
+        depth, left = len(STICKY_WEIGHTS), len(self.runs) * len(STICKY_WEIGHTS)
+        for i in order:
+            run = self._chunk_run[i]
+            if run < 0 or taken[run] >= depth:
+                continue
+            out[run] += STICKY_WEIGHTS[taken[run]] * float(fused[i])
+            taken[run] += 1
+            left -= 1
+            if not left:
+                break
+        return np.round(out, 6)
+
+    def coverage(self, relevance: dict[int, float]) -> np.ndarray:
+        """Each run's share of the question's relevance weight."""
+        chunks = np.array(list(relevance), dtype=np.int64)
+        weights = np.array(list(relevance.values()), dtype=np.float64)
+        runs = self._chunk_run[chunks] if len(chunks) else chunks
         inside = runs >= 0
-        total = float(fused[pool].sum()) or 1.0
-        summed = np.bincount(runs[inside], weights=fused[pool][inside], minlength=len(self.runs))
-        return np.round(summed / total, 6)
+        summed = np.bincount(runs[inside], weights=weights[inside], minlength=len(self.runs))
+        return np.round(summed / (float(weights.sum()) or 1.0), 6)
 
     # --- helpers ----------------------------------------------------------------
 
@@ -291,7 +326,7 @@ class HybridRouter:
         coverage: np.ndarray,
         fused: np.ndarray,
         order: np.ndarray,
-        weight: float,
+        relevance: dict[int, float],
         scores: dict[str, float],
     ) -> Route:
         """The best run is cold: the best hot run + tail, or top-k at the same cost, whichever covers more."""
@@ -300,22 +335,29 @@ class HybridRouter:
             return self._topk(fused, order, tokens, f"run {best} is not hot; top-k at its cached cost")
         hot_best = min(hot, key=lambda i: (-coverage[i], i))
         tail = self._tail(fused, order, self.runs[hot_best], self.config.top_k, self.config.snippet_tokens)
-        tail_weight = float(sum(fused[i] for i in tail)) / weight
+        total = sum(relevance.values()) or 1.0
+        tail_weight = sum(relevance.get(i, 0.0) for i in tail) / total
         tail_tokens = int(self._chunk_tokens[tail].sum()) if tail else 0
         cost = int(CACHED_READ_PRICE * self.runs[hot_best].tokens) + tail_tokens
         picked = self._top_chunks(order, cost)
-        topk_cover = float(sum(fused[i] for i in picked if i in set(order[:RELEVANCE_POOL].tolist()))) / weight
-        if coverage[hot_best] + tail_weight >= topk_cover:
+        topk_cover = sum(relevance.get(i, 0.0) for i in picked) / total
+        if coverage[hot_best] + tail_weight > topk_cover:
             reason = (
                 f"best run {best} is cold; hot run {hot_best} + tail covers "
-                f"{coverage[hot_best] + tail_weight:.3f} ≥ top-k at equal cost {topk_cover:.3f}"
+                f"{coverage[hot_best] + tail_weight:.3f} > top-k at equal cost {topk_cover:.3f}"
             )
             return self._blocks_route(hot_best, fused, order, reason, scores)
         reason = f"best run {best} is cold; top-k at the cost of hot run {hot_best} covers {topk_cover:.3f}"
         return self._make_route("topk", (), self._snippets(fused, picked), reason, scores=scores)
 
     def _blocks_route(
-        self, run: int, fused: np.ndarray, order: np.ndarray, reason: str, scores: dict[str, float], sticky: bool = False
+        self,
+        run: int,
+        fused: np.ndarray,
+        order: np.ndarray,
+        reason: str,
+        scores: dict[str, float],
+        sticky: bool = False,
     ) -> Route:
         chosen = self.runs[run]
         tail = self._tail(fused, order, chosen, self.config.top_k, self.config.snippet_tokens)
