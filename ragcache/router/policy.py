@@ -71,6 +71,7 @@ __all__ = [
 CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncached one at every vendor
 RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route can cover
 RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
+PRICE_MARGIN = 0.01  # a cold question's hot run must cover this much more relevance than top-k at equal cost
 TAIL_MIN_SHARE = 0.7  # a tail chunk scores at least this share of the best chunk: the tail is uncached
 DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
@@ -266,11 +267,12 @@ class HybridRouter:
         tail_tokens = int(self._chunk_tokens[tail].sum()) if tail else 0
         cost = int(CACHED_READ_PRICE * self.runs[hot_best].tokens) + tail_tokens
         picked = self._top_chunks(order, cost)
-        topk_cover = sum(relevance.get(i, 0.0) for i in picked) / total
-        if coverage[hot_best] + tail_weight > topk_cover:
+        topk_cover = round(sum(relevance.get(i, 0.0) for i in picked) / total, 6)
+        blocks_cover = round(float(coverage[hot_best]) + tail_weight, 6)
+        if blocks_cover > topk_cover + PRICE_MARGIN:  # a run that only adds noise loses to top-k
             reason = (
                 f"best run {best} is cold; hot run {hot_best} + tail covers "
-                f"{coverage[hot_best] + tail_weight:.3f} > top-k at equal cost {topk_cover:.3f}"
+                f"{blocks_cover:.3f} > top-k at equal cost {topk_cover:.3f}"
             )
             return self._blocks_route(hot_best, fused, order, reason, scores)
         reason = f"best run {best} is cold; top-k at the cost of hot run {hot_best} covers {topk_cover:.3f}"
