@@ -23,7 +23,7 @@ class _Answer:
 def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     metrics = ServerMetrics()
-    full, faq = Route("full", ("full",)), Route("category", ("category:faq",))
+    full, faq = Route("full", ("full",)), Route("blocks", ("category:faq",))
     metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 0, 1000, 10), full, 2.0), 0.0)
     metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 900, 0, 10), full, 0.2), 0.002)
     metrics.observe_answer("small", "local", _Answer(CacheUsage(500, 400, 0, 10), faq, 0.1), None)
@@ -35,7 +35,7 @@ def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> N
     data = snapshot_dict(snap)
     assert sum(b["count"] for b in data["ttft_histogram"]) == 3
     routes = {r["route"]: r for r in data["by_route"]}
-    assert routes["full"]["requests"] == 2 and routes["category"]["cached_tokens"] == 400
+    assert routes["full"]["requests"] == 2 and routes["blocks"]["cached_tokens"] == 400
     assert metrics.history and metrics.history[-1]["hit_rate"] == pytest.approx(0.6667, abs=1e-4)
 
 
