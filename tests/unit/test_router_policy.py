@@ -225,3 +225,17 @@ def test_create_router_gives_the_hybrid_router(corpus: CompiledCorpus) -> None:
     assert isinstance(small, HybridRouter) and small.mode == "blocks" and small.hot_limit == 8
     assert small.route(QUESTIONS[2]).block_ids == ("category:networking",)
     assert create_router(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT).mode == "full"
+
+
+def test_rag_route_keeps_the_session_route(corpus: CompiledCorpus) -> None:
+    from ragcache.app import RagCache
+    from ragcache.config import Config
+
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
+    rag = RagCache(Config(), corpus, None, router)  # type: ignore[arg-type]  # route() never calls the backend
+    session = rag.session()
+    session.route = rag.route(QUESTIONS[0])
+    assert session.route.block_ids == ("category:gardening",)
+    assert rag.route("Do they need sun?", session).block_ids == ("category:gardening",)
+    assert rag.route("Do they need sun?").block_ids == ("category:astronomy",)
+    assert [p.route.mode for p in rag.prefixes()] == ["blocks"] * len(corpus.category_block_ids())
