@@ -89,7 +89,13 @@ class RagCache:
         compiled = load_corpus(config.resolved_build_dir() if config.build_dir else config.resolved_corpus())
         backend = create_backend(config.backend, config.cache)
         try:
-            router = create_router(compiled, config.router, backend.capabilities, config.backend.max_output_tokens)
+            router = create_router(
+                compiled,
+                config.router,
+                backend.capabilities,
+                config.backend.max_output_tokens,
+                hot_limit=config.cache.warm_max_prefixes,
+            )
         except Exception:
             backend.close()
             raise
@@ -119,14 +125,17 @@ class RagCache:
         stable = self.stable_segments(route.block_ids)
         return assemble_prompt(stable, question, route=route, context=context, history=tuple(history))
 
+    def route(self, question: str, session: ChatSession | None = None) -> Route:
+        """Where ``question`` goes (blocks, tail, documents, tokens) without asking the backend."""
+        return self.router.route(question, session.route if session is not None else None)
+
     def prefixes(self) -> list[Prompt]:
         """A stable-only prompt for every prefix the router can emit (what the warmer warms)."""
-        full = getattr(self.router, "mode", None) == "full"
-        out = []
-        for blocks in self.router.prefixes():
-            mode = "full" if full else ("stack" if len(blocks) > 1 else "category")
-            out.append(assemble_prompt(self.stable_segments(blocks), "", route=Route(mode, tuple(blocks))))
-        return out
+        mode = "full" if getattr(self.router, "mode", None) == "full" else "blocks"
+        return [
+            assemble_prompt(self.stable_segments(blocks), "", route=Route(mode, tuple(blocks)))  # type: ignore[arg-type]
+            for blocks in self.router.prefixes()
+        ]
 
     def sources(self, prompt: Prompt) -> tuple[str, ...]:
         """Documents of the prompt's corpus blocks, then those of its snippets."""

@@ -66,12 +66,12 @@ class BackendConfig(_Strict):
 class RouterConfig(_Strict):
     """How questions pick a stable prefix."""
 
-    mode: Literal["auto", "full", "category"] = "auto"
+    mode: Literal["auto", "full", "blocks", "topk"] = "auto"
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    top_k: int = Field(4, ge=0)
-    snippet_tokens: int = Field(512, ge=0)  # about two chunks of the default 256-token size
-    stack_margin: float = Field(0.05, ge=0.0)
-    sticky_margin: float = Field(0.15, ge=0.0)
+    window_tokens: int | None = Field(None, gt=0)  # routing window; default: the backend's context window
+    top_k: int = Field(32, ge=0)  # tail: only chunks among these top ranks
+    snippet_tokens: int = Field(2048, ge=0)  # tail budget (at most; a tail is as long as what it recovers)
+    sticky_margin: float = Field(0.15, ge=0.0)  # fused-score lead another run needs to move a session
     history_allowance: int = Field(1024, ge=0)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)
 
@@ -86,6 +86,7 @@ class CacheConfig(_Strict):
     warm_on_start: bool = True
     keep_warm: bool = True
     anthropic_ttl: Literal["5m", "1h"] = "5m"
+    warm_max_prefixes: int = Field(32, ge=0)  # the router's hot set: runs kept warm, by observed demand
 
 
 class ServerConfig(_Strict):

@@ -24,6 +24,7 @@ __all__ = [
     "Prompt",
     "Route",
     "RouteMode",
+    "RouteTokens",
     "Segment",
     "SegmentKind",
     "Snippet",
@@ -40,7 +41,7 @@ TOOLS_BLOCK = "tools"
 EXAMPLES_BLOCK = "examples"
 NON_CORPUS_BLOCKS = (INSTRUCTIONS_BLOCK, TOOLS_BLOCK, EXAMPLES_BLOCK)
 
-RouteMode = Literal["full", "category", "stack"]
+RouteMode = Literal["full", "blocks", "topk"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,26 @@ class Snippet:
 
 
 @dataclass(frozen=True)
-class Route:
-    """Which stable blocks a question is answered from, and why.
+class RouteTokens:
+    """Corpus tokens a route puts in the prompt: the stable prefix's blocks and the volatile tail."""
 
-    ``block_ids`` are corpus block ids in corpus order; the prefix they form is
-    one of the router's enumerable prefixes (invariant 4).
+    stable: int = 0
+    tail: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.stable + self.tail
+
+
+@dataclass(frozen=True)
+class Route:
+    """Which stable blocks a question is answered from, what else goes in the tail, and why.
+
+    ``mode``: ``full`` (the whole corpus), ``blocks`` (a run of blocks, plus a tail)
+    or ``topk`` (no corpus prefix, only retrieved chunks). ``block_ids`` are corpus
+    block ids in corpus order; the prefix they form is one of the router's
+    enumerable prefixes (invariant 4). ``documents`` lists every document in the
+    prompt (blocks, then tail).
     """
 
     mode: RouteMode
@@ -69,6 +85,8 @@ class Route:
     sticky: bool = False
     snippets: tuple[Snippet, ...] = ()
     reason: str = ""
+    documents: tuple[str, ...] = ()
+    tokens: RouteTokens = field(default_factory=RouteTokens)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -82,6 +100,8 @@ class Route:
                 for s in self.snippets
             ],
             "reason": self.reason,
+            "documents": list(self.documents),
+            "tokens": {"stable": self.tokens.stable, "tail": self.tokens.tail},
         }
 
 

@@ -4,8 +4,11 @@ A block is plain text. Each document is introduced by a stable header naming
 its id (its path under ``docs/``) and title, so an answer can cite it; each
 category's documents sit inside a ``<category>`` wrapper. Categories smaller
 than ``min_block_tokens`` share a block with their neighbour; a category larger
-than ``max_block_tokens`` is cut, in document order, into parts
-``category:<id>/1``, ``/2`` …  The ``full`` block is the concatenation of the
+than ``max_block_tokens`` is cut into topics (``topics.py``: deterministic
+balanced bisection of its documents), each topic one part, numbered
+``category:<id>/1``, ``/2`` … in the topic tree's depth-first order; inside a part
+documents keep path order, and a document larger than a part is cut, in document
+order, into parts of its own. The ``full`` block is the concatenation of the
 category blocks' texts, so a category route and the full route share bytes.
 """
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from ragcache.corpus.docwork import DocWork
 from ragcache.corpus.spec import BuildSettings
 from ragcache.corpus.tokens import Tokenizer
+from ragcache.corpus.topics import topic_leaves
 
 __all__ = ["CategoryDocs", "PlannedBlock", "plan_category_blocks", "render_document"]
 
@@ -70,10 +74,10 @@ def _attr(value: str) -> str:
 def plan_category_blocks(
     categories: list[CategoryDocs], settings: BuildSettings, tokenizer: Tokenizer
 ) -> list[PlannedBlock]:
-    """Group small categories, then cut large groups into parts; corpus order throughout."""
+    """Group small categories, then cut large groups into topic leaves; canonical order throughout."""
     blocks: list[PlannedBlock] = []
     for group in _merge_small(categories, settings.min_block_tokens):
-        blocks.extend(_pack(group, settings.max_block_tokens, tokenizer))
+        blocks.extend(_plan_group(group, settings.max_block_tokens, tokenizer))
     return blocks
 
 
@@ -87,29 +91,60 @@ def _merge_small(categories: list[CategoryDocs], min_tokens: int) -> list[list[C
     return groups
 
 
-def _pack(group: list[CategoryDocs], max_tokens: int, tokenizer: Tokenizer) -> list[PlannedBlock]:
-    """Greedy packing of rendered document pieces into parts of at most ``max_tokens``."""
-    base = f"category:{group[0].id}"
-    parts: list[PlannedBlock] = [PlannedBlock(base, group[0].id, None)]
-    size = 0
+@dataclass(frozen=True)
+class _Doc:
+    """One document of a group, rendered piece by piece with its citation headers."""
+
+    category: CategoryDocs
+    doc_id: str
+    work: DocWork
+    rendered: tuple[tuple[str, int], ...]  # (rendered piece, tokens)
+
+    @property
+    def cost(self) -> int:
+        return sum(tokens for _, tokens in self.rendered)
+
+
+def _plan_group(group: list[CategoryDocs], max_tokens: int, tokenizer: Tokenizer) -> list[PlannedBlock]:
+    """One block when the group fits, else one or more parts per topic leaf (see topics.py)."""
     budget = max_tokens - 32 * len(group)  # category wrappers and token merges at the seams
-    for category in group:
-        for doc_id, work in category.docs:
-            many = len(work.pieces) > 1
-            for index, piece in enumerate(work.pieces):
-                rendered = render_document(doc_id, work.title, piece.text, index + 1 if many else None)
-                cost = tokenizer.count(rendered) + 1
-                current = parts[-1]
-                if current.pieces and size + cost > budget:
-                    current = PlannedBlock(base, group[0].id, None)
-                    parts.append(current)
-                    size = 0
-                if not current.sections or current.sections[-1][0] is not category:
-                    current.sections.append((category, []))
-                current.sections[-1][1].append(rendered)
-                current.pieces.append((doc_id, index))
-                size += cost
+    docs = [_render(category, doc_id, work, tokenizer) for category in group for doc_id, work in category.docs]
+    if sum(d.cost for d in docs) <= budget:
+        leaves = [list(range(len(docs)))]
+    else:
+        texts = [f"{d.work.title}\n{d.work.text}" for d in docs]
+        leaves = topic_leaves(texts, [d.cost for d in docs], budget)
+    base = f"category:{group[0].id}"
+    parts = [part for leaf in leaves for part in _pack([docs[i] for i in leaf], base, group[0].id, budget)]
     if len(parts) > 1:
         for number, part in enumerate(parts, start=1):
             part.id, part.part = f"{base}/{number}", number
+    return parts
+
+
+def _render(category: CategoryDocs, doc_id: str, work: DocWork, tokenizer: Tokenizer) -> _Doc:
+    many = len(work.pieces) > 1
+    rendered = []
+    for index, piece in enumerate(work.pieces):
+        text = render_document(doc_id, work.title, piece.text, index + 1 if many else None)
+        rendered.append((text, tokenizer.count(text) + 1))
+    return _Doc(category, doc_id, work, tuple(rendered))
+
+
+def _pack(docs: list[_Doc], base: str, category_id: str, budget: int) -> list[PlannedBlock]:
+    """Greedy packing of rendered document pieces, in order, into parts of at most ``budget``."""
+    parts: list[PlannedBlock] = [PlannedBlock(base, category_id, None)]
+    size = 0
+    for doc in docs:
+        for index, (rendered, cost) in enumerate(doc.rendered):
+            current = parts[-1]
+            if current.pieces and size + cost > budget:
+                current = PlannedBlock(base, category_id, None)
+                parts.append(current)
+                size = 0
+            if not current.sections or current.sections[-1][0] is not doc.category:
+                current.sections.append((doc.category, []))
+            current.sections[-1][1].append(rendered)
+            current.pieces.append((doc.doc_id, index))
+            size += cost
     return parts

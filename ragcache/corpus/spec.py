@@ -74,7 +74,7 @@ class BuildSettings(_Strict):
     chunk_tokens: int = Field(256, ge=16)
     chunk_overlap: int = Field(32, ge=0)
     full_budget_tokens: int = Field(6000, ge=0)
-    max_block_tokens: int = Field(6000, ge=256)
+    max_block_tokens: int = Field(2048, ge=256)
     min_block_tokens: int = Field(256, ge=0)
 
     @model_validator(mode="after")

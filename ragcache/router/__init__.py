@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from ragcache.prompt import Route, RouteMode, Snippet
+from ragcache.prompt import Route, RouteMode, RouteTokens, Snippet
 
 if TYPE_CHECKING:
     from ragcache.backends.base import Capabilities
     from ragcache.config import RouterConfig
     from ragcache.corpus.manifest import CompiledCorpus
 
-__all__ = ["Route", "RouteMode", "Router", "Snippet", "create_router"]
+__all__ = ["Route", "RouteMode", "RouteTokens", "Router", "Snippet", "create_router"]
 
 
 @runtime_checkable
@@ -33,9 +33,14 @@ class Router(Protocol):
 
 
 def create_router(
-    corpus: CompiledCorpus, router_config: RouterConfig, capabilities: Capabilities, reserved_output: int
+    corpus: CompiledCorpus,
+    router_config: RouterConfig,
+    capabilities: Capabilities,
+    reserved_output: int,
+    *,
+    hot_limit: int | None = None,
 ) -> Router:
-    """The router for ``corpus`` on a backend with ``capabilities``."""
+    """The router for ``corpus`` on a backend with ``capabilities``; ``hot_limit``: cache.warm_max_prefixes."""
     from ragcache.router.policy import HybridRouter
 
-    return HybridRouter(corpus, router_config, capabilities, reserved_output)
+    return HybridRouter(corpus, router_config, capabilities, reserved_output, hot_limit=hot_limit)

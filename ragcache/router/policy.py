@@ -1,60 +1,94 @@
-"""The hybrid routing policy: full corpus, else a category block (or a canonical stack of two).
+"""Router v2: fill the window with a stable run of topic blocks, priced against top-k.
 
-In order:
+The corpus is compiled into topic blocks in one canonical order (category, then
+the topic tree's depth-first order; see ``corpus/topics.py``). With the budget
+B = window − reserved output − ``history_allowance`` − instructions/tools/examples
+(window = ``router.window_tokens`` or the backend's context window):
 
-1. **full** — the whole corpus fits the context budget (window − reserved output −
-   history allowance − the other stable blocks): one prefix for every question.
-2. **category** — chunks are scored (dense + BM25, fused), each category block gets
-   the aggregate of its best chunks, and the best block wins (for a split category
-   that is its best part). When the runner-up is within ``stack_margin`` and both
-   fit, the route is the **stack** of the two, always in corpus order, so a stack
-   shares its first block's bytes with that block's single prefix.
-3. **tail snippets** — the best chunks from outside the chosen blocks, within
-   ``snippet_tokens``, in corpus order, go in the volatile tail.
+1. **full** — the corpus fits B: every question gets the whole corpus (one prefix).
+2. Otherwise the canonical block sequence is cut once into consecutive **runs**
+   of at most B − ``snippet_tokens`` tokens (greedy, preferring a cut at a
+   category boundary when the run is already ≥ 80% full). The runs are the
+   enumerable prefix set (:meth:`HybridRouter.prefixes`): few at large windows, and
+   each fills most of the budget, so a route uses the window instead of one block.
+3. Per question, fused dense+BM25 chunk scores give the top ``RELEVANCE_POOL``
+   chunks a relevance weight ((score / best) ** ``RELEVANCE_POWER``, so weak matches
+   that any large run holds by chance count for little); a run's *coverage* is the share
+   of that weight inside it. The best run wins; a session keeps its previous run
+   unless the winner's score (its best three fused chunk scores, weighted) leads
+   by ``sticky_margin`` (switching also throws away the cached history).
+4. **Price-aware.** Each question adds to its best run's *demand* (counts decayed
+   on a logical clock, half-life ``DEMAND_HALF_LIFE`` questions). Runs among the
+   top ``cache.warm_max_prefixes`` by demand are *hot* (all are when there are no
+   more runs than that). A hot best run is used (mode **blocks**). Otherwise the
+   router compares, by coverage, (a) the best hot run plus its tail against
+   (b) a tail-only **topk** route whose tokens cost what (a) costs when its prefix
+   is read from cache (``CACHED_READ_PRICE`` × prefix + tail), and takes the
+   better: a router that prices its options is never worse than top-k at equal cost.
+5. **The tail** (blocks routes): the question's chunks among the top ``top_k``
+   ranks that are not inside the chosen blocks and score at least
+   ``TAIL_MIN_SHARE`` of the best chunk, within ``snippet_tokens``. It is sized by
+   what it recovers: when the run already holds the best chunks it is short or
+   empty (on ``corpora/sqlite`` it averages ~1.3k tokens at 8k, ~0.5k at 200k).
 
-Sessions are sticky: a follow-up keeps the previous route's blocks unless another
-block beats them by ``sticky_margin``, because switching also throws away the
-cached history. Every route is one of :meth:`HybridRouter.prefixes`.
+:meth:`HybridRouter.hot_prefixes` gives the demand-ranked runs for the warmer; the
+demand state (:class:`Demand`) can be shared or saved by a server. Everything is
+deterministic: ties go to the earlier chunk or run, and routes depend only on the
+corpus, the settings and the sequence of questions seen.
 """
 
 from __future__ import annotations
 
-from itertools import combinations
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ragcache.errors import EmptyCorpusError, RoutingError
-from ragcache.prompt import Route, Snippet
+from ragcache.prompt import NON_CORPUS_BLOCKS, Route, RouteTokens, Snippet
+from ragcache.router.runs import DEMAND_HALF_LIFE, BlockRun, Demand, plan_runs
 
 if TYPE_CHECKING:
     from ragcache.backends.base import Capabilities
     from ragcache.config import RouterConfig
     from ragcache.corpus.manifest import CompiledCorpus
-    from ragcache.router.index import ChunkIndex, QueryScores
+    from ragcache.router.index import ChunkIndex
 
-__all__ = ["AGGREGATE_WEIGHTS", "SNIPPET_MIN_SHARE", "HybridRouter", "context_budget"]
+__all__ = [
+    "CACHED_READ_PRICE",
+    "DEFAULT_HOT_PREFIXES",
+    "DEMAND_HALF_LIFE",
+    "PRICE_MARGIN",
+    "RELEVANCE_POOL",
+    "RELEVANCE_POWER",
+    "TAIL_MIN_SHARE",
+    "BlockRun",
+    "Demand",
+    "HybridRouter",
+    "context_budget",
+    "plan_runs",
+]
 
-# A block's score: weighted best chunk scores inside it (best first). The first
-# weight dominates so one decisive chunk wins; the rest rewards a block that
-# holds several good chunks (a whole relevant document) over a lucky one.
-AGGREGATE_WEIGHTS = (0.6, 0.25, 0.15)
-_SHOWN_SCORES = 5
-# Snippets must score at least this share of the best chunk: the tail is uncached,
-# so weak matches are not worth their tokens.
-SNIPPET_MIN_SHARE = 0.3
+CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncached one at every vendor
+RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route can cover
+RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
+PRICE_MARGIN = 0.01  # a cold question's hot run must cover this much more relevance than top-k at equal cost
+TAIL_MIN_SHARE = 0.7  # a tail chunk scores at least this share of the best chunk: the tail is uncached
+DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
+STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 
 
 def context_budget(
     corpus: CompiledCorpus, config: RouterConfig, capabilities: Capabilities, reserved_output: int
 ) -> int:
-    """Tokens left for corpus blocks: window − output − history − snippets − the other stable blocks."""
-    overhead = sum(b.tokens for b in corpus.manifest.blocks if b.kind in ("instructions", "tools", "examples"))
-    return capabilities.context_window - reserved_output - config.history_allowance - config.snippet_tokens - overhead
+    """Tokens for corpus blocks plus tail: window − output − history − instructions/tools/examples."""
+    window = config.window_tokens or capabilities.context_window
+    overhead = sum(corpus.blocks[b].tokens for b in NON_CORPUS_BLOCKS if b in corpus.blocks)
+    return window - reserved_output - config.history_allowance - overhead
 
 
 class HybridRouter:
-    """Routes questions to one of a bounded set of stable prefixes (see the module docstring)."""
+    """Routes questions to the whole corpus, a hot run of blocks plus tail, or a top-k tail (module docstring)."""
 
     def __init__(
         self,
@@ -64,34 +98,48 @@ class HybridRouter:
         reserved_output: int,
         *,
         index: ChunkIndex | None = None,
+        hot_limit: int | None = None,
+        demand: Demand | None = None,
     ) -> None:
         self.corpus = corpus
         self.config = config
         self.budget = context_budget(corpus, config, capabilities, reserved_output)
         self.min_cacheable = capabilities.min_cacheable_tokens
+        self.hot_limit = DEFAULT_HOT_PREFIXES if hot_limit is None else hot_limit
         self.blocks = corpus.category_block_ids()
-        self._position = {bid: i for i, bid in enumerate(self.blocks)}
-        self._tokens = np.array([corpus.block(b).tokens for b in self.blocks], dtype=np.int64)
         if not self.blocks:
             raise EmptyCorpusError(
                 f"corpus {corpus.name!r} ({corpus.root}) has no documents; add documents and rebuild"
             )
-        self._full = self._full_prefix()
-        if self._full is None and not bool((self._tokens <= self.budget).any()):
+        if self.budget <= 0:
             raise RoutingError(
-                f"corpus {corpus.name!r}: no category block fits the {self.budget}-token budget of this backend "
-                f"(smallest block {int(self._tokens.min()) if len(self._tokens) else 0} tokens); rebuild with a "
-                "smaller build.max_block_tokens or use a backend with a larger context window"
+                f"corpus {corpus.name!r}: the context window leaves {self.budget} tokens for the corpus after output, "
+                "history and instructions; use a backend (or router.window_tokens) with a larger window"
             )
+        self._full = self._full_prefix()
+        tokens = [corpus.block(b).tokens for b in self.blocks]
+        cap = self.budget - config.snippet_tokens
+        runs = [] if self._full is not None or config.mode == "topk" else self._runs(tokens, cap)
+        self.runs: list[BlockRun] = runs
+        self._run_by_blocks = {run.block_ids: run.index for run in runs}
+        self.demand = demand if demand is not None else Demand(len(runs))
+        if len(self.demand.counts) != len(runs):
+            raise RoutingError(f"demand state has {len(self.demand.counts)} runs, this router has {len(runs)}")
         self._index = index
-        self._chunk_block = np.array([self._position.get(c.block_id, -1) for c in corpus.chunks], dtype=np.int64)
+        position = {bid: i for i, bid in enumerate(self.blocks)}
+        run_of_block = np.full(len(self.blocks), -1, dtype=np.int64)
+        for run in runs:
+            run_of_block[run.start : run.end] = run.index
+        self._chunk_block = np.array([position.get(c.block_id, -1) for c in corpus.chunks], dtype=np.int64)
+        self._chunk_run = np.where(self._chunk_block >= 0, run_of_block[self._chunk_block], -1)
+        self._chunk_tokens = np.array([c.tokens for c in corpus.chunks], dtype=np.int64)
 
     # --- public API -------------------------------------------------------------
 
     @property
     def mode(self) -> str:
-        """``full`` when every question gets the whole corpus, else ``category``."""
-        return "full" if self._full is not None else "category"
+        """``full`` when every question gets the whole corpus, else ``blocks`` (runs, with top-k as fallback)."""
+        return "full" if self._full is not None else "blocks"
 
     @property
     def index(self) -> ChunkIndex:
@@ -103,115 +151,204 @@ class HybridRouter:
             self._index = open_index(self.corpus, load_embedder(self.config.embedding_model))
         return self._index
 
-    def route(self, question: str, previous: Route | None = None) -> Route:
-        """The route for ``question``; ``previous`` is the session's last route (for stickiness)."""
+    def route(self, question: str, previous: Route | None = None, *, observe: bool = True) -> Route:
+        """The route for ``question``; ``previous`` is the session's last route; ``observe`` counts demand."""
         if self._full is not None:
             sticky = previous is not None and previous.block_ids == self._full
             reason = f"whole corpus ({self.corpus.total_tokens} tokens) fits the {self.budget}-token budget"
-            return Route("full", self._full, sticky=sticky, reason=reason)
-        scores = self.index.scores(question, self.config.dense_weight)
-        block_scores = self.block_scores(scores.fused)
-        ranked = self._ranked(block_scores)
-        if not ranked:
-            raise RoutingError(f"corpus {self.corpus.name!r} has no category blocks to route to")
-        best = ranked[0]
-        margin = float(block_scores[best] - block_scores[ranked[1]]) if len(ranked) > 1 else float(block_scores[best])
-        chosen, reason = self._choose(ranked, block_scores, margin)
-        sticky = False
-        if previous is not None and self._can_keep(previous):
-            kept = max(block_scores[self._position[b]] for b in previous.block_ids)
-            lead = float(block_scores[best] - kept)
-            if previous.block_ids != chosen and lead < self.config.sticky_margin:
-                chosen, sticky = previous.block_ids, True
-                reason = f"kept the session's blocks: best other block leads by {lead:.3f} < sticky_margin"
-        shown = {self.blocks[i]: float(block_scores[i]) for i in ranked[:_SHOWN_SCORES]}
-        shown.update({b: float(block_scores[self._position[b]]) for b in chosen})
-        mode = "stack" if len(chosen) > 1 else "category"
-        if int(sum(self._tokens[self._position[b]] for b in chosen)) < self.min_cacheable:
-            reason += f"; below the backend's {self.min_cacheable}-token minimum cacheable prefix"
-        return Route(mode, chosen, shown, margin, sticky, self._snippets(scores, chosen), reason)  # type: ignore[arg-type]
+            return self._make_route("full", self._full, (), reason, sticky=sticky)
+        fused = self.index.scores(question, self.config.dense_weight).fused
+        order = np.lexsort((np.arange(len(fused)), -fused))
+        relevance = self.relevance(fused, order)
+        if not self.runs:
+            return self._topk(fused, order, self.config.snippet_tokens, "no run of blocks fits the budget")
+        coverage = self.coverage(relevance)
+        best = int(np.lexsort((np.arange(len(coverage)), -coverage))[0])
+        if observe:
+            self.demand.observe(best)
+        scores = {f"run:{i}": float(coverage[i]) for i in np.argsort(-coverage, kind="stable")[:5]}
+        kept = self._run_by_blocks.get(previous.block_ids) if previous is not None and previous.block_ids else None
+        if kept is not None and kept != best:
+            top = self.run_scores(fused, order)
+            lead = float(top[best] - top[kept])
+            if lead < self.config.sticky_margin:
+                reason = f"kept the session's run {kept}: run {best} leads by {lead:.3f} < sticky_margin"
+                return self._blocks_route(kept, fused, order, reason, scores, sticky=True)
+        hot = self.demand.hot(self.hot_limit)
+        if best in hot:
+            return self._blocks_route(best, fused, order, f"run {best} covers {coverage[best]:.3f}", scores)
+        return self._priced(best, hot, coverage, fused, order, relevance, scores)
 
-    def prefixes(self, *, stacks: bool = True) -> list[tuple[str, ...]]:
-        """Every prefix :meth:`route` can emit: the full corpus, or blocks then canonical pairs that fit."""
+    def prefixes(self) -> list[tuple[str, ...]]:
+        """Every corpus-block tuple :meth:`route` can emit: the full corpus, or each run (plus () for top-k)."""
         if self._full is not None:
             return [self._full]
-        fitting = [i for i in range(len(self.blocks)) if self._tokens[i] <= self.budget]
-        out = [(self.blocks[i],) for i in fitting]
-        if stacks:
-            out += [
-                (self.blocks[a], self.blocks[b])
-                for a, b in combinations(fitting, 2)
-                if self._tokens[a] + self._tokens[b] <= self.budget
-            ]
-        return out
+        return [run.block_ids for run in self.runs]
 
-    def block_scores(self, fused: np.ndarray) -> np.ndarray:
-        """Each category block's score: weighted sum of its best chunk scores (AGGREGATE_WEIGHTS)."""
-        out = np.zeros(len(self.blocks), dtype=np.float64)
-        order = np.lexsort((np.arange(len(fused)), -fused))
-        taken = np.zeros(len(self.blocks), dtype=np.int64)
-        depth = len(AGGREGATE_WEIGHTS)
+    def hot_prefixes(self, n: int) -> list[tuple[str, ...]]:
+        """The ``n`` runs most in demand (ties to canonical order): what a warmer should keep warm."""
+        if self._full is not None:
+            return [self._full][:n]
+        return [self.runs[i].block_ids for i in self.demand.ranked()[:n]]
+
+    def relevance(self, fused: np.ndarray, order: np.ndarray) -> dict[int, float]:
+        """Chunk → relevance weight for the top ``RELEVANCE_POOL`` chunks: (score / best) ** RELEVANCE_POWER.
+
+        The power keeps the weight on chunks that score near the best one; weak
+        matches, which any large run holds by chance, count for almost nothing.
+        """
+        pool = order[:RELEVANCE_POOL]
+        best = float(fused[pool[0]]) if len(pool) else 0.0
+        if best <= 0:
+            return {}
+        return {int(i): round((float(fused[i]) / best) ** RELEVANCE_POWER, 6) for i in pool if fused[i] > 0}
+
+    def run_scores(self, fused: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Each run's weighted best chunk scores (``STICKY_WEIGHTS``, best first): what stickiness compares."""
+        out = np.zeros(len(self.runs), dtype=np.float64)
+        taken = np.zeros(len(self.runs), dtype=np.int64)
+        depth, left = len(STICKY_WEIGHTS), len(self.runs) * len(STICKY_WEIGHTS)
         for i in order:
-            block = self._chunk_block[i]
-            if block < 0 or taken[block] >= depth:
+            run = self._chunk_run[i]
+            if run < 0 or taken[run] >= depth:
                 continue
-            out[block] += AGGREGATE_WEIGHTS[taken[block]] * float(fused[i])
-            taken[block] += 1
+            out[run] += STICKY_WEIGHTS[taken[run]] * float(fused[i])
+            taken[run] += 1
+            left -= 1
+            if not left:
+                break
         return np.round(out, 6)
+
+    def coverage(self, relevance: dict[int, float]) -> np.ndarray:
+        """Each run's share of the question's relevance weight."""
+        chunks = np.array(list(relevance), dtype=np.int64)
+        weights = np.array(list(relevance.values()), dtype=np.float64)
+        runs = self._chunk_run[chunks] if len(chunks) else chunks
+        inside = runs >= 0
+        summed = np.bincount(runs[inside], weights=weights[inside], minlength=len(self.runs))
+        return np.round(summed / (float(weights.sum()) or 1.0), 6)
 
     # --- helpers ----------------------------------------------------------------
 
+    def _runs(self, tokens: list[int], cap: int) -> list[BlockRun]:
+        categories = [self.corpus.block(b).category for b in self.blocks]
+        return plan_runs(self.blocks, tokens, categories, cap)
+
     def _full_prefix(self) -> tuple[str, ...] | None:
-        if self.config.mode == "category":
+        if self.config.mode in ("blocks", "topk"):
             return None
         fits = self.corpus.total_tokens <= self.budget
         if not fits:
             if self.config.mode == "full":
                 raise RoutingError(
                     f"router.mode is 'full' but corpus {self.corpus.name!r} has {self.corpus.total_tokens} tokens, "
-                    f"more than the {self.budget}-token budget; use mode 'auto' or 'category'"
+                    f"more than the {self.budget}-token budget; use mode 'auto' or 'blocks'"
                 )
             return None
         return ("full",) if self.corpus.full_block_id else tuple(self.blocks)
 
-    def _ranked(self, block_scores: np.ndarray) -> list[int]:
-        """Blocks that fit, best first; ties go to the earlier block (corpus order)."""
-        order = np.lexsort((np.arange(len(block_scores)), -block_scores))
-        return [int(i) for i in order if self._tokens[i] <= self.budget]
+    def _priced(
+        self,
+        best: int,
+        hot: set[int],
+        coverage: np.ndarray,
+        fused: np.ndarray,
+        order: np.ndarray,
+        relevance: dict[int, float],
+        scores: dict[str, float],
+    ) -> Route:
+        """The best run is cold: the best hot run + tail, or top-k at the same cost, whichever covers more."""
+        if self.config.mode == "topk" or not hot:
+            tokens = int(CACHED_READ_PRICE * self.runs[best].tokens) + self.config.snippet_tokens
+            return self._topk(fused, order, tokens, f"run {best} is not hot; top-k at its cached cost")
+        hot_best = min(hot, key=lambda i: (-coverage[i], i))
+        tail = self._tail(fused, order, self.runs[hot_best], self.config.top_k, self.config.snippet_tokens)
+        total = sum(relevance.values()) or 1.0
+        tail_weight = sum(relevance.get(i, 0.0) for i in tail) / total
+        tail_tokens = int(self._chunk_tokens[tail].sum()) if tail else 0
+        cost = int(CACHED_READ_PRICE * self.runs[hot_best].tokens) + tail_tokens
+        picked = self._top_chunks(order, cost)
+        topk_cover = round(sum(relevance.get(i, 0.0) for i in picked) / total, 6)
+        blocks_cover = round(float(coverage[hot_best]) + tail_weight, 6)
+        if blocks_cover > topk_cover + PRICE_MARGIN:  # a run that only adds noise loses to top-k
+            reason = (
+                f"best run {best} is cold; hot run {hot_best} + tail covers "
+                f"{blocks_cover:.3f} > top-k at equal cost {topk_cover:.3f}"
+            )
+            return self._blocks_route(hot_best, fused, order, reason, scores)
+        reason = f"best run {best} is cold; top-k at the cost of hot run {hot_best} covers {topk_cover:.3f}"
+        return self._make_route("topk", (), self._snippets(fused, picked), reason, scores=scores)
 
-    def _choose(self, ranked: list[int], block_scores: np.ndarray, margin: float) -> tuple[tuple[str, ...], str]:
-        best = ranked[0]
-        if len(ranked) > 1 and margin <= self.config.stack_margin:
-            second = ranked[1]
-            if self._tokens[best] + self._tokens[second] <= self.budget:
-                pair = tuple(self.blocks[i] for i in sorted((best, second)))
-                return pair, f"top two blocks within stack_margin ({margin:.3f}) and both fit: canonical stack"
-            return (self.blocks[best],), f"runner-up close ({margin:.3f}) but the pair exceeds {self.budget} tokens"
-        return (self.blocks[best],), f"best block by {margin:.3f}"
+    def _blocks_route(
+        self,
+        run: int,
+        fused: np.ndarray,
+        order: np.ndarray,
+        reason: str,
+        scores: dict[str, float],
+        sticky: bool = False,
+    ) -> Route:
+        chosen = self.runs[run]
+        tail = self._tail(fused, order, chosen, self.config.top_k, self.config.snippet_tokens)
+        if chosen.tokens < self.min_cacheable:
+            reason += f"; below the backend's {self.min_cacheable}-token minimum cacheable prefix"
+        return self._make_route("blocks", chosen.block_ids, self._snippets(fused, tail), reason, scores, sticky)
 
-    def _can_keep(self, previous: Route) -> bool:
-        ids = previous.block_ids
-        if previous.mode == "full" or not ids or any(b not in self._position for b in ids):
-            return False
-        return int(sum(self._tokens[self._position[b]] for b in ids)) <= self.budget
+    def _topk(self, fused: np.ndarray, order: np.ndarray, tokens: int, reason: str) -> Route:
+        return self._make_route("topk", (), self._snippets(fused, self._top_chunks(order, tokens)), reason)
 
-    def _snippets(self, scores: QueryScores, chosen: tuple[str, ...]) -> tuple[Snippet, ...]:
-        """Best chunks outside ``chosen`` within the snippet budget, then put back in corpus order."""
-        inside = {self._position[b] for b in chosen}
-        fused = scores.fused
-        budget, picked = self.config.snippet_tokens, []
-        floor = SNIPPET_MIN_SHARE * float(fused.max()) if len(fused) else 0.0
-        for i in np.lexsort((np.arange(len(fused)), -fused)):
-            if len(picked) >= self.config.top_k or budget <= 0 or fused[i] <= max(floor, 0.0):
+    def _top_chunks(self, order: np.ndarray, tokens: int) -> list[int]:
+        """The best chunks that fit ``tokens`` (a chunk too big for what is left is skipped)."""
+        picked, left = [], min(tokens, self.budget)
+        smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1
+        for i in order:
+            if left < smallest:
                 break
-            chunk = self.corpus.chunks[i]
-            if self._chunk_block[i] in inside or chunk.tokens > budget:
+            if self._chunk_tokens[i] <= left:
+                picked.append(int(i))
+                left -= int(self._chunk_tokens[i])
+        return picked
+
+    def _tail(self, fused: np.ndarray, order: np.ndarray, run: BlockRun, ranks: int, tokens: int) -> list[int]:
+        """Chunks among the top ``ranks`` outside ``run``, within ``tokens``."""
+        picked, left = [], tokens
+        floor = TAIL_MIN_SHARE * float(fused[order[0]]) if len(order) else 0.0
+        for i in order[:ranks]:
+            if fused[i] < floor:
+                break
+            if self._chunk_run[i] == run.index or self._chunk_tokens[i] > left:
                 continue
             picked.append(int(i))
-            budget -= chunk.tokens
+            left -= int(self._chunk_tokens[i])
+        return picked
+
+    def _snippets(self, fused: np.ndarray, picked: list[int]) -> tuple[Snippet, ...]:
+        """Chunks as tail snippets, in corpus order (so the same set renders the same bytes)."""
         return tuple(
             Snippet(c.id, c.doc_id, c.text, float(fused[i]), c.tokens)
             for i in sorted(picked)
             for c in (self.corpus.chunks[i],)
         )
 
+    @cached_property
+    def _all_documents(self) -> tuple[str, ...]:
+        return tuple(self.corpus.documents_of(self.blocks))
+
+    def _make_route(
+        self,
+        mode: str,
+        block_ids: tuple[str, ...],
+        snippets: tuple[Snippet, ...],
+        reason: str,
+        scores: dict[str, float] | None = None,
+        sticky: bool = False,
+    ) -> Route:
+        stable = self.corpus.documents_of(block_ids) if mode != "full" else list(self._all_documents)
+        documents = tuple(dict.fromkeys([*stable, *(s.doc_id for s in snippets)]))
+        stable_tokens = sum(self.corpus.block(b).tokens for b in block_ids)
+        tokens = RouteTokens(stable=stable_tokens, tail=sum(s.tokens for s in snippets))
+        margin = None
+        if scores and len(scores) > 1:
+            top = sorted(scores.values(), reverse=True)
+            margin = top[0] - top[1]
+        return Route(mode, block_ids, scores or {}, margin, sticky, snippets, reason, documents, tokens)  # type: ignore[arg-type]

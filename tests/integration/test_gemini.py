@@ -52,7 +52,7 @@ def make_rag(build: Path, server: Any, **options: Any) -> RagCache:
 
 
 def category_prompt(rag: RagCache, block: str) -> Any:
-    return assemble_prompt(rag.stable_segments([block]), "", route=Route("category", (block,)))
+    return assemble_prompt(rag.stable_segments([block]), "", route=Route("blocks", (block,)))
 
 
 def ragcache_names(server: Any) -> dict[str, str]:

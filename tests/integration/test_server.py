@@ -58,7 +58,7 @@ def test_non_streaming_answer_carries_usage_route_and_sources(client: openai.Ope
     extra = response.model_extra["ragcache"]
     assert extra["corpus"] == "small"
     assert extra["backend"] == "local"
-    assert extra["route"]["mode"] in {"full", "category", "stack"}
+    assert extra["route"]["mode"] in {"full", "blocks", "topk"}
     assert extra["route"]["blocks"]
     assert isinstance(extra["sources"], list)
     assert extra["cost_usd"] == 0.0 and extra["saved_usd"] == 0.0  # self-hosted: priced, at zero

@@ -128,25 +128,67 @@ def test_unchanged_rebuild_reuses_document_work(tmp_path: Path) -> None:
     assert snapshot(second.build_dir) == files
 
 
-def test_large_category_is_split_into_ordered_parts(tmp_path: Path) -> None:
-    paragraph = "SQLite stores values with dynamic typing and type affinity. " * 30
-    docs = {f"big/doc{i:02d}.md": f"# Doc {i}\n\n{paragraph}\n\n{paragraph}\n" for i in range(6)}
-    docs["small/tiny.md"] = "# Tiny\n\nA tiny document that is too small for a block of its own.\n"
-    docs["zlast/z.md"] = "# Z\n\n" + paragraph
-    spec = "name: t\nbuild: {max_block_tokens: 1000, full_budget_tokens: 2000, min_block_tokens: 100}\n"
-    corpus = build(make_corpus(tmp_path / "c", docs, spec), tmp_path).corpus
+GARDEN = ["tomato", "seedling", "compost", "mulch", "soil", "pruning", "shears", "roses", "harvest", "watering"]
+NETWORK = ["packet", "router", "socket", "handshake", "latency", "bandwidth", "firewall", "subnet", "gateway", "port"]
+TOPIC_SPEC = "name: t\nbuild: {max_block_tokens: 1000, full_budget_tokens: 2000, min_block_tokens: 100}\n"
+
+
+def topic_text(words: list[str], i: int) -> str:
+    """About 370 tokens on one topic; ``i`` varies the word mix and marks each sentence."""
+    sentences = []
+    for s in range(14):
+        w = [words[(i * 3 + s * 5 + k * 7) % len(words)] for k in range(8)]
+        sentences.append(f"The {w[0]} and {w[1]} need {w[2]} with {w[3]}, {w[4]} or {w[5]} by {w[6]} {w[7]} n{i}x{s}.")
+    return " ".join(sentences)
+
+
+def topic_docs() -> dict[str, str]:
+    """A large category whose documents alternate, by path, between gardening and networking."""
+    docs = {f"big/doc{i:02d}.md": f"# Doc {i}\n\n{topic_text((GARDEN, NETWORK)[i % 2], i)}\n" for i in range(24)}
+    docs["small/tiny.md"] = "# Tiny\n\nA tiny note about compost and soil, too small for a block of its own.\n"
+    docs["zlast/z.md"] = "# Z\n\n" + topic_text(GARDEN, 99) + "\n"
+    return docs
+
+
+def test_large_category_is_cut_into_topic_parts(tmp_path: Path) -> None:
+    corpus = build(make_corpus(tmp_path / "c", topic_docs(), TOPIC_SPEC), tmp_path).corpus
     parts = [bid for bid in corpus.category_block_ids() if bid.startswith("category:big/")]
-    assert len(parts) > 2 and parts == [f"category:big/{n}" for n in range(1, len(parts) + 1)]
+    assert len(parts) > 4 and parts == [f"category:big/{n}" for n in range(1, len(parts) + 1)]
     assert all(corpus.block(bid).tokens <= 1000 for bid in corpus.blocks)
-    in_order = [doc for bid in parts for doc in corpus.block(bid).documents]
-    assert in_order == sorted(in_order)  # document order across parts
-    assert corpus.full_block_id is None  # too large for the full budget
+    topic = {f"big/doc{i:02d}.md": i % 2 for i in range(24)}
+    for bid in parts:  # each part is one topic, documents in path order inside it
+        docs = [d for d in corpus.block(bid).documents if d.startswith("big/")]
+        assert len({topic[d] for d in docs}) == 1 and docs == sorted(docs), (bid, docs)
+    kinds = [topic[next(d for d in corpus.block(b).documents if d.startswith("big/"))] for b in parts]
+    assert kinds == sorted(kinds)  # depth-first order: one topic's parts, then the other's
     categories = {c.id: c for c in corpus.manifest.categories}
-    # the tiny category shares the last part of its neighbour; zlast is big enough for its own block
-    assert categories["small"].block_ids == (parts[-1],)
-    assert "small/tiny.md" in corpus.block(parts[-1]).documents
-    assert categories["zlast"].block_ids == ("category:zlast",)
-    assert len(corpus.category_block_ids()) == len(set(corpus.category_block_ids()))
+    (tiny_block,) = categories["small"].block_ids  # the tiny category joins the gardening topic
+    assert tiny_block in parts and topic[corpus.block(tiny_block).documents[0]] == 0
+    assert categories["zlast"].block_ids == ("category:zlast",) and corpus.full_block_id is None
+    assert sorted(d for b in parts for d in corpus.block(b).documents) == sorted([*topic, "small/tiny.md"])
+
+
+def test_topic_parts_are_byte_identical_whatever_the_file_order(tmp_path: Path) -> None:
+    docs = topic_docs()
+    a = build_corpus(make_corpus(tmp_path / "one", docs, TOPIC_SPEC), work_dir=tmp_path / "work-a")
+    second = make_corpus(tmp_path / "two", docs, TOPIC_SPEC, order=list(reversed(docs)))
+    b = build_corpus(second, tmp_path / "out-b", work_dir=tmp_path / "work-b")
+    assert snapshot(a.build_dir) == snapshot(b.build_dir)
+
+
+def test_editing_one_document_changes_few_topic_parts(tmp_path: Path) -> None:
+    docs = topic_docs()
+    corpus_dir = make_corpus(tmp_path / "c", docs, TOPIC_SPEC)
+    before = build(corpus_dir, tmp_path).corpus
+    edited = docs["big/doc07.md"].replace("n7x3.", "n7x3. One more sentence about the firewall.")
+    (corpus_dir / "docs/big/doc07.md").write_text(edited, encoding="utf-8")
+    after = build(corpus_dir, tmp_path).corpus
+    old = {b.sha256 for b in before.manifest.blocks}
+    changed = [b for b in after.manifest.blocks if b.sha256 not in old]
+    assert any("big/doc07.md" in b.documents for b in changed)
+    # the edit moves documents only inside its own topic's subtree (networking: odd numbers), never the other
+    assert all(int(d[len("big/doc") :][:2]) % 2 == 1 for b in changed for d in b.documents), changed
+    assert len(changed) <= 4 and len(after.manifest.blocks) >= 15
 
 
 def test_document_larger_than_a_block_is_cut_at_paragraphs(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def test_minimal_spec_gets_defaults(tmp_path: Path) -> None:
     assert spec.categories == ()
     assert spec.build == BuildSettings()
     assert spec.build.tokenizer == "smollm2"
-    assert spec.build.max_block_tokens == 6000
+    assert spec.build.max_block_tokens == 2048
     assert "**/*.md" in spec.include
 
 

@@ -1,4 +1,4 @@
-"""HybridRouter: full vs category vs stack, determinism, stickiness, bounded prefixes.
+"""HybridRouter v2: full vs runs of blocks vs top-k, tails, stickiness, demand, bounded prefixes.
 
 Corpora are real builds (``build_corpus`` + the index step) of a four-topic corpus;
 the index uses the real all-MiniLM-L6-v2 and BM25. Budgets are set through the
@@ -20,17 +20,18 @@ from ragcache.backends.base import Capabilities
 from ragcache.config import RouterConfig
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import RoutingError
-from ragcache.router.policy import HybridRouter, context_budget
+from ragcache.router.policy import CACHED_READ_PRICE, Demand, HybridRouter, context_budget, plan_runs
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = 100  # reserved output tokens
-CONFIG = RouterConfig(history_allowance=0, snippet_tokens=64)
+CONFIG = RouterConfig(history_allowance=0, snippet_tokens=64, top_k=4)
 QUESTIONS = [
     "How deep should tomato seeds be sown?",
     "How does a telescope magnify faint galaxies?",
     "What happens in the TCP three-way handshake?",
     "How long should bread dough be kneaded?",
 ]
+EXPECTED = ["category:gardening", "category:astronomy", "category:networking", "category:cooking"]
 
 
 @pytest.fixture(scope="module")
@@ -38,77 +39,85 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> CompiledCorpus:
     return build_topics(tmp_path_factory.mktemp("policy")).corpus
 
 
-def window_for(corpus: CompiledCorpus, corpus_tokens: int, config: RouterConfig = CONFIG) -> Capabilities:
-    """A context window whose corpus budget is exactly ``corpus_tokens``."""
+def window_for(corpus: CompiledCorpus, budget: int, config: RouterConfig = CONFIG) -> Capabilities:
+    """A context window whose routing budget (corpus blocks + tail) is exactly ``budget``."""
     overhead = context_budget(corpus, config, Capabilities(context_window=0), OUT)
-    return Capabilities(context_window=corpus_tokens - overhead)
+    return Capabilities(context_window=budget - overhead)
 
 
-def biggest_block(corpus: CompiledCorpus) -> int:
-    return max(corpus.block(b).tokens for b in corpus.category_block_ids())
+def one_block_each(corpus: CompiledCorpus, config: RouterConfig = CONFIG) -> Capabilities:
+    """A window where every run is one block (the biggest fits, no two do)."""
+    return window_for(corpus, max(corpus.block(b).tokens for b in corpus.category_block_ids()) + config.snippet_tokens)
 
 
 def test_full_when_whole_corpus_fits(corpus: CompiledCorpus) -> None:
     router = HybridRouter(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT)
     routes = [router.route(q) for q in QUESTIONS]
-    assert {r.mode for r in routes} == {"full"}
-    assert {r.block_ids for r in routes} == {("full",)}
-    assert router.prefixes() == [("full",)]
+    assert {r.mode for r in routes} == {"full"} and {r.block_ids for r in routes} == {("full",)}
+    assert router.prefixes() == [("full",)] == router.hot_prefixes(3)
     assert "fits" in routes[0].reason and routes[0].snippets == ()
+    assert set(routes[0].documents) == set(corpus.documents)
+    assert routes[0].tokens.stable == corpus.block("full").tokens and routes[0].tokens.tail == 0
 
 
-def test_category_when_corpus_does_not_fit(corpus: CompiledCorpus) -> None:
-    router = HybridRouter(corpus, CONFIG, window_for(corpus, biggest_block(corpus)), OUT)
-    expected = ["category:gardening", "category:astronomy", "category:networking", "category:cooking"]
-    for question, block in zip(QUESTIONS, expected, strict=True):
+def test_window_tokens_overrides_the_backend_window(corpus: CompiledCorpus) -> None:
+    small = one_block_each(corpus)
+    config = CONFIG.model_copy(update={"window_tokens": small.context_window})
+    router = HybridRouter(corpus, config, Capabilities(context_window=1_000_000), OUT)
+    assert router.mode == "blocks" and router.budget == HybridRouter(corpus, CONFIG, small, OUT).budget
+
+
+def test_one_block_runs_route_by_topic_with_a_tail_outside_the_prefix(corpus: CompiledCorpus) -> None:
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
+    assert router.prefixes() == [(b,) for b in corpus.category_block_ids()]
+    for question, block in zip(QUESTIONS, EXPECTED, strict=True):
         route = router.route(question)
-        assert route.mode == "category", route.to_dict()
-        assert route.block_ids == (block,)
-        assert route.margin is not None and route.margin > CONFIG.stack_margin
-        assert route.scores[block] == max(route.scores.values())
-        assert all(s.doc_id.split("/")[0] != block.split(":")[1] for s in route.snippets)
-        assert sum(s.tokens for s in route.snippets) <= CONFIG.snippet_tokens
-        assert [s.chunk_id for s in route.snippets] == sorted(
-            (s.chunk_id for s in route.snippets), key=[c.id for c in corpus.chunks].index
-        )
+        assert route.mode == "blocks" and route.block_ids == (block,), route.to_dict()
+        topic = block.split(":")[1]
+        assert all(s.doc_id.split("/")[0] != topic for s in route.snippets)  # the tail skips what the prefix holds
+        assert route.tokens.tail == sum(s.tokens for s in route.snippets) <= CONFIG.snippet_tokens
+        assert len(route.snippets) <= CONFIG.top_k
+        assert route.tokens.stable == corpus.block(block).tokens
+        assert route.documents[: len(corpus.block(block).documents)] == corpus.block(block).documents
+        assert {s.doc_id for s in route.snippets} <= set(route.documents)
+
+
+def test_runs_fill_the_budget_and_prefer_category_cuts() -> None:
+    sizes = [300 + (i * 7919) % 1748 for i in range(400)]  # 300 … 2047 tokens, deterministic
+    categories = [f"c{i // 60}" for i in range(400)]
+    ids = [f"b{i}" for i in range(400)]
+    for cap in (8_000, 31_000, 120_000, 190_000):
+        runs = plan_runs(ids, sizes, categories, cap)
+        assert [b for r in runs for b in r.block_ids] == ids  # every block once, canonical order
+        assert all(r.tokens <= cap for r in runs)
+        assert all(r.tokens >= 0.8 * cap for r in runs[:-1]), [r.tokens for r in runs]
+        assert len(runs) <= -(-sum(sizes) // int(0.8 * cap)) + 1
+        assert plan_runs(ids, sizes, categories, cap) == runs
+    runs = plan_runs(ids, sizes, categories, 31_000)
+    cuts = {categories[r.start] != categories[r.start - 1] for r in runs[1:]}
+    assert True in cuts  # some runs start exactly at a category boundary
+    assert plan_runs(["a", "b", "c"], [50, 500, 50], ["x", "x", "x"], 100)[1].block_ids == ("c",)  # too big: skipped
+
+
+def test_runs_at_a_large_window_fill_most_of_the_budget(corpus: CompiledCorpus) -> None:
+    blocks = corpus.category_block_ids()
+    two = sum(corpus.block(b).tokens for b in blocks[:2])
+    router = HybridRouter(corpus, CONFIG, window_for(corpus, two + CONFIG.snippet_tokens), OUT)
+    assert router.prefixes()[0] == tuple(blocks[:2]) and len(router.prefixes()) <= 3
+    route = router.route("Which planets orbit the sun?")
+    assert route.block_ids == tuple(blocks[:2]) and route.tokens.stable >= 0.8 * (router.budget - CONFIG.snippet_tokens)
 
 
 def test_forced_full_that_does_not_fit_is_a_routing_error(corpus: CompiledCorpus) -> None:
     config = CONFIG.model_copy(update={"mode": "full"})
     with pytest.raises(RoutingError, match="mode is 'full'"):
-        HybridRouter(corpus, config, window_for(corpus, biggest_block(corpus), config), OUT)
-
-
-def test_stack_of_two_close_blocks_in_corpus_order(corpus: CompiledCorpus) -> None:
-    config = CONFIG.model_copy(update={"stack_margin": 1.0})  # every runner-up counts as close
-    blocks = corpus.category_block_ids()
-    two = sorted(corpus.block(b).tokens for b in blocks)[-2:]
-    router = HybridRouter(corpus, config, window_for(corpus, sum(two), config), OUT)
-    route = router.route("Which planets orbit the sun, and how do I grow tomatoes in the garden?")
-    assert route.mode == "stack"
-    assert set(route.block_ids) == {"category:astronomy", "category:gardening"}
-    assert list(route.block_ids) == sorted(route.block_ids, key=blocks.index)  # corpus order
-    assert route.block_ids in router.prefixes()
-    # the same pair asked the other way round gives the same canonical stack
-    assert router.route("How do I grow garden tomatoes, and which planets orbit the sun?").block_ids == route.block_ids
-
-
-def test_no_stack_when_the_pair_does_not_fit(corpus: CompiledCorpus) -> None:
-    config = CONFIG.model_copy(update={"stack_margin": 1.0})
-    router = HybridRouter(corpus, config, window_for(corpus, biggest_block(corpus), config), OUT)
-    route = router.route("Which planets orbit the sun, and how do I grow tomatoes in the garden?")
-    assert route.mode == "category" and len(route.block_ids) == 1
-    assert "exceeds" in route.reason
-    assert all(len(p) == 1 for p in router.prefixes())
-
-
-def test_no_block_fits_is_a_routing_error(corpus: CompiledCorpus) -> None:
-    with pytest.raises(RoutingError, match="no category block fits"):
-        HybridRouter(corpus, CONFIG, window_for(corpus, 10), OUT)
+        HybridRouter(corpus, config, one_block_each(corpus, config), OUT)
+    with pytest.raises(RoutingError, match="larger window"):
+        HybridRouter(corpus, CONFIG, window_for(corpus, 0), OUT)
 
 
 def test_five_turn_session_keeps_one_prefix_then_switches_once(corpus: CompiledCorpus) -> None:
-    router = HybridRouter(corpus, CONFIG, window_for(corpus, biggest_block(corpus)), OUT)
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
     session = [
         "How deep should tomato seeds be sown?",
         "And how often should I water them?",
@@ -127,26 +136,54 @@ def test_five_turn_session_keeps_one_prefix_then_switches_once(corpus: CompiledC
     assert router.route(session[2]).block_ids != prefixes[0]  # so stickiness did the work on turn 3
     assert routes[2].sticky and "sticky_margin" in routes[2].reason
     assert prefixes[5] == ("category:astronomy",) and not routes[5].sticky
-    switches = sum(a != b for a, b in pairwise(prefixes))
-    assert switches == 1
+    assert sum(a != b for a, b in pairwise(prefixes)) == 1
+
+
+def test_top_k_tail_only_when_no_run_is_hot(corpus: CompiledCorpus) -> None:
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT, hot_limit=0)
+    route = router.route(QUESTIONS[2])
+    assert route.mode == "topk" and route.block_ids == () and route.tokens.stable == 0
+    cost = int(CACHED_READ_PRICE * corpus.block("category:networking").tokens) + CONFIG.snippet_tokens
+    assert 0 < route.tokens.tail <= cost
+    assert max(route.snippets, key=lambda s: s.score).doc_id == "networking/tcp.md"
+    assert route.documents == tuple(dict.fromkeys(s.doc_id for s in route.snippets))
+
+
+def test_cold_best_run_goes_top_k_when_the_hot_run_does_not_help(corpus: CompiledCorpus) -> None:
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT, hot_limit=1)
+    for _ in range(3):
+        assert router.route(QUESTIONS[0]).block_ids == ("category:gardening",)
+    assert router.hot_prefixes(1) == [("category:gardening",)]
+    route = router.route(QUESTIONS[2])  # networking is asked once: gardening stays the hot run
+    assert route.mode == "topk" and "networking/tcp.md" in route.documents, route.to_dict()
+    assert router.route("Which vegetables like acidic garden soil?").block_ids == ("category:gardening",)
+
+
+def test_demand_ranks_hot_prefixes_and_can_be_shared(corpus: CompiledCorpus) -> None:
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
+    for question in [QUESTIONS[2], QUESTIONS[2], QUESTIONS[3]]:
+        router.route(question)
+    router.route(QUESTIONS[1], observe=False)
+    assert router.hot_prefixes(2) == [("category:networking",), ("category:cooking",)]
+    assert router.demand.clock == 3
+    shared = Demand.from_dict(json.loads(json.dumps(router.demand.to_dict())))
+    other = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT, demand=shared)
+    assert other.hot_prefixes(4) == router.hot_prefixes(4)
+    with pytest.raises(RoutingError, match="demand state"):
+        HybridRouter(corpus, CONFIG, window_for(corpus, corpus.total_tokens - 1), OUT, demand=Demand(99))
 
 
 def test_prefixes_bounded_and_cover_every_emitted_route(corpus: CompiledCorpus) -> None:
-    config = CONFIG.model_copy(update={"stack_margin": 0.3})
-    blocks = corpus.category_block_ids()
-    router = HybridRouter(corpus, config, window_for(corpus, 2 * biggest_block(corpus), config), OUT)
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
     prefixes = router.prefixes()
-    n = len(blocks)
-    assert len(prefixes) == len(set(prefixes)) <= n + n * (n - 1) // 2
-    assert [p for p in prefixes if len(p) == 1] == [(b,) for b in blocks]
+    assert len(prefixes) == len(set(prefixes)) == len(corpus.category_block_ids())
     questions = [*QUESTIONS, "sun", "garden soil and TCP", "knife", "stars and bread", "DNS cache TTL"]
     previous = None
     for question in questions:
         for prev in (None, previous):
             route = router.route(question, prev)
-            assert route.block_ids in prefixes, route.to_dict()
+            assert route.block_ids in prefixes or route.mode == "topk", route.to_dict()
             previous = route
-    assert router.prefixes(stacks=False) == [(b,) for b in blocks]
 
 
 SCRIPT = """
@@ -156,16 +193,15 @@ from ragcache.config import RouterConfig
 from ragcache.corpus.store import load_corpus
 from ragcache.router.policy import HybridRouter
 corpus = load_corpus(sys.argv[1])
-router = HybridRouter(corpus, RouterConfig(history_allowance=0, snippet_tokens=64, stack_margin=0.2),
-                      Capabilities(context_window=int(sys.argv[2])), 100)
+router = HybridRouter(corpus, RouterConfig(history_allowance=0, snippet_tokens=64),
+                      Capabilities(context_window=int(sys.argv[2])), 100, hot_limit=2)
 print(json.dumps([router.route(q).to_dict() for q in json.loads(sys.argv[3])], sort_keys=True))
 """
 
 
-def test_same_question_routes_the_same_across_processes(corpus: CompiledCorpus) -> None:
-    config = CONFIG.model_copy(update={"stack_margin": 0.2})
-    window = window_for(corpus, 2 * biggest_block(corpus), config)
-    questions = [*QUESTIONS, "stars and bread", "garden soil and TCP"]
+def test_same_questions_route_the_same_across_processes(corpus: CompiledCorpus) -> None:
+    window = one_block_each(corpus)
+    questions = [*QUESTIONS, "stars and bread", "garden soil and TCP", *QUESTIONS]
     runs = [
         subprocess.run(
             [sys.executable, "-c", SCRIPT, str(corpus.root), str(window.context_window), json.dumps(questions)],
@@ -176,16 +212,30 @@ def test_same_question_routes_the_same_across_processes(corpus: CompiledCorpus) 
         ).stdout
         for _ in range(2)
     ]
-    here = HybridRouter(corpus, config, window, OUT)
+    here = HybridRouter(corpus, CONFIG, window, OUT, hot_limit=2)
     local = json.dumps([here.route(q).to_dict() for q in questions], sort_keys=True)
     assert runs[0] == runs[1] == local + "\n"
-    assert len({r["blocks"][0] for r in json.loads(local)}) >= 4  # it is not trivially constant
+    assert len({(r["mode"], *r["blocks"]) for r in json.loads(local)}) >= 3  # it is not trivially constant
 
 
 def test_create_router_gives_the_hybrid_router(corpus: CompiledCorpus) -> None:
     from ragcache.router import create_router
 
-    small = create_router(corpus, CONFIG, window_for(corpus, biggest_block(corpus)), OUT)
-    assert isinstance(small, HybridRouter) and small.mode == "category"
+    small = create_router(corpus, CONFIG, one_block_each(corpus), OUT, hot_limit=8)
+    assert isinstance(small, HybridRouter) and small.mode == "blocks" and small.hot_limit == 8
     assert small.route(QUESTIONS[2]).block_ids == ("category:networking",)
     assert create_router(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT).mode == "full"
+
+
+def test_rag_route_keeps_the_session_route(corpus: CompiledCorpus) -> None:
+    from ragcache.app import RagCache
+    from ragcache.config import Config
+
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
+    rag = RagCache(Config(), corpus, None, router)  # type: ignore[arg-type]  # route() never calls the backend
+    session = rag.session()
+    session.route = rag.route(QUESTIONS[0])
+    assert session.route.block_ids == ("category:gardening",)
+    assert rag.route("Do they need sun?", session).block_ids == ("category:gardening",)
+    assert rag.route("Do they need sun?").block_ids == ("category:astronomy",)
+    assert [p.route.mode for p in rag.prefixes()] == ["blocks"] * len(corpus.category_block_ids())

@@ -24,7 +24,7 @@ class _Answer:
 def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     metrics = ServerMetrics()
-    full, faq = Route("full", ("full",)), Route("category", ("category:faq",))
+    full, faq = Route("full", ("full",)), Route("blocks", ("category:faq",))
     write = Cost(usd=0.0125, uncached_usd=0.01)  # a cache write: a loss, which the counter does not subtract
     read = Cost(usd=0.01, uncached_usd=0.012)
     metrics.observe_answer("small", "local", _Answer(CacheUsage(1000, 0, 1000, 10), full, 2.0, write))
@@ -38,7 +38,7 @@ def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> N
     data = snapshot_dict(snap)
     assert sum(b["count"] for b in data["ttft_histogram"]) == 3
     routes = {r["route"]: r for r in data["by_route"]}
-    assert routes["full"]["requests"] == 2 and routes["category"]["cached_tokens"] == 400
+    assert routes["full"]["requests"] == 2 and routes["blocks"]["cached_tokens"] == 400
     assert metrics.history and metrics.history[-1]["hit_rate"] == pytest.approx(0.6667, abs=1e-4)
 
 

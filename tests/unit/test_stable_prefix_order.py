@@ -35,7 +35,7 @@ VOLATILE = ("CTX-Ada-13:05", "HIST-first-turn", "HIST-first-answer", "SNIP-excer
 
 
 def prompt(question: str) -> Prompt:
-    route = Route("category", ("category:storage",), snippets=(Snippet("c1", "docs/wal.md", "SNIP-excerpt"),))
+    route = Route("blocks", ("category:storage",), snippets=(Snippet("c1", "docs/wal.md", "SNIP-excerpt"),))
     history = (Message("user", "HIST-first-turn"), Message("assistant", "HIST-first-answer"))
     return assemble_prompt(STABLE, question, route=route, context="CTX-Ada-13:05", history=history)
 
