@@ -19,8 +19,18 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from fault_harness import ROOT, child_env, ragcache_cli, tiny_corpus
+from fault_harness import (
+    ROOT,
+    assert_openai_error,
+    child_env,
+    closed_port,
+    ragcache_cli,
+    serve,
+    tiny_corpus,
+    write_config,
+)
 
 from ragcache.corpus.buildlock import build_lock, lock_path
 from ragcache.corpus.compile import build_corpus
@@ -200,3 +210,31 @@ def test_truncated_block_cli_exits_3_naming_the_file(previous: tuple[Path, Path,
     assert result.returncode == 3, result.stdout + result.stderr
     assert str(path) in result.stderr and "SHA-256" in result.stderr, result.stderr
     assert result.stdout.strip() == ""  # no answer, not even half of one
+
+
+def test_truncated_block_server_answers_an_error_never_half_an_answer(tmp_path: Path) -> None:
+    """Blocks truncated under a running server (warm-up off, so none is in memory yet), then a restart.
+
+    The corpus fits whole (full mode): no router index to embed before the block is read.
+    """
+    out = build_corpus(tiny_corpus(tmp_path / "corpus"), tmp_path / "out" / "build").build_dir
+    backend = {"kind": "vllm", "model": "smollm2", "base_url": f"http://127.0.0.1:{closed_port()}",
+               "context_window": 8192}
+    config = write_config(tmp_path / "serve.yaml", out, out, backend, warm_on_start=False)
+    server = serve(config, tmp_path / "serve.log")
+    try:
+        for block in load_corpus(out).manifest.blocks:
+            (out / block.filename).write_bytes((out / block.filename).read_bytes()[: block.bytes // 2])
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "What is fact1-2?"}], "max_tokens": 4}
+        for stream in (False, True):
+            response = httpx.post(server.base_url + "/v1/chat/completions", json={**body, "stream": stream},
+                                  timeout=60)
+            assert 400 <= response.status_code < 600 and response.headers["content-type"] == "application/json"
+            error = assert_openai_error(response.json(), "corpus_error")
+            assert str(out / "blocks") in error["message"] and "SHA-256" in error["message"], error
+        assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200
+    finally:
+        server.stop()
+    with pytest.raises(RuntimeError, match="SHA-256") as caught:  # a restart refuses the damaged build
+        serve(config, tmp_path / "restart.log", timeout_s=120)
+    assert "exited with 3" in str(caught.value)
