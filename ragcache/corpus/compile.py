@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ragcache.corpus.blocks import CategoryDocs, PlannedBlock, plan_category_blocks
+from ragcache.corpus.buildlock import build_lock
 from ragcache.corpus.docwork import DocWork, WorkCache
 from ragcache.corpus.manifest import (
     BlockRecord,
@@ -68,8 +69,13 @@ def build_corpus(
     progress: ProgressFn | None = None,
     steps: Sequence[BuildStep] = (),
     work_dir: str | Path | None = None,
+    wait: bool = True,
 ) -> BuildResult:
-    """Build ``corpus_dir`` into ``out`` (default ``<corpus>/.ragcache/build``), atomically."""
+    """Build ``corpus_dir`` into ``out`` (default ``<corpus>/.ragcache/build``), atomically.
+
+    One build at a time per ``out`` (see buildlock.py): a second one waits, or
+    raises CorpusError naming the folder when ``wait`` is False.
+    """
     started = time.perf_counter()
     corpus_dir = Path(corpus_dir)
     out = Path(out) if out is not None else default_build_dir(corpus_dir)
@@ -80,16 +86,9 @@ def build_corpus(
     cache = WorkCache(Path(work_dir) if work_dir else _default_work_dir(), spec.build, tokenizer)
     works = _read_all(sources, cache, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        _write_build(tmp, spec, tokenizer, sources, works)
-        compiled = CompiledCorpus.load(tmp)
-        previous = out if (out / "manifest.json").exists() else None
-        for step in steps:
-            step(tmp, compiled, previous)
-        _swap(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with build_lock(out, wait=wait, progress=progress):
+        _check_replaceable(out)  # again: the build we waited for may have changed it
+        _write_and_swap(out, steps, lambda root: _write_build(root, spec, tokenizer, sources, works))
     return BuildResult(
         corpus=CompiledCorpus.load(out),
         build_dir=out,
@@ -98,6 +97,24 @@ def build_corpus(
         document_tokens=sum(w.tokens for w in works),
         reused_documents=cache.reused,
     )
+
+
+def _write_and_swap(out: Path, steps: Sequence[BuildStep], write: Callable[[Path], None]) -> None:
+    """Write into a temporary folder beside ``out``, run ``steps``, swap; on any failure ``out`` is untouched."""
+    tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        write(tmp)
+        compiled = CompiledCorpus.load(tmp)
+        previous = out if (out / "manifest.json").exists() else None
+        for step in steps:
+            step(tmp, compiled, previous)
+        _swap(tmp, out)
+    except OSError as exc:  # e.g. the disk is full
+        raise CorpusError(f"{out}: cannot write the build ({exc.filename or tmp}: {exc.strerror or exc})") from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _default_work_dir() -> Path:

@@ -167,12 +167,28 @@ class CompiledCorpus:
     def block_text(self, block_id: str) -> str:
         """The block's text, checked against its recorded SHA-256."""
         if block_id not in self._texts:
-            record = self.block(block_id)
-            data = (self.root / record.filename).read_bytes()
-            if content_hash(data) != record.sha256:
-                raise CorpusError(f"{self.root / record.filename}: content does not match its hash; rebuild the corpus")
-            self._texts[block_id] = data.decode("utf-8")
+            self._texts[block_id] = self._read_block(self.block(block_id)).decode("utf-8")
         return self._texts[block_id]
+
+    def verify(self) -> None:
+        """Check every block file against its SHA-256 (a truncated or edited file fails here, naming it)."""
+        for record in self.manifest.blocks:
+            if record.id not in self._texts:
+                self._read_block(record)
+
+    def _read_block(self, record: BlockRecord) -> bytes:
+        path = self.root / record.filename
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise CorpusError(f"{path}: cannot read block {record.id!r} ({reason}); rebuild the corpus") from exc
+        if content_hash(data) != record.sha256:  # truncated, edited or torn: never answer from it
+            raise CorpusError(
+                f"{path}: block {record.id!r} does not match its SHA-256 ({len(data)} of {record.bytes} bytes); "
+                "rebuild the corpus"
+            )
+        return data
 
     def category_block_ids(self) -> list[str]:
         """Category blocks (and parts) in corpus order; a block shared by merged small categories once."""

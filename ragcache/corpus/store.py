@@ -22,18 +22,23 @@ def default_build_dir(corpus_dir: str | Path) -> Path:
 
 
 def load_corpus(path: str | Path) -> CompiledCorpus:
-    """Load a build dir, or a corpus dir's default build. Never builds: that is `ragcache build`."""
+    """Load a build dir, or a corpus dir's default build, every block verified. Never builds (`ragcache build` does)."""
     path = Path(path)
     if (path / "manifest.json").exists():
-        return CompiledCorpus.load(path)
+        return _verified(CompiledCorpus.load(path))
     if (path / "corpus.yaml").exists():
         build = default_build_dir(path)
         if not (build / "manifest.json").exists():
             raise CorpusError(f"{path}: corpus is not built yet ({build} missing); run `ragcache build {path}`")
-        return CompiledCorpus.load(build)
+        return _verified(CompiledCorpus.load(build))
     if not path.exists():
         raise CorpusError(f"{path}: no such corpus or build folder")
     raise CorpusError(f"{path}: neither a corpus folder (corpus.yaml) nor a build (manifest.json)")
+
+
+def _verified(corpus: CompiledCorpus) -> CompiledCorpus:
+    corpus.verify()
+    return corpus
 
 
 def build_staleness(corpus_dir: str | Path) -> str | None:

@@ -293,7 +293,7 @@ def test_broken_input_fails_naming_the_file_and_keeps_previous_build(tmp_path: P
         build(corpus_dir, tmp_path)
     assert str(corpus_dir / culprit) in str(info.value)
     assert snapshot(good.build_dir) == before
-    assert sorted(p.name for p in good.build_dir.parent.iterdir()) == ["build"]  # no temp dirs left behind
+    assert sorted(p.name for p in good.build_dir.parent.iterdir()) == [".build.lock", "build"]  # no temp dirs
 
 
 def test_failing_step_leaves_previous_build_untouched(tmp_path: Path) -> None:
@@ -308,7 +308,7 @@ def test_failing_step_leaves_previous_build_untouched(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         build(corpus_dir, tmp_path, steps=[failing])
     assert snapshot(good.build_dir) == before
-    assert sorted(p.name for p in good.build_dir.parent.iterdir()) == ["build"]
+    assert sorted(p.name for p in good.build_dir.parent.iterdir()) == [".build.lock", "build"]
 
 
 def test_empty_corpus_is_an_empty_corpus_error(tmp_path: Path) -> None:
