@@ -34,7 +34,15 @@ from ragcache.prompt import Prompt
 if TYPE_CHECKING:
     from ragcache.config import BackendConfig, CacheConfig
 
-__all__ = ["EndpointRouter", "PrefixCacheStats", "VllmBackend", "create", "read_prefix_cache_stats"]
+__all__ = [
+    "EndpointRouter",
+    "PrefixCacheStats",
+    "VllmBackend",
+    "create",
+    "max_model_len_of",
+    "read_max_model_len",
+    "read_prefix_cache_stats",
+]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 KEY_ENV = "VLLM_API_KEY"
@@ -165,6 +173,24 @@ def read_prefix_cache_stats(endpoint: str, timeout_s: float = 10.0) -> PrefixCac
     return parse_prefix_cache_stats(response.text)
 
 
+def max_model_len_of(models: dict[str, Any], model: str) -> int | None:
+    """``max_model_len`` of ``model`` in a ``/v1/models`` answer (the first entry if none is named so)."""
+    entries = [e for e in models.get("data") or [] if isinstance(e, dict)]
+    entry = next((e for e in entries if e.get("id") == model), entries[0] if entries else None)
+    value = entry.get("max_model_len") if entry else None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def read_max_model_len(endpoint: str, model: str, timeout_s: float = 10.0) -> int | None:
+    """GET ``<endpoint>/v1/models``: the server's context window, or None when it cannot say."""
+    try:
+        response = httpx.get(f"{_root(endpoint)}/v1/models", timeout=timeout_s)
+        response.raise_for_status()
+        return max_model_len_of(response.json(), model)
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 class VllmBackend(OpenAIBackend):
     """One or many vLLM servers, routed by prefix."""
 
@@ -185,6 +211,7 @@ class VllmBackend(OpenAIBackend):
         )
         self._clients: dict[str, Any] = {}
         self._block_size: int | None = config.options.get("block_size")
+        self._max_model_len: int | None = None
 
     def _extra_option_keys(self) -> set[str]:
         return _OPTIONS
@@ -217,11 +244,18 @@ class VllmBackend(OpenAIBackend):
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(
-            context_window=self.config.context_window or 8192,
+            context_window=self.config.context_window or self.server_context_window() or 8192,
             min_cacheable_tokens=self.cache_block_tokens,
             ttl_s=None,  # no TTL: LRU eviction under memory pressure
             exact_prefix_tokens=True,
         )
+
+    def server_context_window(self) -> int | None:
+        """The server's ``max_model_len`` (``/v1/models``), read once it answers; used when
+        ``backend.context_window`` is unset."""
+        if self._max_model_len is None:
+            self._max_model_len = read_max_model_len(self.router.endpoints[0], self.model, self.config.timeout_s)
+        return self._max_model_len
 
     @property
     def cache_block_tokens(self) -> int:
