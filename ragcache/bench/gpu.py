@@ -68,24 +68,37 @@ class Server:
         self._out.close()
 
 
-def vllm_argv(model: Path, port: int, *, gpu_util: float, blocks: int | None) -> list[str]:
+def vllm_argv(
+    model: Path, port: int, *, gpu_util: float, blocks: int | None, max_len: int = MAX_MODEL_LEN, hash_algo: str = ""
+) -> list[str]:
     """The recipe's server command (shared/vllm-gpu.md), on ``port``."""
     argv = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
         "--served-model-name", SERVED_NAME, "--load-format", "dummy", "--enable-prefix-caching",
-        "--enable-prompt-tokens-details", "--max-model-len", str(MAX_MODEL_LEN), "--enforce-eager",
+        "--enable-prompt-tokens-details", "--max-model-len", str(max_len), "--enforce-eager",
         "--gpu-memory-utilization", str(gpu_util), "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     if blocks:
         argv += ["--num-gpu-blocks-override", str(blocks)]
+    if hash_algo:
+        argv += ["--prefix-caching-hash-algo", hash_algo]
     return argv
 
 
 @contextmanager
-def serve_vllm(model: Path, port: int, logs: Path, *, gpu_util: float, blocks: int | None) -> Iterator[Server]:
+def serve_vllm(
+    model: Path,
+    port: int,
+    logs: Path,
+    *,
+    gpu_util: float,
+    blocks: int | None,
+    max_len: int = MAX_MODEL_LEN,
+    hash_algo: str = "",
+) -> Iterator[Server]:
     """A vLLM server for the duration of the block (stopped after, whatever happens)."""
     env = {**os.environ, "VLLM_USE_FLASHINFER_SAMPLER": "0", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1"}
-    server = Server(vllm_argv(model, port, gpu_util=gpu_util, blocks=blocks), f"http://127.0.0.1:{port}",
+    server = Server(vllm_argv(model, port, gpu_util=gpu_util, blocks=blocks, max_len=max_len, hash_algo=hash_algo), f"http://127.0.0.1:{port}",
                     logs / f"vllm-{port}.log", env)  # fmt: skip
     try:
         yield server
@@ -128,10 +141,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, corpora = root / "model", root / "corpora"
     wanted = args.phases.split(",")
     if {"main", "keepwarm"} & set(wanted):
-        with serve_vllm(model, 8000, logs, gpu_util=args.gpu_util, blocks=args.blocks) as server:
+        with serve_vllm(
+            model, 8000, logs, gpu_util=args.gpu_util, blocks=args.blocks, hash_algo=args.hash_algo
+        ) as server:
             result["server"] = {"argv": server.argv, "ready_s": round(server.wait_ready(), 1)}
             if "main" in wanted:
-                result["phases"]["main"] = phases.main_phase(server.url, corpora, args.questions)
+                result["phases"]["main"] = phases.main_phase(
+                    server.url, corpora, args.questions, args.corpora.split(",")
+                )
                 _save(args.out, result)
             if "keepwarm" in wanted:
                 result["phases"]["keepwarm"] = phases.keep_warm_phase(server.url, corpora, args.pressure)
@@ -153,7 +170,16 @@ def run_router(model: Path, corpora: Path, logs: Path, args: argparse.Namespace)
     with ExitStack() as stack:
         replicas = []
         for port in (8001, 8002):  # one after the other: each sizes its KV from what is free
-            server = stack.enter_context(serve_vllm(model, port, logs, gpu_util=args.replica_util, blocks=None))
+            server = stack.enter_context(
+                serve_vllm(
+                    model,
+                    port,
+                    logs,
+                    gpu_util=args.replica_util,
+                    blocks=args.replica_blocks,
+                    max_len=args.replica_max_len,
+                )
+            )
             server.wait_ready()
             replicas.append(server.url)
         out: dict[str, Any] = {"replicas": replicas}
@@ -182,10 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--logs", default="/tmp/ragcache-gpu-logs")
     go.add_argument("--phases", default="main,keepwarm", help="comma list of main, keepwarm, router, local")
     go.add_argument("--questions", type=int, default=16)
+    go.add_argument("--corpora", default="gpu-8k,gpu-32k", help="corpora of the main phase")
+    go.add_argument("--hash-algo", default="", help="vLLM --prefix-caching-hash-algo (default: vLLM's, sha256)")
     go.add_argument("--pressure", type=int, default=40, help="8k-token requests of KV pressure")
     go.add_argument("--gpu-util", type=float, default=0.85)
     go.add_argument("--blocks", type=int, default=6144, help="--num-gpu-blocks-override (16-token blocks)")
     go.add_argument("--replica-util", type=float, default=0.42)
+    go.add_argument("--replica-blocks", type=int, default=1536, help="KV per replica: less than the 4 prefixes")
+    go.add_argument("--replica-max-len", type=int, default=16384)
     args = parser.parse_args(argv)
     if args.command == "prepare":
         from ragcache.bench.gpu_prepare import prepare

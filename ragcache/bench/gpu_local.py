@@ -57,7 +57,7 @@ def plain(model: Any, tokenizer: Any, rag: RagCache, qs: list[str]) -> dict[str,
     from transformers import DynamicCache
 
     ids = [tokenizer.apply_chat_template(rag.prompt_for(q).messages(), add_generation_prompt=True) for q in qs]
-    ids = [list(x["input_ids"]) if isinstance(x, dict) else list(x) for x in ids]
+    ids = [list(x["input_ids"]) if hasattr(x, "keys") else list(x) for x in ids]
     n = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1], strict=False)) if a != b)  # shared prefix
     dev = torch.device("cuda")
     with torch.inference_mode():

@@ -154,11 +154,25 @@ def overhead(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str,
             "prompt_for_median_ms": round(1000 * statistics.median(prep), 3)}  # fmt: skip
 
 
-def main_phase(url: str, corpora: Path, n: int) -> dict[str, Any]:
-    """Per corpus (8k, 32k): cold, warm, a session, ragcache vs raw."""
+def token_ids(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str, Any]:
+    """The same cached prompts as token ids on /v1/completions: TTFT without the server's
+    chat template and tokenization (what the text path costs on top)."""
+    times, usage = [], []
+    for q in questions(n, " (ids)"):
+        body = {"model": rag.backend.model, "messages": rag.prompt_for(q).messages(), "add_generation_prompt": True}
+        ids = client.post(f"{url}/tokenize", json=body).json()["tokens"]
+        t0 = time.perf_counter()
+        r = client.post(f"{url}/v1/completions", json={"model": rag.backend.model, "prompt": ids, "max_tokens": 1})
+        times.append(time.perf_counter() - t0)
+        usage.append(_raw_usage(r.json().get("usage") or {}))
+    return {"median_s": _med(times), "seconds": times, "usage": usage}
+
+
+def main_phase(url: str, corpora: Path, n: int, names: list[str] | None = None) -> dict[str, Any]:
+    """Per corpus (8k, 32k): cold, warm, a session, ragcache vs raw, token ids."""
     out: dict[str, Any] = {}
     with httpx.Client(timeout=600) as client:
-        for name in ("gpu-8k", "gpu-32k"):
+        for name in names or ["gpu-8k", "gpu-32k"]:
             rag = open_rag(url, corpora / name)
             try:
                 caps = rag.backend.capabilities
@@ -172,6 +186,7 @@ def main_phase(url: str, corpora: Path, n: int) -> dict[str, Any]:
                 row["warm"] = warm(rag)
                 row["session"] = session(rag, url, n)
                 row["overhead"] = overhead(rag, client, url, n)
+                row["token_ids"] = token_ids(rag, client, url, 8)
                 row["cold_over_cached"] = round(
                     row["cold"]["ragcache_median_s"] / row["overhead"]["ragcache_median_s"], 2
                 )
@@ -269,28 +284,32 @@ def _cost(calls: list[dict[str, float]], load: dict[str, Any], decisions: list[A
 
 
 def router_phase(router_url: str, replicas: list[str], corpora: Path, *, affinity: bool) -> dict[str, Any]:
-    """Sessions over four prefixes through the router; per-replica /metrics; TTFT and cached ratio.
+    """Questions over four prefixes, in a shuffled (seeded) order, through the router.
 
     The affinity key is what ragcache derives from the prefix fingerprint, sent as
-    ``X-Session-ID`` (the header vllm-router's consistent hashing reads).
+    ``X-Session-ID`` (the header vllm-router's consistent hashing reads). Each policy
+    gets its own ``cache_salt`` so it starts cold and cannot reuse the other's KV;
+    the order is shuffled so round-robin does not pin a prefix to a replica by accident.
     """
     rags = [open_rag(replicas[0], corpora / n) for n in ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d")]
+    work = [(q, rag) for q in questions(12, " (replicas)") for rag in rags]
+    random.Random(0).shuffle(work)
+    salt = "affinity" if affinity else "round-robin"
     before = {r: read_prefix_cache_stats(r) for r in replicas}
     ttft, cached, prompt = [], 0, 0
     with httpx.Client(timeout=600) as client:
-        for q in questions(12, " (replicas)"):
-            for rag in rags:
-                body = raw_body(rag, q)
-                key = f"ragcache-{rag.prompt_for(q).prefix_fingerprint[:32]}"
-                t, usage = raw_request(client, router_url, body, {"X-Session-ID": key} if affinity else None)
-                ttft.append(t)
-                cached += _raw_usage(usage)["cached"]
-                prompt += _raw_usage(usage)["input"]
+        for q, rag in work:
+            key = f"ragcache-{rag.prompt_for(q).prefix_fingerprint[:32]}"
+            body = raw_body(rag, q, salt=salt)
+            t, usage = raw_request(client, router_url, body, {"X-Session-ID": key} if affinity else None)
+            ttft.append(t)
+            cached += _raw_usage(usage)["cached"]
+            prompt += _raw_usage(usage)["input"]
     after = {r: read_prefix_cache_stats(r) for r in replicas}
     for rag in rags:
         rag.close()
     per = {
         r: {"hits": after[r].hits - before[r].hits, "queries": after[r].queries - before[r].queries} for r in replicas
     }
-    return {"requests": len(ttft), "ttft_median_s": _med(ttft), "cached_ratio": round(cached / prompt, 4),
-            "per_replica": per}  # fmt: skip
+    return {"requests": len(ttft), "ttft_median_s": _med(ttft), "ttft_mean_s": round(statistics.mean(ttft), 4),
+            "cached_ratio": round(cached / prompt, 4), "per_replica": per}  # fmt: skip
