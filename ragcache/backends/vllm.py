@@ -212,6 +212,8 @@ class VllmBackend(OpenAIBackend):
         self._clients: dict[str, Any] = {}
         self._block_size: int | None = config.options.get("block_size")
         self._max_model_len: int | None = None
+        self._window_asked_at = -math.inf
+        self._clock = clock
 
     def _extra_option_keys(self) -> set[str]:
         return _OPTIONS
@@ -251,10 +253,13 @@ class VllmBackend(OpenAIBackend):
         )
 
     def server_context_window(self) -> int | None:
-        """The server's ``max_model_len`` (``/v1/models``), read once it answers; used when
-        ``backend.context_window`` is unset."""
-        if self._max_model_len is None:
-            self._max_model_len = read_max_model_len(self.router.endpoints[0], self.model, self.config.timeout_s)
+        """The server's ``max_model_len`` (``/v1/models``), used when ``backend.context_window`` is
+        unset; read once it answers, asked again at most every ``retry_down_s`` until then."""
+        now = self._clock()
+        if self._max_model_len is None and now - self._window_asked_at >= self.router.retry_down_s:
+            self._window_asked_at = now
+            timeout = min(self.config.timeout_s, 5.0)  # capabilities are read often: never hang on them
+            self._max_model_len = read_max_model_len(self.router.endpoints[0], self.model, timeout)
         return self._max_model_len
 
     @property

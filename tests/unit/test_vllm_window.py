@@ -30,3 +30,27 @@ def test_a_server_that_does_not_say_gives_none() -> None:
     assert max_model_len_of({"data": []}, "m") is None
     assert max_model_len_of({}, "m") is None
     assert max_model_len_of({"data": [{"id": "m", "max_model_len": "big"}]}, "m") is None
+
+
+def test_a_server_that_is_down_is_asked_again_only_after_retry_down_s() -> None:
+    """A refused connection (a loopback port with no listener) falls back to 8192 without hanging."""
+    import socket
+
+    from ragcache.backends.vllm import VllmBackend
+    from ragcache.config import BackendConfig, CacheConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    now = [0.0]
+    config = BackendConfig(kind="vllm", base_url=f"http://127.0.0.1:{port}", options={"block_size": 16})
+    backend = VllmBackend(config, CacheConfig(), clock=lambda: now[0])
+    assert backend.capabilities.context_window == 8192
+    assert backend.server_context_window() is None
+    asked = backend._window_asked_at
+    now[0] = 10.0
+    _ = backend.capabilities
+    assert backend._window_asked_at == asked  # not asked again within retry_down_s (30 s)
+    now[0] = 31.0
+    _ = backend.capabilities
+    assert backend._window_asked_at == 31.0
