@@ -52,7 +52,9 @@ __all__ = [
     "VllmBackend",
     "VllmOptions",
     "create",
+    "max_model_len_of",
     "parse_prefix_cache_stats",
+    "read_max_model_len",
     "read_prefix_cache_stats",
 ]
 
@@ -195,6 +197,24 @@ def read_prefix_cache_stats(endpoint: str, timeout_s: float = 10.0) -> PrefixCac
     return parse_prefix_cache_stats(response.text)
 
 
+def max_model_len_of(models: dict[str, Any], model: str) -> int | None:
+    """``max_model_len`` of ``model`` in a ``/v1/models`` answer (the first entry if none is named so)."""
+    entries = [e for e in models.get("data") or [] if isinstance(e, dict)]
+    entry = next((e for e in entries if e.get("id") == model), entries[0] if entries else None)
+    value = entry.get("max_model_len") if entry else None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def read_max_model_len(endpoint: str, model: str, timeout_s: float = 10.0) -> int | None:
+    """GET ``<endpoint>/v1/models``: the server's context window, or None when it cannot say."""
+    try:
+        response = httpx.get(f"{_root(endpoint)}/v1/models", timeout=timeout_s)
+        response.raise_for_status()
+        return max_model_len_of(response.json(), model)
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 class VllmBackend(Backend):
     """One or many vLLM servers, routed by prefix."""
 
@@ -217,18 +237,31 @@ class VllmBackend(Backend):
         )
         self._clients: dict[str, Any] = {}
         self._block_size: int | None = self.options.block_size
+        self._max_model_len: int | None = None
+        self._window_asked_at = -math.inf
+        self._clock = clock
 
     @property
     def capabilities(self) -> Capabilities:
         block = self.block_size()
         return Capabilities(
-            context_window=self.config.context_window or 8192,
+            context_window=self.config.context_window or self.server_context_window() or 8192,
             min_cacheable_tokens=block,  # a partial block is not cached: one block is the minimum
             cache_block_tokens=block,
             exact_prefix_tokens=True,  # /tokenize renders the chat template like the engine
             max_breakpoints=None,  # automatic prefix caching
             ttl_s=None,  # no TTL: LRU eviction under memory pressure
         )
+
+    def server_context_window(self) -> int | None:
+        """The server's ``max_model_len`` (``/v1/models``), used when ``backend.context_window`` is
+        unset; read once it answers, asked again at most every ``retry_down_s`` until then."""
+        now = self._clock()
+        if self._max_model_len is None and now - self._window_asked_at >= self.router.retry_down_s:
+            self._window_asked_at = now
+            timeout = min(self.config.timeout_s, 5.0)  # capabilities are read often: never hang on them
+            self._max_model_len = read_max_model_len(self.router.endpoints[0], self.model, timeout)
+        return self._max_model_len
 
     def block_size(self) -> int:
         """KV block size: only whole blocks are cached (options, else /metrics, else 16)."""
