@@ -7,7 +7,7 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
 
 1. **full** — the corpus fits B: every question gets the whole corpus (one prefix).
 2. Otherwise the canonical block sequence is cut once into consecutive **runs**
-   of at most B − ``snippet_tokens`` tokens (greedy, preferring a cut at a
+   of at most B − :func:`tail_reserve` tokens (greedy, preferring a cut at a
    category boundary when the run is already ≥ 80% full). The runs are the
    enumerable prefix set (:meth:`HybridRouter.prefixes`): few at large windows, and
    each fills most of the budget, so a route uses the window instead of one block.
@@ -25,11 +25,15 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    (b) a tail-only **topk** route whose tokens cost what (a) costs when its prefix
    is read from cache (``CACHED_READ_PRICE`` × prefix + tail), and takes the
    better: a router that prices its options is never worse than top-k at equal cost.
-5. **The tail** (blocks routes): the question's chunks among the top ``top_k``
-   ranks that are not inside the chosen blocks and score at least
-   ``TAIL_MIN_SHARE`` of the best chunk, within ``snippet_tokens``. It is sized by
-   what it recovers: when the run already holds the best chunks it is short or
-   empty (on ``corpora/sqlite`` it averages ~1.3k tokens at 8k, ~0.5k at 200k).
+5. **The tail** (blocks routes) is priced against top-k: it holds the chunks that a
+   top-k prompt *of the same cost* would hold and the run does not. Walking the
+   question's chunks best first, a chunk inside the run uses up the run's cost
+   allowance (``CACHED_READ_PRICE`` × run tokens, plus its share of the cache write,
+   ``WRITE_PRICE`` × run tokens / the run's demand); a chunk outside it joins the tail
+   (it costs the same in both prompts). The walk ends when the allowance is spent, the
+   window is full or ``top_k`` tail chunks are taken. So a run that holds the best
+   chunks gets a short tail, and the prompt holds every chunk top-k at equal cost
+   would send (while the window has room): the router's evidence is a superset.
 
 :meth:`HybridRouter.hot_prefixes` gives the demand-ranked runs for the warmer; the
 demand state (:class:`Demand`) can be shared or saved by a server. Everything is
@@ -61,7 +65,8 @@ __all__ = [
     "PRICE_MARGIN",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
-    "TAIL_MIN_SHARE",
+    "tail_reserve",
+    "WRITE_PRICE",
     "BlockRun",
     "Demand",
     "HybridRouter",
@@ -73,7 +78,7 @@ CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncach
 RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route can cover
 RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
 PRICE_MARGIN = 0.01  # a cold question's hot run must cover this much more relevance than top-k at equal cost
-TAIL_MIN_SHARE = 0.7  # a tail chunk scores at least this share of the best chunk: the tail is uncached
+WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
 DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 
@@ -85,6 +90,16 @@ def context_budget(
     window = config.window_tokens or capabilities.context_window
     overhead = sum(corpus.blocks[b].tokens for b in NON_CORPUS_BLOCKS if b in corpus.blocks)
     return window - reserved_output - config.history_allowance - overhead
+
+
+def tail_reserve(budget: int, snippet_tokens: int) -> int:
+    """Tokens a run leaves for the tail: ``snippet_tokens`` plus what the run's cached read buys.
+
+    Top-k at the route's cost gets about ``CACHED_READ_PRICE`` × run + tail tokens; the
+    tail must have room for that top-k's chunks outside the run, so the reserve r solves
+    r = snippet_tokens + CACHED_READ_PRICE × (budget − r).
+    """
+    return min(budget, int((snippet_tokens + CACHED_READ_PRICE * budget) / (1 + CACHED_READ_PRICE)))
 
 
 class HybridRouter:
@@ -118,7 +133,7 @@ class HybridRouter:
             )
         self._full = self._full_prefix()
         tokens = [corpus.block(b).tokens for b in self.blocks]
-        cap = self.budget - config.snippet_tokens
+        cap = self.budget - tail_reserve(self.budget, config.snippet_tokens)
         runs = [] if self._full is not None or config.mode == "topk" else self._runs(tokens, cap)
         self.runs: list[BlockRun] = runs
         self._run_by_blocks = {run.block_ids: run.index for run in runs}
@@ -262,7 +277,7 @@ class HybridRouter:
             tokens = int(CACHED_READ_PRICE * self.runs[best].tokens) + self.config.snippet_tokens
             return self._topk(fused, order, tokens, f"run {best} is not hot; top-k at its cached cost")
         hot_best = min(hot, key=lambda i: (-coverage[i], i))
-        tail = self._tail(fused, order, self.runs[hot_best], self.config.top_k, self.config.snippet_tokens)
+        tail = self._tail(order, self.runs[hot_best])
         total = sum(relevance.values()) or 1.0
         tail_weight = sum(relevance.get(i, 0.0) for i in tail) / total
         tail_tokens = int(self._chunk_tokens[tail].sum()) if tail else 0
@@ -289,7 +304,7 @@ class HybridRouter:
         sticky: bool = False,
     ) -> Route:
         chosen = self.runs[run]
-        tail = self._tail(fused, order, chosen, self.config.top_k, self.config.snippet_tokens)
+        tail = self._tail(order, chosen)
         if chosen.tokens < self.min_cacheable:
             reason += f"; below the backend's {self.min_cacheable}-token minimum cacheable prefix"
         return self._make_route("blocks", chosen.block_ids, self._snippets(fused, tail), reason, scores, sticky)
@@ -309,17 +324,24 @@ class HybridRouter:
                 left -= int(self._chunk_tokens[i])
         return picked
 
-    def _tail(self, fused: np.ndarray, order: np.ndarray, run: BlockRun, ranks: int, tokens: int) -> list[int]:
-        """Chunks among the top ``ranks`` outside ``run``, within ``tokens``."""
-        picked, left = [], tokens
-        floor = TAIL_MIN_SHARE * float(fused[order[0]]) if len(order) else 0.0
-        for i in order[:ranks]:
-            if fused[i] < floor:
-                break
-            if self._chunk_run[i] == run.index or self._chunk_tokens[i] > left:
-                continue
-            picked.append(int(i))
-            left -= int(self._chunk_tokens[i])
+    def _tail(self, order: np.ndarray, run: BlockRun) -> list[int]:
+        """Chunks outside ``run`` that top-k at the route's cost would send (module docstring, 5)."""
+        demand = max(float(self.demand.counts[run.index]), 1.0)
+        allowance = CACHED_READ_PRICE * run.tokens + WRITE_PRICE * run.tokens / demand
+        picked: list[int] = []
+        inside, left = 0, self.budget - run.tokens
+        smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1
+        for i in order:
+            tokens = int(self._chunk_tokens[i])
+            if self._chunk_run[i] == run.index:
+                inside += tokens
+                if inside > allowance:
+                    break
+            elif tokens <= left:
+                picked.append(int(i))
+                left -= tokens
+                if left < smallest or len(picked) >= self.config.top_k:
+                    break
         return picked
 
     def _snippets(self, fused: np.ndarray, picked: list[int]) -> tuple[Snippet, ...]:
