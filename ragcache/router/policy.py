@@ -214,4 +214,3 @@ class HybridRouter:
             for i in sorted(picked)
             for c in (self.corpus.chunks[i],)
         )
-
