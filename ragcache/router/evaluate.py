@@ -47,10 +47,12 @@ if TYPE_CHECKING:
 __all__ = [
     "QAItem",
     "TopK",
+    "budget_for_cost",
     "evaluate_corpus",
     "evaluate_windows",
     "gold_recall",
     "load_qa",
+    "non_corpus_blocks",
     "route_all",
 ]
 
