@@ -14,6 +14,7 @@ import pytest
 from router_corpus import build_topics
 
 from ragcache.cache.replay import CacheRules, ReplayRequest, arrivals, replay
+from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import CorpusError
 from ragcache.prompt import Route, Snippet
 from ragcache.router.embeddings import load_embedder
@@ -27,7 +28,7 @@ from ragcache.router.evaluate import (
     non_corpus_blocks,
     route_all,
 )
-from ragcache.router.index import open_index
+from ragcache.router.index import ChunkIndex, open_index
 
 RULES = CacheRules("test", "anthropic", input=10.0, cached_read=1.0, cache_write=12.5, ttl_s=300.0)
 ITEMS = [
@@ -38,7 +39,7 @@ ITEMS = [
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompiledCorpus, ChunkIndex]:
     corpus = build_topics(tmp_path_factory.mktemp("topics")).corpus
     return corpus, open_index(corpus, load_embedder())
 
@@ -64,7 +65,7 @@ def test_gold_recall_is_the_share_of_distinct_gold_documents() -> None:
     assert gold_recall(frozenset(), ("a",)) == 0.0
 
 
-def test_topk_figures_match_a_brute_force_fill(built) -> None:
+def test_topk_figures_match_a_brute_force_fill(built: tuple[CompiledCorpus, ChunkIndex]) -> None:
     corpus, index = built
     topk = TopK(corpus, index, ITEMS, 0.5)
     for budget in (0, 40, 150, 400, 10_000):
@@ -84,7 +85,7 @@ def test_topk_figures_match_a_brute_force_fill(built) -> None:
     assert topk.figures(10_000)[0] == [1.0, 1.0, 1.0]  # the whole corpus holds every gold document
 
 
-def test_equal_cost_budget_is_the_largest_that_does_not_cost_more(built) -> None:
+def test_equal_cost_budget_is_the_largest_that_does_not_cost_more(built: tuple[CompiledCorpus, ChunkIndex]) -> None:
     corpus, index = built
     topk = TopK(corpus, index, ITEMS, 0.5)
     times = arrivals(len(ITEMS), 10)
@@ -95,7 +96,7 @@ def test_equal_cost_budget_is_the_largest_that_does_not_cost_more(built) -> None
     assert budget_for_cost(topk, 1e9, 300, times, RULES) == 300  # capped by the window
 
 
-def test_per_window_figures_by_hand(built) -> None:
+def test_per_window_figures_by_hand(built: tuple[CompiledCorpus, ChunkIndex]) -> None:
     corpus, index = built
     blocks = corpus.category_block_ids()  # astronomy, cooking, gardening, networking
     garden, net = blocks[2], blocks[3]
@@ -137,7 +138,7 @@ def test_per_window_figures_by_hand(built) -> None:
     assert set(row) >= {"window", "router", "topk_equal_tokens", "topk_equal_cost"}
 
 
-def test_previous_route_is_passed_only_within_a_session(built) -> None:
+def test_previous_route_is_passed_only_within_a_session(built: tuple[CompiledCorpus, ChunkIndex]) -> None:
     corpus, _ = built
     blocks = corpus.category_block_ids()
     routes = [Route("category", (b,)) for b in blocks[:4]]
@@ -148,7 +149,9 @@ def test_previous_route_is_passed_only_within_a_session(built) -> None:
     assert prompted[1].documents == frozenset(corpus.documents_of((blocks[1],)))
 
 
-def test_qa_files_read_both_gold_keys_and_errors_name_the_place(built, tmp_path: Path) -> None:
+def test_qa_files_read_both_gold_keys_and_errors_name_the_place(
+    built: tuple[CompiledCorpus, ChunkIndex], tmp_path: Path
+) -> None:
     corpus, _ = built
     good = tmp_path / "qa.jsonl"
     rows = [{"question": "q1", "gold_doc_ids": ["cooking/bread.md"], "session": 7}, {"question": "q2", "gold": ["dns"]}]
