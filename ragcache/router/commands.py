@@ -60,11 +60,16 @@ def eval_router(
     rules = rules_for(vendor_model, ttl)  # type: ignore[arg-type]
     report, topk = evaluate_corpus(compiled, items, sizes, config=cfg, rules=rules, rate_per_min=rate_per_min)
     report["qa"] = str(qa_path)
+    budgets = sorted({int(b) for b in _sweep(max(w["corpus_budget"] for w in report["windows"]))})
+    curve = topk_curve(topk, budgets, rate_per_min, rules)
+    report["topk_curve"] = [
+        {"corpus_budget": b, "usd_per_1k": round(x, 4), "recall": round(y, 4)}
+        for b, (x, y) in zip(budgets, curve, strict=True)
+    ]
     if plot is not None:
         from ragcache.router.eval_plot import plot_report
 
-        budgets = sorted({int(b) for b in _sweep(max(w["corpus_budget"] for w in report["windows"]))})
-        plot_report(report, topk_curve(topk, budgets, rate_per_min, rules), plot)
+        plot_report(report, curve, plot)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return
