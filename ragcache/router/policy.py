@@ -214,3 +214,4 @@ class HybridRouter:
             for i in sorted(picked)
             for c in (self.corpus.chunks[i],)
         )
+
