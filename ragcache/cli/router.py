@@ -1,80 +1,116 @@
-"""CLI command ``ragcache eval-router``: the router against top-k retrieval on a QA set.
+"""CLI command ``ragcache eval-router``: router recall and cost against fused top-k, per context window.
+
+Registered on the main typer app by :func:`register` (ragcache/cli/__init__.py); the
+evaluation itself is :mod:`ragcache.router.evaluate`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from ragcache.cli.output import console, handle_errors
 
-if TYPE_CHECKING:
-    from ragcache.router.evaluate import RouterEval
+__all__ = ["DEFAULT_WINDOWS", "eval_router", "register"]
 
-__all__ = ["DEFAULT_WINDOW", "eval_router", "register"]
-
-DEFAULT_WINDOW = 8192  # the local SmolLM2 model's context, used when the config names none
+DEFAULT_WINDOWS = "8192,32768,131072,200000"
+DEFAULT_QA = Path("tests/data/sqlite_qa.jsonl")
 
 
 def eval_router(
     corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder or build folder.")] = Path("corpora/sqlite"),
-    qa: Annotated[Path, typer.Option("--qa", help="QA JSON lines with gold documents.")] = Path(
-        "tests/data/sqlite_qa.jsonl"
-    ),
+    qa: Annotated[
+        Path | None, typer.Option("--qa", help="QA JSON lines with gold documents (default: <corpus>/qa.jsonl).")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (router, backend).")] = None,
-    window: Annotated[int | None, typer.Option("--window", min=1, help="Context window (default: config).")] = None,
+    windows: Annotated[str, typer.Option("--windows", help="Context windows, comma-separated.")] = DEFAULT_WINDOWS,
+    vendor_model: Annotated[str, typer.Option("--vendor-model", help="Model whose cache prices are replayed.")] = (
+        "claude-sonnet-4-5"
+    ),
+    ttl: Annotated[str | None, typer.Option("--ttl", help="Cache TTL: 5m or 1h (default: the vendor's).")] = None,
+    rate_per_min: Annotated[float, typer.Option("--rate-per-min", min=0.001, help="Question arrival rate.")] = 10.0,
     snippet_tokens: Annotated[int | None, typer.Option("--snippet-tokens", min=0)] = None,
     dense_weight: Annotated[float | None, typer.Option("--dense-weight", min=0.0, max=1.0)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of recall against $ per 1k.")] = None,
 ) -> None:
-    """Evidence recall, distinct prefixes and prompt tokens: router vs top-k at the same token budget."""
-    from ragcache.backends.base import Capabilities
+    """Recall and $ per 1,000 questions: the router against fused top-k at equal tokens and equal cost."""
+    from ragcache.cache.replay import rules_for
     from ragcache.config import load_config
     from ragcache.corpus.store import load_corpus
-    from ragcache.router.evaluate import evaluate_router, load_qa
-    from ragcache.router.policy import HybridRouter
+    from ragcache.router.evaluate import evaluate_corpus, load_qa, topk_curve
 
     cfg = load_config(config)
     updates = {k: v for k, v in (("snippet_tokens", snippet_tokens), ("dense_weight", dense_weight)) if v is not None}
-    router_config = cfg.router.model_copy(update=updates)
+    cfg = cfg.model_copy(update={"router": cfg.router.model_copy(update=updates)})
+    try:
+        sizes = [int(w) for w in windows.split(",") if w.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated token counts, got {windows!r}", param_hint="--windows"
+        ) from None
     compiled = load_corpus(corpus)
-    items = load_qa(qa, compiled)
-    capabilities = Capabilities(context_window=window or cfg.backend.context_window or DEFAULT_WINDOW)
-    router = HybridRouter(compiled, router_config, capabilities, cfg.backend.max_output_tokens)
-    report = evaluate_router(router, items)
+    qa_path = qa or (corpus / "qa.jsonl" if (corpus / "qa.jsonl").is_file() else DEFAULT_QA)
+    items = load_qa(qa_path, compiled)
+    rules = rules_for(vendor_model, ttl)  # type: ignore[arg-type]
+    report, topk = evaluate_corpus(compiled, items, sizes, config=cfg, rules=rules, rate_per_min=rate_per_min)
+    report["qa"] = str(qa_path)
+    budgets = sorted({int(b) for b in _sweep(max(w["corpus_budget"] for w in report["windows"]))})
+    curve = topk_curve(topk, budgets, rate_per_min, rules)
+    report["topk_curve"] = [
+        {"corpus_budget": b, "usd_per_1k": round(x, 4), "recall": round(y, 4)}
+        for b, (x, y) in zip(budgets, curve, strict=True)
+    ]
+    if plot is not None:
+        from ragcache.router.eval_plot import plot_report
+
+        plot_report(report, curve, plot)
     if as_json:
-        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+        typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return
-    print_report(report, capabilities.context_window)
+    print_report(report)
 
 
-def print_report(report: RouterEval, window: int) -> None:
-    """The router and the baselines side by side."""
-    table = Table(title=f"eval-router: {report.corpus} ({report.router.questions} questions)", title_justify="left")
-    for column in ("strategy", "evidence recall", "distinct prefixes", "prompt tokens (mean)", "(median)"):
+def _sweep(high: int) -> list[float]:
+    """Budgets from 256 tokens to ``high``, evenly spaced on a log scale."""
+    import numpy as np
+
+    return list(np.geomspace(256, max(high, 257), 24))
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """One row per window and strategy."""
+    title = f"eval-router: {report['corpus']} ({report['questions']} questions, {report['corpus_tokens']:,} tokens)"
+    table = Table(title=title, title_justify="left")
+    for column in ("window", "strategy", "recall", "any gold", "tokens", "budget", "prefixes", "$/1k q"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
-    for stats in (report.router, *report.baselines):
-        row = stats.to_dict()
-        table.add_row(
-            stats.name,
-            f"{row['evidence_recall']:.3f} ({stats.hits}/{stats.questions})",
-            str(row["distinct_prefixes"]),
-            f"{row['prompt_tokens_mean']:,.0f}",
-            f"{row['prompt_tokens_median']:,.0f}",
-        )
+    labels = {"router": "router", "topk_equal_tokens": "top-k =tokens", "topk_equal_cost": "top-k =cost"}
+    for row in report["windows"]:
+        for key, label in labels.items():
+            f = row[key]
+            table.add_row(
+                f"{row['window']:,}" if key == "router" else "",
+                label,
+                f"{f['recall']:.3f}",
+                f"{f['hit_rate']:.3f}",
+                f"{f['prompt_tokens_mean']:,.0f}",
+                f"{f['budget_used_share']:.2f}" if "budget_used_share" in f else "",
+                str(f.get("distinct_prefixes", "")),
+                f"{f['usd_per_1k']:.3f}",
+                end_section=key == "topk_equal_cost",
+            )
     console.print(table)
-    modes = ", ".join(f"{k} {v}" for k, v in sorted(report.modes.items()))
     console.print(
-        f"window {window}, corpus budget {report.budget} tokens; mode {report.mode}; routes: {modes}\n"
-        f"prefix bound: {report.category_blocks} category blocks ({report.categories} categories, split into parts) "
-        f"+ {report.stacks_used} canonical pairs used = {report.prefix_bound}; "
-        f"router used {len(report.router.prefixes)}\n"
-        "prompt tokens = corpus tokens in the prompt (blocks + snippets, or retrieved chunks); top-k gets the "
-        "router's count question by question",
+        f"cost: {report['vendor_model']} prompt cache replayed cold, questions in file order at "
+        f"{report['rate_per_min']:g}/min, TTL {report['cache_ttl_s']:g} s; question and output tokens left out. "
+        "recall = share of a question's gold documents in the prompt; any gold = at least one; tokens = mean "
+        "prompt tokens; budget = the router's share of the window's corpus budget.",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

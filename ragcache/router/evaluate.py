@@ -1,29 +1,62 @@
-"""Router evaluation: evidence recall, distinct prefixes and prompt tokens, against top-k retrieval.
+"""Router evaluation: evidence recall against what the prompts cost, beside fused top-k retrieval.
 
-A QA file is JSON lines ``{"id", "question", "gold": [doc ids]}``. A question is a
-hit when one of its gold documents is inside the prompt: in a chosen block or a
-tail snippet for the router, among the retrieved chunks for top-k. Top-k gets,
-question by question, exactly the corpus tokens the router's prompt carried (the
-same prompt-token budget), filled with the best chunks in score order.
+A QA file is JSON lines ``{"id", "question", "gold_doc_ids": [doc ids]}`` (``gold``
+is read too; an optional ``session`` groups follow-ups). For each context window:
+
+- **router**: the router is built for that window and routes the questions in
+  arrival order (the previous route is passed only within a session). Its prompt
+  is the stable prefix (instructions, corpus blocks, tools, examples) plus the
+  tail snippets; its documents are the blocks' documents and the snippets'.
+- **top-k**: fused dense+BM25 scores over the same chunk index; the best chunks in
+  score order while they fit a token budget, after the non-corpus stable blocks.
+  *At equal tokens* the budget gives the router's mean prompt tokens; *at equal
+  cost* it is binary-searched so top-k's replayed $/1k equals the router's (top-k
+  is capped by the window: it cannot buy more than fits).
+
+**Recall** is the share of a question's gold documents in the prompt (all of them
+matter for a multi-hop question), averaged over questions; the **hit rate** beside
+it counts a question when any gold document is there. **Cost** replays the prompts
+in arrival order (evenly spaced at ``rate_per_min``) against the vendor's cache
+rules (:mod:`ragcache.cache.replay`), starting cold: nothing is warmed, and no
+setting is chosen from the measured questions. Question and output tokens are the
+same for both strategies and are left out of tokens and cost.
 """
 
 from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ragcache.cache.replay import CacheRules, ReplayRequest, ReplayResult, arrivals, replay
 from ragcache.errors import CorpusError
+from ragcache.prompt import INSTRUCTIONS_BLOCK, NON_CORPUS_BLOCKS
 
 if TYPE_CHECKING:
-    from ragcache.corpus.manifest import CompiledCorpus
-    from ragcache.router.policy import HybridRouter
+    from collections.abc import Callable
 
-__all__ = ["QAItem", "RouterEval", "StrategyStats", "evaluate_router", "load_qa"]
+    from ragcache.corpus.manifest import CompiledCorpus
+    from ragcache.prompt import Route
+    from ragcache.router import Router
+    from ragcache.router.index import ChunkIndex
+
+__all__ = [
+    "QAItem",
+    "TopK",
+    "budget_for_cost",
+    "evaluate_corpus",
+    "evaluate_windows",
+    "gold_recall",
+    "load_qa",
+    "non_corpus_blocks",
+    "route_all",
+]
+
+_SEARCH_STEPS = 40
 
 
 @dataclass(frozen=True)
@@ -31,90 +64,53 @@ class QAItem:
     id: str
     question: str
     gold: tuple[str, ...]
+    session: str | None = None
 
 
-@dataclass
-class StrategyStats:
-    """One strategy's figures over a QA set."""
+@dataclass(frozen=True)
+class Prompted:
+    """One question's prompt under a strategy: stable blocks ``(id, tokens)``, tail tokens, documents."""
 
-    name: str
-    hits: int = 0
-    questions: int = 0
-    prefixes: set[tuple[str, ...]] = field(default_factory=set)
-    tokens: list[int] = field(default_factory=list)
-
-    def add(self, hit: bool, prefix: tuple[str, ...], tokens: int) -> None:
-        self.hits += hit
-        self.questions += 1
-        self.prefixes.add(prefix)
-        self.tokens.append(tokens)
+    blocks: tuple[tuple[str, int], ...]
+    tail_tokens: int
+    documents: frozenset[str]
 
     @property
-    def recall(self) -> float:
-        return self.hits / self.questions if self.questions else 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "questions": self.questions,
-            "hits": self.hits,
-            "evidence_recall": round(self.recall, 4),
-            "distinct_prefixes": len(self.prefixes),
-            "prompt_tokens_mean": round(statistics.fmean(self.tokens), 1) if self.tokens else 0.0,
-            "prompt_tokens_median": statistics.median(self.tokens) if self.tokens else 0,
-        }
-
-
-@dataclass
-class RouterEval:
-    """The router against top-k baselines, plus what bounds the router's prefix count."""
-
-    corpus: str
-    mode: str
-    budget: int
-    categories: int
-    category_blocks: int
-    router: StrategyStats
-    baselines: list[StrategyStats]
-    modes: dict[str, int]
-    stacks_used: int
-
-    @property
-    def prefix_bound(self) -> int:
-        """Single blocks (split categories count each part) plus the canonical pairs actually used."""
-        return self.category_blocks + self.stacks_used
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "corpus": self.corpus,
-            "mode": self.mode,
-            "budget_tokens": self.budget,
-            "categories": self.categories,
-            "category_blocks": self.category_blocks,
-            "stacks_used": self.stacks_used,
-            "prefix_bound": self.prefix_bound,
-            "route_modes": dict(sorted(self.modes.items())),
-            "router": self.router.to_dict(),
-            "baselines": [b.to_dict() for b in self.baselines],
-        }
+    def tokens(self) -> int:
+        return sum(t for _, t in self.blocks) + self.tail_tokens
 
 
 def load_qa(path: str | Path, corpus: CompiledCorpus | None = None) -> list[QAItem]:
     """Read a QA file; with ``corpus``, every gold document must exist in it."""
     path = Path(path)
-    items = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read QA file: {exc.strerror or exc}") from exc
+    items = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            items.append(QAItem(str(row.get("id", number)), str(row["question"]), tuple(row["gold"])))
+            gold = row["gold_doc_ids"] if "gold_doc_ids" in row else row["gold"]
+            if isinstance(gold, str) or not gold:
+                raise TypeError("gold documents must be a non-empty list")
+            session = row.get("session")
+            items.append(
+                QAItem(
+                    str(row.get("id", number)),
+                    str(row["question"]),
+                    tuple(map(str, gold)),
+                    None if session is None else str(session),
+                )
+            )
         except (ValueError, KeyError, TypeError) as exc:
-            raise CorpusError(f"{path}:{number}: expected {{'question': str, 'gold': [doc ids]}}: {exc}") from exc
+            raise CorpusError(
+                f"{path}:{number}: expected {{'question': str, 'gold_doc_ids': [doc ids]}}: {exc}"
+            ) from exc
+    if not items:
+        raise CorpusError(f"{path}: no questions")
     if corpus is not None:
         missing = sorted({g for item in items for g in item.gold} - set(corpus.documents))
         if missing:
@@ -122,51 +118,223 @@ def load_qa(path: str | Path, corpus: CompiledCorpus | None = None) -> list[QAIt
     return items
 
 
-def evaluate_router(router: HybridRouter, items: list[QAItem]) -> RouterEval:
-    """Route every question (no session), then give top-k the same corpus tokens per question."""
-    corpus = router.corpus
-    chunks = corpus.chunks
-    ours = StrategyStats("router")
-    fused_k = StrategyStats("top-k (same fused dense+BM25 scores)")
-    dense_k = StrategyStats("top-k (dense only)")
-    modes: dict[str, int] = {}
-    stacks: set[tuple[str, ...]] = set()
+def gold_recall(documents: frozenset[str] | set[str], gold: tuple[str, ...]) -> float:
+    """Share of ``gold`` (distinct ids) inside ``documents``."""
+    wanted = set(gold)
+    return len(wanted & documents) / len(wanted) if wanted else 0.0
+
+
+def non_corpus_blocks(corpus: CompiledCorpus) -> tuple[tuple[str, int], ...]:
+    """The stable blocks every prompt carries besides the corpus: instructions, tools, examples."""
+    return tuple((b, corpus.block(b).tokens) for b in NON_CORPUS_BLOCKS if b in corpus.blocks)
+
+
+def route_all(router: Router, corpus: CompiledCorpus, items: list[QAItem]) -> list[Prompted]:
+    """Route every question in arrival order; a session's previous route goes with its next question."""
+    overhead = non_corpus_blocks(corpus)
+    head = tuple(b for b in overhead if b[0] == INSTRUCTIONS_BLOCK)
+    rest = tuple(b for b in overhead if b[0] != INSTRUCTIONS_BLOCK)
+    last: dict[str, Route] = {}
+    out = []
     for item in items:
-        route = router.route(item.question)
-        blocks = tuple(b for b in route.block_ids)
-        docs = set(corpus.documents_of(blocks)) | {s.doc_id for s in route.snippets}
-        tokens = sum(corpus.block(b).tokens for b in blocks) + sum(s.tokens for s in route.snippets)
-        ours.add(bool(docs & set(item.gold)), blocks, tokens)
-        modes[route.mode] = modes.get(route.mode, 0) + 1
-        if route.mode == "stack":
-            stacks.add(blocks)
+        route = router.route(item.question, last.get(item.session) if item.session is not None else None)
+        if item.session is not None:
+            last[item.session] = route
+        blocks = tuple((b, corpus.block(b).tokens) for b in route.block_ids)
+        docs = frozenset(corpus.documents_of(route.block_ids)) | {s.doc_id for s in route.snippets}
+        out.append(Prompted(head + blocks + rest, sum(s.tokens for s in route.snippets), docs))
+    return out
+
+
+class TopK:
+    """Fused top-k over the chunk index, for any token budget, without re-scoring.
+
+    Per question it keeps the running token total of its chunks in score order and,
+    for each gold document, the rank of its first chunk: with budget ``T`` the
+    prompt holds the ``k`` best chunks whose total fits ``T``, and a gold document is
+    in it when its first chunk ranks below ``k``.
+    """
+
+    def __init__(self, corpus: CompiledCorpus, index: ChunkIndex, items: list[QAItem], dense_weight: float) -> None:
+        chunks = corpus.chunks
         if not chunks:
-            continue
-        scores = router.index.scores(item.question, router.config.dense_weight)
-        for stats, values in ((fused_k, scores.fused), (dense_k, scores.dense)):
-            picked = _fill(values, [c.tokens for c in chunks], tokens)
-            chosen = {chunks[i].doc_id for i in picked}
-            stats.add(bool(chosen & set(item.gold)), tuple(chunks[i].id for i in sorted(picked)), tokens)
-    return RouterEval(
-        corpus=corpus.name,
-        mode=router.mode,
-        budget=router.budget,
-        categories=len(corpus.manifest.categories),
-        category_blocks=len(router.blocks),
-        router=ours,
-        baselines=[fused_k, dense_k] if chunks else [],
-        modes=modes,
-        stacks_used=len(stacks),
-    )
+            raise CorpusError(f"corpus {corpus.name!r} has no chunk index; rebuild it without --no-index")
+        sizes = np.array([c.tokens for c in chunks], dtype=np.int64)
+        doc_of = np.array([c.doc_id for c in chunks], dtype=object)
+        self.stable = non_corpus_blocks(corpus)
+        self.cumulative: list[np.ndarray] = []
+        self.first_rank: list[np.ndarray] = []
+        for item in items:
+            fused = index.scores(item.question, dense_weight).fused
+            order = np.lexsort((np.arange(len(fused)), -np.asarray(fused, dtype=np.float64)))
+            self.cumulative.append(np.concatenate(([0], np.cumsum(sizes[order]))))
+            ranked = doc_of[order]
+            self.first_rank.append(np.array([_first(ranked, g) for g in dict.fromkeys(item.gold)], dtype=np.int64))
+
+    def figures(self, budget: int) -> tuple[list[float], list[bool], list[int]]:
+        """(recall, any-gold hit, corpus tokens) per question at ``budget`` corpus tokens."""
+        recalls, hits, tokens = [], [], []
+        for cumulative, ranks in zip(self.cumulative, self.first_rank, strict=True):
+            k = int(np.searchsorted(cumulative, budget, side="right")) - 1
+            inside = ranks < k
+            recalls.append(float(inside.mean()) if len(ranks) else 0.0)
+            hits.append(bool(inside.any()))
+            tokens.append(int(cumulative[k]))
+        return recalls, hits, tokens
+
+    def requests(self, budget: int, times: list[float]) -> list[ReplayRequest]:
+        """The replay requests at ``budget``: the non-corpus stable blocks, then the chunks as tail."""
+        _, _, tokens = self.figures(budget)
+        return [ReplayRequest(t, self.stable, n) for t, n in zip(times, tokens, strict=True)]
 
 
-def _fill(values: Any, sizes: list[int], budget: int) -> list[int]:
-    """Chunk positions in score order while they fit ``budget`` tokens."""
-    picked, used = [], 0
-    for i in np.lexsort((np.arange(len(values)), -np.asarray(values, dtype=np.float64))):
-        if used + sizes[i] <= budget:
-            picked.append(int(i))
-            used += sizes[i]
-        elif budget - used < 16:
+def _first(ranked: np.ndarray, doc: str) -> int:
+    where = np.flatnonzero(ranked == doc)
+    return int(where[0]) if len(where) else len(ranked)
+
+
+def strategy_figures(prompts: list[Prompted], items: list[QAItem], cost: ReplayResult) -> dict[str, Any]:
+    """Recall, hit rate, mean prompt tokens and $/1k for one strategy's prompts."""
+    pairs = list(zip(prompts, items, strict=True))
+    return {
+        "recall": round(statistics.fmean(gold_recall(p.documents, i.gold) for p, i in pairs), 4),
+        "hit_rate": round(statistics.fmean(bool(p.documents & set(i.gold)) for p, i in pairs), 4),
+        "prompt_tokens_mean": round(statistics.fmean(p.tokens for p in prompts), 1),
+        "usd_per_1k": round(cost.usd_per_1k, 4),
+        "cost": cost.to_dict(),
+    }
+
+
+def topk_figures(topk: TopK, budget: int, times: list[float], rules: CacheRules) -> dict[str, Any]:
+    """Top-k's figures at ``budget`` corpus tokens per question."""
+    recalls, hits, tokens = topk.figures(budget)
+    cost = replay(topk.requests(budget, times), rules)
+    stable = sum(t for _, t in topk.stable)
+    return {
+        "recall": round(statistics.fmean(recalls), 4),
+        "hit_rate": round(statistics.fmean(hits), 4),
+        "prompt_tokens_mean": round(stable + statistics.fmean(tokens), 1),
+        "usd_per_1k": round(cost.usd_per_1k, 4),
+        "corpus_budget": int(budget),
+        "cost": cost.to_dict(),
+    }
+
+
+def budget_for_cost(topk: TopK, target_usd_per_1k: float, cap: int, times: list[float], rules: CacheRules) -> int:
+    """The largest top-k budget (≤ ``cap``) whose replayed $/1k does not exceed the target."""
+    low, high = 0, max(cap, 0)
+    if replay(topk.requests(high, times), rules).usd_per_1k <= target_usd_per_1k:
+        return high
+    for _ in range(_SEARCH_STEPS):
+        if high - low <= 1:
             break
-    return picked
+        mid = (low + high) // 2
+        if replay(topk.requests(mid, times), rules).usd_per_1k <= target_usd_per_1k:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def evaluate_windows(
+    corpus: CompiledCorpus,
+    items: list[QAItem],
+    make_router: Callable[[int], Router],
+    topk: TopK,
+    windows: list[int],
+    *,
+    rules: CacheRules,
+    rate_per_min: float,
+    reserved_tokens: int,
+) -> dict[str, Any]:
+    """The report for every window (the JSON shape of ``ragcache eval-router --json``).
+
+    ``reserved_tokens`` (output + history allowance) is what a window keeps free
+    besides the prompt; the rest, less the non-corpus blocks, is the corpus budget
+    that ``budget_used_share`` and top-k's cap are measured against.
+    """
+    times = arrivals(len(items), rate_per_min)
+    stable = sum(t for _, t in non_corpus_blocks(corpus))
+    rows = []
+    for window in windows:
+        budget = max(window - reserved_tokens - stable, 0)
+        prompts = route_all(make_router(window), corpus, items)
+        cost = replay((ReplayRequest(t, p.blocks, p.tail_tokens) for t, p in zip(times, prompts, strict=True)), rules)
+        router = strategy_figures(prompts, items, cost)
+        corpus_tokens = [p.tokens - stable for p in prompts]
+        router["budget_used_share"] = round(statistics.fmean(corpus_tokens) / budget, 4) if budget else 0.0
+        router["distinct_prefixes"] = len({tuple(b for b, _ in p.blocks) for p in prompts})
+        equal_tokens = max(round(statistics.fmean(corpus_tokens)), 0)
+        equal_cost = budget_for_cost(topk, router["usd_per_1k"], budget, times, rules)
+        rows.append(
+            {
+                "window": window,
+                "corpus_budget": budget,
+                "router": router,
+                "topk_equal_tokens": topk_figures(topk, equal_tokens, times, rules),
+                "topk_equal_cost": topk_figures(topk, equal_cost, times, rules),
+            }
+        )
+    return {
+        "corpus": corpus.name,
+        "corpus_tokens": corpus.total_tokens,
+        "questions": len(items),
+        "vendor_model": rules.model,
+        "cache_ttl_s": rules.ttl_s,
+        "rate_per_min": rate_per_min,
+        "windows": rows,
+    }
+
+
+def topk_curve(topk: TopK, budgets: list[int], rate_per_min: float, rules: CacheRules) -> list[tuple[float, float]]:
+    """(usd_per_1k, recall) of top-k at each budget, for the plot."""
+    times = arrivals(len(topk.cumulative), rate_per_min)
+    out = []
+    for budget in budgets:
+        recalls, _, _ = topk.figures(budget)
+        out.append((replay(topk.requests(budget, times), rules).usd_per_1k, statistics.fmean(recalls)))
+    return out
+
+
+def evaluate_corpus(
+    corpus: CompiledCorpus,
+    items: list[QAItem],
+    windows: list[int],
+    *,
+    config: Any,
+    rules: CacheRules,
+    rate_per_min: float,
+) -> tuple[dict[str, Any], TopK]:
+    """Build one router per window from ``config`` (a :class:`~ragcache.config.Config`) and evaluate them all."""
+    from ragcache.backends.base import Capabilities
+    from ragcache.router import create_router
+    from ragcache.router.embeddings import load_embedder
+    from ragcache.router.index import open_index
+
+    if not windows or min(windows) <= 0:
+        raise ValueError(f"windows must be positive token counts, got {windows}")
+    router_config = config.router
+    reserved = config.backend.max_output_tokens
+
+    def make_router(window: int) -> Router:
+        settings = router_config
+        if "window_tokens" in type(router_config).model_fields:  # the config override must not beat the window
+            settings = router_config.model_copy(update={"window_tokens": window})
+        capabilities = Capabilities(
+            context_window=window, min_cacheable_tokens=rules.min_cacheable_tokens, ttl_s=rules.ttl_s
+        )
+        return create_router(corpus, settings, capabilities, reserved)
+
+    index = open_index(corpus, load_embedder(router_config.embedding_model))
+    topk = TopK(corpus, index, items, router_config.dense_weight)
+    report = evaluate_windows(
+        corpus,
+        items,
+        make_router,
+        topk,
+        sorted(set(windows)),
+        rules=rules,
+        rate_per_min=rate_per_min,
+        reserved_tokens=reserved + router_config.history_allowance,
+    )
+    return report, topk

@@ -65,13 +65,13 @@ __all__ = [
     "PRICE_MARGIN",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
-    "tail_reserve",
     "WRITE_PRICE",
     "BlockRun",
     "Demand",
     "HybridRouter",
     "context_budget",
     "plan_runs",
+    "tail_reserve",
 ]
 
 CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncached one at every vendor
