@@ -175,6 +175,10 @@ class Backend(ABC):
         (supported when ``capabilities.exact_prefix_tokens``)."""
         raise UnsupportedError(f"backend {self.name!r} cannot count prefix tokens")
 
+    def queue_depth(self) -> int:
+        """Requests waiting for the engine (``ragcache_queue_depth``); a batching engine overrides it."""
+        return 0
+
     def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release connections, models and threads."""
 
