@@ -42,7 +42,10 @@ def prompts(small_build: Path) -> list[tuple[Prompt, GenerationOptions]]:
         (assemble_prompt(datatypes, "What is a storage class?"), GenerationOptions(max_tokens=16)),
         (assemble_prompt(overview, "Does it need setup?", context="user: alice"), GenerationOptions(max_tokens=4)),
         (assemble_prompt(overview, "And ACID?", history=history), GenerationOptions(max_tokens=20)),
-        (assemble_prompt(stable(small_build, "category:overview", 3600), "Who uses it?"), GenerationOptions(max_tokens=12)),
+        (
+            assemble_prompt(stable(small_build, "category:overview", 3600), "Who uses it?"),
+            GenerationOptions(max_tokens=12),
+        ),
         (assemble_prompt(datatypes, "Repeat the word banana."), GenerationOptions(max_tokens=8)),
     ]
 
