@@ -9,7 +9,9 @@ One concept per module, in pipeline order:
 - :mod:`.persist`: stored blocks on disk (safetensors, checksummed, per model);
 - :mod:`.request_cache`: a request's transformers cache over a private copy of a prefix;
 - :mod:`.decoding`: next-token choice and stop strings;
-- :mod:`.engine`: :class:`LocalBackend`, which wires them (prefill, decode, warm).
+- :mod:`.batcher`: continuous batching (sequences join and leave the decode batch between steps);
+- :mod:`.attention`: per-sequence attention inside a batched forward pass;
+- :mod:`.engine`: :class:`LocalBackend`, which wires them (prefill, batched decode, warm).
 
 torch and transformers are imported when the backend is created, not here.
 """

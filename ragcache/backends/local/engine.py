@@ -6,7 +6,12 @@ longest chain of those blocks present in the
 :class:`~ragcache.backends.local.kvstore.KVStore`, computes the rest into a
 request cache of its own (:mod:`~ragcache.backends.local.request_cache`) and
 stores the new blocks, so a second question over the same corpus only computes
-its own tokens. Decoding is token by token (:mod:`~ragcache.backends.local.decoding`).
+its own tokens. Concurrent requests decode together: the
+:class:`~ragcache.backends.local.batcher.Batcher` prefills each alone, then
+runs one forward pass per step over all of them (continuous batching, up to
+``backend.options.max_batch``), attention per sequence over its own cache
+(:mod:`~ragcache.backends.local.attention`), so an answer is the one the
+request gets alone. Token choice and stop strings: :mod:`~ragcache.backends.local.decoding`.
 The model is loaded once per process and shared by every backend instance
 (:mod:`~ragcache.backends.local.model`, which also holds the options).
 """
@@ -28,6 +33,7 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
+from ragcache.backends.local.batcher import Batcher, Sequence
 from ragcache.backends.local.decoding import StopMatcher, choose, sampler
 from ragcache.backends.local.kvstore import KVBlock, KVStore, MatchResult
 from ragcache.backends.local.model import LocalOptions, eos_ids, load_model, model_fingerprint
@@ -57,6 +63,7 @@ class LocalBackend(Backend):
     def __init__(self, config: BackendConfig, cache: CacheConfig) -> None:
         import torch
 
+        from ragcache.backends.local.attention import enable_row_attention
         from ragcache.backends.local.request_cache import can_reuse_prefixes
         from ragcache.models import resolve_model_path
 
@@ -90,6 +97,9 @@ class LocalBackend(Backend):
         self._eos = eos_ids(self.model, self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._forward_lock = threading.Lock()  # one forward at a time: two would just fight for the cores
+        # batched decode needs per-sequence caches that can take rows (DynamicLayer) and SDPA to route
+        self._batched = can_reuse_prefixes(self.model.config) and enable_row_attention(self.model)
+        self.batcher = Batcher(self._prefill_sequence, self._step, self._choose, self._eos, options.max_batch)
 
     # --- the Backend protocol ---------------------------------------------------
 
@@ -106,17 +116,27 @@ class LocalBackend(Backend):
         return final
 
     def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
-        """Prefill (reusing the longest cached prefix), then decode token by token, yielding text deltas."""
+        """Queue the request in the batcher and yield its text deltas as its tokens come.
+
+        Closing this generator early (a client went away) takes the sequence out of the batch.
+        """
         started = time.perf_counter()
         encoded = self.encoder.encode(prompt)
         self._check_length(encoded.length)
         max_new = min(options.max_tokens, self.capabilities.context_window - encoded.length)
-        cache, logits, usage = self._prefill(encoded, reserve=max_new)
+        seq = self.batcher.submit(Sequence(encoded, options, max_new, generator=sampler(options)))
+        try:
+            yield from self._text(seq, options, started)
+        finally:
+            seq.cancel()
+
+    def _text(self, seq: Sequence, options: GenerationOptions, started: float) -> Iterator[str | Generation]:
+        """Detokenize ``seq``'s tokens into deltas (held back at a possible stop string), then the Generation."""
         stops = StopMatcher(options.stop)
         ids: list[int] = []
         first_token_at: float | None = None
         emitted, finish = "", "stop"
-        for token in self._tokens(logits, cache, encoded.length, max_new, options):
+        for token in seq.tokens():
             first_token_at = first_token_at or time.perf_counter()
             ids.append(token)
             done, visible = stops.visible(self.tokenizer.decode(ids, skip_special_tokens=True))
@@ -126,16 +146,17 @@ class LocalBackend(Backend):
             if done:
                 break
         else:
-            finish = "length" if len(ids) >= max_new else "stop"
+            finish = "length" if len(ids) >= seq.max_new else "stop"
         text = stops.final(self.tokenizer.decode(ids, skip_special_tokens=True))
         if text.startswith(emitted) and len(text) > len(emitted):
             yield text[len(emitted) :]
+        assert seq.usage is not None  # set by the prefill, before any token
         usage = CacheUsage(
-            input_tokens=usage.input_tokens,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
+            input_tokens=seq.usage.input_tokens,
+            cached_tokens=seq.usage.cached_tokens,
+            cache_write_tokens=seq.usage.cache_write_tokens,
             output_tokens=len(ids),
-            raw={**usage.raw, "finish_reason": finish},
+            raw={**seq.usage.raw, "finish_reason": finish},
         )
         now = time.perf_counter()
         ttft = (first_token_at or now) - started
@@ -150,6 +171,10 @@ class LocalBackend(Backend):
         _, _, usage = self._prefill(encoded, compute_logits=False)
         return usage
 
+    def queue_depth(self) -> int:
+        """Requests waiting for a place in the decode batch (``ragcache_queue_depth``)."""
+        return self.batcher.queue_depth()
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
@@ -158,23 +183,39 @@ class LocalBackend(Backend):
         return self.encoder.encode(prompt).stable_tokens
 
     def close(self) -> None:
+        self.batcher.close()
         if self.store is not None:
             self.store.clear()
 
     # --- helpers ----------------------------------------------------------------
 
-    def _tokens(
-        self, logits: torch.Tensor, cache: Any, position: int, max_new: int, options: GenerationOptions
-    ) -> Iterator[int]:
-        """Decode token ids from the prompt's last logits until EOS (not yielded) or ``max_new``."""
-        generator = sampler(options)
-        for n in range(max_new):
-            token = choose(logits, options, generator)
-            if token in self._eos:
-                return
-            yield token
-            if n + 1 < max_new:
-                logits = self._forward([token], cache, position + n)
+    def _prefill_sequence(self, seq: Sequence) -> torch.Tensor | None:
+        """The batcher's prefill: ``seq``'s own cache over the reused prefix, its usage, its last logits."""
+        seq.cache, logits, seq.usage = self._prefill(seq.encoded, reserve=seq.max_new)
+        seq.position = seq.encoded.length
+        return logits
+
+    def _choose(self, logits: torch.Tensor, seq: Sequence) -> int:
+        return choose(logits, seq.options, seq.generator)
+
+    def _step(self, rows: list[Sequence]) -> torch.Tensor:
+        """Feed each row its last token at its own position; logits ``[rows, vocab]``; caches advance."""
+        import torch
+
+        if not self._batched:  # a model whose cache layers cannot take rows: one forward per sequence
+            logits = torch.stack([self._forward([seq.last_token], seq.cache, seq.position) for seq in rows])
+        else:
+            with self._forward_lock, torch.inference_mode():
+                tokens = torch.tensor([[seq.last_token] for seq in rows], dtype=torch.long, device=self.device)
+                positions = torch.tensor([[seq.position] for seq in rows], dtype=torch.long, device=self.device)
+                caches = [seq.cache for seq in rows]
+                out = self.model(
+                    input_ids=tokens, position_ids=positions, use_cache=False, logits_to_keep=1, ragcache_rows=caches
+                )
+                logits = out.logits[:, -1].float()
+        for seq in rows:
+            seq.position += 1
+        return logits
 
     def _check_length(self, length: int) -> None:
         window = self.capabilities.context_window

@@ -4,7 +4,9 @@
 (default: ``cuda`` when present, else ``cpu``), ``dtype`` (default: float32 on
 CPU, where bf16 matmuls are ~5x slower on small CPUs, else bfloat16) and
 ``threads`` (torch's intra-op threads, process-wide; 1 is much faster when the
-cores are shared with other busy processes). Any other key is a ConfigError.
+cores are shared with other busy processes) and ``max_batch`` (how many
+requests decode together, continuous batching; 1 serves one at a time). Any
+other key is a ConfigError.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class LocalOptions(BackendOptions):
     device: str | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     threads: int | None = Field(None, ge=1)
+    max_batch: int = Field(8, ge=1, le=256)
 
     def resolved_device(self) -> str:
         import torch

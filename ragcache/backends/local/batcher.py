@@ -1,0 +1,193 @@
+"""Continuous batching for the local engine: concurrent requests share decode steps.
+
+A request becomes a :class:`Sequence` and waits in the :class:`Batcher`. The
+batcher's one thread loops over two moves (nano-vllm's scheduler, reduced):
+
+1. **admit**: while fewer than ``max_batch`` sequences run, take the next
+   waiting one and prefill it alone (reusing the prefix KV store, into its own
+   request cache), then choose its first token;
+2. **decode**: one forward pass over every running sequence (one new token
+   each), then each sequence gets its next token; those that reached EOS or
+   ``max_new``, or whose consumer went away (:meth:`Sequence.cancel`), leave.
+
+So sequences join and leave between steps, and a request never waits for the
+longest answer of a batch. The engine supplies the three model calls
+(``prefill``, ``step``, ``choose``); this module only schedules and hands
+tokens over, through each sequence's own queue, to the thread that streams it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ragcache.backends.base import CacheUsage, GenerationOptions
+from ragcache.errors import BackendError
+
+__all__ = ["Batcher", "Sequence"]
+
+log = logging.getLogger(__name__)
+
+_TOKEN, _END, _ERROR = "token", "end", "error"
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One request in the engine: its prompt, decoding state and the queue its tokens go out by."""
+
+    encoded: Any  # EncodedPrompt
+    options: GenerationOptions
+    max_new: int
+    generator: Any = None  # torch.Generator when sampling
+    cache: Any = None
+    usage: CacheUsage | None = None
+    generated: int = 0
+    last_token: int = -1
+    position: int = 0  # tokens in ``cache``: where the next fed token goes
+    cancelled: bool = False
+    done: bool = False
+    outbox: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
+
+    def cancel(self) -> None:
+        """The consumer is gone: the batcher drops the sequence before its next step."""
+        self.cancelled = True
+
+    def tokens(self) -> Iterator[int]:
+        """Token ids as the batcher produces them (blocking); raises what the engine raised."""
+        while True:
+            kind, value = self.outbox.get()
+            if kind == _TOKEN:
+                yield value
+            elif kind == _END:
+                return
+            else:
+                raise value
+
+    def emit(self, token: int) -> None:
+        self.generated += 1
+        self.last_token = token
+        self.outbox.put((_TOKEN, token))
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.cache = None  # the KV copy goes as soon as the sequence leaves
+            self.outbox.put((_ERROR, error) if error is not None else (_END, None))
+
+
+Prefill = Callable[[Sequence], Any]  # fills seq.cache, seq.usage, seq.position; returns the last logits
+Step = Callable[[list[Sequence]], Any]  # one token for each sequence: logits [rows, vocab]
+Choose = Callable[[Any, Sequence], int]
+
+
+class Batcher:
+    """Waiting and running sequences, and the thread that steps them (see the module docstring)."""
+
+    def __init__(self, prefill: Prefill, step: Step, choose: Choose, eos: frozenset[int], max_batch: int) -> None:
+        self.prefill, self.step, self.choose, self.eos = prefill, step, choose, eos
+        self.max_batch = max_batch
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, seq: Sequence) -> Sequence:
+        """Queue ``seq``; its tokens arrive through :meth:`Sequence.tokens`."""
+        with self._wake:
+            if self._closed:
+                raise BackendError("the local engine is closed")
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="ragcache-batcher", daemon=True)
+                self._thread.start()
+            self.waiting.append(seq)
+            self._wake.notify()
+        return seq
+
+    def queue_depth(self) -> int:
+        """Sequences waiting for a place in the batch (not yet prefilled)."""
+        return len(self.waiting)
+
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the thread; sequences still queued or running end with an error."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        closed = BackendError("the local engine closed before the answer was complete")
+        for seq in [*self.waiting, *self.running]:
+            seq.finish(closed)
+        self.waiting.clear()
+        self.running.clear()
+
+    # --- the loop -----------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self.waiting and not self.running:
+                    self._wake.wait()
+                if self._closed:
+                    return
+            self._admit()
+            self._decode()
+
+    def _next_waiting(self) -> Sequence | None:
+        with self._wake:
+            return self.waiting.popleft() if self.waiting and len(self.running) < self.max_batch else None
+
+    def _admit(self) -> None:
+        """Prefill waiting sequences, one at a time, into the free places of the batch."""
+        while (seq := self._next_waiting()) is not None:
+            if seq.cancelled:
+                seq.finish()
+                continue
+            try:
+                logits = self.prefill(seq)
+                if seq.max_new <= 0:
+                    seq.finish()
+                    continue
+                self._advance(seq, logits)
+            except BaseException as exc:  # the request fails, the engine goes on
+                seq.finish(exc)
+                continue
+            if not seq.done:
+                self.running.append(seq)
+
+    def _decode(self) -> None:
+        """One forward pass over the running sequences; each gets its next token or leaves."""
+        for seq in self.running:
+            if seq.cancelled:
+                seq.finish()
+        rows = [seq for seq in self.running if not seq.done]
+        self.running = rows
+        if not rows:
+            return
+        try:
+            logits = self.step(rows)
+            for seq, row in zip(rows, logits, strict=True):
+                self._advance(seq, row)
+        except BaseException as exc:
+            log.exception("a decode step failed; its %d sequences end with the error", len(rows))
+            for seq in rows:
+                seq.finish(exc)
+        self.running = [seq for seq in rows if not seq.done]
+
+    def _advance(self, seq: Sequence, logits: Any) -> None:
+        """Choose ``seq``'s next token from ``logits``; finish it on EOS or at ``max_new``."""
+        token = self.choose(logits, seq)
+        if token in self.eos:
+            seq.finish()
+            return
+        seq.emit(token)
+        if seq.generated >= seq.max_new:
+            seq.finish()

@@ -1,0 +1,119 @@
+"""The local engine's batcher as pure scheduling logic, with a scripted engine (no model).
+
+The scripted prefill/step stand in for the model (the real one is exercised in
+tests/integration/test_local_batching.py): a sequence's "logits" are its own
+prompt id plus how many tokens it has, so a row mixed up with another's shows
+as a wrong token.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ragcache.backends.base import GenerationOptions
+from ragcache.backends.local.batcher import Batcher, Sequence
+from ragcache.errors import BackendError
+
+EOS = frozenset({-1})
+
+
+class Script:
+    """A fake engine: sequence ``p`` emits p*100, p*100+1, …; ``eos_at`` ends one early; steps are recorded."""
+
+    def __init__(self, eos_at: dict[int, int] | None = None, fail_prefill: set[int] | None = None) -> None:
+        self.steps: list[list[int]] = []
+        self.eos_at = eos_at or {}
+        self.fail_prefill = fail_prefill or set()
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def prefill(self, seq: Sequence) -> tuple[int, int]:
+        if seq.encoded in self.fail_prefill:
+            raise ValueError(f"prefill {seq.encoded} failed")
+        seq.position = 10
+        return (seq.encoded, 0)
+
+    def step(self, rows: list[Sequence]) -> list[tuple[int, int]]:
+        self.gate.wait(5)
+        self.steps.append([seq.encoded for seq in rows])
+        return [(seq.encoded, seq.generated) for seq in rows]
+
+    def choose(self, logits: tuple[int, int], seq: Sequence) -> int:
+        prompt, n = logits
+        return -1 if self.eos_at.get(prompt) == n else prompt * 100 + n
+
+
+def batcher(script: Script, max_batch: int) -> Batcher:
+    return Batcher(script.prefill, script.step, script.choose, EOS, max_batch)
+
+
+def submit(b: Batcher, prompt: int, max_new: int) -> Sequence:
+    return b.submit(Sequence(prompt, GenerationOptions(max_tokens=max_new), max_new))
+
+
+def test_each_sequence_gets_its_own_tokens_and_leaves_at_its_end() -> None:
+    script = Script(eos_at={3: 2})
+    b = batcher(script, max_batch=4)
+    script.gate.clear()  # hold the first step until all three are queued
+    seqs = [submit(b, p, n) for p, n in ((1, 5), (2, 2), (3, 9))]
+    script.gate.set()
+    outputs = [list(seq.tokens()) for seq in seqs]
+    assert outputs == [[100, 101, 102, 103, 104], [200, 201], [300, 301]]
+    assert max(len(s) for s in script.steps) == 3 and script.steps[-1] == [1]  # joined, then left one by one
+    b.close()
+
+
+def test_max_batch_bounds_the_batch_and_the_rest_wait() -> None:
+    script = Script()
+    b = batcher(script, max_batch=2)
+    script.gate.clear()
+    seqs = [submit(b, p, 3) for p in range(1, 6)]
+    time.sleep(0.2)
+    assert b.queue_depth() >= 2  # at most two admitted while the first step is held
+    script.gate.set()
+    assert [list(s.tokens()) for s in seqs] == [[p * 100, p * 100 + 1, p * 100 + 2] for p in range(1, 6)]
+    assert max(len(s) for s in script.steps) == 2 and b.queue_depth() == 0
+    b.close()
+
+
+def test_a_cancelled_sequence_leaves_before_the_next_step() -> None:
+    script = Script()
+    b = batcher(script, max_batch=4)
+    long, short = submit(b, 1, 1000), submit(b, 2, 3)
+    tokens = long.tokens()
+    next(tokens)
+    long.cancel()
+    assert list(short.tokens()) == [200, 201, 202]
+    deadline = time.monotonic() + 5
+    while b.num_running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert b.num_running() == 0 and sum(1 in step for step in script.steps) < 1000
+    b.close()
+
+
+def test_a_failing_prefill_fails_only_its_request() -> None:
+    script = Script(fail_prefill={2})
+    b = batcher(script, max_batch=4)
+    bad, good = submit(b, 2, 3), submit(b, 1, 2)
+    with pytest.raises(ValueError, match="prefill 2 failed"):
+        list(bad.tokens())
+    assert list(good.tokens()) == [100, 101]
+    b.close()
+
+
+def test_close_ends_waiting_requests_with_an_error_and_refuses_new_ones() -> None:
+    script = Script()
+    b = batcher(script, max_batch=1)
+    script.gate.clear()
+    first, queued = submit(b, 1, 50), submit(b, 2, 5)
+    time.sleep(0.1)
+    script.gate.set()
+    b.close()
+    with pytest.raises(BackendError, match="closed"):
+        list(queued.tokens())
+    with pytest.raises(BackendError, match="closed"):
+        submit(b, 3, 1)
+    assert first.done
