@@ -218,10 +218,21 @@ def _print_ttft(run: Any) -> None:
     console.print(f"cold / cached median TTFT: {run.ratio:.1f}x ({verdict} the {TARGET_RATIO:.0f}x target)")
 
 
+def load(ctx: typer.Context) -> None:
+    """Concurrent multi-turn chat sessions through the openai SDK against `ragcache serve`
+    (all flags: `ragcache bench load --help`; the same as `python -m ragcache.bench.load`)."""
+    from ragcache.bench.load import main as load_main
+
+    raise typer.Exit(load_main(list(ctx.args)))
+
+
 def register(app: typer.Typer) -> None:
     """Add ``bench`` (and its subcommands) to the main app."""
     bench_app.callback()(handle_errors(bench))
     bench_app.command("make-workload")(handle_errors(make_workload))
     bench_app.command("render")(handle_errors(render))
     bench_app.command("ttft")(handle_errors(ttft))
+    bench_app.command(
+        "load", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+    )(handle_errors(load))
     app.add_typer(bench_app, name="bench")
