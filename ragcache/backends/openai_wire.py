@@ -29,10 +29,11 @@ from ragcache.prompt import Prompt
 __all__ = [
     "KEY_RATE_LIMIT_PER_MIN",
     "CacheKeyer",
-    "affinity_key",
     "Endpoint",
     "OpenAIWire",
     "WireRequest",
+    "affinity_headers",
+    "affinity_key",
     "chat_body",
     "make_client",
     "responses_body",
@@ -89,6 +90,13 @@ def affinity_key(prompt: Prompt) -> str | None:
     """The stable routing key of a prompt's prefix (``ragcache-`` + fingerprint), or
     None without a stable prefix. Routers hash it to keep a prefix on one replica."""
     return f"ragcache-{prompt.prefix_fingerprint[:32]}" if prompt.stable else None
+
+
+def affinity_headers(prompt: Prompt, names: tuple[str | None, ...]) -> dict[str, str]:
+    """The affinity key under every configured header name (vllm-router hashes
+    ``X-Session-ID``; the production-stack router its ``--session-key`` header)."""
+    key = affinity_key(prompt)
+    return {name: key for name in names if name} if key else {}
 
 
 def _sampling(body: dict[str, Any], options: GenerationOptions, reasoning: bool) -> None:
