@@ -106,7 +106,12 @@ def test_streaming_answer_with_usage_chunk(client: openai.OpenAI) -> None:
 
 
 def test_native_ask_with_a_session(http: httpx.Client) -> None:
-    first = http.post("/v1/ask", json={"question": QUESTION, "session_id": "s-1", "max_tokens": 8})
+    unknown = http.post("/v1/ask", json={"question": QUESTION, "session_id": "s-1", "max_tokens": 8})
+    assert unknown.status_code == 404  # never a silent empty session: it may live in another worker
+    assert unknown.json()["error"]["code"] == "session_not_found"
+    assert "unknown to this worker" in unknown.json()["error"]["message"]
+    body = {"question": QUESTION, "session_id": "s-1", "new_session": True, "max_tokens": 8}
+    first = http.post("/v1/ask", json=body)
     assert first.status_code == 200, first.text
     second = http.post("/v1/ask", json={"question": "And why?", "session_id": "s-1", "max_tokens": 8})
     assert second.status_code == 200, second.text
