@@ -46,6 +46,8 @@ class Replicas:
     processes: dict[str, subprocess.Popen[bytes]]
 
     def stop_replica(self, replica: VllmServer) -> None:
+        if replica.url not in self.processes:
+            pytest.skip("RAGCACHE_TEST_REPLICAS: a topology this session did not start is not stopped")
         stop(self.processes[replica.url])
 
 
@@ -55,6 +57,11 @@ def vllm_replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Replicas
     ``scripts/vllm-server.sh --router`` in front (consistent hashing on X-Session-ID);
     started once per session, stopped at the end."""
     logs = tmp_path_factory.mktemp("replicas")
+    if os.environ.get("RAGCACHE_TEST_REPLICAS"):  # development: "ROUTER_URL REPLICA_URL REPLICA_URL"
+        ports = [int(urlparse(url).port or 80) for url in os.environ["RAGCACHE_TEST_REPLICAS"].split()]
+        servers = [VllmServer(port, logs / "external.log") for port in ports]
+        yield Replicas(servers[0], tuple(servers[1:]), {})
+        return
     reason = install(logs / "install.log")
     if reason is not None:
         pytest.skip(reason)
