@@ -347,8 +347,6 @@ def _finish(response: Any) -> str:
     if getattr(response, "status", None) == "incomplete":
         details = getattr(response, "incomplete_details", None)
         return _INCOMPLETE_REASONS.get(getattr(details, "reason", None) or "", "length")
-    if getattr(response, "status", None) == "failed":
-        return "error"
     return "stop"
 
 
@@ -364,10 +362,11 @@ def _read_events(events: Any, endpoint: Endpoint, started: float, model: str) ->
                 first = first or time.perf_counter()
                 text.append(event.delta)
                 yield event.delta
-            elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            elif kind in ("response.completed", "response.incomplete"):
                 final = event.response
-            elif kind == "error":
-                raise BackendUnavailableError(f"{endpoint.where}: stream error {getattr(event, 'message', event)}")
+            elif kind in ("response.failed", "error"):  # mid-stream: never retried
+                error = getattr(getattr(event, "response", None), "error", None) or getattr(event, "message", kind)
+                raise BackendUnavailableError(f"{endpoint.where}: the response failed ({error})", retryable=False)
     except openai.OpenAIError as exc:  # mid-stream: mapped, never retried
         error = map_sdk_error(exc, openai, endpoint.where, endpoint.key_env)
         if error is None:

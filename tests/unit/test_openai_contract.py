@@ -21,7 +21,13 @@ from ragcache.backends.openai import OpenAIBackend
 from ragcache.backends.openai_wire import CacheKeyer, usage_from_responses
 from ragcache.backends.retry import RetryPolicy
 from ragcache.config import BackendConfig, CacheConfig
-from ragcache.errors import AuthenticationError, ContextLengthError, RateLimitError, UnsupportedError
+from ragcache.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    ContextLengthError,
+    RateLimitError,
+    UnsupportedError,
+)
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
 STABLE = (
@@ -336,3 +342,19 @@ def test_missing_key_and_cache_salt_are_clear_errors(monkeypatch: pytest.MonkeyP
         OpenAIBackend(BackendConfig(kind="openai"), CacheConfig()).generate(PROMPT, GenerationOptions())
     with pytest.raises(UnsupportedError, match="cache_salt is a vLLM extension"):
         make(Recorder(httpx2.Response(200, json=chat_completion()))).generate(PROMPT, GenerationOptions(cache_salt="t"))
+
+
+def test_a_failed_responses_stream_is_a_typed_error_not_an_answer() -> None:
+    final = {**responses_response("failed"), "error": {"code": "server_error", "message": "boom"}}
+    delta = {"item_id": "msg_1", "output_index": 0, "content_index": 0, "logprobs": [], "sequence_number": 1}
+    recorder = Recorder(
+        sse_events(
+            {"type": "response.output_text.delta", "delta": "N", **delta},
+            {"type": "response.failed", "response": final, "sequence_number": 2},
+        )
+    )
+    items = make(recorder, api="responses").stream(PROMPT, GenerationOptions())
+    assert next(items) == "N"
+    with pytest.raises(BackendUnavailableError, match="the response failed"):
+        next(items)
+    assert len(recorder.requests) == 1  # text had flowed: never re-sent
