@@ -74,16 +74,21 @@ def wait_healthy(server: VllmServer, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"vLLM server not healthy after {READY_TIMEOUT_S}s:\n{server.log.read_text()[-3000:]}")
 
 
-def start(logs: Path) -> tuple[VllmServer, subprocess.Popen[bytes]]:
-    """Start the server on a free loopback port in its own process group and wait for /health."""
-    server = VllmServer(free_port(), logs / "server.log")
+def start(
+    logs: Path, name: str = "server", *, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> tuple[VllmServer, subprocess.Popen[bytes]]:
+    """Start ``scripts/vllm-server.sh [args] PORT …`` on a free loopback port in its
+    own process group and wait for /health (``args=("--router",)`` starts vllm-router)."""
+    server = VllmServer(free_port(), logs / f"{name}.log")
+    command = ["bash", str(SCRIPT), *args[:1], str(server.port), *args[1:]]
     with server.log.open("w") as out:
         process = subprocess.Popen(
-            ["bash", str(SCRIPT), str(server.port)],
+            command,
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     try:
         wait_healthy(server, process)

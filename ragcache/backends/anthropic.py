@@ -286,23 +286,30 @@ class AnthropicBackend(Backend):
         )
 
     def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
+        """Stream text deltas, then the Generation. Opening the stream (the request
+        and its status) is retried like :meth:`generate`; once text has flowed, never."""
         import anthropic
 
+        if options.cache_salt is not None:
+            raise UnsupportedError("anthropic: cache_salt is a vLLM extension; use backend kind 'vllm'")
         body = self.request_body(prompt, options)
         started = time.perf_counter()
         first, parts = None, []
+        # __enter__ sends the request: a 429/5xx/refused connection raises there, before any text.
+        events = self._call(lambda: self.client().messages.stream(**body).__enter__(), options.max_tokens)
         try:
-            with self.client().messages.stream(**body) as events:  # the request starts on enter
-                for delta in events.text_stream:  # once text has flowed, never retry
-                    first = first or time.perf_counter()
-                    parts.append(delta)
-                    yield delta
-                message = events.get_final_message()
+            for delta in events.text_stream:
+                first = first or time.perf_counter()
+                parts.append(delta)
+                yield delta
+            message = events.get_final_message()
         except anthropic.AnthropicError as exc:
             error = map_sdk_error(exc, anthropic, self._where(), KEY_ENV)
             if error is None:
                 raise
             raise error from exc
+        finally:
+            events.close()
         yield timed_generation(
             "".join(parts),
             usage_from_message(message.usage),

@@ -15,7 +15,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["AS_OF", "MIN_CACHEABLE", "VendorLimits", "distinct_minimums", "min_cacheable_tokens"]
+__all__ = [
+    "AS_OF",
+    "MIN_CACHEABLE",
+    "REASONING_AS_OF",
+    "REASONING_MODELS",
+    "RESPONSES_MIN_OUTPUT_TOKENS",
+    "VendorLimits",
+    "distinct_minimums",
+    "is_reasoning_model",
+    "min_cacheable_tokens",
+]
 
 AS_OF = "2026-06"  # when the figures below were read from the vendors' prompt-caching docs
 
@@ -72,3 +82,28 @@ def distinct_minimums(vendor: str) -> list[int]:
     """Every minimum the vendor's models have, ascending (what a corpus report checks blocks against)."""
     limits = MIN_CACHEABLE[vendor]
     return sorted({limits.default, *limits.by_model.values()})
+
+
+REASONING_AS_OF = "2026-06"  # when the rows below were read from OpenAI's model pages
+
+# OpenAI reasoning models reject temperature/top_p other than their defaults and
+# take max_completion_tokens (reasoning tokens count against it). Model-name
+# prefix → is a reasoning model; the longest matching prefix wins, no match is
+# not. ``backend.options.reasoning`` overrides the table for one deployment.
+REASONING_MODELS: dict[str, bool] = {
+    "gpt-5": True,
+    "gpt-5-chat": False,  # the chat-tuned gpt-5 snapshots take temperature
+    "o1": True,
+    "o3": True,
+    "o4": True,
+}
+
+RESPONSES_MIN_OUTPUT_TOKENS = 16  # the Responses API rejects max_output_tokens below this
+
+
+def is_reasoning_model(model: str, override: bool | None = None) -> bool:
+    """Whether ``model`` takes only the reasoning-model parameters: ``override`` > the table."""
+    if override is not None:
+        return override
+    matches = [name for name in REASONING_MODELS if model.startswith(name)]
+    return REASONING_MODELS[max(matches, key=len)] if matches else False

@@ -10,6 +10,13 @@ fingerprint, so requests of one prefix land on the same cache machines. Past
 prefix is split into buckets (fingerprint + hash(session) mod N) that each stay
 under that rate.
 
+Reasoning models (``gpt-5*``, ``o1*``/``o3*``/``o4*``: the dated table in
+:mod:`ragcache.backends.limits`, ``options.reasoning`` overrides it) get
+``max_completion_tokens`` and no ``temperature``/``top_p``; other models get
+``max_tokens`` and the sampling fields. Pointed at an OpenAI-compatible router
+(``base_url``), the affinity key also goes in ``affinity_header`` (and
+``user`` with ``affinity_user``) so the router keeps the prefix on one replica.
+
 ``base_url`` for OpenAI includes ``/v1`` (https://api.openai.com/v1).
 """
 
@@ -30,13 +37,15 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
-from ragcache.backends.limits import min_cacheable_tokens
+from ragcache.backends.limits import is_reasoning_model, min_cacheable_tokens
 from ragcache.backends.openai_wire import (
     KEY_RATE_LIMIT_PER_MIN,
     CacheKeyer,
     Endpoint,
     OpenAIWire,
     WireRequest,
+    affinity_headers,
+    affinity_key,
     make_client,
     session_of,
 )
@@ -69,6 +78,10 @@ class OpenAIOptions(BackendOptions):
     retry_unsafe: bool = False  # retry a 5xx/timeout even on a long generation (may bill twice)
     min_cacheable_tokens: int | None = Field(None, ge=0)  # overrides ragcache.backends.limits
     cache_block_tokens: int = Field(128, ge=1)  # OpenAI reports hits in 128-token increments
+    reasoning: bool | None = None  # overrides limits.REASONING_MODELS (no temperature/top_p)
+    affinity_header: str | None = "X-Session-ID"  # the prefix's affinity key, for a router in front
+    session_header: str | None = None  # also under this header (production-stack router's --session-key)
+    affinity_user: bool = False  # also send it as `user` (gateways that route on it; OpenAI logs it)
 
 
 def create(config: BackendConfig, cache: CacheConfig) -> OpenAIBackend:
@@ -102,6 +115,7 @@ class OpenAIBackend(Backend):
             opts.prompt_cache_retention,
             opts.explicit_breakpoints,
             MAX_BREAKPOINTS,
+            is_reasoning_model(self.model, opts.reasoning),
         )
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=opts.retry_unsafe)
         self.keyer = CacheKeyer(opts.key_rate_limit_per_min, opts.max_key_buckets, clock)
@@ -138,7 +152,9 @@ class OpenAIBackend(Backend):
         key = None
         if self.options.cache_key and prompt.stable:
             key = self.keyer.key(prompt.prefix_fingerprint, session_of(prompt, options))
-        return self.wire.request(prompt, options, cache_key=key)
+        extra = {"user": affinity_key(prompt)} if self.options.affinity_user and prompt.stable else None
+        headers = affinity_headers(prompt, (self.options.affinity_header, self.options.session_header))
+        return self.wire.request(prompt, options, cache_key=key, extra_body=extra, headers=headers)
 
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
         return self.wire.generate(self.endpoint(), self.request(prompt, options), self.policy)

@@ -20,7 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, timed_generation
+from ragcache.backends.limits import RESPONSES_MIN_OUTPUT_TOKENS
 from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
+from ragcache.errors import BackendUnavailableError
 from ragcache.hashing import content_hash
 from ragcache.prompt import Prompt
 
@@ -30,6 +32,8 @@ __all__ = [
     "Endpoint",
     "OpenAIWire",
     "WireRequest",
+    "affinity_headers",
+    "affinity_key",
     "chat_body",
     "make_client",
     "responses_body",
@@ -82,6 +86,26 @@ class CacheKeyer:
         return window
 
 
+def affinity_key(prompt: Prompt) -> str | None:
+    """The stable routing key of a prompt's prefix (``ragcache-`` + fingerprint), or
+    None without a stable prefix. Routers hash it to keep a prefix on one replica."""
+    return f"ragcache-{prompt.prefix_fingerprint[:32]}" if prompt.stable else None
+
+
+def affinity_headers(prompt: Prompt, names: tuple[str | None, ...]) -> dict[str, str]:
+    """The affinity key under every configured header name (vllm-router hashes
+    ``X-Session-ID``; the production-stack router its ``--session-key`` header)."""
+    key = affinity_key(prompt)
+    return {name: key for name in names if name} if key else {}
+
+
+def _sampling(body: dict[str, Any], options: GenerationOptions, reasoning: bool) -> None:
+    """Reasoning models reject temperature/top_p other than their defaults: send none."""
+    if not reasoning:
+        body["temperature"] = options.temperature
+        body["top_p"] = options.top_p
+
+
 def session_of(prompt: Prompt, options: GenerationOptions) -> str:
     """The session a request belongs to: the caller's id, else its first user turn."""
     if options.session_id:
@@ -117,15 +141,13 @@ def chat_body(
     retention: str | None = None,
     explicit_breakpoints: bool = False,
     max_breakpoints: int = 4,
+    reasoning: bool = False,
 ) -> dict[str, Any]:
-    """The Chat Completions request body, stable prefix first."""
-    body: dict[str, Any] = {
-        "model": model,
-        "messages": _messages(prompt, explicit_breakpoints, max_breakpoints),
-        "max_completion_tokens": options.max_tokens,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
-    }
+    """The Chat Completions request body, stable prefix first; a reasoning model
+    gets ``max_completion_tokens`` and no sampling fields, others ``max_tokens``."""
+    body: dict[str, Any] = {"model": model, "messages": _messages(prompt, explicit_breakpoints, max_breakpoints)}
+    body["max_completion_tokens" if reasoning else "max_tokens"] = options.max_tokens
+    _sampling(body, options, reasoning)
     if options.stop:
         body["stop"] = list(options.stop)
     if options.seed is not None:
@@ -146,16 +168,17 @@ def responses_body(
     model: str,
     cache_key: str | None = None,
     retention: str | None = None,
+    reasoning: bool = False,
 ) -> dict[str, Any]:
-    """The Responses API request body: the same messages as ``input``."""
+    """The Responses API request body: the same messages as ``input``;
+    ``max_output_tokens`` is raised to the API's minimum (a 1-token warm-up sends 16)."""
     body: dict[str, Any] = {
         "model": model,
         "input": prompt.messages(),
-        "max_output_tokens": options.max_tokens,
-        "temperature": options.temperature,
-        "top_p": options.top_p,
+        "max_output_tokens": max(options.max_tokens, RESPONSES_MIN_OUTPUT_TOKENS),
         "store": False,
     }
+    _sampling(body, options, reasoning)
     if cache_key:
         body["prompt_cache_key"] = cache_key
     if retention:
@@ -220,6 +243,7 @@ class WireRequest:
     body: dict[str, Any]
     extra_body: dict[str, Any] | None
     max_tokens: int
+    headers: dict[str, str] | None = None  # routing headers (affinity key) sent with the body
 
 
 @dataclass(frozen=True)
@@ -231,6 +255,7 @@ class OpenAIWire:
     retention: str | None = None
     explicit_breakpoints: bool = False
     max_breakpoints: int = 4
+    reasoning: bool = False  # send only what a reasoning model accepts (limits.is_reasoning_model)
 
     def request(
         self,
@@ -239,10 +264,18 @@ class OpenAIWire:
         *,
         cache_key: str | None = None,
         extra_body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> WireRequest:
         """The body :meth:`generate` and :meth:`stream` send (SDK transport fields aside)."""
         if self.api == "responses":
-            body = responses_body(prompt, options, model=self.model, cache_key=cache_key, retention=self.retention)
+            body = responses_body(
+                prompt,
+                options,
+                model=self.model,
+                cache_key=cache_key,
+                retention=self.retention,
+                reasoning=self.reasoning,
+            )
         else:
             body = chat_body(
                 prompt,
@@ -252,8 +285,9 @@ class OpenAIWire:
                 retention=self.retention,
                 explicit_breakpoints=self.explicit_breakpoints,
                 max_breakpoints=self.max_breakpoints,
+                reasoning=self.reasoning,
             )
-        return WireRequest(self.api, body, extra_body, options.max_tokens)
+        return WireRequest(self.api, body, extra_body, options.max_tokens, headers or None)
 
     def generate(self, endpoint: Endpoint, request: WireRequest, policy: RetryPolicy) -> Generation:
         """Send ``request`` (retrying per ``policy``) and parse the answer and its usage."""
@@ -262,9 +296,9 @@ class OpenAIWire:
             create = endpoint.client.responses.create
         else:
             create = endpoint.client.chat.completions.create
-        response = _call(endpoint, policy, request, lambda: create(**request.body, extra_body=request.extra_body))
+        response = _call(endpoint, policy, request, lambda: create(**request.body, **_extras(request)))
         if request.api == "responses":
-            usage, text, finish = usage_from_responses(response.usage), response.output_text, response.status
+            usage, text, finish = usage_from_responses(response.usage), response.output_text, _finish(response)
         else:
             choice = response.choices[0]
             usage, text, finish = usage_from_chat(response.usage), choice.message.content, choice.finish_reason
@@ -273,24 +307,75 @@ class OpenAIWire:
     def stream(self, endpoint: Endpoint, request: WireRequest, policy: RetryPolicy) -> Iterator[str | Generation]:
         """Yield text deltas, then the :class:`Generation` with the usage of the final chunk.
 
-        The Responses API is answered whole (one delta). Only opening the stream is
-        retried: once text has flowed a retry would bill twice.
+        Only opening the stream is retried: once text has flowed a retry would bill twice.
         """
-        if request.api == "responses":
-            generation = self.generate(endpoint, request, policy)
-            yield generation.text
-            yield generation
-            return
         started = time.perf_counter()
+        if request.api == "responses":
+            events = _call(
+                endpoint,
+                policy,
+                request,
+                lambda: endpoint.client.responses.create(**request.body, stream=True, **_extras(request)),
+            )
+            yield from _read_events(events, endpoint, started, self.model)
+            return
         chunks = _call(
             endpoint,
             policy,
             request,
             lambda: endpoint.client.chat.completions.create(
-                **request.body, stream=True, stream_options={"include_usage": True}, extra_body=request.extra_body
+                **request.body, stream=True, stream_options={"include_usage": True}, **_extras(request)
             ),
         )
         yield from _read_chunks(chunks, endpoint, started, self.model)
+
+
+def _extras(request: WireRequest) -> dict[str, Any]:
+    """The SDK's transport arguments: vendor extra body and routing headers."""
+    extras: dict[str, Any] = {"extra_body": request.extra_body}
+    if request.headers:
+        extras["extra_headers"] = request.headers
+    return extras
+
+
+# Responses API ``incomplete_details.reason`` → Chat Completions ``finish_reason``.
+_INCOMPLETE_REASONS = {"max_output_tokens": "length", "content_filter": "content_filter"}
+
+
+def _finish(response: Any) -> str:
+    """A Responses API outcome as a Chat Completions finish reason (``stop``, ``length``…)."""
+    if getattr(response, "status", None) == "incomplete":
+        details = getattr(response, "incomplete_details", None)
+        return _INCOMPLETE_REASONS.get(getattr(details, "reason", None) or "", "length")
+    return "stop"
+
+
+def _read_events(events: Any, endpoint: Endpoint, started: float, model: str) -> Iterator[str | Generation]:
+    """Responses API stream events → text deltas, then the Generation from the final response."""
+    import openai
+
+    text, first, final = [], None, None
+    try:
+        for event in events:
+            kind = getattr(event, "type", "")
+            if kind == "response.output_text.delta" and event.delta:
+                first = first or time.perf_counter()
+                text.append(event.delta)
+                yield event.delta
+            elif kind in ("response.completed", "response.incomplete"):
+                final = event.response
+            elif kind in ("response.failed", "error"):  # mid-stream: never retried
+                error = getattr(getattr(event, "response", None), "error", None) or getattr(event, "message", kind)
+                raise BackendUnavailableError(f"{endpoint.where}: the response failed ({error})", retryable=False)
+    except openai.OpenAIError as exc:  # mid-stream: mapped, never retried
+        error = map_sdk_error(exc, openai, endpoint.where, endpoint.key_env)
+        if error is None:
+            raise
+        raise error from exc
+    usage = usage_from_responses(final.usage if final is not None else None)
+    finish = _finish(final) if final is not None else "stop"
+    model = (getattr(final, "model", None) or model) if final is not None else model
+    yield timed_generation("".join(text), usage, started, first, finish_reason=finish, model=model)
 
 
 def _read_chunks(chunks: Any, endpoint: Endpoint, started: float, model: str) -> Iterator[str | Generation]:

@@ -11,6 +11,12 @@ hashing locks a saturated engine into KV thrashing). A failed replica is tried
 again after ``retry_down_s``. Prefix-cache hits are read from ``/metrics``;
 ``cache_salt`` isolates tenants (and gives the no-cache baseline).
 
+Behind a router (``options.router: true``: vllm-router, the production-stack
+router, llm-d, SGLang's router) the client-side hashing is off: ragcache talks
+to the router's one URL and sends the prefix's affinity key where the router
+reads it (``affinity_header``, default ``X-Session-ID``, and ``session_header``),
+so the router keeps each prefix on one replica (docs/deploy.md).
+
 ``base_url`` / ``endpoints`` are server roots (``http://host:8000``).
 """
 
@@ -36,7 +42,7 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
-from ragcache.backends.openai_wire import Endpoint, OpenAIWire, WireRequest, make_client
+from ragcache.backends.openai_wire import Endpoint, OpenAIWire, WireRequest, affinity_headers, make_client
 from ragcache.backends.retry import RetryPolicy
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import BackendUnavailableError, ConfigError
@@ -71,6 +77,9 @@ class VllmOptions(BackendOptions):
     retry_down_s: float = Field(30.0, ge=0)  # a failed replica is tried again after this
     block_size: int | None = Field(None, gt=0)  # KV block size (else read from /metrics)
     retry_unsafe: bool = False  # retry a 5xx/timeout even on a long generation
+    router: bool = False  # base_url is a router in front of the replicas: no client-side rendezvous
+    affinity_header: str | None = "X-Session-ID"  # the prefix's affinity key (vllm-router consistent_hash)
+    session_header: str | None = None  # also under this header (production-stack router's --session-key)
 
 
 def create(config: BackendConfig, cache: CacheConfig) -> VllmBackend:
@@ -232,6 +241,11 @@ class VllmBackend(Backend):
         self.wire = OpenAIWire(self.model, self.options.api)
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
         endpoints = [_root(e) for e in (config.endpoints or [config.base_url or DEFAULT_URL])]
+        if self.options.router and len(endpoints) > 1:
+            raise ConfigError(
+                f"{config.source or 'backend'}: backend.options.router is true, so give the router's one URL "
+                f"as base_url, not {len(endpoints)} endpoints (the router spreads prefixes over the replicas)"
+            )
         self.router = EndpointRouter(
             endpoints, load_factor=self.options.load_factor, retry_down_s=self.options.retry_down_s, clock=clock
         )
@@ -280,10 +294,11 @@ class VllmBackend(Backend):
         return Endpoint(self._clients[url], f"vllm at {url}", KEY_ENV)
 
     def request(self, prompt: Prompt, options: GenerationOptions) -> WireRequest:
-        """The wire body, with ``cache_salt`` as vLLM's extra body; no cache key
-        (routing, not a key, keeps a prefix on one replica)."""
+        """The wire body, with ``cache_salt`` as vLLM's extra body and the prefix's
+        affinity headers (a router in front keeps the prefix on one replica)."""
         extra = {"cache_salt": options.cache_salt} if options.cache_salt is not None else None
-        return self.wire.request(prompt, options, extra_body=extra)
+        headers = affinity_headers(prompt, (self.options.affinity_header, self.options.session_header))
+        return self.wire.request(prompt, options, extra_body=extra, headers=headers)
 
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
         """Try replicas in rendezvous order; a refused connection fails over at once."""

@@ -1,7 +1,7 @@
 """CLI commands for caches: ``warm`` and ``vllm-command``.
 
-``max_model_len`` and ``vllm_serve_command`` are plain functions so they can be
-called (and tested) without the CLI.
+``max_model_len``, ``vllm_serve_command`` and ``vllm_router_command`` are plain
+functions so they can be called (and tested) without the CLI.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ragcache.config import Config
     from ragcache.corpus.manifest import CompiledCorpus
 
-__all__ = ["max_model_len", "register", "vllm_serve_command"]
+__all__ = ["max_model_len", "register", "vllm_router_command", "vllm_serve_command"]
 
 _SEGMENT_ROUNDING = 1024
 
@@ -125,6 +125,15 @@ def vllm_serve_command(
     return argv
 
 
+def vllm_router_command(replica_urls: list[str], *, port: int = 9000) -> list[str]:
+    """The ``vllm-router`` argv in front of the replicas: consistent hashing on
+    ``X-Session-ID``, the header ragcache fills with the prefix's affinity key."""
+    if not replica_urls:
+        raise ValueError("vllm-router needs at least one replica URL")
+    return ["vllm-router", "--host", "0.0.0.0", "--port", str(port), "--policy", "consistent_hash",
+            "--worker-urls", *replica_urls]  # fmt: skip
+
+
 def vllm_command(
     config: ConfigOpt = None,
     corpus: CorpusOpt = None,
@@ -133,8 +142,13 @@ def vllm_command(
     ] = "HuggingFaceTB/SmolLM2-135M-Instruct",
     port: Annotated[int, typer.Option("--port", help="Server port.")] = 8000,
     tensor_parallel: Annotated[int, typer.Option("--tensor-parallel", min=1, help="GPUs per replica.")] = 1,
+    replicas: Annotated[
+        int, typer.Option("--replicas", min=1, help="Replicas: one serve line each (PORT, PORT+1…) and a router line.")
+    ] = 1,
+    router_port: Annotated[int, typer.Option("--router-port", help="Router port (with --replicas > 1).")] = 9000,
 ) -> None:
-    """Print the `vllm serve` command line a GPU deployment of the built corpus should use."""
+    """Print the `vllm serve` command line a GPU deployment of the built corpus should use
+    (with --replicas N: N of them and the vllm-router line in front; docs/deploy.md)."""
     from ragcache.config import load_config
     from ragcache.corpus.store import load_corpus
 
@@ -142,7 +156,16 @@ def vllm_command(
     compiled = load_corpus(corpus if corpus is not None else cfg.resolved_corpus())
     length = max_model_len(compiled, cfg)
     served = cfg.backend.model or "smollm2"
-    typer.echo(shlex.join(vllm_serve_command(hf_model, served, length, port=port, tensor_parallel=tensor_parallel)))
+    ports = [port + i for i in range(replicas)]
+    for p in ports:
+        typer.echo(shlex.join(vllm_serve_command(hf_model, served, length, port=p, tensor_parallel=tensor_parallel)))
+    if replicas > 1:
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        typer.echo(shlex.join(vllm_router_command(urls, port=router_port)))
+        err_console.print(
+            f"# then point ragcache at the router: backend.base_url http://<router-host>:{router_port}, "
+            "backend.options.router: true (replica URLs: use each host's address on several machines)"
+        )
     err_console.print(
         f"# max-model-len {length}: longest prefix + snippets {cfg.router.snippet_tokens} + history "
         f"{cfg.router.history_allowance} + answer {cfg.backend.max_output_tokens} (corpus {compiled.name}, "

@@ -11,7 +11,8 @@ shape ``{"error": {"message", "type", "param", "code"}}``, in one place;
 Scaling: answers depend on the request alone (chat clients send the history),
 so any number of uvicorn workers or replicas can serve. The one exception is
 ``/v1/ask`` with a ``session_id``: its history lives in the worker process that
-kept it, so multi-worker deployments should send history via chat completions.
+kept it (created with ``new_session``; an id unknown to the worker is a 404), so
+multi-worker deployments should send history via chat completions (docs/deploy.md).
 Metrics are summed over workers through ``PROMETHEUS_MULTIPROC_DIR``.
 """
 
@@ -135,18 +136,18 @@ async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
     """One question against a corpus; ``session_id`` keeps history in this worker."""
     name = req.corpus or state.corpora.default
     rag = state.corpora.get(name)
-    history = state.sessions.history(req.session_id) if req.session_id else ()
+    session_id, history = state.sessions.open(req.session_id, new=req.new_session)
     inputs = ChatInputs(question=req.question, context=req.context, history=history)
     options = generation_options(rag.config.backend, max_tokens=req.max_tokens, temperature=req.temperature)
     answer = await collect(request, start_generation(rag, inputs, options, state.metrics))
-    if req.session_id:
-        state.sessions.append(req.session_id, req.question, answer.text)
+    if session_id:
+        state.sessions.append(session_id, req.question, answer.text)
     state.observe(name, answer)
     return AskResponse(
         answer=answer.text,
         corpus=name,
         model=answer.model or rag.backend.name,
-        session_id=req.session_id,
+        session_id=session_id,
         route=answer.route.to_dict() if answer.route is not None else {},
         sources=jsonable(list(answer.sources)),
         usage=answer.usage.to_dict(),

@@ -196,10 +196,12 @@ class CorpusList(BaseModel):
 
 
 class AskRequest(_Strict):
-    """One question; ``session_id`` keeps history in this process only."""
+    """One question; ``session_id`` keeps history in this worker process only:
+    ``new_session`` creates it, an id the worker does not know is a 404."""
 
     question: str = Field(min_length=1)
     session_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    new_session: bool = False
     corpus: str | None = None
     context: str | None = None
     max_tokens: int | None = Field(None, gt=0)

@@ -105,8 +105,27 @@ def test_streaming_answer_with_usage_chunk(client: openai.OpenAI) -> None:
     assert 0 < usage.completion_tokens <= 12
 
 
+def test_a_chat_completion_carries_everything_it_needs(client: openai.OpenAI) -> None:
+    """Stateless across workers and replicas (docs/deploy.md): a later turn sent with its
+    history is answered with that history, by a server that never saw the earlier turns."""
+    history = [
+        {"role": "system", "content": "The user is called Ada."},
+        {"role": "user", "content": "What is SQLite?"},
+        {"role": "assistant", "content": "An embedded SQL database engine."},
+    ]
+    alone = ask(client, "And is it serverless?", max_tokens=2)
+    later = ask(client, messages=[*history, {"role": "user", "content": "And is it serverless?"}], max_tokens=2)
+    assert later.usage.prompt_tokens > alone.usage.prompt_tokens + 10  # context and history came in the request
+    assert later.usage.prompt_tokens_details.cached_tokens > 1000  # on the same cached corpus prefix
+
+
 def test_native_ask_with_a_session(http: httpx.Client) -> None:
-    first = http.post("/v1/ask", json={"question": QUESTION, "session_id": "s-1", "max_tokens": 8})
+    unknown = http.post("/v1/ask", json={"question": QUESTION, "session_id": "s-1", "max_tokens": 8})
+    assert unknown.status_code == 404  # never a silent empty session: it may live in another worker
+    assert unknown.json()["error"]["code"] == "session_not_found"
+    assert "unknown to this worker" in unknown.json()["error"]["message"]
+    body = {"question": QUESTION, "session_id": "s-1", "new_session": True, "max_tokens": 8}
+    first = http.post("/v1/ask", json=body)
     assert first.status_code == 200, first.text
     second = http.post("/v1/ask", json={"question": "And why?", "session_id": "s-1", "max_tokens": 8})
     assert second.status_code == 200, second.text

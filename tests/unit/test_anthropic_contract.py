@@ -22,7 +22,13 @@ from ragcache.backends.base import GenerationOptions
 from ragcache.backends.retry import RetryPolicy
 from ragcache.cache.pricing import cost_of
 from ragcache.config import BackendConfig, CacheConfig
-from ragcache.errors import AuthenticationError, BackendUnavailableError, ContextLengthError, RateLimitError
+from ragcache.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    ContextLengthError,
+    RateLimitError,
+    UnsupportedError,
+)
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
 INSTRUCTIONS = "Answer from the documents; cite them."  # ~10 tokens: below every minimum
@@ -218,7 +224,8 @@ def sse(events: list[tuple[str, dict]]) -> bytes:
     return "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events).encode()
 
 
-def test_streaming_yields_text_then_usage() -> None:
+def stream_response() -> httpx2.Response:
+    """A streamed Messages answer "Hello" with 1408 tokens read from the cache."""
     start = message_body("")
     start["content"] = []
     start["usage"] = {
@@ -252,7 +259,11 @@ def test_streaming_yields_text_then_usage() -> None:
         ),
         ("message_stop", {"type": "message_stop"}),
     ]
-    recorder = Recorder(httpx2.Response(200, content=sse(events), headers={"content-type": "text/event-stream"}))
+    return httpx2.Response(200, content=sse(events), headers={"content-type": "text/event-stream"})
+
+
+def test_streaming_yields_text_then_usage() -> None:
+    recorder = Recorder(stream_response())
     items = list(make(recorder).stream(Prompt(stable=stable(1), question="?"), GenerationOptions()))
     assert items[:-1] == ["Hel", "lo"]
     assert items[-1].text == "Hello"
@@ -331,3 +342,30 @@ def test_missing_key_says_which_variable_to_set(monkeypatch: pytest.MonkeyPatch)
     backend = AnthropicBackend(BackendConfig(kind="anthropic"), CacheConfig())
     with pytest.raises(AuthenticationError, match="set the ANTHROPIC_API_KEY environment variable"):
         backend.generate(Prompt(stable=stable(1), question="?"), GenerationOptions())
+
+
+def test_streaming_retries_an_overloaded_or_rate_limited_open_like_generate() -> None:
+    """The REST server always streams: a 529/429 before the first token is retried."""
+    recorder = Recorder(
+        error(529, "overloaded_error", "Overloaded"), error(429, "rate_limit_error", "slow down"), stream_response()
+    )
+    items = list(make(recorder).stream(Prompt(stable=stable(1), question="?"), GenerationOptions(max_tokens=512)))
+    assert len(recorder.requests) == 3
+    assert items[-1].text == "Hello" and items[-1].usage.cached_tokens == 1408
+
+
+def test_streaming_does_not_retry_a_server_error_on_a_long_generation() -> None:
+    recorder = Recorder(error(500, "api_error", "boom"), stream_response())
+    with pytest.raises(BackendUnavailableError):
+        list(make(recorder).stream(Prompt(stable=stable(1), question="?"), GenerationOptions(max_tokens=512)))
+    assert len(recorder.requests) == 1
+
+
+@pytest.mark.parametrize("method", ["generate", "stream"])
+def test_cache_salt_is_rejected_with_a_clear_error(method: str) -> None:
+    recorder = Recorder(stream_response())
+    backend = make(recorder)
+    with pytest.raises(UnsupportedError, match="cache_salt is a vLLM extension"):
+        result = getattr(backend, method)(Prompt(stable=stable(1), question="?"), GenerationOptions(cache_salt="t1"))
+        list(result)
+    assert recorder.requests == []

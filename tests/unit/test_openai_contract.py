@@ -21,7 +21,13 @@ from ragcache.backends.openai import OpenAIBackend
 from ragcache.backends.openai_wire import CacheKeyer, usage_from_responses
 from ragcache.backends.retry import RetryPolicy
 from ragcache.config import BackendConfig, CacheConfig
-from ragcache.errors import AuthenticationError, ContextLengthError, RateLimitError, UnsupportedError
+from ragcache.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    ContextLengthError,
+    RateLimitError,
+    UnsupportedError,
+)
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
 STABLE = (
@@ -64,35 +70,70 @@ class Recorder:
         return json.loads(self.requests[i].content)
 
 
-def make(recorder: Recorder, **options: object) -> OpenAIBackend:
+def make(recorder: Recorder, model: str = "gpt-5-mini", **options: object) -> OpenAIBackend:
     client = openai.OpenAI(
         api_key="sk-test",
         base_url="https://api.openai.com/v1",
         http_client=httpx2.Client(transport=httpx2.MockTransport(recorder)),
         max_retries=0,
     )
-    backend = OpenAIBackend(
-        BackendConfig(kind="openai", model="gpt-5-mini", options=options), CacheConfig(), client=client
-    )
+    backend = OpenAIBackend(BackendConfig(kind="openai", model=model, options=options), CacheConfig(), client=client)
     backend.policy = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.002)
     return backend
 
 
-def test_chat_request_body_is_pinned() -> None:
+MESSAGES = [
+    {"role": "system", "content": "Answer from the documents.\n\nSQLite is serverless.\n"},
+    {"role": "user", "content": "Is SQLite a server?"},
+]
+
+
+def test_reasoning_model_body_is_pinned_without_sampling_fields() -> None:
+    """gpt-5*/o* reject temperature/top_p other than defaults and take max_completion_tokens."""
     recorder = Recorder(httpx2.Response(200, json=chat_completion()))
-    make(recorder).generate(PROMPT, GenerationOptions(max_tokens=64))
+    make(recorder).generate(PROMPT, GenerationOptions(max_tokens=64, temperature=0.0, top_p=1.0))
     assert recorder.requests[0].url.path == "/v1/chat/completions"
     assert recorder.body() == {
         "model": "gpt-5-mini",
-        "messages": [
-            {"role": "system", "content": "Answer from the documents.\n\nSQLite is serverless.\n"},
-            {"role": "user", "content": "Is SQLite a server?"},
-        ],
+        "messages": MESSAGES,
         "max_completion_tokens": 64,
-        "temperature": 0.0,
+        "prompt_cache_key": KEY,
+    }
+    assert recorder.requests[0].headers["X-Session-ID"] == KEY  # the affinity key, for a router in front
+
+
+def test_non_reasoning_model_body_is_pinned_with_sampling_fields() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    make(recorder, model="gpt-4o-mini").generate(PROMPT, GenerationOptions(max_tokens=64, temperature=0.2))
+    assert recorder.body() == {
+        "model": "gpt-4o-mini",
+        "messages": MESSAGES,
+        "max_tokens": 64,
+        "temperature": 0.2,
         "top_p": 1.0,
         "prompt_cache_key": KEY,
     }
+
+
+@pytest.mark.parametrize(
+    ("model", "reasoning"),
+    [("o3-mini", True), ("o4-mini", True), ("o1", True), ("gpt-5.6", True), ("gpt-5-chat-latest", False)],
+)
+def test_the_dated_capability_table_decides_and_an_option_overrides(model: str, reasoning: bool) -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    make(recorder, model=model).generate(PROMPT, GenerationOptions())
+    assert ("temperature" in recorder.body()) is not reasoning
+    make(recorder, model=model, reasoning=not reasoning).generate(PROMPT, GenerationOptions())
+    assert ("temperature" in recorder.body()) is reasoning
+
+
+def test_affinity_key_goes_in_the_configured_headers_and_user() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    backend = make(recorder, affinity_header="X-Prefix", session_header="x-user-id", affinity_user=True)
+    backend.generate(PROMPT, GenerationOptions())
+    headers = recorder.requests[0].headers
+    assert headers["X-Prefix"] == headers["x-user-id"] == recorder.body()["user"] == KEY
+    assert "X-Session-ID" not in headers
 
 
 def test_usage_is_parsed_from_prompt_tokens_details() -> None:
@@ -144,13 +185,15 @@ def test_the_session_id_or_first_turn_picks_the_bucket() -> None:
     assert all(k.startswith(KEY) for k in keys)
 
 
-def test_responses_api_body_and_usage() -> None:
-    response = {
+def responses_response(status: str = "completed", incomplete: str | None = None) -> dict:
+    """A Responses API response object as documented."""
+    return {
         "id": "resp_1",
         "object": "response",
         "created_at": 1,
         "model": "gpt-5-mini",
-        "status": "completed",
+        "status": status,
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
         "output": [
             {
                 "type": "message",
@@ -171,6 +214,10 @@ def test_responses_api_body_and_usage() -> None:
             "total_tokens": 2009,
         },
     }
+
+
+def test_responses_api_body_and_usage() -> None:
+    response = responses_response()
     recorder = Recorder(httpx2.Response(200, json=response))
     generation = make(recorder, api="responses").generate(PROMPT, GenerationOptions(max_tokens=32))
     assert recorder.requests[0].url.path == "/v1/responses"
@@ -178,14 +225,51 @@ def test_responses_api_body_and_usage() -> None:
         "model": "gpt-5-mini",
         "input": PROMPT.messages(),
         "max_output_tokens": 32,
-        "temperature": 0.0,
-        "top_p": 1.0,
         "store": False,
         "prompt_cache_key": KEY,
     }
     assert generation.text == "No."
     assert generation.usage.cached_tokens == 1920 and generation.usage.input_tokens == 2006
     assert usage_from_responses(response["usage"]).output_tokens == 3
+    assert generation.finish_reason == "stop"
+
+
+def test_responses_warm_up_respects_the_minimum_output_tokens() -> None:
+    recorder = Recorder(httpx2.Response(200, json=responses_response("incomplete", "max_output_tokens")))
+    make(recorder, api="responses").warm(PROMPT)
+    assert recorder.body()["max_output_tokens"] == 16  # the API rejects fewer; chat would send 1
+
+
+def sse_events(*events: dict) -> httpx2.Response:
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    return httpx2.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize(
+    ("status", "incomplete", "finish"),
+    [
+        ("completed", None, "stop"),
+        ("incomplete", "max_output_tokens", "length"),
+        ("incomplete", "content_filter", "content_filter"),
+    ],
+)
+def test_responses_api_streams_deltas_and_maps_finish_reasons(status: str, incomplete: str | None, finish: str) -> None:
+    final = responses_response(status, incomplete)
+    created = {**final, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    delta = {"item_id": "msg_1", "output_index": 0, "content_index": 0, "logprobs": [], "sequence_number": 2}
+    recorder = Recorder(
+        sse_events(
+            {"type": "response.created", "response": created, "sequence_number": 1},
+            {"type": "response.output_text.delta", "delta": "N", **delta},
+            {"type": "response.output_text.delta", "delta": "o.", **delta, "sequence_number": 3},
+            {"type": f"response.{status}", "response": final, "sequence_number": 4},
+        )
+    )
+    items = list(make(recorder, api="responses").stream(PROMPT, GenerationOptions()))
+    assert items[:-1] == ["N", "o."]  # real deltas, not one answer at the end
+    assert items[-1].text == "No." and items[-1].usage.cached_tokens == 1920
+    assert items[-1].finish_reason == finish
+    assert recorder.body()["stream"] is True
 
 
 def test_streaming_asks_for_usage_and_reports_it() -> None:
@@ -258,3 +342,19 @@ def test_missing_key_and_cache_salt_are_clear_errors(monkeypatch: pytest.MonkeyP
         OpenAIBackend(BackendConfig(kind="openai"), CacheConfig()).generate(PROMPT, GenerationOptions())
     with pytest.raises(UnsupportedError, match="cache_salt is a vLLM extension"):
         make(Recorder(httpx2.Response(200, json=chat_completion()))).generate(PROMPT, GenerationOptions(cache_salt="t"))
+
+
+def test_a_failed_responses_stream_is_a_typed_error_not_an_answer() -> None:
+    final = {**responses_response("failed"), "error": {"code": "server_error", "message": "boom"}}
+    delta = {"item_id": "msg_1", "output_index": 0, "content_index": 0, "logprobs": [], "sequence_number": 1}
+    recorder = Recorder(
+        sse_events(
+            {"type": "response.output_text.delta", "delta": "N", **delta},
+            {"type": "response.failed", "response": final, "sequence_number": 2},
+        )
+    )
+    items = make(recorder, api="responses").stream(PROMPT, GenerationOptions())
+    assert next(items) == "N"
+    with pytest.raises(BackendUnavailableError, match="the response failed"):
+        next(items)
+    assert len(recorder.requests) == 1  # text had flowed: never re-sent

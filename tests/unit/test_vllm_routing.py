@@ -16,7 +16,7 @@ from ragcache.backends.vllm import EndpointRouter, VllmBackend, parse_prefix_cac
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
-from ragcache.prompt import Prompt, Segment, SegmentKind
+from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
 ENDPOINTS = ["http://gpu-0:8000", "http://gpu-1:8000", "http://gpu-2:8000"]
 PREFIXES = [content_hash(f"prefix {i}") for i in range(300)]
@@ -133,12 +133,31 @@ def test_the_vllm_request_is_the_openai_wire_body_with_cache_salt_and_no_cache_k
     assert request.body == {
         "model": "smollm2",
         "messages": prompt.messages(),
-        "max_completion_tokens": 8,
+        "max_tokens": 8,
         "temperature": 0.0,
         "top_p": 1.0,
     }
     assert request.extra_body == {"cache_salt": "tenant-a"}
     assert backend.request(prompt, GenerationOptions()).extra_body is None
+    # the affinity key a router in front hashes: stable per prefix, the same for every question
+    key = f"ragcache-{prompt.prefix_fingerprint[:32]}"
+    assert request.headers == {"X-Session-ID": key}
+    other = Prompt(stable=prompt.stable, question="another question", history=(Message("user", "x"),))
+    assert backend.request(other, GenerationOptions()).headers == {"X-Session-ID": key}
+
+
+def test_affinity_headers_are_configurable_and_a_router_takes_one_url() -> None:
+    options = {"router": True, "affinity_header": None, "session_header": "x-user-id"}
+    backend = VllmBackend(BackendConfig(kind="vllm", base_url="http://router:9000", options=options), CacheConfig())
+    prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
+    assert backend.request(prompt, GenerationOptions()).headers == {
+        "x-user-id": f"ragcache-{prompt.prefix_fingerprint[:32]}"
+    }
+    assert backend.router.endpoints == ["http://router:9000"]  # no client-side rendezvous
+    assert backend.request(Prompt(stable=(), question="?"), GenerationOptions()).headers is None
+    endpoints = ["http://a:8000", "http://b:8000"]
+    with pytest.raises(ConfigError, match="router is true, so give the router's one URL"):
+        VllmBackend(BackendConfig(kind="vllm", endpoints=endpoints, options={"router": True}), CacheConfig())
 
 
 def test_capabilities_use_the_configured_block_size() -> None:
