@@ -20,7 +20,7 @@ from ragcache.backends.base import Capabilities
 from ragcache.config import RouterConfig
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import RoutingError
-from ragcache.router.policy import CACHED_READ_PRICE, Demand, HybridRouter, context_budget, plan_runs
+from ragcache.router.policy import CACHED_READ_PRICE, Demand, HybridRouter, context_budget, plan_runs, tail_reserve
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = 100  # reserved output tokens
@@ -45,9 +45,18 @@ def window_for(corpus: CompiledCorpus, budget: int, config: RouterConfig = CONFI
     return Capabilities(context_window=budget - overhead)
 
 
+def budget_for_runs(run_tokens: int, config: RouterConfig = CONFIG) -> int:
+    """The smallest routing budget whose runs may hold ``run_tokens`` (after the tail's reserve)."""
+    budget = run_tokens
+    while budget - tail_reserve(budget, config.snippet_tokens) < run_tokens:
+        budget += 1
+    return budget
+
+
 def one_block_each(corpus: CompiledCorpus, config: RouterConfig = CONFIG) -> Capabilities:
     """A window where every run is one block (the biggest fits, no two do)."""
-    return window_for(corpus, max(corpus.block(b).tokens for b in corpus.category_block_ids()) + config.snippet_tokens)
+    biggest = max(corpus.block(b).tokens for b in corpus.category_block_ids())
+    return window_for(corpus, budget_for_runs(biggest, config), config)
 
 
 def test_full_when_whole_corpus_fits(corpus: CompiledCorpus) -> None:
@@ -75,7 +84,7 @@ def test_one_block_runs_route_by_topic_with_a_tail_outside_the_prefix(corpus: Co
         assert route.mode == "blocks" and route.block_ids == (block,), route.to_dict()
         topic = block.split(":")[1]
         assert all(s.doc_id.split("/")[0] != topic for s in route.snippets)  # the tail skips what the prefix holds
-        assert route.tokens.tail == sum(s.tokens for s in route.snippets) <= CONFIG.snippet_tokens
+        assert route.tokens.tail == sum(s.tokens for s in route.snippets) <= router.budget - route.tokens.stable
         assert len(route.snippets) <= CONFIG.top_k
         assert route.tokens.stable == corpus.block(block).tokens
         assert route.documents[: len(corpus.block(block).documents)] == corpus.block(block).documents
@@ -102,10 +111,11 @@ def test_runs_fill_the_budget_and_prefer_category_cuts() -> None:
 def test_runs_at_a_large_window_fill_most_of_the_budget(corpus: CompiledCorpus) -> None:
     blocks = corpus.category_block_ids()
     two = sum(corpus.block(b).tokens for b in blocks[:2])
-    router = HybridRouter(corpus, CONFIG, window_for(corpus, two + CONFIG.snippet_tokens), OUT)
+    router = HybridRouter(corpus, CONFIG, window_for(corpus, budget_for_runs(two)), OUT)
     assert router.prefixes()[0] == tuple(blocks[:2]) and len(router.prefixes()) <= 3
     route = router.route("Which planets orbit the sun?")
-    assert route.block_ids == tuple(blocks[:2]) and route.tokens.stable >= 0.8 * (router.budget - CONFIG.snippet_tokens)
+    runs_cap = router.budget - tail_reserve(router.budget, CONFIG.snippet_tokens)
+    assert route.block_ids == tuple(blocks[:2]) and route.tokens.stable >= 0.8 * runs_cap
 
 
 def test_forced_full_that_does_not_fit_is_a_routing_error(corpus: CompiledCorpus) -> None:
