@@ -38,7 +38,7 @@ TTLS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
 _PER = 1_000_000
 # Gemini's explicit caches default to one hour and bill writes as plain input.
 _VENDOR_TTL: dict[str, Ttl] = {"anthropic": "5m", "openai": "5m", "gemini": "1h"}
-_MIN_CACHEABLE = {"openai": 1024, "gemini": 1024}  # Anthropic's per-model table lives in its backend
+_MIN_CACHEABLE = {"gemini": 1024}  # vendors without a row in ragcache.backends.limits
 
 
 @dataclass(frozen=True)
@@ -133,10 +133,11 @@ def rules_for(model: str, ttl: Ttl | None = None, min_cacheable_tokens: int | No
 
 
 def _min_cacheable(vendor: str, model: str) -> int:
-    if vendor == "anthropic":
-        from ragcache.backends.anthropic import min_cacheable_tokens
+    """The dated per-model table of ragcache.backends.limits, else this module's vendor default."""
+    from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
 
-        return int(min_cacheable_tokens(model, None))
+    if vendor in MIN_CACHEABLE:
+        return int(min_cacheable_tokens(vendor, model))
     return _MIN_CACHEABLE.get(vendor, 0)
 
 
