@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import IO, Any
 
 from ragcache.app import RagCache
@@ -83,8 +84,16 @@ class Warming:
         self.detail[name] = f"warmed by this worker (pid {os.getpid()})"
         return True
 
-    def _refreshable(self, name: str) -> Any:
-        return lambda: self._warm_sets.get(name, set())
+    def _refreshable(self, name: str) -> Callable[[], set[str]]:
+        """Keep-warm's limit: the fingerprints of the corpus's current warm set (computed on first use)."""
+
+        def allowed() -> set[str]:
+            if name not in self._warm_sets:
+                rag = self._corpora.get(name)
+                self._warm_sets[name] = {p.prefix_fingerprint for p in rag.warm_set(self.traffic[name])}
+            return self._warm_sets[name]
+
+        return allowed
 
     async def _warm(self, name: str, rag: RagCache) -> str:
         if not rag.config.cache.warm_on_start:
@@ -145,7 +154,7 @@ class Warming:
         self._locks.clear()
 
 
-def _warmer(rag: RagCache, refreshable: Any) -> Warmer:
+def _warmer(rag: RagCache, refreshable: Callable[[], set[str]]) -> Warmer:
     policy = policy_for(rag.backend, rag.config.backend.model, rag.config.cache.ttl_s)
     return Warmer(rag.backend, policy, refreshable=refreshable)
 
