@@ -75,7 +75,12 @@ class Warming:
         if _per_process_cache(rag):
             self.detail[name] = f"warmed by this worker (pid {os.getpid()}): the local KV store is per process"
             return True
-        lock = acquire_warm_lock(rag.traffic_file)
+        try:
+            lock = acquire_warm_lock(rag.traffic_file)
+        except OSError as exc:  # no writable traffic_dir: warm here rather than not at all
+            self.detail[name] = f"warmed by this worker (pid {os.getpid()}): no warm lock ({exc})"
+            log.warning("corpus %r: cannot take the warm lock: %s (set cache.traffic_dir)", name, exc)
+            return True
         if lock is None:
             self.detail[name] = f"skipped: another worker holds {rag.traffic_file.with_suffix('.warm.lock')} and warms"
             log.info("corpus %r: %s", name, self.detail[name])
