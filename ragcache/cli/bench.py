@@ -88,14 +88,17 @@ def _command_line() -> str:
 def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path, settings: Any, n: int) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ragcache.bench.experiment import split_workload
+
+    measured = len(split_workload(items, settings.warm_from)[1])  # the warm-up part is routed, not replayed
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("loading model and corpus, warming prefixes", total=len(items) * n)
+        task = bar.add_task("loading model and corpus, warming prefixes", total=measured * n)
 
         def progress(strategy: str, index: int) -> None:
-            bar.update(task, advance=1, description=f"request {index + 1}/{len(items)} · {strategy}")
+            bar.update(task, advance=1, description=f"request {index + 1}/{measured} · {strategy}")
             if not console.is_terminal:  # logs of non-interactive runs still show progress
-                console.print(f"request {index + 1}/{len(items)} {strategy} done")
+                console.print(f"request {index + 1}/{measured} {strategy} done")
 
         return run(cfg, items, out, settings, progress)
 
