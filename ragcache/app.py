@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ragcache.backends.base import Backend, CacheUsage, Generation, GenerationOptions, create_backend
 from ragcache.cache.pricing import Cost, price_usage
+from ragcache.cache.warmset import TrafficLog, WarmSetLimits, parse_pins, router_guess, select_warm_set, traffic_path
 from ragcache.config import Config, load_config
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.corpus.store import load_corpus
@@ -47,6 +48,7 @@ class Answer:
     cost: Cost | None
     model: str = ""
     finish_reason: str = "stop"
+    user_text: str = ""  # the final user turn exactly as sent (snippets, then the question): session history
 
     @property
     def cost_usd(self) -> float | None:
@@ -121,21 +123,76 @@ class RagCache:
         previous: Route | None = None,
     ) -> Prompt:
         """The prompt for ``question``: routed (unless ``route`` is given), stable segments first."""
-        route = route if route is not None else self.router.route(question, previous)
+        route = route if route is not None else self.route(question, previous)
         stable = self.stable_segments(route.block_ids)
         return assemble_prompt(stable, question, route=route, context=context, history=tuple(history))
 
-    def route(self, question: str, session: ChatSession | None = None) -> Route:
-        """Where ``question`` goes (blocks, tail, documents, tokens) without asking the backend."""
-        return self.router.route(question, session.route if session is not None else None)
+    def route(self, question: str, session: ChatSession | Route | None = None) -> Route:
+        """Where ``question`` goes (blocks, tail, documents, tokens) without asking the backend; in a
+        session (a :class:`ChatSession` or its last route) it keeps the session's blocks, so every
+        turn reuses the same prefix and the history after it."""
+        previous = session.route if isinstance(session, ChatSession) else session
+        route = self.router.route(question, previous)
+        if previous is None or route.block_ids == previous.block_ids or not previous.block_ids:
+            return route
+        return replace(route, mode=previous.mode, block_ids=previous.block_ids, sticky=True,
+                       reason=f"kept the session's blocks (the question alone routes to {'+'.join(route.block_ids)})")
+
+    def session_from_history(self, history: Sequence[Message]) -> tuple[tuple[Message, ...], Route | None]:
+        """A stateless chat's session: earlier user turns re-rendered exactly as they were sent
+        (their snippets re-derived; routing is deterministic) and the route of the first user turn,
+        which every later turn keeps."""
+        session: Route | None = None
+        sent = []
+        for message in history:
+            if message.role != "user":
+                sent.append(message)
+                continue
+            turn = self.route(message.content, session)
+            session = session or turn
+            sent.append(Message("user", Prompt((), message.content, snippets=turn.snippets).user_text))
+        return tuple(sent), session
 
     def prefixes(self) -> list[Prompt]:
-        """A stable-only prompt for every prefix the router can emit (what the warmer warms)."""
-        mode = "full" if getattr(self.router, "mode", None) == "full" else "blocks"
-        return [
-            assemble_prompt(self.stable_segments(blocks), "", route=Route(mode, tuple(blocks)))  # type: ignore[arg-type]
-            for blocks in self.router.prefixes()
-        ]
+        """A stable-only prompt for every prefix the router can emit."""
+        return [self.prefix_prompt(blocks) for blocks in self.router.prefixes()]
+
+    def prefix_prompt(self, blocks: Sequence[str]) -> Prompt:
+        """The stable-only prompt (what a warm-up sends) of one prefix."""
+        full = getattr(self.router, "mode", None) == "full"
+        mode = "full" if full else "blocks"
+        return assemble_prompt(self.stable_segments(blocks), "", route=Route(mode, tuple(blocks)))
+
+    # --- the warm set (cache/warmset.py) -----------------------------------------
+
+    @property
+    def traffic_file(self) -> Path:
+        """This corpus's traffic log (``cache.traffic_dir``)."""
+        return traffic_path(self.config.cache.traffic_dir, self.corpus.fingerprint)
+
+    def load_traffic(self) -> TrafficLog:
+        """The persisted traffic log (empty where none yet)."""
+        return TrafficLog.load(self.traffic_file, self.corpus.fingerprint, self.config.cache.warm_half_life_requests)
+
+    def warm_set(self, traffic: TrafficLog | None = None) -> list[Prompt]:
+        """The prefixes to warm: pins, then traffic (else the router's guess), capped by ``cache.warm_max_*``."""
+        cache = self.config.cache
+        order = self.corpus.category_block_ids()
+        full = (self.corpus.full_block_id,) if self.corpus.full_block_id else tuple(order)
+        chosen = select_warm_set(
+            pins=parse_pins(cache.warm_pins, order, full),
+            traffic=traffic if traffic is not None else self.load_traffic(),
+            guess=lambda n: router_guess(self.router, self.router.prefixes, n),
+            tokens_of=self.prefix_tokens_estimate,
+            limits=WarmSetLimits(cache.warm_max_prefixes, cache.warm_max_tokens, tuple(cache.warm_pins)),
+            known_blocks=frozenset(self.corpus.blocks),
+        )
+        return [self.prefix_prompt(blocks) for blocks in chosen]
+
+    def prefix_tokens_estimate(self, blocks: Sequence[str]) -> int:
+        """The manifest's token count of a prefix (its blocks and the non-corpus blocks around them)."""
+        ids = [*blocks, *(b for b, _ in (*_BEFORE_CORPUS, *_AFTER_CORPUS) if b in self.corpus.blocks)]
+        return sum(self.corpus.blocks[b].tokens for b in ids if b in self.corpus.blocks)
 
     def sources(self, prompt: Prompt) -> tuple[str, ...]:
         """Documents of the prompt's corpus blocks, then those of its snippets."""
@@ -153,10 +210,11 @@ class RagCache:
         context: str | None = None,
         history: Sequence[Message] = (),
         options: GenerationOptions | None = None,
+        previous: Route | None = None,
     ) -> Answer:
         """Answer one question (``history``: earlier turns exactly as sent)."""
         answer = None
-        for item in self.stream(question, context=context, history=history, options=options):
+        for item in self.stream(question, context=context, history=history, options=options, previous=previous):
             if isinstance(item, Answer):
                 answer = item
         assert answer is not None
@@ -180,10 +238,11 @@ class RagCache:
         context: str | None = None,
         history: Sequence[Message] = (),
         options: GenerationOptions | None = None,
+        previous: Route | None = None,
     ) -> Iterator[str | Answer]:
         """Yield text deltas, then the final :class:`Answer`."""
         started = time.perf_counter()
-        prompt = self.prompt_for(question, context=context, history=history)
+        prompt = self.prompt_for(question, context=context, history=history, previous=previous)
         yield from self.stream_prompt(prompt, options, started=started)
 
     def stream_prompt(
@@ -210,6 +269,7 @@ class RagCache:
             cost=price_usage(self.config.backend, generation.usage, generation.model),
             model=generation.model,
             finish_reason=generation.finish_reason,
+            user_text=prompt.user_text,
         )
 
     def default_options(self) -> GenerationOptions:

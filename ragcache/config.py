@@ -85,8 +85,14 @@ class CacheConfig(_Strict):
     enabled: bool = True
     warm_on_start: bool = True
     keep_warm: bool = True
+    # The warm set (cache/warmset.py): pinned prefixes ("full" or block ids joined by "+"), then
+    # observed traffic (decaying by half every warm_half_life_requests), capped by count and total tokens.
+    warm_pins: list[str] = Field(default_factory=list)
+    warm_max_prefixes: int = Field(32, ge=1)  # also the router's hot set: runs it routes to, by demand
+    warm_max_tokens: int | None = Field(None, gt=0)
+    warm_half_life_requests: float = Field(1000.0, gt=0)
+    traffic_dir: str | None = None  # default: $RAGCACHE_HOME/traffic
     anthropic_ttl: Literal["5m", "1h"] = "5m"
-    warm_max_prefixes: int = Field(32, ge=0)  # the router's hot set: runs kept warm, by observed demand
 
 
 class ServerConfig(_Strict):

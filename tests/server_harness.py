@@ -58,26 +58,38 @@ class ServerProcess:
                 self.process.wait(timeout=10)
 
 
-def write_config(tmp: Path, build_dir: Path, **backend: object) -> Path:
-    config = {
+def write_config(tmp: Path, build_dir: Path, extra: dict[str, dict[str, object]] | None = None,
+                 **backend: object) -> Path:
+    """The server's config; ``extra`` sections are merged over the defaults (e.g. ``{"router": {...}}``)."""
+    config: dict[str, dict[str, object] | str] = {
         "corpus": str(ROOT / "corpora" / "small"),
         "build_dir": str(build_dir),
         "backend": {"kind": "local", "max_output_tokens": 32, **backend},
-        "cache": {"warm_on_start": True, "keep_warm": False},
+        "cache": {"warm_on_start": True, "keep_warm": False, "traffic_dir": str(tmp / "traffic")},
         "server": {"max_body_bytes": 1_000_000, "max_history_messages": 8},
     }
+    for section, values in (extra or {}).items():
+        config[section] = {**dict(config.get(section, {})), **values}  # type: ignore[arg-type]
     path = tmp / "server.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 
-def start_server(tmp: Path, timeout_s: float = 600.0) -> ServerProcess:
-    """Build corpora/small into ``tmp``, start the server, wait until /readyz says ready."""
+def start_server(
+    tmp: Path, timeout_s: float = 600.0, extra: dict[str, dict[str, object]] | None = None, index: bool = False
+) -> ServerProcess:
+    """Build corpora/small into ``tmp`` (with its chunk index if ``index``), start the server, wait until ready."""
     from ragcache.corpus.compile import build_corpus
 
     build_dir = tmp / "build-small"
-    build_corpus(ROOT / "corpora" / "small", build_dir)
-    config = write_config(tmp, build_dir)
+    steps = ()
+    if index:
+        from ragcache.config import RouterConfig
+        from ragcache.router.index import index_step
+
+        steps = (index_step(RouterConfig().embedding_model),)
+    build_corpus(ROOT / "corpora" / "small", build_dir, steps=steps)
+    config = write_config(tmp, build_dir, extra)
     port = free_port()
     log_path = tmp / "server.log"
     env = {**os.environ, "RAGCACHE_API_KEYS": f"other-key,{API_KEY}", "PYTHONUNBUFFERED": "1"}

@@ -2,6 +2,14 @@
 
 ``replay.py`` is the request-by-request part; this module wires it with the
 strategies, the vendor prices and the report.
+
+Honesty rules: ragcache is warmed from the workload's first part
+(``warm_from="first-half"``, cut at a session boundary) and measured on the
+rest; ``"measured"`` warms from the measured questions themselves and is
+labelled an *oracle* in the report. Each strategy gets its own backend where
+the cache lives in the process (the local KV store), so one cannot evict
+another's prefixes; first-occurrence questions are summarised apart from
+repeats (rows ``<strategy> [first]`` and ``<strategy> [repeat]``).
 """
 
 from __future__ import annotations
@@ -12,16 +20,36 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragcache.app import RagCache
-from ragcache.backends.base import GenerationOptions
-from ragcache.bench.metrics import PriceFn, summarize
-from ragcache.bench.replay import ProgressFn, replay
+from ragcache.backends.base import GenerationOptions, create_backend
+from ragcache.bench.metrics import PriceFn, StrategySummary, summarize
+from ragcache.bench.replay import ProgressFn, Replay, replay
 from ragcache.bench.report import BenchResult, write_report
 from ragcache.bench.strategies import SALTED_KINDS, RagcacheStrategy, Strategy, create_strategies
 from ragcache.bench.workload import WorkloadItem
 from ragcache.config import Config
 from ragcache.errors import ConfigError
 
-__all__ = ["PRICED_MODELS", "BenchSettings", "run_bench", "vendor_prices"]
+__all__ = ["PRICED_MODELS", "WARM_FROM", "BenchSettings", "run_bench", "split_workload", "vendor_prices"]
+
+WARM_FROM = ("first-half", "measured", "none")
+
+
+def split_workload(items: Sequence[WorkloadItem], warm_from: str) -> tuple[list[WorkloadItem], list[WorkloadItem]]:
+    """(warm-up items, measured items): the first half cut at a session start, or the measured ones (oracle)."""
+    if warm_from not in WARM_FROM:
+        raise ConfigError(f"unknown --warm-from {warm_from!r}; valid: {', '.join(WARM_FROM)}")
+    if warm_from == "none":
+        return [], list(items)
+    if warm_from == "measured":
+        measured = list(items)
+        return measured, measured  # the same list: repeats are counted within the measured part only
+    cut = len(items) // 2
+    while 0 < cut < len(items) and items[cut].turn != 0:
+        cut += 1  # do not split a session between warm-up and measurement
+    if cut >= len(items) or cut == 0:
+        raise ConfigError(f"--warm-from first-half needs at least two sessions; the workload has {len(items)} "
+                          "requests in one (use --warm-from measured, an oracle, or a longer workload)")
+    return list(items[:cut]), list(items[cut:])
 
 
 @dataclass(frozen=True)
@@ -33,7 +61,8 @@ class BenchSettings:
     warmup_requests: int = 0
     time_scale: float = 0.0
     naive_budget: int | None = None
-    warm: str = "auto"
+    warm: str = "traffic"
+    warm_from: str = "first-half"
     command: str = ""
     title: str = ""
     workload_path: str = ""
@@ -56,13 +85,21 @@ def vendor_prices(models: Sequence[str] = PRICED_MODELS) -> dict[str, PriceFn]:
     return out
 
 
-def _apps(config: Config, strategies: Sequence[str]) -> tuple[RagCache, RagCache | None]:
+def _apps(config: Config, strategies: Sequence[str]) -> tuple[RagCache, RagCache | None, dict[str, RagCache]]:
+    """The main app, the uncached one (no-cache on the local store), and per strategy its own app where
+    the KV cache lives in the process, so strategies cannot evict each other's prefixes."""
     app = RagCache.from_config(config)
     uncached = None
     if "no-cache" in strategies and config.backend.kind not in SALTED_KINDS:
         cache = config.cache.model_copy(update={"enabled": False, "warm_on_start": False, "keep_warm": False})
         uncached = RagCache.from_config(config.model_copy(update={"cache": cache}))
-    return app, uncached
+    own: dict[str, RagCache] = {}
+    if config.backend.kind == "local":
+        for name in strategies:
+            if name in ("naive-rag", "full"):
+                backend = create_backend(config.backend, config.cache)
+                own[name] = RagCache(app.config, app.corpus, backend, app.router)
+    return app, uncached, own
 
 
 def run_bench(
@@ -73,35 +110,51 @@ def run_bench(
     progress: ProgressFn | None = None,
 ) -> BenchResult:
     """Run the strategies over ``items`` on ``config``'s backend and write the report into ``out``."""
-    app, uncached = _apps(config, settings.strategies)
+    warm_items, measured = split_workload(items, settings.warm_from)
+    app, uncached, own = _apps(config, settings.strategies)
     try:
         options = GenerationOptions(max_tokens=settings.max_tokens, temperature=0.0)
         strategies, notes = create_strategies(list(settings.strategies), app, options, uncached_app=uncached,
-                                              naive_budget=settings.naive_budget, warm=settings.warm)
-        raw = replay(strategies, items, time_scale=settings.time_scale, progress=progress)
-        prices = vendor_prices()
-        summaries = [
-            summarize(s.name, [r for r in raw.records if r.strategy == s.name], prices,
-                      warmup_requests=settings.warmup_requests, warmup=raw.warmup[s.name])
-            for s in strategies
-        ]
-        meta = _meta(config, app, items, settings, raw.wall_s, raw.warmup_s)
-        meta["ragcache warm-up"] = _warm_note(strategies)
+                                              naive_budget=settings.naive_budget, warm=settings.warm, own_apps=own)
+        raw = replay(strategies, measured, time_scale=settings.time_scale, progress=progress, warm_items=warm_items)
+        summaries = _summaries(strategies, raw, settings.warmup_requests)
+        meta = _meta(config, app, measured, settings, raw.wall_s, raw.warmup_s)
+        meta["ragcache warm-up"] = _warm_note(strategies, settings.warm_from, len(warm_items))
+        meta["KV budget"] = ("one backend per strategy (own KV store each)" if own
+                             else "one shared engine: strategies share its cache")
         result = BenchResult(meta=meta, summaries=summaries, records=raw.records,
                              notes=[*notes, *settings.notes])
         write_report(result, out)
         return result
     finally:
-        for each in (app, uncached):
+        for each in (app, uncached, *own.values()):
             if each is not None:
                 each.close()
 
 
-def _warm_note(strategies: Sequence[Strategy]) -> str:
+def _summaries(strategies: Sequence[Strategy], raw: Replay, warmup_requests: int) -> list[StrategySummary]:
+    """Per strategy: all measured requests, then first-occurrence questions and repeats apart."""
+    prices = vendor_prices()
+    out = []
+    for s in strategies:
+        mine = [r for r in raw.records if r.strategy == s.name]
+        out.append(summarize(s.name, mine, prices, warmup_requests=warmup_requests, warmup=raw.warmup[s.name]))
+        for label, part in (("first", [r for r in mine if not r.repeat]), ("repeat", [r for r in mine if r.repeat])):
+            if part and len(part) < len(mine):
+                out.append(summarize(f"{s.name} [{label}]", part, prices, warmup_requests=warmup_requests))
+    return out
+
+
+def _warm_note(strategies: Sequence[Strategy], warm_from: str, warm_items: int) -> str:
     rc = next((s for s in strategies if isinstance(s, RagcacheStrategy) and s.name == "ragcache"), None)
     if rc is None:
         return "–"
-    return f"{rc.warm_mode}: {rc.warmed} prefixes warmed before the run"
+    source = {
+        "first-half": f"from the routes of the workload's first {warm_items} requests (not measured)",
+        "measured": "ORACLE: from the measured questions themselves",
+        "none": "no warm-up",
+    }[warm_from]
+    return f"{rc.warm_mode} warm set, {source}: {rc.warmed} prefixes warmed before the run"
 
 
 def _meta(config: Config, app: RagCache, items: Sequence[WorkloadItem], settings: BenchSettings,
@@ -115,7 +168,8 @@ def _meta(config: Config, app: RagCache, items: Sequence[WorkloadItem], settings
         "context window": backend.capabilities.context_window,
         "corpus": f"{corpus.name} ({len(corpus.documents)} documents, {corpus.total_tokens} tokens, "
                   f"{len(corpus.category_block_ids())} category blocks)",
-        "workload": f"{settings.workload_path} ({len(items)} requests, "
+        "warm from": settings.warm_from + (" (oracle)" if settings.warm_from == "measured" else ""),
+        "workload": f"{settings.workload_path} ({len(items)} measured requests, "
                     f"{len({i.session for i in items})} sessions)",
         "strategies": ", ".join(settings.strategies),
         "max output tokens": settings.max_tokens,

@@ -62,6 +62,7 @@ class RequestRecord:
     gold_answers: tuple[str, ...] = ()
     answer: str = ""
     error: str = ""
+    repeat: bool = False  # the question was asked before (in the warm-up part or earlier in the run)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -42,9 +42,10 @@ def _wait_for(arrival_s: float, started: float, time_scale: float) -> None:
         time.sleep(delay)
 
 
-def _one(strategy: Strategy, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> RequestRecord:
+def _one(strategy: Strategy, item: WorkloadItem, index: int, history: tuple[Message, ...],
+         repeat: bool) -> RequestRecord:
     base = {"strategy": strategy.name, "index": index, "session": item.session, "turn": item.turn,
-            "gold_doc_ids": item.gold_doc_ids, "gold_answers": item.gold_answers}
+            "gold_doc_ids": item.gold_doc_ids, "gold_answers": item.gold_answers, "repeat": repeat}
     try:
         out = strategy.answer(item, index, history)
     except BackendError as exc:
@@ -60,20 +61,27 @@ def replay(
     *,
     time_scale: float = 0.0,
     progress: ProgressFn | None = None,
+    warm_items: Sequence[WorkloadItem] | None = None,
 ) -> Replay:
-    """Warm every strategy, then answer ``items`` with each, interleaved.
+    """Warm every strategy from ``warm_items`` (default: ``items``), then answer ``items`` with each, interleaved.
 
     ``time_scale`` > 0 honours arrival offsets (1.0 = real time, 0.1 = ten times
-    faster); 0 sends each request as soon as the previous one finished.
+    faster); 0 sends each request as soon as the previous one finished. A
+    record is a *repeat* when its question was asked before, in the warm-up
+    items or earlier in ``items``.
     """
     result = Replay()
+    warm_items = items if warm_items is None else warm_items
     for strategy in strategies:
         began = time.perf_counter()
-        result.warmup[strategy.name] = strategy.warm(items)
+        result.warmup[strategy.name] = strategy.warm(warm_items)
         result.warmup_s[strategy.name] = time.perf_counter() - began
     histories: dict[tuple[str, str], list[Message]] = {}
+    seen = {_normal(i.question) for i in warm_items} if warm_items is not items else set()
     started = time.perf_counter()
     for index, item in enumerate(items):
+        repeat = _normal(item.question) in seen
+        seen.add(_normal(item.question))
         _wait_for(item.arrival_s, started, time_scale)
         shift = index % len(strategies)
         for strategy in [*strategies[shift:], *strategies[:shift]]:
@@ -81,7 +89,7 @@ def replay(
             if item.turn == 0:
                 histories[key] = []
             history = histories.setdefault(key, [])
-            record = _one(strategy, item, index, tuple(history))
+            record = _one(strategy, item, index, tuple(history), repeat)
             result.records.append(record)
             if not record.error:
                 history += [Message("user", item.question), Message("assistant", record.answer)]
@@ -89,3 +97,7 @@ def replay(
                 progress(strategy.name, index)
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def _normal(question: str) -> str:
+    return " ".join(question.lower().split())

@@ -134,7 +134,8 @@ def _plots(result: BenchResult, out: Path) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    names = [s.strategy for s in result.summaries]
+    present = {r.strategy for r in result.records}  # not the [first]/[repeat] rows: they split a strategy
+    names = [s.strategy for s in result.summaries if s.strategy in present]
     by_strategy = {n: [r for r in result.records if r.strategy == n and not r.error] for n in names}
     fig, ax = plt.subplots(figsize=(7, 4))
     data = [[max(r.ttft_s, 1e-4) for r in by_strategy[n]] or [math.nan] for n in names]

@@ -1,8 +1,8 @@
 """The strategies a bench compares, all on one backend and one workload.
 
 - ``ragcache``: the router picks a stable prefix (full corpus, category block or
-  a canonical stack), per-question snippets go after it; every enumerable
-  prefix is warmed before the run.
+  a canonical stack), per-question snippets go after it; the warm set learnt
+  from the warm-up part of the workload is warmed before the run.
 - ``naive-rag``: the common pattern (LlamaIndex's default chat QA prompt): the
   top chunks from the same faiss index, dense similarity, pasted into the user
   message before the question; so the context changes with every question. Its
@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ragcache.backends.base import CacheUsage, GenerationOptions
+from ragcache.cache.warmset import TrafficLog
 from ragcache.errors import ConfigError
 from ragcache.hashing import chain_hash, content_hash
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind, assemble_prompt
@@ -35,7 +37,7 @@ __all__ = ["STRATEGIES", "Outcome", "Strategy", "add_usage", "create_strategies"
 
 STRATEGIES = ("ragcache", "naive-rag", "full", "no-cache")
 SALTED_KINDS = frozenset({"vllm"})
-WARM_MODES = ("auto", "all", "workload", "none")
+WARM_MODES = ("traffic", "all", "none")
 
 
 @dataclass(frozen=True)
@@ -87,16 +89,16 @@ class Strategy(ABC):
 class RagcacheStrategy(Strategy):
     """The router's stable prefixes, warmed before the run.
 
-    ``warm="all"`` warms every enumerable prefix; ``"workload"`` only the prefixes
-    the router picks for the workload's opening questions (the hot set a
-    keep-warm loop learns from traffic; for corpora with hundreds of blocks);
-    ``"auto"`` is ``all`` up to ``MAX_WARM_ALL`` prefixes, else ``workload``.
+    ``warm="traffic"`` routes the warm-up items (the workload's first part, or
+    for an oracle run the measured questions themselves) as sessions do, counts
+    them in a :class:`~ragcache.cache.warmset.TrafficLog` and warms the capped
+    warm set it yields, as the server does from real traffic; ``"all"`` warms
+    every enumerable prefix; ``"none"`` nothing. TTFT includes routing.
     """
 
     name = "ragcache"
-    MAX_WARM_ALL = 16
 
-    def __init__(self, app: RagCache, options: GenerationOptions, *, warm: str = "auto") -> None:
+    def __init__(self, app: RagCache, options: GenerationOptions, *, warm: str = "traffic") -> None:
         super().__init__(app, options)
         if warm not in WARM_MODES:
             raise ConfigError(f"unknown warm-up mode {warm!r}; valid: {', '.join(WARM_MODES)}")
@@ -105,33 +107,36 @@ class RagcacheStrategy(Strategy):
         self.routes: dict[str, Any] = {}
 
     def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
-        mode = self.warm_mode
         prompts: list[Prompt] = []
-        if mode in ("all", "auto"):
+        if self.warm_mode == "all":
             prompts = self.app.prefixes()
-            if mode == "auto" and len(prompts) > self.MAX_WARM_ALL:
-                mode = "workload"
-        if mode == "workload":
-            by_prefix = {}
-            for item in items:
-                if item.turn == 0:
-                    prompt = self.app.prompt_for(item.question)
-                    by_prefix.setdefault(prompt.prefix_fingerprint, prompt)
-            prompts = list(by_prefix.values())
-        if mode == "none":
-            prompts = []
-        self.warm_mode, self.warmed = mode, len(prompts)
+        elif self.warm_mode == "traffic":
+            prompts = self.app.warm_set(self.traffic_of(items))
+        self.warmed = len(prompts)
         total = CacheUsage()
         for prompt in prompts:
             total = add_usage(total, self.app.backend.warm(prompt))
         return total
 
+    def traffic_of(self, items: Sequence[WorkloadItem]) -> TrafficLog:
+        """The traffic ``items`` would make: each routed as its session would route it."""
+        traffic = TrafficLog(self.app.corpus.fingerprint, self.app.config.cache.warm_half_life_requests)
+        sessions: dict[str, Any] = {}
+        for item in items:
+            route = self.app.route(item.question, sessions.get(item.session) if item.turn else None)
+            sessions[item.session] = route
+            traffic.record(route.block_ids)
+        return traffic
+
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
-        previous = self.routes.get(item.session) if item.turn else None  # sessions are sticky, as in app.session()
+        began = time.perf_counter()
+        previous = self.routes.get(item.session) if item.turn else None  # sessions keep their route
         prompt = self.app.prompt_for(item.question, history=history, previous=previous)
+        routing_s = time.perf_counter() - began
         self.routes[item.session] = prompt.route
         route = prompt.route.mode if prompt.route is not None else ""
-        return self._generate(prompt, prompt.prefix_fingerprint, route, self.app.sources(prompt))
+        out = self._generate(prompt, prompt.prefix_fingerprint, route, self.app.sources(prompt))
+        return replace(out, ttft_s=out.ttft_s + routing_s, latency_s=out.latency_s + routing_s)
 
 
 class NoCacheStrategy(RagcacheStrategy):
@@ -201,6 +206,10 @@ class NaiveRagStrategy(Strategy):
         if self.budget is not None:
             return self.budget
         prompt = self.app.prompt_for(question, history=history)
+        return self.corpus_tokens(prompt)
+
+    def corpus_tokens(self, prompt: Prompt) -> int:
+        """The corpus tokens ragcache's ``prompt`` carries: its corpus blocks and snippets."""
         corpus = self.app.corpus
         stable = sum(corpus.block(s.block_id).tokens for s in prompt.stable
                      if s.kind == SegmentKind.CORPUS and s.block_id in corpus.blocks)
@@ -220,20 +229,25 @@ class NaiveRagStrategy(Strategy):
         return picked
 
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
-        chunks = self.retrieve(item.question, self._budget(item.question, history))
+        budget = self._budget(item.question, history)
+        began = time.perf_counter()
+        chunks = self.retrieve(item.question, budget)
+        retrieval_s = time.perf_counter() - began
         context = "\n\n".join(f"doc_id: {c.doc_id}\n\n{c.text.strip()}" for c in chunks)
         question = self.template.format(context_str=context, query_str=item.question)
         prompt = assemble_prompt((self.system,), question, history=history)
         prefix = chain_hash([self.system.sha256, content_hash(context)])
         evidence = tuple(dict.fromkeys(c.doc_id for c in chunks))
-        return self._generate(prompt, prefix, f"top-{len(chunks)}", evidence)
+        out = self._generate(prompt, prefix, f"top-{len(chunks)}", evidence)
+        return replace(out, ttft_s=out.ttft_s + retrieval_s, latency_s=out.latency_s + retrieval_s)
 
 
 def create_strategies(
     names: list[str], app: RagCache, options: GenerationOptions, *, uncached_app: RagCache | None = None,
-    naive_budget: int | None = None, warm: str = "auto",
+    naive_budget: int | None = None, warm: str = "traffic", own_apps: dict[str, RagCache] | None = None,
 ) -> tuple[list[Strategy], list[str]]:
-    """Build the named strategies; ones that cannot run here are dropped with a note why."""
+    """Build the named strategies (each on its app in ``own_apps`` where given, else ``app``);
+    ones that cannot run here are dropped with a note why."""
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown or not names:
         raise ConfigError(f"unknown strategies {unknown or names}; valid: {', '.join(STRATEGIES)}")
@@ -241,7 +255,7 @@ def create_strategies(
     notes: list[str] = []
     for name in dict.fromkeys(names):
         try:
-            out.append(_create(name, app, options, uncached_app, naive_budget, warm))
+            out.append(_create(name, (own_apps or {}).get(name, app), options, uncached_app, naive_budget, warm))
         except ConfigError as exc:
             notes.append(f"skipped {exc}")
     return out, notes

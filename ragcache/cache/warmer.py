@@ -37,8 +37,8 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ragcache.backends.base import Backend, CacheUsage
@@ -141,8 +141,11 @@ class Warmer:
         policy: KeepWarmPolicy | None = None,
         *,
         clock: Callable[[], float] = time.monotonic,
+        refreshable: Callable[[], Collection[str]] | None = None,
     ) -> None:
         self.backend = backend
+        # The warm set's fingerprints (cache/warmset.py): keep-warm refreshes nothing outside it.
+        self.refreshable = refreshable
         self.policy = policy or KeepWarmPolicy()
         self.clock = clock
         self.decisions: deque[Decision] = deque(maxlen=1000)
@@ -282,7 +285,11 @@ class Warmer:
     def tick(self) -> list[Decision]:
         """Decide for the prefixes that are due and refresh those worth it."""
         decisions = self.due()
-        for decision in decisions:
+        allowed = self.refreshable() if decisions and self.refreshable is not None else None
+        for index, decision in enumerate(decisions):
+            if decision.action == "refresh" and allowed is not None and decision.fingerprint not in allowed:
+                decision = replace(decision, action="lapse", reason=decision.reason + "; outside the capped warm set")
+                decisions[index] = decision
             self.decisions.append(decision)
             log.info("keep-warm %s %s: %s", decision.action, decision.fingerprint[:12], decision.reason)
             if decision.action == "refresh":

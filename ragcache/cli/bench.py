@@ -43,7 +43,11 @@ def bench(
                                               min=0.0)] = 0.0,
     naive_budget: Annotated[int | None, typer.Option(help="naive-rag chunk tokens (default: matched to ragcache).",
                                                      min=1)] = None,
-    warm: Annotated[str, typer.Option(help="ragcache warm-up: auto, all, workload (the hot set) or none.")] = "auto",
+    warm: Annotated[str, typer.Option(help="ragcache warm-up: traffic (the capped warm set), all or none.")] = (
+        "traffic"
+    ),
+    warm_from: Annotated[str, typer.Option(
+        help="Warm from: first-half (measure the rest), measured (an oracle: labelled so) or none.")] = "first-half",
     notes: Annotated[Path | None, typer.Option(help="Markdown lines to add under Notes in the report.")] = None,
 ) -> None:
     """Replay WORKLOAD through the strategies, interleaved, and write a report into OUT."""
@@ -62,8 +66,8 @@ def bench(
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     extra = tuple(line.removeprefix("- ") for line in _read_notes(notes))
     settings = BenchSettings(strategies=names, max_tokens=max_tokens, warmup_requests=warmup_requests,
-                             time_scale=time_scale, naive_budget=naive_budget, warm=warm, workload_path=str(workload),
-                             command=_command_line(), notes=extra)
+                             time_scale=time_scale, naive_budget=naive_budget, warm=warm, warm_from=warm_from,
+                             workload_path=str(workload), command=_command_line(), notes=extra)
     result = _run_with_progress(run_bench, cfg, items, out, settings, len(names))
     _print_summary(result, out)
 
@@ -84,14 +88,17 @@ def _command_line() -> str:
 def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path, settings: Any, n: int) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ragcache.bench.experiment import split_workload
+
+    measured = len(split_workload(items, settings.warm_from)[1])  # the warm-up part is routed, not replayed
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("loading model and corpus, warming prefixes", total=len(items) * n)
+        task = bar.add_task("loading model and corpus, warming prefixes", total=measured * n)
 
         def progress(strategy: str, index: int) -> None:
-            bar.update(task, advance=1, description=f"request {index + 1}/{len(items)} · {strategy}")
+            bar.update(task, advance=1, description=f"request {index + 1}/{measured} · {strategy}")
             if not console.is_terminal:  # logs of non-interactive runs still show progress
-                console.print(f"request {index + 1}/{len(items)} {strategy} done")
+                console.print(f"request {index + 1}/{measured} {strategy} done")
 
         return run(cfg, items, out, settings, progress)
 

@@ -63,18 +63,26 @@ def warm(
         bool, typer.Option("--verify/--no-verify", help="Repeat each warm-up to prove it cached.")
     ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object per prefix.")] = False,
+    max_prefixes: Annotated[
+        int | None, typer.Option("--max-prefixes", min=1, help="Cap on prefixes (default cache.warm_max_prefixes).")
+    ] = None,
 ) -> None:
-    """Warm every prefix the router can emit; report per prefix whether it cached.
+    """Warm the warm set (pins, then the prefixes traffic used, else the router's guess), capped by
+    cache.warm_max_prefixes and cache.warm_max_tokens; report per prefix whether it cached.
 
     Exits 1 when a prefix that should have cached did not (flagged), 6 when the backend failed.
     """
     from ragcache.app import RagCache
     from ragcache.cache.warmer import Warmer
 
-    rag = RagCache.from_config(_load(config, backend, base_url, model), corpus=corpus)
+    loaded = _load(config, backend, base_url, model)
+    if max_prefixes is not None:
+        cache = loaded.cache.model_copy(update={"warm_max_prefixes": max_prefixes})
+        loaded = loaded.model_copy(update={"cache": cache})
+    rag = RagCache.from_config(loaded, corpus=corpus)
     try:
         with progress() as report:
-            results = Warmer(rag.backend).warm(rag.prefixes(), verify=verify, progress=report)
+            results = Warmer(rag.backend).warm(rag.warm_set(), verify=verify, progress=report)
         plan = getattr(rag.backend, "last_plan", None)
     finally:
         rag.close()

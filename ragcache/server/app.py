@@ -137,11 +137,12 @@ async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
     name = req.corpus or state.corpora.default
     rag = state.corpora.get(name)
     session_id, history = state.sessions.open(req.session_id, new=req.new_session)
-    inputs = ChatInputs(question=req.question, context=req.context, history=history)
+    previous = state.sessions.route(session_id) if session_id else None
+    inputs = ChatInputs(question=req.question, context=req.context, history=history, previous=previous)
     options = generation_options(rag.config.backend, max_tokens=req.max_tokens, temperature=req.temperature)
     answer = await collect(request, start_generation(rag, inputs, options, state.metrics))
     if session_id:
-        state.sessions.append(session_id, req.question, answer.text)
+        state.sessions.append(session_id, answer.user_text or req.question, answer.text, answer.route)
     state.observe(name, answer)
     return AskResponse(
         answer=answer.text,
@@ -186,7 +187,12 @@ async def healthz() -> dict[str, str]:
 async def readyz(state: State) -> JSONResponse:
     """Readiness: every configured prefix is warm (or warming is off)."""
     ready = state.warming.all_ready()
-    body = {"ready": ready, "corpora": state.warming.report(), "warm": state.warming.results}
+    body = {
+        "ready": ready,
+        "corpora": state.warming.report(),
+        "warm": state.warming.results,
+        "warm_detail": dict(sorted(state.warming.detail.items())),
+    }
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

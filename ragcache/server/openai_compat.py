@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ragcache.app import Answer
 from ragcache.backends.base import CacheUsage, GenerationOptions
-from ragcache.prompt import Message
+from ragcache.prompt import Message, Route
 from ragcache.server.errors import APIError
 from ragcache.server.schemas import (
     ChatChoice,
@@ -64,6 +64,10 @@ class ChatInputs:
     question: str
     context: str | None
     history: tuple[Message, ...]
+    previous: Route | None = None  # the session's route (``/v1/ask`` sessions)
+    # Stateless chat: the history holds the user's own words; re-render them as sent and keep
+    # the first turn's route (RagCache.session_from_history).
+    from_conversation: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,7 @@ def chat_inputs(request: ChatCompletionRequest, max_history: int) -> ChatInputs:
             "history_too_long",
         )
     joined = "\n\n".join(part for part in context if part.strip())
-    return ChatInputs(question=turns[-1].content, context=joined or None, history=history)
+    return ChatInputs(question=turns[-1].content, context=joined or None, history=history, from_conversation=True)
 
 
 def generation_options(

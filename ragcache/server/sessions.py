@@ -14,17 +14,18 @@ import secrets
 import threading
 from collections import OrderedDict
 
-from ragcache.prompt import Message
+from ragcache.prompt import Message, Route
 from ragcache.server.errors import APIError
 
 __all__ = ["SessionStore"]
 
 
 class SessionStore:
-    """Histories by session id, LRU-bounded in sessions and in messages per session."""
+    """Histories (as sent) and routes by session id, LRU-bounded in sessions and in messages per session."""
 
     def __init__(self, max_sessions: int = 1024, max_messages: int = 64) -> None:
         self._sessions: OrderedDict[str, tuple[Message, ...]] = OrderedDict()
+        self._routes: dict[str, Route] = {}
         self._lock = threading.Lock()
         self.max_sessions = max_sessions
         self.max_messages = max_messages
@@ -67,13 +68,22 @@ class SessionStore:
             self._sessions.move_to_end(session_id)
             return session_id, self._sessions[session_id]
 
-    def append(self, session_id: str, question: str, answer: str) -> None:
-        """Add one finished turn; the oldest messages and sessions go first."""
+    def route(self, session_id: str) -> Route | None:
+        """The session's route (its first turn's blocks), which its later turns keep."""
         with self._lock:
-            turns = (*self._sessions.pop(session_id, ()), Message("user", question), Message("assistant", answer))
+            return self._routes.get(session_id)
+
+    def append(self, session_id: str, sent: str, answer: str, route: Route | None = None) -> None:
+        """Add one finished turn: ``sent`` is the user turn exactly as sent (snippets and question),
+        so the next turn's history matches the cached KV; the oldest messages and sessions go first."""
+        with self._lock:
+            turns = (*self._sessions.pop(session_id, ()), Message("user", sent), Message("assistant", answer))
             self._sessions[session_id] = turns[-self.max_messages :]
+            if route is not None:
+                self._routes.setdefault(session_id, route)
             self._evict()
 
     def _evict(self) -> None:
         while len(self._sessions) > self.max_sessions:
-            self._sessions.popitem(last=False)
+            old, _ = self._sessions.popitem(last=False)
+            self._routes.pop(old, None)

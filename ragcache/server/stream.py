@@ -124,7 +124,10 @@ def start_generation(
             metrics.cancelled.labels("client_disconnect").inc()
 
     def make() -> Iterator[str | Answer]:
-        return rag.stream(inputs.question, context=inputs.context, history=inputs.history, options=options)
+        history, previous = inputs.history, inputs.previous
+        if inputs.from_conversation:
+            history, previous = rag.session_from_history(history)
+        return rag.stream(inputs.question, context=inputs.context, history=history, options=options, previous=previous)
 
     metrics.in_progress.inc()
     return GenerationStream(make, on_finish=finished).start()

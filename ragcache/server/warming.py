@@ -1,9 +1,16 @@
-"""Readiness and the warm loop: warm each corpus's prefixes at start, then keep the busy ones warm.
+"""Readiness and the warm loop: warm each corpus's warm set at start, then keep the busy ones warm.
+
+The warm set (``RagCache.warm_set``, cache/warmset.py) is the pinned prefixes
+plus those traffic used, capped by count and tokens; every answered request is
+counted in the corpus's traffic log, merged into its file every
+``_SAVE_EVERY`` requests and at shutdown, so the next start warms what was used.
 
 Per corpus the state is ``warming``, ``ready`` or ``failed: …``; ``/readyz``
-answers 200 once every corpus is ready. Keep-warm runs once per deployment: in
-every worker for the per-process local store, in a single-worker server
-otherwise (with more workers, run ``ragcache warm`` beside them).
+answers 200 once every corpus is ready. One warmer per deployment: the process
+that takes the exclusive lock beside the traffic file warms and keeps warm; the
+other workers skip and say so in ``/readyz``'s ``warm_detail``. The exception is
+the local backend without ``cache.persist_dir``: its KV store lives in each
+process, so each worker warms its own.
 """
 
 from __future__ import annotations
@@ -11,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import IO, Any
 
 from ragcache.app import RagCache
 from ragcache.cache.warmer import Warmer, policy_for
+from ragcache.cache.warmset import TrafficLog, acquire_warm_lock
+from ragcache.errors import RagCacheError
 from ragcache.prompt import Route, assemble_prompt
 from ragcache.server.corpora import Corpora
 from ragcache.server.redact import redact
@@ -23,6 +33,7 @@ __all__ = ["WORKERS_ENV", "Warming"]
 
 log = logging.getLogger("ragcache.server")
 WORKERS_ENV = "RAGCACHE_SERVER_WORKERS"
+_SAVE_EVERY = 32  # requests between merges of a worker's traffic into the file
 
 
 class Warming:
@@ -34,7 +45,11 @@ class Warming:
         self.results: dict[str, list[dict[str, Any]]] = {}
         # Per corpus, the prefixes whose warm-up was proved by a cached repeat: fingerprint -> cached tokens.
         self.proven: dict[str, dict[str, int]] = {}
-        self._warmers = {name: _warmer(rag) for name, rag in corpora.items()}
+        self.detail: dict[str, str] = {}  # per corpus: who warms it (this worker, or another that holds the lock)
+        self.traffic = {name: _traffic(rag) for name, rag in corpora.items()}
+        self._warm_sets: dict[str, set[str]] = {}
+        self._warmers = {name: _warmer(rag, self._refreshable(name)) for name, rag in corpora.items()}
+        self._locks: dict[str, IO[str]] = {}
 
     def is_ready(self, name: str) -> bool:
         return self.states.get(name) == "ready"
@@ -48,15 +63,50 @@ class Warming:
     async def warm_all(self) -> None:
         """Warm every corpus (when ``cache.warm_on_start``), then start keep-warm where it belongs."""
         for name, rag in self._corpora.items():
+            if not self._is_warmer(name, rag):
+                self.states[name] = "ready"
+                continue
             self.states[name] = await self._warm(name, rag)
-            if self.states[name] == "ready" and rag.config.cache.keep_warm and _keep_warm_here(rag):
+            if self.states[name] == "ready" and rag.config.cache.keep_warm:
                 self._warmers[name].start()
+
+    def _is_warmer(self, name: str, rag: RagCache) -> bool:
+        """Whether this process warms ``name``: it holds the deployment's warm lock (or has its own cache)."""
+        if _per_process_cache(rag):
+            self.detail[name] = f"warmed by this worker (pid {os.getpid()}): the local KV store is per process"
+            return True
+        try:
+            lock = acquire_warm_lock(rag.traffic_file)
+        except OSError as exc:  # no writable traffic_dir: warm here rather than not at all
+            self.detail[name] = f"warmed by this worker (pid {os.getpid()}): no warm lock ({exc})"
+            log.warning("corpus %r: cannot take the warm lock: %s (set cache.traffic_dir)", name, exc)
+            return True
+        if lock is None:
+            self.detail[name] = f"skipped: another worker holds {rag.traffic_file.with_suffix('.warm.lock')} and warms"
+            log.info("corpus %r: %s", name, self.detail[name])
+            return False
+        self._locks[name] = lock
+        self.detail[name] = f"warmed by this worker (pid {os.getpid()})"
+        return True
+
+    def _refreshable(self, name: str) -> Callable[[], set[str]]:
+        """Keep-warm's limit: the fingerprints of the corpus's current warm set (computed on first use)."""
+
+        def allowed() -> set[str]:
+            if name not in self._warm_sets:
+                rag = self._corpora.get(name)
+                self._warm_sets[name] = {p.prefix_fingerprint for p in rag.warm_set(self.traffic[name])}
+            return self._warm_sets[name]
+
+        return allowed
 
     async def _warm(self, name: str, rag: RagCache) -> str:
         if not rag.config.cache.warm_on_start:
             return "ready"
         try:
-            results = await asyncio.to_thread(self._warmers[name].warm, rag.prefixes())
+            prompts = await asyncio.to_thread(rag.warm_set, self.traffic[name])
+            self._warm_sets[name] = {p.prefix_fingerprint for p in prompts}
+            results = await asyncio.to_thread(self._warmers[name].warm, prompts)
         except Exception as exc:
             log.error("warming corpus %r failed: %s", name, exc)
             return redact(f"failed: {type(exc).__name__}: {exc}")
@@ -76,7 +126,21 @@ class Warming:
         rag = self._corpora.get(name)
         prompt = assemble_prompt(rag.stable_segments(route.block_ids), "", route=route)
         self._warmers[name].record(prompt)
+        traffic = self.traffic[name]
+        traffic.record(route.block_ids)
+        if traffic.unsaved >= _SAVE_EVERY:
+            self._save(name)
         return prompt.prefix_fingerprint
+
+    def _save(self, name: str) -> None:
+        rag = self._corpora.get(name)
+        try:
+            self.traffic[name].save(rag.traffic_file)
+        except (OSError, RagCacheError) as exc:
+            log.warning("saving the traffic of corpus %r to %s failed: %s", name, rag.traffic_file, exc)
+        else:
+            if name in self._warm_sets:  # keep-warm follows the warm set as traffic moves
+                self._warm_sets[name] = {p.prefix_fingerprint for p in rag.warm_set(self.traffic[name])}
 
     def is_miss(self, name: str, fingerprint: str | None, cached_tokens: int) -> bool:
         """True when ``fingerprint`` was proved warm but an answer on it read fewer cached tokens:
@@ -87,12 +151,28 @@ class Warming:
     def stop(self) -> None:
         for warmer in self._warmers.values():
             warmer.stop()
+        for name, traffic in self.traffic.items():
+            if traffic.unsaved:
+                self._save(name)
+        for lock in self._locks.values():
+            lock.close()  # closing the file releases the flock
+        self._locks.clear()
 
 
-def _warmer(rag: RagCache) -> Warmer:
-    return Warmer(rag.backend, policy_for(rag.backend, rag.config.backend.model, rag.config.cache.ttl_s))
+def _warmer(rag: RagCache, refreshable: Callable[[], set[str]]) -> Warmer:
+    policy = policy_for(rag.backend, rag.config.backend.model, rag.config.cache.ttl_s)
+    return Warmer(rag.backend, policy, refreshable=refreshable)
 
 
-def _keep_warm_here(rag: RagCache) -> bool:
-    workers = int(os.environ.get(WORKERS_ENV, "1") or 1)
-    return rag.backend.name == "local" or workers <= 1
+def _traffic(rag: RagCache) -> TrafficLog:
+    """The corpus's persisted traffic; an unreadable file is logged and replaced by an empty log."""
+    try:
+        return rag.load_traffic()
+    except RagCacheError as exc:
+        log.warning("%s; starting with no traffic", exc)
+        return TrafficLog(rag.corpus.fingerprint, rag.config.cache.warm_half_life_requests)
+
+
+def _per_process_cache(rag: RagCache) -> bool:
+    """The local backend without a persist dir keeps its KV in each process: every worker warms its own."""
+    return rag.backend.name == "local" and not rag.config.cache.persist_dir

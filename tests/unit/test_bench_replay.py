@@ -47,3 +47,28 @@ def test_replay_interleaves_rotates_and_keeps_histories_apart() -> None:
     assert len(failed) == 1 and failed[0].strategy == "y" and "engine down" in failed[0].error
     ok = [r for r in result.records if not r.error]
     assert all(r.answer.endswith(str(r.index)) and r.evidence_doc_ids == ("doc",) for r in ok)
+
+
+def test_repeats_are_marked_against_the_warm_up_items_and_earlier_requests() -> None:
+    warm = [WorkloadItem("w0", 0, "Is it fast?")]
+    items = [WorkloadItem("s0", 0, "is it  FAST?"), WorkloadItem("s1", 0, "new one"), WorkloadItem("s2", 0, "New one")]
+    result = replay([Scripted("x", [])], items, warm_items=warm)
+    assert [r.repeat for r in result.records] == [True, False, True]
+
+
+def test_first_half_split_keeps_sessions_whole_and_the_oracle_is_the_measured_part() -> None:
+    import pytest
+
+    from ragcache.bench.experiment import split_workload
+    from ragcache.errors import ConfigError
+
+    items = [WorkloadItem("a", 0, "1"), WorkloadItem("a", 1, "2"), WorkloadItem("a", 2, "3"),
+             WorkloadItem("b", 0, "4"), WorkloadItem("c", 0, "5")]
+    warm, measured = split_workload(items, "first-half")
+    assert [i.question for i in warm] == ["1", "2", "3"] and [i.question for i in measured] == ["4", "5"]
+    warm, measured = split_workload(items, "measured")
+    assert warm is measured and len(measured) == 5
+    with pytest.raises(ConfigError, match="two sessions"):
+        split_workload(items[:3], "first-half")
+    with pytest.raises(ConfigError, match="first-half, measured, none"):
+        split_workload(items, "second-half")

@@ -185,3 +185,13 @@ def test_reads_that_do_not_extend_the_cache_leave_its_expiry_at_the_last_warm_up
     clock.now = 900.0  # long after the refreshed cache expired: this request re-created it
     warmer.record(prompt())
     assert warmer._tracked[prompt().prefix_fingerprint].last_touch == 900.0
+
+
+def test_keep_warm_refreshes_nothing_outside_the_capped_warm_set() -> None:
+    clock = Clock()
+    backend = ScriptedBackend(clock)
+    policy = KeepWarmPolicy(ttl_s=TTL, margin_s=30, read_price=0.3, write_price=3.75)
+    warmer = Warmer(backend, policy, clock=clock, refreshable=lambda: set())
+    refreshes = simulate(warmer, backend, [400.0 * i for i in range(1, 8)], until=8000)
+    assert refreshes == []  # the same steady traffic as above, but the prefix is not in the warm set
+    assert any("outside the capped warm set" in d.reason for d in warmer.decisions)

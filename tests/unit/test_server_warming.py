@@ -1,0 +1,49 @@
+"""One warmer per deployment: of two server processes' warming parts over one corpus, only the
+first takes the warm lock; the other skips and says so (what ``/readyz`` shows as ``warm_detail``).
+
+Real parts: corpora/small on the local backend with a persisted KV store (a store workers share,
+so the lock applies); warm-up itself is off here — the lock and the traffic file are under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from ragcache.app import RagCache
+from ragcache.cache.warmset import TrafficLog
+from ragcache.config import CacheConfig, Config
+from ragcache.prompt import Route
+from ragcache.server.corpora import Corpora
+from ragcache.server.warming import Warming
+
+
+def _rag(build: Path, tmp: Path) -> RagCache:
+    cache = CacheConfig(warm_on_start=False, keep_warm=False, persist_dir=str(tmp / "kv"),
+                        traffic_dir=str(tmp / "traffic"))
+    return RagCache.from_config(Config(corpus=build, build_dir=build, cache=cache))
+
+
+def test_only_one_worker_warms_and_traffic_reaches_the_shared_file(
+    small_build: Path, local_model: Path, tmp_path: Path
+) -> None:
+    first, second = _rag(small_build, tmp_path), _rag(small_build, tmp_path)
+    one, two = Warming(Corpora([first])), Warming(Corpora([second]))
+    try:
+        asyncio.run(one.warm_all())
+        asyncio.run(two.warm_all())
+        name = first.corpus.name
+        assert one.all_ready() and two.all_ready()
+        assert one.detail[name].startswith("warmed by this worker")
+        assert two.detail[name].startswith("skipped: another worker holds") and ".warm.lock" in two.detail[name]
+        blocks = first.router.prefixes()[0]
+        one.record(name, Route("full", blocks))
+        two.record(name, Route("full", blocks))
+    finally:
+        one.stop()
+        two.stop()  # both merge their traffic into the file on the way out
+        first.close()
+        second.close()
+    saved = TrafficLog.load(first.traffic_file, first.corpus.fingerprint, 1000.0)
+    assert saved.requests == 2 and saved.ranked() == [tuple(blocks)]
+    assert [p.route.block_ids for p in first.warm_set(saved)] == [tuple(blocks)]
