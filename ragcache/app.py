@@ -123,16 +123,16 @@ class RagCache:
         previous: Route | None = None,
     ) -> Prompt:
         """The prompt for ``question``: routed (unless ``route`` is given), stable segments first."""
-        route = route if route is not None else self.route(question, previous)
+        route = route if route is not None else self.route(question, previous, observe=True)
         stable = self.stable_segments(route.block_ids)
         return assemble_prompt(stable, question, route=route, context=context, history=tuple(history))
 
-    def route(self, question: str, session: ChatSession | Route | None = None) -> Route:
+    def route(self, question: str, session: ChatSession | Route | None = None, *, observe: bool = False) -> Route:
         """Where ``question`` goes (blocks, tail, documents, tokens) without asking the backend; in a
         session (a :class:`ChatSession` or its last route) it keeps the session's blocks, so every
         turn reuses the same prefix and the history after it."""
         previous = session.route if isinstance(session, ChatSession) else session
-        route = self.router.route(question, previous)
+        route = self.router.route(question, previous, observe=observe)
         if previous is None or route.block_ids == previous.block_ids or not previous.block_ids:
             return route
         return replace(route, mode=previous.mode, block_ids=previous.block_ids, sticky=True,
@@ -148,7 +148,7 @@ class RagCache:
             if message.role != "user":
                 sent.append(message)
                 continue
-            turn = self.route(message.content, session)
+            turn = self.route(message.content, session)  # a re-derivation: not new demand
             session = session or turn
             sent.append(Message("user", Prompt((), message.content, snippets=turn.snippets).user_text))
         return tuple(sent), session

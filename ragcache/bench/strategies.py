@@ -123,7 +123,7 @@ class RagcacheStrategy(Strategy):
         traffic = TrafficLog(self.app.corpus.fingerprint, self.app.config.cache.warm_half_life_requests)
         sessions: dict[str, Any] = {}
         for item in items:
-            route = self.app.route(item.question, sessions.get(item.session) if item.turn else None)
+            route = self.app.route(item.question, sessions.get(item.session) if item.turn else None, observe=True)
             sessions[item.session] = route
             traffic.record(route.block_ids)
         return traffic

@@ -23,8 +23,9 @@ __all__ = ["Route", "RouteMode", "RouteTokens", "Router", "Snippet", "create_rou
 class Router(Protocol):
     """What :class:`~ragcache.app.RagCache` needs from a router."""
 
-    def route(self, question: str, previous: Route | None = None) -> Route:
-        """The route for ``question``; ``previous`` is the session's last route (stickiness)."""
+    def route(self, question: str, previous: Route | None = None, *, observe: bool = True) -> Route:
+        """The route for ``question``; ``previous`` is the session's last route (stickiness);
+        ``observe``: count the question as traffic (a real request), else route without side effects."""
         ...
 
     def prefixes(self) -> list[tuple[str, ...]]:

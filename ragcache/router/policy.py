@@ -29,7 +29,8 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    top-k prompt *of the same cost* would hold and the run does not. Walking the
    question's chunks best first, a chunk inside the run uses up the run's cost
    allowance (``CACHED_READ_PRICE`` × run tokens, plus its share of the cache write,
-   ``WRITE_PRICE`` × run tokens / the run's demand); a chunk outside it joins the tail
+   ``WRITE_PRICE`` × run tokens / ``WRITE_AMORTIZED_OVER``; a constant, so a session's
+   earlier turns re-render byte-identically); a chunk outside it joins the tail
    (it costs the same in both prompts). The walk ends when the allowance is spent, the
    window is full or ``top_k`` tail chunks are taken. So a run that holds the best
    chunks gets a short tail, and the prompt holds every chunk top-k at equal cost
@@ -65,6 +66,7 @@ __all__ = [
     "PRICE_MARGIN",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
+    "WRITE_AMORTIZED_OVER",
     "WRITE_PRICE",
     "BlockRun",
     "Demand",
@@ -79,6 +81,7 @@ RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route c
 RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
 PRICE_MARGIN = 0.01  # a cold question's hot run must cover this much more relevance than top-k at equal cost
 WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
+WRITE_AMORTIZED_OVER = 25  # requests a hot run's write is shared by (a constant: a session's tail must not drift)
 DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 
@@ -326,8 +329,7 @@ class HybridRouter:
 
     def _tail(self, order: np.ndarray, run: BlockRun) -> list[int]:
         """Chunks outside ``run`` that top-k at the route's cost would send (module docstring, 5)."""
-        demand = max(float(self.demand.counts[run.index]), 1.0)
-        allowance = CACHED_READ_PRICE * run.tokens + WRITE_PRICE * run.tokens / demand
+        allowance = (CACHED_READ_PRICE + WRITE_PRICE / WRITE_AMORTIZED_OVER) * run.tokens
         picked: list[int] = []
         inside, left = 0, self.budget - run.tokens
         smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1

@@ -26,7 +26,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def category_app(tmp_path_factory: pytest.TempPathFactory, local_model: Path) -> Iterator[Any]:
-    """corpora/small with its chunk index, routed by category (so budgets differ per question)."""
+    """corpora/small with its chunk index, routed to one-block runs (so budgets differ per question)."""
     from ragcache.app import RagCache
     from ragcache.config import Config, RouterConfig
     from ragcache.corpus.compile import build_corpus
@@ -34,7 +34,8 @@ def category_app(tmp_path_factory: pytest.TempPathFactory, local_model: Path) ->
 
     out = tmp_path_factory.mktemp("small-indexed") / "build"
     build_corpus(ROOT / "corpora" / "small", out, steps=(index_step(RouterConfig().embedding_model),))
-    rag = RagCache.from_config(Config(corpus=out, build_dir=out, router=RouterConfig(mode="category")))
+    router = RouterConfig(mode="blocks", window_tokens=2400, history_allowance=0, snippet_tokens=256)
+    rag = RagCache.from_config(Config(corpus=out, build_dir=out, router=router))
     try:
         yield rag
     finally:
