@@ -81,7 +81,7 @@ RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route c
 RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
 PRICE_MARGIN = 0.01  # a cold question's hot run must cover this much more relevance than top-k at equal cost
 WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
-WRITE_AMORTIZED_OVER = 1  # the run's cache write charged in full to each request: the worst case, and a constant so a session's tail never drifts
+WRITE_AMORTIZED_OVER = 1  # a run's write charged in full per request: worst case, constant per session
 DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 
