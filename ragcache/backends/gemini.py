@@ -139,6 +139,7 @@ class GeminiBackend(Backend):
             context_window=self.config.context_window or CONTEXT_WINDOW,
             min_cacheable_tokens=self.min_tokens,
             max_breakpoints=1,
+            exact_prefix_tokens=self.options.explicit_cache,  # Google reports the explicit cache's token count
             ttl_s=self.options.ttl_s,
             reads_refresh_ttl=False,
         )
