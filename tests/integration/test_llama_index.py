@@ -62,7 +62,9 @@ def test_streaming_and_a_workflow_step(small_rag: RagCache) -> None:
 
 
 def test_retriever_returns_blocks_then_snippets_in_a_stable_order(small_build: Path, local_model: Path) -> None:
-    config = Config(corpus=small_build, build_dir=small_build, router=RouterConfig(mode="blocks", snippet_tokens=256))
+    # a small window, so each run is one block and the tail has chunks from other blocks
+    router = RouterConfig(mode="blocks", window_tokens=2400, history_allowance=0, snippet_tokens=256)
+    config = Config(corpus=small_build, build_dir=small_build, router=router)
     rag = RagCache.from_config(config)
     try:
         retriever = RagCacheRetriever(rag)
