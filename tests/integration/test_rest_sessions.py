@@ -33,7 +33,8 @@ SLACK = 16  # the chat template's assistant header after the last user turn, not
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp: Path = tmp_path_factory.mktemp("sessions")
-    process = start_server(tmp, extra={"router": {"mode": "category"}, "cache": {"warm_on_start": False}}, index=True)
+    router = {"mode": "blocks", "window_tokens": 3400, "snippet_tokens": 256}  # one-block runs, so turns have tails
+    process = start_server(tmp, extra={"router": router, "cache": {"warm_on_start": False}}, index=True)
     try:
         yield process
     finally:
@@ -61,8 +62,9 @@ def test_ask_session_keeps_its_route_and_stores_the_text_actually_sent(server: S
     headers = {"Authorization": f"Bearer {server.api_key}"}
     routes, cached, prompt = [], [], []
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=600) as http:
-        for question in QUESTIONS:
+        for turn, question in enumerate(QUESTIONS):
             body = {"question": question, "session_id": "rest-1", "max_tokens": 4, "temperature": 0}
+            body["new_session"] = turn == 0  # the first turn opens the session in this worker
             reply = http.post("/v1/ask", json=body)
             assert reply.status_code == 200, reply.text
             routes.append(reply.json()["route"]["blocks"])
