@@ -104,14 +104,14 @@ def warm(
 
 
 def max_model_len(corpus: CompiledCorpus, config: Config) -> int:
-    """Context the server needs: the longest stable prefix, snippets, history and the answer,
-    rounded up to a multiple of 1024."""
+    """Context the server needs for the whole corpus as the prefix (the ``full`` route, which
+    has no tail), history and the answer, rounded up to a multiple of 1024."""
     blocks = corpus.blocks
     fixed = sum(b.tokens for b in blocks.values() if b.kind in ("instructions", "examples", "tools"))
     full = corpus.full_block_id
     body = blocks[full].tokens if full else corpus.total_tokens
     router = config.router
-    need = fixed + body + router.snippet_tokens + router.history_allowance + config.backend.max_output_tokens + 64
+    need = fixed + body + router.history_allowance + config.backend.max_output_tokens + 64
     return -(-need // _SEGMENT_ROUNDING) * _SEGMENT_ROUNDING
 
 
@@ -175,7 +175,7 @@ def vllm_command(
             "backend.options.router: true (replica URLs: use each host's address on several machines)"
         )
     err_console.print(
-        f"# max-model-len {length}: longest prefix + snippets {cfg.router.snippet_tokens} + history "
+        f"# max-model-len {length}: whole corpus (the full route, no tail) + history "
         f"{cfg.router.history_allowance} + answer {cfg.backend.max_output_tokens} (corpus {compiled.name}, "
         f"token counts from the build's tokenizer)"
     )
