@@ -73,7 +73,7 @@ def serve(config: Path, log_path: Path, timeout_s: float = 120) -> ServerProcess
            "--port", str(port)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, cwd=config.parent, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", "", log_path)
+    server = ServerProcess(f"http://127.0.0.1:{port}", "", process, log_path)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -10,12 +10,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import yaml
+
+from ragcache.bench.loadserver import RunningServer, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-ragcache"
@@ -28,34 +28,22 @@ def free_port() -> int:
 
 
 @dataclass
-class ServerProcess:
-    """A running ``ragcache serve``; ``base_url`` ends without a slash."""
+class ServerProcess(RunningServer):
+    """A ``ragcache serve`` this test suite started (``process`` is set); ``base_url`` ends without a slash.
 
-    process: subprocess.Popen[bytes]
-    base_url: str
-    api_key: str
-    log_path: Path
+    The package's :class:`~ragcache.bench.loadserver.RunningServer` (stop, log tail) and its
+    ``wait_ready`` are the one implementation; this adds what tests measure.
+    """
 
     @property
     def pid(self) -> int:
+        assert self.process is not None
         return self.process.pid
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process (from /proc), all threads."""
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 def write_config(tmp: Path, build_dir: Path, extra: dict[str, dict[str, object]] | None = None,
@@ -108,30 +96,13 @@ def start_server(
     ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", API_KEY, log_path)
+    server = ServerProcess(f"http://127.0.0.1:{port}", API_KEY, process, log_path)
     try:
         wait_ready(server, timeout_s)
     except BaseException:
         server.stop()
         raise
     return server
-
-
-def wait_ready(server: ServerProcess, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log_tail()}")
-        try:
-            response = httpx.get(server.base_url + "/readyz", timeout=5)
-            if response.status_code == 200:
-                return
-            if "failed" in response.text:
-                raise RuntimeError(f"warm-up failed: {response.text}\n{server.log_tail()}")
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout_s:.0f} s:\n{server.log_tail()}")
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:
