@@ -9,7 +9,9 @@ backend answer, and wrap what it did in an :class:`Answer`.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +32,41 @@ __all__ = ["Answer", "ChatSession", "RagCache"]
 # Stable blocks of a compiled corpus, in prompt order around the route's corpus blocks.
 _BEFORE_CORPUS = (("instructions", SegmentKind.INSTRUCTIONS),)
 _AFTER_CORPUS = (("tools", SegmentKind.TOOLS), ("examples", SegmentKind.EXAMPLES))
+_SENT_TURNS = 1024  # user turns whose route is remembered for stateless chats (each holds its tail)
+
+
+class _SentTurns:
+    """The routes recent user turns were sent with, by (session blocks, question), bounded LRU.
+
+    A stateless chat re-renders its earlier user turns from here instead of routing each
+    one again on every request (cost would grow with the conversation). A miss (another
+    worker, a restart, an evicted turn) is routed once more: routing is deterministic.
+    """
+
+    def __init__(self, size: int = _SENT_TURNS) -> None:
+        self._routes: OrderedDict[tuple[tuple[str, ...] | None, str], Route] = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(session: Route | None, question: str) -> tuple[tuple[str, ...] | None, str]:
+        return (session.block_ids if session is not None else None, question)
+
+    def get(self, session: Route | None, question: str) -> Route | None:
+        key = self._key(session, question)
+        with self._lock:
+            route = self._routes.get(key)
+            if route is not None:
+                self._routes.move_to_end(key)
+            return route
+
+    def put(self, session: Route | None, question: str, route: Route) -> None:
+        key = self._key(session, question)
+        with self._lock:
+            self._routes[key] = route
+            self._routes.move_to_end(key)
+            while len(self._routes) > self._size:
+                self._routes.popitem(last=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +118,7 @@ class RagCache:
         self.corpus = corpus
         self.backend = backend
         self.router = router
+        self._sent_turns = _SentTurns()
 
     @classmethod
     def from_config(cls, source: str | Path | Config | None = None, *, corpus: str | Path | None = None) -> RagCache:
@@ -123,7 +161,9 @@ class RagCache:
         previous: Route | None = None,
     ) -> Prompt:
         """The prompt for ``question``: routed (unless ``route`` is given), stable segments first."""
-        route = route if route is not None else self.route(question, previous, observe=True)
+        if route is None:
+            route = self.route(question, previous, observe=True)
+            self._sent_turns.put(previous, question, route)
         stable = self.stable_segments(route.block_ids)
         return assemble_prompt(stable, question, route=route, context=context, history=tuple(history))
 
@@ -140,18 +180,26 @@ class RagCache:
 
     def session_from_history(self, history: Sequence[Message]) -> tuple[tuple[Message, ...], Route | None]:
         """A stateless chat's session: earlier user turns re-rendered exactly as they were sent
-        (their snippets re-derived; routing is deterministic) and the route of the first user turn,
-        which every later turn keeps."""
+        (with the snippets they were sent with) and the route of the first user turn, which every
+        later turn keeps. Turns this process sent are remembered, so a request routes only its new one."""
         session: Route | None = None
         sent = []
         for message in history:
             if message.role != "user":
                 sent.append(message)
                 continue
-            turn = self.route(message.content, session)  # a re-derivation: not new demand
+            turn = self._sent_turn(message.content, session)
             session = session or turn
             sent.append(Message("user", Prompt((), message.content, snippets=turn.snippets).user_text))
         return tuple(sent), session
+
+    def _sent_turn(self, question: str, session: Route | None) -> Route:
+        """The route a user turn was sent with: remembered, else routed again (not new demand)."""
+        route = self._sent_turns.get(session, question)
+        if route is None:
+            route = self.route(question, session)
+            self._sent_turns.put(session, question, route)
+        return route
 
     def prefixes(self) -> list[Prompt]:
         """A stable-only prompt for every prefix the router can emit."""
