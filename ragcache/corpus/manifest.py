@@ -170,8 +170,23 @@ class CompiledCorpus:
             self._texts[block_id] = self._read_block(self.block(block_id)).decode("utf-8")
         return self._texts[block_id]
 
+    def check_files(self) -> None:
+        """Cheap open-time check: every block file is there with its recorded size (a stat each).
+
+        A truncated or missing file fails here, naming it; the SHA-256 itself is checked when
+        a block is first read (:meth:`block_text`), so nothing is ever answered from a bad block.
+        """
+        for record in self.manifest.blocks:
+            path = self.root / record.filename
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise _unreadable(path, record, exc) from exc
+            if size != record.bytes:
+                raise _mismatch(path, record, size)
+
     def verify(self) -> None:
-        """Check every block file against its SHA-256 (a truncated or edited file fails here, naming it)."""
+        """Check every block file against its SHA-256 (reads them all; an edited file fails here, naming it)."""
         for record in self.manifest.blocks:
             if record.id not in self._texts:
                 self._read_block(record)
@@ -181,13 +196,9 @@ class CompiledCorpus:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            reason = exc.strerror or exc
-            raise CorpusError(f"{path}: cannot read block {record.id!r} ({reason}); rebuild the corpus") from exc
+            raise _unreadable(path, record, exc) from exc
         if content_hash(data) != record.sha256:  # truncated, edited or torn: never answer from it
-            raise CorpusError(
-                f"{path}: block {record.id!r} does not match its SHA-256 ({len(data)} of {record.bytes} bytes); "
-                "rebuild the corpus"
-            )
+            raise _mismatch(path, record, len(data))
         return data
 
     def category_block_ids(self) -> list[str]:
@@ -216,3 +227,13 @@ class CompiledCorpus:
         if not path.exists():
             return []
         return [ChunkRecord(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _unreadable(path: Path, record: BlockRecord, exc: OSError) -> CorpusError:
+    return CorpusError(f"{path}: cannot read block {record.id!r} ({exc.strerror or exc}); rebuild the corpus")
+
+
+def _mismatch(path: Path, record: BlockRecord, size: int) -> CorpusError:
+    return CorpusError(
+        f"{path}: block {record.id!r} does not match its SHA-256 ({size} of {record.bytes} bytes); rebuild the corpus"
+    )

@@ -22,7 +22,11 @@ def default_build_dir(corpus_dir: str | Path) -> Path:
 
 
 def load_corpus(path: str | Path) -> CompiledCorpus:
-    """Load a build dir, or a corpus dir's default build, every block verified. Never builds (`ragcache build` does)."""
+    """Load a build dir, or a corpus dir's default build. Never builds (`ragcache build` does).
+
+    Opening is cheap: every block file must exist with its recorded size (a truncated one fails
+    here, naming it); a block's SHA-256 is checked when it is first read, before any use.
+    """
     path = Path(path)
     if (path / "manifest.json").exists():
         return _verified(CompiledCorpus.load(path))
@@ -37,7 +41,7 @@ def load_corpus(path: str | Path) -> CompiledCorpus:
 
 
 def _verified(corpus: CompiledCorpus) -> CompiledCorpus:
-    corpus.verify()
+    corpus.check_files()
     return corpus
 
 

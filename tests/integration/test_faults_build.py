@@ -56,7 +56,8 @@ def wait_for(predicate, timeout_s: float, what: str) -> None:
 def assert_serves(out: Path, manifest: bytes) -> None:
     """``out`` is the build whose manifest is ``manifest``, byte for byte, and every block checks out."""
     assert (out / "manifest.json").read_bytes() == manifest
-    corpus = load_corpus(out)  # verifies every block against its SHA-256
+    corpus = load_corpus(out)
+    corpus.verify()  # every block against its SHA-256
     assert corpus.block_text("instructions")
 
 
