@@ -9,10 +9,11 @@ backend answer, and wrap what it did in an :class:`Answer`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -210,6 +211,12 @@ class RagCache:
         full = getattr(self.router, "mode", None) == "full"
         mode = "full" if full else "blocks"
         return assemble_prompt(self.stable_segments(blocks), "", route=Route(mode, tuple(blocks)))
+
+    def retire_stale_caches(self, also_live: Iterable[str] = ()) -> list[str]:
+        """Delete the backend's caches of prefixes this build no longer emits (a rebuild replaced them;
+        Gemini bills their storage until they expire): every prefix the router can emit stays, and
+        ``also_live`` (warm-set pins, other corpora on the same key and namespace). Deleted names."""
+        return self.backend.retire(itertools.chain((p.prefix_fingerprint for p in self.prefixes()), also_live))
 
     # --- the warm set (cache/warmset.py) -----------------------------------------
 

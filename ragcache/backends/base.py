@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -177,6 +177,12 @@ class Backend(ABC):
         """Exact tokens of ``prompt``'s stable prefix as the engine caches it
         (supported when ``capabilities.exact_prefix_tokens``)."""
         raise UnsupportedError(f"backend {self.name!r} cannot count prefix tokens")
+
+    def retire(self, live_fingerprints: Iterable[str]) -> list[str]:
+        """Delete this backend's caches of prefixes not in ``live_fingerprints`` (an earlier build's,
+        billed until they expire); the deleted caches' names. Default: none to delete (caches that
+        expire or are evicted on their own), and ``live_fingerprints`` is not consumed."""
+        return []
 
     def queue_depth(self) -> int:
         """Requests waiting for the engine (``ragcache_queue_depth``); a batching engine overrides it."""

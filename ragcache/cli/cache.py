@@ -19,9 +19,11 @@ from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, M
 from ragcache.cli.output import console, err_console, handle_errors, progress
 
 if TYPE_CHECKING:
+    from ragcache.app import RagCache
     from ragcache.cache.warmer import WarmResult
     from ragcache.config import Config
     from ragcache.corpus.manifest import CompiledCorpus
+    from ragcache.prompt import Prompt
 
 __all__ = ["max_model_len", "register", "vllm_router_command", "vllm_serve_command"]
 
@@ -81,11 +83,15 @@ def warm(
         loaded = loaded.model_copy(update={"cache": cache})
     rag = RagCache.from_config(loaded, corpus=corpus)
     try:
+        prompts = rag.warm_set()
+        retired = _retire_stale(rag, prompts)
         with progress() as report:
-            results = Warmer(rag.backend).warm(rag.warm_set(), verify=verify, progress=report)
+            results = Warmer(rag.backend).warm(prompts, verify=verify, progress=report)
         plan = getattr(rag.backend, "last_plan", None)
     finally:
         rag.close()
+    if retired:
+        err_console.print(f"deleted {len(retired)} cache(s) of an earlier build: {escape(', '.join(retired))}")
     if as_json:
         for result in results:
             typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
@@ -101,6 +107,17 @@ def warm(
     if any(r.flagged for r in results):
         err_console.print("[bold red]some prefixes should have cached but did not[/] (see the table)")
         raise typer.Exit(1)
+
+
+def _retire_stale(rag: RagCache, prompts: list[Prompt]) -> list[str]:
+    """Delete the caches an earlier build left (their names); a failure is a note, the warm-up goes on."""
+    from ragcache.errors import RagCacheError
+
+    try:
+        return rag.retire_stale_caches(p.prefix_fingerprint for p in prompts)
+    except RagCacheError as exc:
+        err_console.print(f"note: deleting the caches of an earlier build failed: {escape(str(exc))}")
+        return []
 
 
 def max_model_len(corpus: CompiledCorpus, config: Config) -> int:

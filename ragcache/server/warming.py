@@ -16,6 +16,7 @@ process, so each worker warms its own.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -106,6 +107,7 @@ class Warming:
         try:
             prompts = await asyncio.to_thread(rag.warm_set, self.traffic[name])
             self._warm_sets[name] = {p.prefix_fingerprint for p in prompts}
+            await asyncio.to_thread(self._retire_stale, name, rag)
             results = await asyncio.to_thread(self._warmers[name].warm, prompts)
         except Exception as exc:
             log.error("warming corpus %r failed: %s", name, exc)
@@ -118,6 +120,18 @@ class Warming:
             log.log(level, "warm %s: %s (%s)", result.label, result.status, result.detail)
         errors = [r for r in results if r.status == "error"]
         return redact(f"failed: {errors[0].label}: {errors[0].detail}") if errors else "ready"
+
+    def _retire_stale(self, name: str, rag: RagCache) -> None:
+        """Delete the caches an earlier build of ``name`` left behind (the warmer does it once, at
+        warm-up); the prefixes of every corpus served here stay. A failure is logged, not fatal."""
+        others = (p.prefix_fingerprint for other in self._corpora if other is not rag for p in other.prefixes())
+        try:
+            deleted = rag.retire_stale_caches(itertools.chain(self._warm_sets.get(name, ()), others))
+        except RagCacheError as exc:
+            log.warning("corpus %r: deleting the caches of an earlier build failed: %s", name, redact(str(exc)))
+            return
+        if deleted:
+            log.info("corpus %r: deleted %d cache(s) of an earlier build: %s", name, len(deleted), ", ".join(deleted))
 
     def record(self, name: str, route: Route | None) -> str | None:
         """Count one answer's prefix as traffic, so keep-warm refreshes what is used; its fingerprint."""

@@ -189,6 +189,42 @@ def test_a_rebuild_that_changes_a_block_deletes_the_stale_cache(tmp_path: Path, 
     rebuilt.close()
 
 
+def test_the_warm_up_after_a_rebuild_deletes_the_old_builds_caches(tmp_path: Path, gemini: Any) -> None:
+    """The server's warm-up (the deployment's one warmer) deletes the caches of prefixes the new build
+    no longer emits, before warming its own; another namespace's caches stay."""
+    import asyncio
+
+    from ragcache.server.corpora import Corpora
+    from ragcache.server.warming import Warming
+
+    corpus = tmp_path / "small"
+    shutil.copytree(ROOT / "corpora" / "small", corpus, ignore=shutil.ignore_patterns(".ragcache"))
+    build = tmp_path / "build"
+    build_corpus(corpus, build)
+    old, other = make_rag(build, gemini), make_rag(build, gemini, namespace="other-corpus")
+    old.ask("Is SQLite a server?")
+    other.ask("Is SQLite a server?")
+    (old_live,) = {p.prefix_fingerprint for p in old.prefixes()}
+    stale = ragcache_names(gemini)[f"ragcache-{old_live}"]
+    doc = corpus / "docs" / "faq" / "typing.md"
+    doc.write_text(doc.read_text(encoding="utf-8") + "\nOne more sentence about typing.\n", encoding="utf-8")
+    build_corpus(corpus, build)
+    rebuilt = make_rag(build, gemini)
+    rebuilt.config = rebuilt.config.model_copy(
+        update={"cache": CacheConfig(keep_warm=False, traffic_dir=str(tmp_path / "traffic"))}
+    )
+    warming = Warming(Corpora([rebuilt]))
+    asyncio.run(warming.warm_all())
+    assert warming.all_ready(), warming.report()
+    (live,) = {p.prefix_fingerprint for p in rebuilt.prefixes()}
+    assert stale not in gemini.state.caches
+    assert set(ragcache_names(gemini)) == {f"ragcache-other-corpus:{old_live}", f"ragcache-{live}"}
+    deletes = [r for r in gemini.state.requests if r["method"] == "DELETE"]
+    assert [r["path"].rsplit("/", 1)[-1] for r in deletes] == [stale.rsplit("/", 1)[-1]]
+    for rag in (old, other, rebuilt):
+        rag.close()
+
+
 def test_one_off_and_small_prefixes_ride_on_implicit_caching(small_build: Path, gemini: Any) -> None:
     rag = make_rag(small_build, gemini, create_after=2)
     first = rag.ask("Is SQLite a server?")  # a one-off so far: no cache object, the whole prompt is sent
