@@ -6,7 +6,8 @@ pairs on a mid-size corpus, each sent twice, in every worker). Instead:
 1. **Traffic.** Every answered request counts its prefix (the route's corpus
    blocks) in a :class:`TrafficLog`. Counts decay exponentially *per request*
    (``half_life_requests``): after that many later requests an old hit weighs
-   half. Decay by request count, not by clock, keeps the log a pure function of
+   half (``cache/decay.py``, the counter the router's demand uses too). Decay by
+   request count, not by clock, keeps the log a pure function of
    the request sequence, so its file is deterministic: sorted keys, fixed
    separators, scores rounded, no timestamp. The file lives in
    ``cache.traffic_dir`` (default ``$RAGCACHE_HOME/traffic``), one per corpus
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol, runtime_checkable
 
+from ragcache.cache.decay import DecayedCounts
 from ragcache.errors import ConfigError
 from ragcache.models import cache_home
 
@@ -89,37 +91,31 @@ class TrafficLog:
             raise ConfigError(f"cache.warm_half_life_requests must be > 0, got {half_life_requests}")
         self.corpus = corpus
         self.half_life = float(half_life_requests)
-        self.requests = 0
-        self._scores: dict[Blocks, tuple[float, int]] = {}  # blocks -> (score, at request number)
-        self._new: dict[Blocks, tuple[float, int]] = {}  # the same, for requests not yet merged into the file
+        self._scores: DecayedCounts[Blocks] = DecayedCounts(self.half_life)  # every request
+        self._new: DecayedCounts[Blocks] = DecayedCounts(self.half_life)  # requests not yet merged into the file
         self.unsaved = 0
 
     @property
-    def _decay(self) -> float:
-        return 0.5 ** (1.0 / self.half_life)
+    def requests(self) -> int:
+        """Requests counted (this process's and, once saved or loaded, the file's)."""
+        return self._scores.clock
 
     def record(self, blocks: Sequence[str]) -> None:
         """One request on the prefix of ``blocks``."""
         key = tuple(blocks)
         if not key:
             return
-        self.requests += 1
         self.unsaved += 1
-        self._scores[key] = (self.score(key) + 1.0, self.requests)
-        self._new[key] = (self._decayed(self._new, key) + 1.0, self.requests)
+        self._scores.record(key)
+        self._new.record(key)
 
     def score(self, blocks: Sequence[str]) -> float:
         """The decayed count of ``blocks`` now."""
-        return self._decayed(self._scores, tuple(blocks))
-
-    def _decayed(self, table: dict[Blocks, tuple[float, int]], key: Blocks) -> float:
-        score, at = table.get(key, (0.0, self.requests))
-        return score * self._decay ** (self.requests - at)
+        return self._scores.score(tuple(blocks))
 
     def ranked(self) -> list[Blocks]:
         """Prefixes by score, highest first (ties in block order, so the order is deterministic)."""
-        scored = [(self.score(b), b) for b in self._scores]
-        return [b for s, b in sorted(scored, key=lambda item: (-round(item[0], 6), item[1])) if s >= _MIN_SCORE]
+        return [b for b in self._scores.ranked() if self.score(b) >= _MIN_SCORE]
 
     def __bool__(self) -> bool:
         return bool(self.ranked())
@@ -145,23 +141,20 @@ class TrafficLog:
             body = json.loads(text)
             if body.get("corpus") != corpus:
                 return log  # another corpus's file: start afresh
-            log.requests = int(body["requests"])
+            log._scores.tick(int(body["requests"]))
             for row in body["prefixes"]:
-                log._scores[tuple(str(b) for b in row["blocks"])] = (float(row["score"]), log.requests)
+                log._scores.add(tuple(str(b) for b in row["blocks"]), float(row["score"]))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ConfigError(f"traffic file {where or '(text)'} is not a ragcache traffic log: {exc}") from exc
         return log
 
     def merge_into(self, other: TrafficLog) -> None:
         """Add this log's unsaved requests to ``other`` (the file's view), decaying ``other`` by them."""
-        steps = self.unsaved
-        for key, (score, at) in other._scores.items():
-            other._scores[key] = (score * other._decay ** (other.requests - at + steps), other.requests + steps)
-        other.requests += steps
+        other._scores.tick(self.unsaved)
         for key in self._new:
-            mine = self._decayed(self._new, key)
+            mine = self._new.score(key)
             if mine >= _MIN_SCORE:
-                other._scores[key] = (other.score(key) + mine, other.requests)
+                other._scores.add(key, mine)
 
     @classmethod
     def load(cls, path: Path, corpus: str, half_life_requests: float) -> TrafficLog:
@@ -183,7 +176,7 @@ class TrafficLog:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(on_disk.to_json(), encoding="utf-8")
             tmp.replace(path)
-        self.requests, self._scores, self._new, self.unsaved = on_disk.requests, on_disk._scores, {}, 0
+        self._scores, self._new, self.unsaved = on_disk._scores, DecayedCounts(self.half_life), 0
 
 
 def traffic_path(traffic_dir: str | Path | None, corpus_fingerprint: str) -> Path:

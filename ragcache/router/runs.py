@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ragcache.cache.decay import DecayedCounts
+
 __all__ = ["CATEGORY_CUT_FILL", "DEMAND_HALF_LIFE", "BlockRun", "Demand", "plan_runs"]
 
 DEMAND_HALF_LIFE = 200.0  # questions
@@ -61,28 +63,46 @@ def plan_runs(block_ids: list[str], tokens: list[int], categories: list[str | No
 
 
 class Demand:
-    """Decayed question counts per run on a logical clock (one tick per observed question)."""
+    """Decayed question counts per run on a logical clock (one tick per observed question).
+
+    The counter is the warm set's (:class:`~ragcache.cache.decay.DecayedCounts`, keyed here by
+    run index), so router demand and the traffic log decay alike; they stay two objects because
+    they count different things at different times: demand, the run a question's chunks point
+    to, at routing time (in every router, also offline in evaluation); the traffic log, the
+    prefix an answer was actually sent with (sticky sessions, top-k fall-backs), per corpus and
+    merged across workers in a file.
+    """
 
     def __init__(self, runs: int, half_life: float = DEMAND_HALF_LIFE) -> None:
-        self.counts = np.zeros(runs, dtype=np.float64)
-        self.clock = 0
-        self.half_life = half_life
+        self.runs = runs
+        self._counts: DecayedCounts[int] = DecayedCounts(half_life)
+
+    @property
+    def clock(self) -> int:
+        return self._counts.clock
+
+    @property
+    def half_life(self) -> float:
+        return self._counts.half_life
+
+    @property
+    def counts(self) -> np.ndarray:
+        """The decayed count of every run now, by run index."""
+        return np.array([self._counts.score(i) for i in range(self.runs)], dtype=np.float64)
 
     def observe(self, run: int) -> None:
         """Count one question whose best run is ``run``."""
-        self.counts *= 0.5 ** (1.0 / self.half_life)
-        self.counts[run] += 1.0
-        self.clock += 1
+        self._counts.record(run)
 
     def ranked(self) -> list[int]:
         """Runs by demand, highest first; ties to the earlier run."""
-        return [int(i) for i in np.lexsort((np.arange(len(self.counts)), -self.counts))]
+        return self._counts.ranked(range(self.runs))
 
     def hot(self, limit: int) -> set[int]:
         """The runs worth keeping warm: all when there are at most ``limit``, else the top ones asked for."""
-        if len(self.counts) <= limit:
-            return set(range(len(self.counts)))
-        return {i for i in self.ranked()[:limit] if self.counts[i] > 0}
+        if self.runs <= limit:
+            return set(range(self.runs))
+        return {i for i in self.ranked()[:limit] if self._counts.score(i) > 0}
 
     def to_dict(self) -> dict[str, Any]:
         return {"clock": self.clock, "half_life": self.half_life, "counts": [round(float(c), 6) for c in self.counts]}
@@ -90,6 +110,8 @@ class Demand:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Demand:
         demand = cls(len(data["counts"]), float(data["half_life"]))
-        demand.counts[:] = data["counts"]
-        demand.clock = int(data["clock"])
+        demand._counts.tick(int(data["clock"]))
+        for run, count in enumerate(data["counts"]):
+            if count:
+                demand._counts.add(run, float(count))
         return demand
