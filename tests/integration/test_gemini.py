@@ -162,17 +162,27 @@ def test_keep_warm_tick_extends_a_busy_cache_and_lets_an_idle_one_lapse(small_bu
     rag.close()
 
 
-def test_a_rebuild_that_changes_a_block_deletes_the_stale_cache(tmp_path: Path, gemini: Any) -> None:
-    corpus = tmp_path / "small"
+def copied_small_build(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of corpora/small (so a test may edit it) and its build: (corpus, build)."""
+    corpus, build = tmp_path / "small", tmp_path / "build"
     shutil.copytree(ROOT / "corpora" / "small", corpus, ignore=shutil.ignore_patterns(".ragcache"))
-    build = tmp_path / "build"
     build_corpus(corpus, build)
-    rag = make_rag(build, gemini)
-    rag.ask("Is SQLite a server?")
-    (stale,) = gemini.state.caches
+    return corpus, build
+
+
+def edit_and_rebuild(corpus: Path, build: Path) -> None:
+    """One document edited, the corpus rebuilt in place: its blocks, so its prefix, change."""
     doc = corpus / "docs" / "faq" / "typing.md"
     doc.write_text(doc.read_text(encoding="utf-8") + "\nOne more sentence about typing.\n", encoding="utf-8")
     build_corpus(corpus, build)
+
+
+def test_a_rebuild_that_changes_a_block_deletes_the_stale_cache(tmp_path: Path, gemini: Any) -> None:
+    corpus, build = copied_small_build(tmp_path)
+    rag = make_rag(build, gemini)
+    rag.ask("Is SQLite a server?")
+    (stale,) = gemini.state.caches
+    edit_and_rebuild(corpus, build)
     other = make_rag(build, gemini, namespace="other-corpus")  # another deployment on the same key
     other.ask("Is SQLite a server?")
     theirs = {n for n, c in gemini.state.caches.items() if c.display_name.startswith("ragcache-other-corpus:")}
@@ -197,18 +207,13 @@ def test_the_warm_up_after_a_rebuild_deletes_the_old_builds_caches(tmp_path: Pat
     from ragcache.server.corpora import Corpora
     from ragcache.server.warming import Warming
 
-    corpus = tmp_path / "small"
-    shutil.copytree(ROOT / "corpora" / "small", corpus, ignore=shutil.ignore_patterns(".ragcache"))
-    build = tmp_path / "build"
-    build_corpus(corpus, build)
+    corpus, build = copied_small_build(tmp_path)
     old, other = make_rag(build, gemini), make_rag(build, gemini, namespace="other-corpus")
     old.ask("Is SQLite a server?")
     other.ask("Is SQLite a server?")
     (old_live,) = {p.prefix_fingerprint for p in old.prefixes()}
     stale = ragcache_names(gemini)[f"ragcache-{old_live}"]
-    doc = corpus / "docs" / "faq" / "typing.md"
-    doc.write_text(doc.read_text(encoding="utf-8") + "\nOne more sentence about typing.\n", encoding="utf-8")
-    build_corpus(corpus, build)
+    edit_and_rebuild(corpus, build)
     rebuilt = make_rag(build, gemini)
     rebuilt.config = rebuilt.config.model_copy(
         update={"cache": CacheConfig(keep_warm=False, traffic_dir=str(tmp_path / "traffic"))}
