@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-from ragcache.bench.loadserver import RunningServer, wait_ready
+from ragcache.bench.loadserver import RunningServer, launch
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-ragcache"
@@ -94,15 +93,7 @@ def start_server(
         "--port",
         str(port),
     ]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(f"http://127.0.0.1:{port}", API_KEY, process, log_path)
-    try:
-        wait_ready(server, timeout_s)
-    except BaseException:
-        server.stop()
-        raise
-    return server
+    return launch(cmd, port, API_KEY, log_path, env=env, cwd=tmp, timeout_s=timeout_s, server_type=ServerProcess)
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

@@ -16,16 +16,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import yaml
 
 from ragcache.config import load_config
 
-__all__ = ["RunningServer", "start_server", "wait_ready"]
+__all__ = ["RunningServer", "launch", "start_server", "wait_ready"]
 
 ROOT = Path(__file__).resolve().parents[2]
+ServerT = TypeVar("ServerT", bound="RunningServer")
 
 
 @dataclass
@@ -92,12 +93,26 @@ def start_server(
     env = {**os.environ, "RAGCACHE_API_KEYS": key, "PYTHONUNBUFFERED": "1"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     code = f"from ragcache.server import serve; serve({str(config)!r}, '127.0.0.1', {port}, 1)"
-    log_path = workdir / "server.log"
+    command = [sys.executable, "-c", code]
+    return launch(command, port, key, workdir / "server.log", env=env, cwd=ROOT, timeout_s=timeout_s)
+
+
+def launch(
+    command: list[str],
+    port: int,
+    api_key: str,
+    log_path: Path,
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    timeout_s: float,
+    server_type: type[ServerT] = RunningServer,  # type: ignore[assignment]
+) -> ServerT:
+    """Run ``command`` (a server on loopback ``port``), its output in ``log_path``, and wait until it
+    is ready; a server that does not get ready is stopped. The suite's test harness starts its own here."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-c", code], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = RunningServer(f"http://127.0.0.1:{port}", key, process, log_path)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = server_type(f"http://127.0.0.1:{port}", api_key, process, log_path)
     try:
         wait_ready(server, timeout_s)
     except BaseException:
