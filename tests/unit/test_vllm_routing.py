@@ -129,7 +129,7 @@ def test_a_refused_connection_fails_over_to_the_next_endpoint_in_hash_order() ->
 def test_the_vllm_request_is_the_openai_wire_body_with_cache_salt_and_no_cache_key() -> None:
     backend = VllmBackend(BackendConfig(kind="vllm", model="smollm2"), CacheConfig())
     prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
-    request = backend.request(prompt, GenerationOptions(max_tokens=8, cache_salt="tenant-a"))
+    request = backend.chat_request(prompt, GenerationOptions(max_tokens=8, cache_salt="tenant-a"))
     assert request.body == {
         "model": "smollm2",
         "messages": prompt.messages(),
@@ -138,23 +138,23 @@ def test_the_vllm_request_is_the_openai_wire_body_with_cache_salt_and_no_cache_k
         "top_p": 1.0,
     }
     assert request.extra_body == {"cache_salt": "tenant-a"}
-    assert backend.request(prompt, GenerationOptions()).extra_body is None
+    assert backend.chat_request(prompt, GenerationOptions()).extra_body is None
     # the affinity key a router in front hashes: stable per prefix, the same for every question
     key = f"ragcache-{prompt.prefix_fingerprint[:32]}"
     assert request.headers == {"X-Session-ID": key}
     other = Prompt(stable=prompt.stable, question="another question", history=(Message("user", "x"),))
-    assert backend.request(other, GenerationOptions()).headers == {"X-Session-ID": key}
+    assert backend.chat_request(other, GenerationOptions()).headers == {"X-Session-ID": key}
 
 
 def test_affinity_headers_are_configurable_and_a_router_takes_one_url() -> None:
     options = {"router": True, "affinity_header": None, "session_header": "x-user-id"}
     backend = VllmBackend(BackendConfig(kind="vllm", base_url="http://router:9000", options=options), CacheConfig())
     prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
-    assert backend.request(prompt, GenerationOptions()).headers == {
+    assert backend.chat_request(prompt, GenerationOptions()).headers == {
         "x-user-id": f"ragcache-{prompt.prefix_fingerprint[:32]}"
     }
     assert backend.router.endpoints == ["http://router:9000"]  # no client-side rendezvous
-    assert backend.request(Prompt(stable=(), question="?"), GenerationOptions()).headers is None
+    assert backend.chat_request(Prompt(stable=(), question="?"), GenerationOptions()).headers is None
     endpoints = ["http://a:8000", "http://b:8000"]
     with pytest.raises(ConfigError, match="router is true, so give the router's one URL"):
         VllmBackend(BackendConfig(kind="vllm", endpoints=endpoints, options={"router": True}), CacheConfig())
