@@ -30,12 +30,13 @@ A prefix that does not decompose goes as chat messages, logged once.
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
@@ -96,13 +97,18 @@ class VllmOptions(BackendOptions):
     @model_validator(mode="after")
     def _token_ids_need_chat(self) -> VllmOptions:
         if self.api == "responses" and "prompt_format" in self.model_fields_set and self.prompt_format == "token_ids":
-            raise ValueError("prompt_format token_ids sends /v1/completions; with api: responses use prompt_format: chat")
+            raise ValueError("token_ids are sent to /v1/completions: with api: responses use prompt_format: chat")
         return self
 
 
 def create(config: BackendConfig, cache: CacheConfig) -> VllmBackend:
     """Registry entry point (``backend.kind: vllm``)."""
     return VllmBackend(config, cache)
+
+
+def _plus(generation: Generation, seconds: float) -> Generation:
+    """``generation`` timed from before its request was built (the /tokenize of the tail counts)."""
+    return replace(generation, ttft_s=generation.ttft_s + seconds, latency_s=generation.latency_s + seconds)
 
 
 def _root(url: str) -> str:
@@ -344,7 +350,9 @@ class VllmBackend(Backend):
 
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
         """Try replicas in rendezvous order; a refused connection fails over at once."""
+        started = time.perf_counter()
         request = self.request(prompt, options)
+        built = time.perf_counter() - started
         candidates = self.router.candidates(prompt.prefix_fingerprint)
         last: BackendUnavailableError | None = None
         for i, url in enumerate(candidates):
@@ -360,13 +368,15 @@ class VllmBackend(Backend):
                     last = exc
                     continue
             self.router.mark_up(url)
-            return generation
+            return _plus(generation, built)
         assert last is not None
         raise last
 
     def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
         """Stream from the prefix's replica; fail over only before the first delta."""
+        started = time.perf_counter()
         request = self.request(prompt, options)
+        built = time.perf_counter() - started
         candidates = self.router.candidates(prompt.prefix_fingerprint)
         for i, url in enumerate(candidates):
             with self.router.lease(url):
@@ -379,8 +389,8 @@ class VllmBackend(Backend):
                         raise
                     continue
                 self.router.mark_up(url)
-                yield first
-                yield from items
+                for item in itertools.chain([first], items):
+                    yield _plus(item, built) if isinstance(item, Generation) else item
                 return
 
     def warm(self, prompt: Prompt) -> CacheUsage:

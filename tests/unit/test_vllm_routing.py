@@ -165,3 +165,25 @@ def test_capabilities_use_the_configured_block_size() -> None:
     caps = backend.capabilities
     assert (caps.cache_block_tokens, caps.min_cacheable_tokens, caps.exact_prefix_tokens) == (128, 128, True)
     assert caps.ttl_s is None and caps.max_breakpoints is None
+
+
+def test_prompt_format_token_ids_is_the_default_and_needs_the_chat_api() -> None:
+    assert VllmBackend(BackendConfig(kind="vllm"), CacheConfig()).prompt_ids is not None
+    assert VllmBackend(BackendConfig(kind="vllm", options={"prompt_format": "chat"}), CacheConfig()).prompt_ids is None
+    responses = VllmBackend(BackendConfig(kind="vllm", options={"api": "responses"}), CacheConfig())
+    assert responses.prompt_ids is None  # the Responses API takes no token ids: messages, as configured
+    with pytest.raises(ConfigError, match="with api: responses use prompt_format: chat"):
+        VllmBackend(
+            BackendConfig(kind="vllm", options={"api": "responses", "prompt_format": "token_ids"}), CacheConfig()
+        )
+
+
+def test_without_an_answer_from_tokenize_the_request_goes_as_chat_and_is_learned_later() -> None:
+    backend = VllmBackend(BackendConfig(kind="vllm", endpoints=[refused_url(), refused_url()]), CacheConfig())
+    prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
+    request = backend.request(prompt, GenerationOptions(max_tokens=4, cache_salt="t"))
+    assert request.api == "chat" and request.body["messages"] == prompt.messages()
+    assert request.extra_body == {"cache_salt": "t"}
+    with pytest.raises(BackendUnavailableError, match="/tokenize failed"):
+        backend.prompt_ids.prefix_ids(prompt)  # nothing was remembered: the next request asks again
+    backend.close()
