@@ -53,7 +53,7 @@ from ragcache.backends.base import (
 )
 from ragcache.backends.openai_wire import Endpoint, OpenAIWire, WireRequest, affinity_headers, make_client
 from ragcache.backends.retry import RetryPolicy
-from ragcache.backends.vllm_ids import PromptIds, TemplateRejected
+from ragcache.backends.vllm_ids import PromptIds, tokenize_at
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
@@ -408,24 +408,10 @@ class VllmBackend(Backend):
         return len(self._tokenize({"messages": prompt.prefix_messages(), "add_generation_prompt": False}))
 
     def _tokenize(self, payload: dict[str, Any]) -> list[int]:
-        """``/tokenize`` on the first endpoint that answers (replicas share the model's tokenizer);
-        a 4xx is :class:`TemplateRejected`, no answer at all ``BackendUnavailableError``."""
+        """``/tokenize`` on the first endpoint that answers, up ones first (replicas share the tokenizer)."""
         up = [e for e in self.router.endpoints if not self.router.is_down(e)]
-        error: BackendUnavailableError | None = None
-        for url in up + [e for e in self.router.endpoints if e not in up]:
-            try:
-                response = self._http.post(f"{url}/tokenize", json={"model": self.model, **payload})
-            except httpx.HTTPError as exc:
-                error = BackendUnavailableError(f"vllm at {url}: /tokenize failed ({exc})")
-                continue
-            if 400 <= response.status_code < 500:
-                raise TemplateRejected(f"HTTP {response.status_code}: {response.text[:200]}")
-            if response.status_code != 200:
-                error = BackendUnavailableError(f"vllm at {url}: /tokenize answered HTTP {response.status_code}")
-                continue
-            return list(response.json()["tokens"])
-        assert error is not None
-        raise error
+        urls = up + [e for e in self.router.endpoints if e not in up]
+        return tokenize_at(self._http, urls, {"model": self.model, **payload})
 
     def prefix_cache_stats(self) -> dict[str, PrefixCacheStats]:
         """``/metrics`` counters of every replica that answers."""

@@ -32,10 +32,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ragcache.errors import BackendError
+import httpx
+
+from ragcache.errors import BackendError, BackendUnavailableError
 from ragcache.prompt import Prompt
 
-__all__ = ["SENTINELS", "SMALL_SYSTEM", "PromptIds", "TemplateRejected"]
+__all__ = ["SENTINELS", "SMALL_SYSTEM", "PromptIds", "TemplateRejected", "tokenize_at"]
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,26 @@ class PromptIds:
         if key not in self._logged:
             self._logged.add(key)
             log.warning("vllm prompt_format token_ids: %s", message)
+
+
+def tokenize_at(http: httpx.Client, urls: list[str], payload: dict[str, Any]) -> list[int]:
+    """POST ``payload`` to ``<url>/tokenize`` of the first of ``urls`` that answers: its ids.
+    A 4xx is :class:`TemplateRejected`; no answer from any is ``BackendUnavailableError``."""
+    error = BackendUnavailableError("vllm: no endpoint to send /tokenize to")
+    for url in urls:
+        try:
+            response = http.post(f"{url}/tokenize", json=payload)
+        except httpx.HTTPError as exc:
+            error = BackendUnavailableError(f"vllm at {url}: /tokenize failed ({exc})")
+            continue
+        if 400 <= response.status_code < 500:
+            answer = f"HTTP {response.status_code}: {response.text[:200]}"
+            raise TemplateRejected(f"vllm at {url}: /tokenize answered {answer}")
+        if response.status_code != 200:
+            error = BackendUnavailableError(f"vllm at {url}: /tokenize answered HTTP {response.status_code}")
+            continue
+        return list(response.json()["tokens"])
+    raise error
 
 
 def _system(content: str) -> dict[str, str]:
