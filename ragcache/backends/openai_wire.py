@@ -360,8 +360,25 @@ def _create(endpoint: Endpoint, request: WireRequest) -> Callable[..., Any]:
     if request.api == "responses":
         return endpoint.client.responses.create
     if request.api == "completions":
-        return endpoint.client.completions.create
+        return _completions(endpoint.client)
     return endpoint.client.chat.completions.create
+
+
+def _completions(client: Any) -> Callable[..., Any]:
+    """``client.completions.create`` without the SDK's per-item transform of the body, which
+    takes 0.5 s for a prompt of 31k token ids; the response and errors are the SDK's own."""
+    import openai
+    from openai.types import Completion
+
+    def create(
+        *, stream: bool = False, extra_body: dict[str, Any] | None = None, extra_headers: Any = None, **body: Any
+    ) -> Any:
+        payload = {**body, **(extra_body or {}), **({"stream": True} if stream else {})}
+        options = {"headers": extra_headers} if extra_headers else {}
+        return client.post("/completions", body=payload, cast_to=Completion, options=options, stream=stream,
+                           stream_cls=openai.Stream[Completion])  # fmt: skip
+
+    return create
 
 
 def _extras(request: WireRequest) -> dict[str, Any]:
