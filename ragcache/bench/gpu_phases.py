@@ -204,7 +204,7 @@ def main_phase(url: str, corpora: Path, n: int, names: list[str] | None = None) 
                 caps = rag.backend.capabilities
                 row: dict[str, Any] = {
                     "context_window": caps.context_window,
-                    "block": rag.backend.cache_block_tokens,
+                    "block": caps.cache_block_tokens,
                     "route": rag.router.route("x").mode,
                     "corpus_tokens": rag.corpus.total_tokens,
                 }
