@@ -17,21 +17,30 @@ to the router's one URL and sends the prefix's affinity key where the router
 reads it (``affinity_header``, default ``X-Session-ID``, and ``session_header``),
 so the router keeps each prefix on one replica (docs/deploy.md).
 
+With ``prompt_format: token_ids`` (the default) the prompt goes to
+``/v1/completions`` as token ids: the stable prefix's ids are learned once per
+prefix from the server's own ``/tokenize`` and verified
+(:mod:`ragcache.backends.vllm_ids`), so a cached request skips the server's
+chat-template rendering and tokenization of the whole corpus (~105 ms of a
+cached 32k-token request on an H100) and still shares its KV with chat requests.
+A prefix that does not decompose goes as chat messages, logged once.
+
 ``base_url`` / ``endpoints`` are server roots (``http://host:8000``).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ragcache.backends.base import (
     Backend,
@@ -44,6 +53,7 @@ from ragcache.backends.base import (
 )
 from ragcache.backends.openai_wire import Endpoint, OpenAIWire, WireRequest, affinity_headers, make_client
 from ragcache.backends.retry import RetryPolicy
+from ragcache.backends.vllm_ids import PromptIds, tokenize_at
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
@@ -80,11 +90,25 @@ class VllmOptions(BackendOptions):
     router: bool = False  # base_url is a router in front of the replicas: no client-side rendezvous
     affinity_header: str | None = "X-Session-ID"  # the prefix's affinity key (vllm-router consistent_hash)
     session_header: str | None = None  # also under this header (production-stack router's --session-key)
+    # token_ids: the prompt as token ids on /v1/completions, the stable prefix tokenized once (the
+    # server skips rendering and tokenizing the corpus per request); chat: messages, rendered per request
+    prompt_format: Literal["token_ids", "chat"] = "token_ids"
+
+    @model_validator(mode="after")
+    def _token_ids_need_chat(self) -> VllmOptions:
+        if self.api == "responses" and "prompt_format" in self.model_fields_set and self.prompt_format == "token_ids":
+            raise ValueError("token_ids are sent to /v1/completions: with api: responses use prompt_format: chat")
+        return self
 
 
 def create(config: BackendConfig, cache: CacheConfig) -> VllmBackend:
     """Registry entry point (``backend.kind: vllm``)."""
     return VllmBackend(config, cache)
+
+
+def _plus(generation: Generation, seconds: float) -> Generation:
+    """``generation`` timed from before its request was built (the /tokenize of the tail counts)."""
+    return replace(generation, ttft_s=generation.ttft_s + seconds, latency_s=generation.latency_s + seconds)
 
 
 def _root(url: str) -> str:
@@ -250,10 +274,13 @@ class VllmBackend(Backend):
             endpoints, load_factor=self.options.load_factor, retry_down_s=self.options.retry_down_s, clock=clock
         )
         self._clients: dict[str, Any] = {}
+        self._http = httpx.Client(timeout=config.timeout_s)  # /tokenize: one connection, kept alive
         self._block_size: int | None = self.options.block_size
         self._max_model_len: int | None = None
         self._window_asked_at = -math.inf
         self._clock = clock
+        token_ids = self.options.prompt_format == "token_ids" and self.options.api == "chat"
+        self.prompt_ids = PromptIds(self._tokenize) if token_ids else None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -294,15 +321,38 @@ class VllmBackend(Backend):
         return Endpoint(self._clients[url], f"vllm at {url}", KEY_ENV)
 
     def request(self, prompt: Prompt, options: GenerationOptions) -> WireRequest:
-        """The wire body, with ``cache_salt`` as vLLM's extra body and the prefix's
+        """What :meth:`generate` sends: the prompt as token ids on ``/v1/completions``
+        (``prompt_format: token_ids`` and a prefix that decomposes), else :meth:`chat_request`."""
+        ids = self.token_ids(prompt)
+        if ids is None:
+            return self.chat_request(prompt, options)
+        extra, headers = self._extras(prompt, options)
+        return self.wire.completion_request(ids, options, extra_body=extra, headers=headers)
+
+    def chat_request(self, prompt: Prompt, options: GenerationOptions) -> WireRequest:
+        """The chat body, with ``cache_salt`` as vLLM's extra body and the prefix's
         affinity headers (a router in front keeps the prefix on one replica)."""
-        extra = {"cache_salt": options.cache_salt} if options.cache_salt is not None else None
-        headers = affinity_headers(prompt, (self.options.affinity_header, self.options.session_header))
+        extra, headers = self._extras(prompt, options)
         return self.wire.request(prompt, options, extra_body=extra, headers=headers)
+
+    def token_ids(self, prompt: Prompt) -> list[int] | None:
+        """The prompt's token ids as the chat endpoint computes them, or None (send it as chat)."""
+        if self.prompt_ids is None:
+            return None
+        try:
+            return self.prompt_ids.prompt_ids(prompt)
+        except BackendUnavailableError:
+            return None  # no server answers /tokenize: the chat request fails over and reports it
+
+    def _extras(self, prompt: Prompt, options: GenerationOptions) -> tuple[dict[str, Any] | None, dict[str, str]]:
+        extra = {"cache_salt": options.cache_salt} if options.cache_salt is not None else None
+        return extra, affinity_headers(prompt, (self.options.affinity_header, self.options.session_header))
 
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
         """Try replicas in rendezvous order; a refused connection fails over at once."""
+        started = time.perf_counter()
         request = self.request(prompt, options)
+        built = time.perf_counter() - started
         candidates = self.router.candidates(prompt.prefix_fingerprint)
         last: BackendUnavailableError | None = None
         for i, url in enumerate(candidates):
@@ -318,13 +368,15 @@ class VllmBackend(Backend):
                     last = exc
                     continue
             self.router.mark_up(url)
-            return generation
+            return _plus(generation, built)
         assert last is not None
         raise last
 
     def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
         """Stream from the prefix's replica; fail over only before the first delta."""
+        started = time.perf_counter()
         request = self.request(prompt, options)
+        built = time.perf_counter() - started
         candidates = self.router.candidates(prompt.prefix_fingerprint)
         for i, url in enumerate(candidates):
             with self.router.lease(url):
@@ -337,8 +389,8 @@ class VllmBackend(Backend):
                         raise
                     continue
                 self.router.mark_up(url)
-                yield first
-                yield from items
+                for item in itertools.chain([first], items):
+                    yield _plus(item, built) if isinstance(item, Generation) else item
                 return
 
     def warm(self, prompt: Prompt) -> CacheUsage:
@@ -350,18 +402,16 @@ class VllmBackend(Backend):
 
     def prefix_tokens(self, prompt: Prompt) -> int:
         """Tokens of the stable prefix exactly as the chat template renders it."""
+        learned = self.prompt_ids.prefix_ids(prompt) if self.prompt_ids is not None and prompt.stable else None
+        if learned is not None:
+            return len(learned)
         return len(self._tokenize({"messages": prompt.prefix_messages(), "add_generation_prompt": False}))
 
     def _tokenize(self, payload: dict[str, Any]) -> list[int]:
-        url = self.router.endpoints[0]
-        try:
-            response = httpx.post(
-                f"{url}/tokenize", json={"model": self.model, **payload}, timeout=self.config.timeout_s
-            )
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise BackendUnavailableError(f"vllm at {url}: /tokenize failed ({exc})") from exc
-        return list(response.json()["tokens"])
+        """``/tokenize`` on the first endpoint that answers, up ones first (replicas share the tokenizer)."""
+        up = [e for e in self.router.endpoints if not self.router.is_down(e)]
+        urls = up + [e for e in self.router.endpoints if e not in up]
+        return tokenize_at(self._http, urls, {"model": self.model, **payload})
 
     def prefix_cache_stats(self) -> dict[str, PrefixCacheStats]:
         """``/metrics`` counters of every replica that answers."""
@@ -374,6 +424,7 @@ class VllmBackend(Backend):
         return stats
 
     def close(self) -> None:
+        self._http.close()
         for client in self._clients.values():
             client.close()
         self._clients.clear()

@@ -6,8 +6,9 @@
 ``run`` starts vLLM as ``shared/vllm-gpu.md`` says (random 8B-shaped weights with
 ``--load-format dummy``, prefix caching, cached-token reporting), then runs the
 phases of :mod:`ragcache.bench.gpu_phases`: ``main`` (cold vs cached TTFT through
-``RagCache`` after the warmer, ragcache's overhead over the same request sent raw,
-cached tokens from usage and from ``/metrics``), ``keepwarm`` (a kept and an unkept
+``RagCache`` after the warmer, with the ``vllm`` backend's token-id prompts;
+ragcache's overhead over the same token-id request sent raw; the chat path beside
+it; cached tokens from usage and from ``/metrics``), ``keepwarm`` (a kept and an unkept
 prefix under KV pressure) and ``router`` (two replicas behind ``vllm-router``,
 affinity vs round-robin). The KV cache is limited with ``--num-gpu-blocks-override``
 so eviction takes seconds.

@@ -1,11 +1,16 @@
 """The measurements of the GPU run (see :mod:`ragcache.bench.gpu`).
 
 Every ragcache request goes through :class:`~ragcache.app.RagCache` and its ``vllm``
-backend (created by ``create_backend`` from a config); the raw baseline sends the
-very messages of ``Prompt.messages()`` to ``/v1/chat/completions`` with httpx, so
-the difference is what ragcache adds (routing, prompt assembly, the SDK). TTFT is
-time to the first content delta (or the end of a stream without one), with
-``max_tokens=1`` for both, so the two are measured the same way.
+backend (created by ``create_backend`` from a config) with ``prompt_format:
+token_ids``: the prompt goes to ``/v1/completions`` as token ids, the stable
+prefix's ids learned once. The raw baseline sends the very body ragcache sends
+(the same token ids, built beforehand, untimed) with httpx, so the difference is
+what ragcache adds per request (routing, prompt assembly, the ``/tokenize`` of the
+question's tail, the SDK). The chat path (messages to ``/v1/chat/completions``,
+rendered and tokenized by the server per request) is measured beside it, through
+the backend with ``prompt_format: chat`` and raw. TTFT is time to the first
+content delta (or the end of a stream without one), with ``max_tokens=1`` for
+all, so they are measured the same way.
 """
 
 from __future__ import annotations
@@ -21,12 +26,12 @@ from typing import Any
 import httpx
 
 from ragcache.app import RagCache
-from ragcache.backends.base import CacheUsage, GenerationOptions
+from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, create_backend
 from ragcache.backends.vllm import read_prefix_cache_stats
 from ragcache.cache.warmer import KeepWarmPolicy, Warmer
-from ragcache.config import BackendConfig, Config, RouterConfig
+from ragcache.config import BackendConfig, CacheConfig, Config, RouterConfig
 
-__all__ = ["keep_warm_phase", "main_phase", "open_rag", "raw_request", "router_phase"]
+__all__ = ["keep_warm_phase", "main_phase", "open_rag", "raw_request", "router_phase", "wire_body"]
 
 ONE_TOKEN = GenerationOptions(max_tokens=1, temperature=0.0)
 TOPICS = ("transactions", "indexes", "NULL handling", "type affinity", "the WAL journal", "foreign keys",
@@ -42,36 +47,52 @@ def questions(n: int, salt: str = "") -> list[str]:
     return [q + salt for q in out[:n]]
 
 
-def open_rag(url: str, corpus: Path) -> RagCache:
-    """RagCache on the ``vllm`` backend at ``url``; the context window comes from the server."""
+def backend_config(url: str, prompt_format: str = "token_ids") -> BackendConfig:
+    """The ``vllm`` backend at ``url``; the context window comes from the server."""
     from ragcache.bench.gpu import SERVED_NAME
 
-    backend = BackendConfig(kind="vllm", model=SERVED_NAME, base_url=url, max_output_tokens=1, timeout_s=600,
-                            max_retries=0)  # fmt: skip
-    return RagCache.from_config(Config(corpus=corpus, backend=backend, router=RouterConfig(mode="auto")))
+    return BackendConfig(kind="vllm", model=SERVED_NAME, base_url=url, max_output_tokens=1, timeout_s=600,
+                         max_retries=0, options={"prompt_format": prompt_format})  # fmt: skip
+
+
+def open_rag(url: str, corpus: Path) -> RagCache:
+    """RagCache on the ``vllm`` backend at ``url`` (token-id prompts, the backend's default)."""
+    return RagCache.from_config(Config(corpus=corpus, backend=backend_config(url), router=RouterConfig(mode="auto")))
 
 
 def raw_request(
     client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> tuple[float, dict[str, Any]]:
-    """(TTFT, usage) of one streamed chat completion sent with httpx alone."""
+    """(TTFT, usage) of one streamed request sent with httpx alone: a chat body (``messages``)
+    to ``/v1/chat/completions``, a token-id body (``prompt``) to ``/v1/completions``."""
+    path = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
     started = time.perf_counter()
     first, usage = None, {}
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    with client.stream("POST", f"{url}/v1/chat/completions", json=payload, headers=headers) as response:
+    with client.stream("POST", f"{url}{path}", json=payload, headers=headers) as response:
         response.raise_for_status()
         for line in response.iter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[6:])
             usage = chunk.get("usage") or usage
-            if first is None and any((c.get("delta") or {}).get("content") for c in chunk.get("choices") or []):
+            if first is None and any(_text(c) for c in chunk.get("choices") or []):
                 first = time.perf_counter()
     return (first or time.perf_counter()) - started, usage
 
 
-def raw_body(rag: RagCache, question: str, salt: str | None = None) -> dict[str, Any]:
-    """The body ragcache sends for ``question`` (same messages, same decoding)."""
+def _text(choice: dict[str, Any]) -> str | None:
+    return (choice.get("delta") or {}).get("content") if "delta" in choice else choice.get("text")
+
+
+def wire_body(rag: RagCache, question: str, salt: str | None = None) -> dict[str, Any]:
+    """The body ragcache's backend sends for ``question`` (token ids, or messages if it fell back)."""
+    request = rag.backend.request(rag.prompt_for(question), replace(ONE_TOKEN, cache_salt=salt))
+    return {**request.body, **(request.extra_body or {})}
+
+
+def chat_body(rag: RagCache, question: str, salt: str | None = None) -> dict[str, Any]:
+    """The chat body for ``question``: the same messages, rendered and tokenized by the server."""
     body: dict[str, Any] = {"model": rag.backend.model, "messages": rag.prompt_for(question).messages(),
                             "max_completion_tokens": 1, "temperature": 0.0, "top_p": 1.0}  # fmt: skip
     if salt is not None:
@@ -100,7 +121,7 @@ def cold(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str, Any
         answer = rag.ask(questions(1)[0], options=replace(ONE_TOKEN, cache_salt=salt))
         rag_t.append(answer.ttft_s)
         usage.append(_usage(answer.usage))
-        t, _ = raw_request(client, url, raw_body(rag, questions(1)[0], salt=salt + "-raw"))
+        t, _ = raw_request(client, url, wire_body(rag, questions(1)[0], salt=salt + "-raw"))
         raw_t.append(t)
     return {"ragcache_s": rag_t, "raw_s": raw_t, "ragcache_median_s": _med(rag_t), "raw_median_s": _med(raw_t),
             "usage": usage}  # fmt: skip
@@ -139,8 +160,10 @@ def overhead(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str,
         def via_rag(q: str = q) -> float:
             return rag.ask(q, options=ONE_TOKEN).ttft_s
 
-        def via_raw(q: str = q) -> float:
-            return raw_request(client, url, raw_body(rag, q))[0]
+        body = wire_body(rag, q)  # built before, untimed: the raw client has its ids already
+
+        def via_raw(body: dict[str, Any] = body) -> float:
+            return raw_request(client, url, body)[0]
 
         t0 = time.perf_counter()
         rag.prompt_for(q)
@@ -154,22 +177,25 @@ def overhead(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str,
             "prompt_for_median_ms": round(1000 * statistics.median(prep), 3)}  # fmt: skip
 
 
-def token_ids(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str, Any]:
-    """The same cached prompts as token ids on /v1/completions: TTFT without the server's
-    chat template and tokenization (what the text path costs on top)."""
-    times, usage = [], []
-    for q in questions(n, " (ids)"):
-        body = {"model": rag.backend.model, "messages": rag.prompt_for(q).messages(), "add_generation_prompt": True}
-        ids = client.post(f"{url}/tokenize", json=body).json()["tokens"]
-        t0 = time.perf_counter()
-        r = client.post(f"{url}/v1/completions", json={"model": rag.backend.model, "prompt": ids, "max_tokens": 1})
-        times.append(time.perf_counter() - t0)
-        usage.append(_raw_usage(r.json().get("usage") or {}))
-    return {"median_s": _med(times), "seconds": times, "usage": usage}
+def chat_path(rag: RagCache, client: httpx.Client, url: str, n: int) -> dict[str, Any]:
+    """The same cached prompts as chat messages (the server renders and tokenizes the whole
+    prompt per request): through the backend with ``prompt_format: chat``, and raw."""
+    backend = create_backend(backend_config(url, "chat"), CacheConfig())
+    rag_t, raw_t, usage = [], [], []
+    try:
+        for q in questions(n, " (chat)"):
+            final = [i for i in backend.stream(rag.prompt_for(q), ONE_TOKEN) if isinstance(i, Generation)][-1]
+            rag_t.append(final.ttft_s)
+            usage.append(_usage(final.usage))
+            raw_t.append(raw_request(client, url, chat_body(rag, q + " raw"))[0])
+    finally:
+        backend.close()
+    return {"ragcache_s": rag_t, "raw_s": raw_t, "ragcache_median_s": _med(rag_t), "raw_median_s": _med(raw_t),
+            "usage": usage}  # fmt: skip
 
 
 def main_phase(url: str, corpora: Path, n: int, names: list[str] | None = None) -> dict[str, Any]:
-    """Per corpus (8k, 32k): cold, warm, a session, ragcache vs raw, token ids."""
+    """Per corpus (8k, 32k): cold, warm, a session, ragcache vs raw (token ids), the chat path."""
     out: dict[str, Any] = {}
     with httpx.Client(timeout=600) as client:
         for name in names or ["gpu-8k", "gpu-32k"]:
@@ -178,17 +204,21 @@ def main_phase(url: str, corpora: Path, n: int, names: list[str] | None = None) 
                 caps = rag.backend.capabilities
                 row: dict[str, Any] = {
                     "context_window": caps.context_window,
-                    "block": rag.backend.cache_block_tokens,
+                    "block": caps.cache_block_tokens,
                     "route": rag.router.route("x").mode,
                     "corpus_tokens": rag.corpus.total_tokens,
                 }
-                row["cold"] = cold(rag, client, url, 3)
+                row["prompt_format"] = "token_ids" if "prompt" in wire_body(rag, "x") else "chat (fell back)"
+                row["cold"] = cold(rag, client, url, 3)  # the prefix's ids are learned above, once, untimed
                 row["warm"] = warm(rag)
                 row["session"] = session(rag, url, n)
                 row["overhead"] = overhead(rag, client, url, n)
-                row["token_ids"] = token_ids(rag, client, url, 8)
+                row["chat"] = chat_path(rag, client, url, min(n, 8))
                 row["cold_over_cached"] = round(
                     row["cold"]["ragcache_median_s"] / row["overhead"]["ragcache_median_s"], 2
+                )
+                row["chat_cold_over_cached"] = round(
+                    row["cold"]["ragcache_median_s"] / row["chat"]["ragcache_median_s"], 2
                 )
                 out[name] = row
             finally:
@@ -300,7 +330,7 @@ def router_phase(router_url: str, replicas: list[str], corpora: Path, *, affinit
     with httpx.Client(timeout=600) as client:
         for q, rag in work:
             key = f"ragcache-{rag.prompt_for(q).prefix_fingerprint[:32]}"
-            body = raw_body(rag, q, salt=salt)
+            body = chat_body(rag, q, salt=salt)
             t, usage = raw_request(client, router_url, body, {"X-Session-ID": key} if affinity else None)
             ttft.append(t)
             cached += _raw_usage(usage)["cached"]

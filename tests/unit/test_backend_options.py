@@ -43,6 +43,7 @@ def test_an_unknown_option_is_a_config_error_naming_the_key_and_the_file(tmp_pat
         ("openai", "    api: soap\n", "backend.options.api"),
         ("openai", "    prompt_cache_retention: 1h\n", "backend.options.prompt_cache_retention"),
         ("vllm", "    load_factor: 0.5\n", "backend.options.load_factor"),
+        ("vllm", "    prompt_format: text\n", "backend.options.prompt_format"),
         ("anthropic", "    ttl: 2h\n", "backend.options.ttl"),
         ("anthropic", "    count_tokens: exact\n", "backend.options.count_tokens"),
     ],

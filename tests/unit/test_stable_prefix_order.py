@@ -60,7 +60,7 @@ def openai_body(**options: object) -> Callable[[Prompt], tuple[dict[str, Any], A
 
 
 def vllm_body(p: Prompt) -> tuple[dict[str, Any], Any]:
-    body = VllmBackend(config("vllm"), CacheConfig()).request(p, GenerationOptions(cache_salt="t")).body
+    body = VllmBackend(config("vllm"), CacheConfig()).chat_request(p, GenerationOptions(cache_salt="t")).body
     return body, body["messages"][0]
 
 

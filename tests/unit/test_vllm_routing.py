@@ -129,7 +129,7 @@ def test_a_refused_connection_fails_over_to_the_next_endpoint_in_hash_order() ->
 def test_the_vllm_request_is_the_openai_wire_body_with_cache_salt_and_no_cache_key() -> None:
     backend = VllmBackend(BackendConfig(kind="vllm", model="smollm2"), CacheConfig())
     prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
-    request = backend.request(prompt, GenerationOptions(max_tokens=8, cache_salt="tenant-a"))
+    request = backend.chat_request(prompt, GenerationOptions(max_tokens=8, cache_salt="tenant-a"))
     assert request.body == {
         "model": "smollm2",
         "messages": prompt.messages(),
@@ -138,23 +138,23 @@ def test_the_vllm_request_is_the_openai_wire_body_with_cache_salt_and_no_cache_k
         "top_p": 1.0,
     }
     assert request.extra_body == {"cache_salt": "tenant-a"}
-    assert backend.request(prompt, GenerationOptions()).extra_body is None
+    assert backend.chat_request(prompt, GenerationOptions()).extra_body is None
     # the affinity key a router in front hashes: stable per prefix, the same for every question
     key = f"ragcache-{prompt.prefix_fingerprint[:32]}"
     assert request.headers == {"X-Session-ID": key}
     other = Prompt(stable=prompt.stable, question="another question", history=(Message("user", "x"),))
-    assert backend.request(other, GenerationOptions()).headers == {"X-Session-ID": key}
+    assert backend.chat_request(other, GenerationOptions()).headers == {"X-Session-ID": key}
 
 
 def test_affinity_headers_are_configurable_and_a_router_takes_one_url() -> None:
     options = {"router": True, "affinity_header": None, "session_header": "x-user-id"}
     backend = VllmBackend(BackendConfig(kind="vllm", base_url="http://router:9000", options=options), CacheConfig())
     prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
-    assert backend.request(prompt, GenerationOptions()).headers == {
+    assert backend.chat_request(prompt, GenerationOptions()).headers == {
         "x-user-id": f"ragcache-{prompt.prefix_fingerprint[:32]}"
     }
     assert backend.router.endpoints == ["http://router:9000"]  # no client-side rendezvous
-    assert backend.request(Prompt(stable=(), question="?"), GenerationOptions()).headers is None
+    assert backend.chat_request(Prompt(stable=(), question="?"), GenerationOptions()).headers is None
     endpoints = ["http://a:8000", "http://b:8000"]
     with pytest.raises(ConfigError, match="router is true, so give the router's one URL"):
         VllmBackend(BackendConfig(kind="vllm", endpoints=endpoints, options={"router": True}), CacheConfig())
@@ -165,3 +165,69 @@ def test_capabilities_use_the_configured_block_size() -> None:
     caps = backend.capabilities
     assert (caps.cache_block_tokens, caps.min_cacheable_tokens, caps.exact_prefix_tokens) == (128, 128, True)
     assert caps.ttl_s is None and caps.max_breakpoints is None
+
+
+def test_prompt_format_token_ids_is_the_default_and_needs_the_chat_api() -> None:
+    assert VllmBackend(BackendConfig(kind="vllm"), CacheConfig()).prompt_ids is not None
+    assert VllmBackend(BackendConfig(kind="vllm", options={"prompt_format": "chat"}), CacheConfig()).prompt_ids is None
+    responses = VllmBackend(BackendConfig(kind="vllm", options={"api": "responses"}), CacheConfig())
+    assert responses.prompt_ids is None  # the Responses API takes no token ids: messages, as configured
+    with pytest.raises(ConfigError, match="with api: responses use prompt_format: chat"):
+        VllmBackend(
+            BackendConfig(kind="vllm", options={"api": "responses", "prompt_format": "token_ids"}), CacheConfig()
+        )
+
+
+def test_without_an_answer_from_tokenize_the_request_goes_as_chat_and_is_learned_later() -> None:
+    backend = VllmBackend(BackendConfig(kind="vllm", endpoints=[refused_url(), refused_url()]), CacheConfig())
+    prompt = Prompt(stable=(Segment(SegmentKind.CORPUS, "a corpus"),), question="?")
+    request = backend.request(prompt, GenerationOptions(max_tokens=4, cache_salt="t"))
+    assert request.api == "chat" and request.body["messages"] == prompt.messages()
+    assert request.extra_body == {"cache_salt": "t"}
+    with pytest.raises(BackendUnavailableError, match="/tokenize failed"):
+        backend.prompt_ids.prefix_ids(prompt)  # nothing was remembered: the next request asks again
+    backend.close()
+
+
+def test_a_token_id_request_is_posted_as_built_and_parsed_like_chat() -> None:
+    """The wire of ``/v1/completions`` (the SDK into an httpx MockTransport, as in
+    test_openai_contract.py; the real server is in tests/integration/test_vllm_token_ids.py):
+    the body goes as built — the SDK's per-item transform of 31k ids took 0.5 s — with
+    ``cache_salt`` merged in, the affinity header sent, usage parsed from the last chunk."""
+    import json
+
+    import httpx
+    import openai
+
+    from ragcache.backends.openai_wire import Endpoint, OpenAIWire
+    from ragcache.backends.retry import RetryPolicy
+
+    sent: list[httpx.Request] = []
+    usage = {"prompt_tokens": 40000, "completion_tokens": 1, "total_tokens": 40001,
+             "prompt_tokens_details": {"cached_tokens": 39936}}  # fmt: skip
+    chunks = [{"id": "c", "object": "text_completion", "created": 0, "model": "m",
+               "choices": [{"index": 0, "text": "Hi", "finish_reason": "length", "logprobs": None}]},
+              {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": [],
+               "usage": usage}]  # fmt: skip
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        if json.loads(request.content).get("stream"):
+            events = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+            return httpx.Response(200, text=events, headers={"content-type": "text/event-stream"})
+        return httpx.Response(200, json={**chunks[0], "usage": usage})
+
+    client = openai.OpenAI(api_key="k", base_url="http://vllm/v1", max_retries=0,
+                           http_client=httpx.Client(transport=httpx.MockTransport(answer)))  # fmt: skip
+    wire, endpoint = OpenAIWire("m"), Endpoint(client, "vllm at http://vllm")
+    ids = list(range(40000))
+    request = wire.completion_request(ids, GenerationOptions(max_tokens=1), extra_body={"cache_salt": "t"},
+                                      headers={"X-Session-ID": "ragcache-abc"})  # fmt: skip
+    generation = wire.generate(endpoint, request, RetryPolicy(max_retries=0))
+    items = list(wire.stream(endpoint, request, RetryPolicy(max_retries=0)))
+    assert (generation.text, generation.usage.cached_tokens, generation.finish_reason) == ("Hi", 39936, "length")
+    assert items[0] == "Hi" and items[-1].usage.cached_tokens == 39936 and items[-1].text == "Hi"
+    plain, streamed = (json.loads(r.content) for r in sent)
+    assert sent[0].url.path == "/v1/completions" and sent[0].headers["X-Session-ID"] == "ragcache-abc"
+    assert plain == {"model": "m", "prompt": ids, "max_tokens": 1, "temperature": 0.0, "top_p": 1.0, "cache_salt": "t"}
+    assert streamed == {**plain, "stream": True, "stream_options": {"include_usage": True}}

@@ -1,0 +1,166 @@
+"""The prompt as token ids, rendered with the server's own chat template and tokenizer.
+
+A cached 32k-token request through ``/v1/chat/completions`` spends ~105 ms on
+vLLM's API server rendering the chat template and tokenizing the 31k-token
+system message, every time (docs/bench/gpu/README.md §1); the engine's own part
+is ~65 ms. The stable prefix never changes, so its token ids are learned once
+per prefix and the request goes to ``/v1/completions`` as token ids.
+
+Per prefix (keyed by its fingerprint), through vLLM's ``/tokenize``:
+
+- ``prefix`` = the rendering of the system message alone (no generation prompt),
+  the very ids the chat endpoint computes for the stable prefix;
+- the *tail* of a request = the rendering of ``[small system message, *volatile
+  messages]`` (generation prompt added) minus the ids of the small system turn:
+  the server renders the per-request part — context, history, question — with
+  the real template, on a few hundred tokens instead of 31k;
+- the decomposition is VERIFIED once per prefix with two sentinel questions:
+  ``prefix + tail(sentinel)`` must equal the server's rendering of the whole chat.
+  A template that folds the system message into the first user turn (Mistral,
+  Gemma), rejects a system-only conversation or merges tokens across the turn
+  boundary fails the check: that prefix goes as chat messages, logged once.
+
+The prefix ids are then identical for every request of that prefix and to what
+the chat endpoint computes, so both paths hit the same KV blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from ragcache.errors import BackendError, BackendUnavailableError
+from ragcache.prompt import Prompt
+
+__all__ = ["SENTINELS", "SMALL_SYSTEM", "PromptIds", "TemplateRejected", "tokenize_at"]
+
+log = logging.getLogger(__name__)
+
+SENTINELS = ("Which pages say so?", "\n  42 (sentinel) ")  # a word start, and leading/trailing whitespace
+SMALL_SYSTEM = ".\n"  # stands in for the stable system message when the tail is rendered
+
+Messages = list[dict[str, str]]
+_UNKNOWN = object()
+
+
+class TemplateRejected(BackendError):
+    """``/tokenize`` refused the messages (4xx): the template cannot render this shape."""
+
+
+class PromptIds:
+    """Token ids of prompts: the stable prefix's learned once, the tail rendered per request.
+
+    ``tokenize(payload)`` posts to the server's ``/tokenize`` and returns its ids; it
+    raises :class:`TemplateRejected` on a 4xx and ``BackendUnavailableError`` when the
+    server cannot be reached (then nothing is remembered: the next request tries again).
+    """
+
+    def __init__(self, tokenize: Callable[[dict[str, Any]], list[int]], max_prefixes: int = 64) -> None:
+        self._tokenize = tokenize
+        self.max_prefixes = max_prefixes
+        self._prefixes: OrderedDict[str, tuple[int, ...] | None] = OrderedDict()  # None: does not decompose
+        self._small: tuple[int, ...] | None = None
+        self._lock = threading.Lock()
+        self._logged: set[str] = set()
+
+    def prompt_ids(self, prompt: Prompt) -> list[int] | None:
+        """The prompt's ids exactly as the chat endpoint would compute them, or None: send it as chat."""
+        if not prompt.stable:
+            return None  # no stable prefix: nothing to reuse
+        prefix = self.prefix_ids(prompt)
+        if prefix is None:
+            return None
+        tail = self.tail_ids(prompt.messages()[1:])
+        if tail is None:
+            self._log_once("tail", "a request's messages do not render after the system turn: sent as chat")
+            return None
+        return [*prefix, *tail]
+
+    def prefix_ids(self, prompt: Prompt) -> tuple[int, ...] | None:
+        """The stable prefix's ids (learned and verified on first use), or None if it does not decompose."""
+        key = prompt.prefix_fingerprint
+        known = self._prefixes.get(key, _UNKNOWN)
+        if known is not _UNKNOWN:
+            return known  # type: ignore[return-value]
+        with self._lock:  # one learner per backend: learning is rare and costs one long /tokenize
+            if key not in self._prefixes:
+                self._remember(key, self._learn(prompt))
+            return self._prefixes[key]
+
+    def tail_ids(self, volatile: Messages) -> tuple[int, ...] | None:
+        """The ids of the messages after the system turn, generation prompt included."""
+        small = self._small_ids()
+        if small is None:
+            return None
+        try:
+            ids = self._tokenize({"messages": [_system(SMALL_SYSTEM), *volatile], "add_generation_prompt": True})
+        except TemplateRejected:
+            return None
+        return tuple(ids[len(small) :]) if tuple(ids[: len(small)]) == small else None
+
+    def _small_ids(self) -> tuple[int, ...] | None:
+        if self._small is None:
+            try:
+                self._small = tuple(self._render([_system(SMALL_SYSTEM)], generation=False))
+            except TemplateRejected:
+                return None  # not remembered: the prefix learner logs why
+        return self._small
+
+    def _learn(self, prompt: Prompt) -> tuple[int, ...] | None:
+        system = prompt.prefix_messages()
+        try:
+            prefix = tuple(self._render(system, generation=False))
+            for sentinel in SENTINELS:
+                user = [{"role": "user", "content": sentinel}]
+                tail = self.tail_ids(user)
+                if tail is None or (*prefix, *tail) != tuple(self._render([*system, *user], generation=True)):
+                    return self._rejected(prompt, f"the rendering does not split after the system turn ({sentinel!r})")
+        except TemplateRejected as exc:
+            return self._rejected(prompt, f"/tokenize refused it ({exc})")
+        return prefix
+
+    def _render(self, messages: Messages, *, generation: bool) -> list[int]:
+        return self._tokenize({"messages": messages, "add_generation_prompt": generation})
+
+    def _remember(self, key: str, ids: tuple[int, ...] | None) -> None:
+        self._prefixes[key] = ids
+        while len(self._prefixes) > self.max_prefixes:
+            self._prefixes.popitem(last=False)
+
+    def _rejected(self, prompt: Prompt, why: str) -> None:
+        self._log_once(prompt.prefix_fingerprint, f"prefix {prompt.prefix_fingerprint[:12]}: {why}; sent as chat")
+        return None
+
+    def _log_once(self, key: str, message: str) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            log.warning("vllm prompt_format token_ids: %s", message)
+
+
+def tokenize_at(http: httpx.Client, urls: list[str], payload: dict[str, Any]) -> list[int]:
+    """POST ``payload`` to ``<url>/tokenize`` of the first of ``urls`` that answers: its ids.
+    A 4xx is :class:`TemplateRejected`; no answer from any is ``BackendUnavailableError``."""
+    error = BackendUnavailableError("vllm: no endpoint to send /tokenize to")
+    for url in urls:
+        try:
+            response = http.post(f"{url}/tokenize", json=payload)
+        except httpx.HTTPError as exc:
+            error = BackendUnavailableError(f"vllm at {url}: /tokenize failed ({exc})")
+            continue
+        if 400 <= response.status_code < 500:
+            answer = f"HTTP {response.status_code}: {response.text[:200]}"
+            raise TemplateRejected(f"vllm at {url}: /tokenize answered {answer}")
+        if response.status_code != 200:
+            error = BackendUnavailableError(f"vllm at {url}: /tokenize answered HTTP {response.status_code}")
+            continue
+        return list(response.json()["tokens"])
+    raise error
+
+
+def _system(content: str) -> dict[str, str]:
+    return {"role": "system", "content": content}

@@ -1,0 +1,86 @@
+"""The pure logic of :class:`ragcache.backends.vllm_ids.PromptIds`: learning, verifying, remembering.
+
+``/tokenize`` is scripted here by a ChatML renderer with a character-level tokenizer
+(one id per character, one per special token), as httpx's MockTransport stands in for
+a server; the real server's template and tokenizer are tested in
+tests/integration/test_vllm_token_ids.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ragcache.backends.vllm_ids import PromptIds, TemplateRejected
+from ragcache.prompt import Message, Prompt, Segment, SegmentKind
+
+SPECIAL = {"<|im_start|>": 1, "<|im_end|>": 2}
+
+
+def encode(text: str) -> list[int]:
+    ids, i = [], 0
+    while i < len(text):
+        special = next((s for s in SPECIAL if text.startswith(s, i)), None)
+        ids.append(SPECIAL[special] if special else 1000 + ord(text[i]))
+        i += len(special) if special else 1
+    return ids
+
+
+def chatml(messages: list[dict[str, str]], generation: bool) -> str:
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + ("<|im_start|>assistant\n" if generation else "")
+
+
+def folded(messages: list[dict[str, str]], generation: bool) -> str:
+    """Gemma-style: the system message goes into the first user turn."""
+    system = "".join(m["content"] for m in messages if m["role"] == "system")
+    turns = [m for m in messages if m["role"] != "system"]
+    text = "".join(
+        f"<|im_start|>{m['role']}\n{system if i == 0 else ''}{m['content']}<|im_end|>\n" for i, m in enumerate(turns)
+    )
+    return text + ("<|im_start|>assistant\n" if generation else "")
+
+
+class Server:
+    """A scripted /tokenize: renders with ``template``, counts the calls."""
+
+    def __init__(self, template: Any = chatml, refuse: bool = False) -> None:
+        self.template, self.refuse, self.calls = template, refuse, 0
+
+    def __call__(self, payload: dict[str, Any]) -> list[int]:
+        self.calls += 1
+        if self.refuse:
+            raise TemplateRejected("HTTP 400: no chat template")
+        return encode(self.template(payload["messages"], payload["add_generation_prompt"]))
+
+
+def prompt(corpus: str = "the corpus", **kw: Any) -> Prompt:
+    return Prompt(stable=(Segment(SegmentKind.CORPUS, corpus),), question=kw.pop("question", "Why?"), **kw)
+
+
+def test_the_ids_are_the_full_rendering_and_the_prefix_is_learned_once() -> None:
+    server = Server()
+    ids = PromptIds(server)
+    history = (Message("user", "first"), Message("assistant", "answer"))
+    for p in (prompt(), prompt(question="\n  spaced  "), prompt(context="ctx", history=history)):
+        assert ids.prompt_ids(p) == encode(chatml(p.messages(), True))
+    learned = server.calls
+    ids.prompt_ids(prompt(question="again"))
+    assert server.calls == learned + 1  # only the tail: the prefix is not tokenized again
+
+
+def test_a_template_that_does_not_split_is_remembered_as_chat() -> None:
+    server = Server(folded)
+    ids = PromptIds(server)
+    assert ids.prompt_ids(prompt()) is None
+    calls = server.calls
+    assert ids.prompt_ids(prompt(question="other")) is None
+    assert server.calls == calls  # not learned again
+    assert PromptIds(Server(refuse=True)).prompt_ids(prompt()) is None
+    assert PromptIds(Server()).prompt_ids(Prompt(stable=(), question="no prefix")) is None
+
+
+def test_learned_prefixes_are_bounded() -> None:
+    ids = PromptIds(Server(), max_prefixes=2)
+    for corpus in ("a", "b", "c"):
+        ids.prompt_ids(prompt(corpus))
+    assert len(ids._prefixes) == 2 and prompt("a").prefix_fingerprint not in ids._prefixes
