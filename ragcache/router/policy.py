@@ -6,9 +6,13 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
 (window = ``router.window_tokens`` or the backend's context window):
 
 1. **full** — the corpus fits B: every question gets the whole corpus (one prefix).
-2. Otherwise the canonical block sequence is cut once into consecutive **runs**
-   of at most B − :func:`tail_reserve` tokens (greedy, preferring a cut at a
-   category boundary when the run is already ≥ 80% full). The runs are the
+2. Otherwise the canonical block sequence is cut once into consecutive segments
+   of at most cap = B − :func:`tail_reserve` tokens (greedy, preferring a cut at a
+   category boundary when the segment is already ≥ 80% full). Each segment is a
+   **run**; a segment under 80% of the cap (the last one, when the corpus is a
+   little larger than the window) is topped up to the cap with the corpus's
+   leading blocks, in canonical order, so it nests on the first run's prefix (one
+   shared cache entry) instead of sending a half-empty window. The runs are the
    enumerable prefix set (:meth:`HybridRouter.prefixes`): few at large windows, and
    each fills most of the budget, so a route uses the window instead of one block.
 3. Per question, fused dense+BM25 chunk scores give the top ``RELEVANCE_POOL``
@@ -145,11 +149,11 @@ class HybridRouter:
             raise RoutingError(f"demand state has {len(self.demand.counts)} runs, this router has {len(runs)}")
         self._index = index
         position = {bid: i for i, bid in enumerate(self.blocks)}
-        run_of_block = np.full(len(self.blocks), -1, dtype=np.int64)
+        member = np.zeros((len(runs), len(self.blocks) + 1), dtype=bool)  # last column: chunks in no block
         for run in runs:
-            run_of_block[run.start : run.end] = run.index
-        self._chunk_block = np.array([position.get(c.block_id, -1) for c in corpus.chunks], dtype=np.int64)
-        self._chunk_run = np.where(self._chunk_block >= 0, run_of_block[self._chunk_block], -1)
+            member[run.index, list(run.positions)] = True
+        chunk_block = np.array([position.get(c.block_id, -1) for c in corpus.chunks], dtype=np.int64)
+        self._in_run = member[:, chunk_block]  # (runs, chunks): the run's prefix holds the chunk
         self._chunk_tokens = np.array([c.tokens for c in corpus.chunks], dtype=np.int64)
 
     # --- public API -------------------------------------------------------------
@@ -225,25 +229,21 @@ class HybridRouter:
         """Each run's weighted best chunk scores (``STICKY_WEIGHTS``, best first): what stickiness compares."""
         out = np.zeros(len(self.runs), dtype=np.float64)
         taken = np.zeros(len(self.runs), dtype=np.int64)
-        depth, left = len(STICKY_WEIGHTS), len(self.runs) * len(STICKY_WEIGHTS)
+        weights = np.array(STICKY_WEIGHTS)
         for i in order:
-            run = self._chunk_run[i]
-            if run < 0 or taken[run] >= depth:
-                continue
-            out[run] += STICKY_WEIGHTS[taken[run]] * float(fused[i])
-            taken[run] += 1
-            left -= 1
-            if not left:
-                break
+            add = self._in_run[:, i] & (taken < len(STICKY_WEIGHTS))
+            if add.any():
+                out[add] += weights[taken[add]] * float(fused[i])
+                taken[add] += 1
+                if taken.min() >= len(STICKY_WEIGHTS):
+                    break
         return np.round(out, 6)
 
     def coverage(self, relevance: dict[int, float]) -> np.ndarray:
         """Each run's share of the question's relevance weight."""
         chunks = np.array(list(relevance), dtype=np.int64)
         weights = np.array(list(relevance.values()), dtype=np.float64)
-        runs = self._chunk_run[chunks] if len(chunks) else chunks
-        inside = runs >= 0
-        summed = np.bincount(runs[inside], weights=weights[inside], minlength=len(self.runs))
+        summed = self._in_run[:, chunks].astype(np.float64) @ weights
         return np.round(summed / (float(weights.sum()) or 1.0), 6)
 
     # --- helpers ----------------------------------------------------------------
@@ -335,7 +335,7 @@ class HybridRouter:
         smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1
         for i in order:
             tokens = int(self._chunk_tokens[i])
-            if self._chunk_run[i] == run.index:
+            if self._in_run[run.index, i]:
                 inside += tokens
                 if inside > allowance:
                     break

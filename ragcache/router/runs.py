@@ -1,7 +1,9 @@
-"""Runs of consecutive blocks (the router's prefix set) and the demand that ranks them.
+"""Runs of blocks (the router's prefix set) and the demand that ranks them.
 
-See ``policy.py`` for how the router uses them. A run is a slice of the
-canonical block order, so runs never reorder blocks; demand is a decayed count
+See ``policy.py`` for how the router uses them. A run is a segment of the
+canonical block order, topped up with the corpus's leading blocks when the
+segment alone is short, always in canonical order, so runs never reorder blocks
+and padded runs share the first run's leading bytes; demand is a decayed count
 per run on a logical clock, so it is deterministic for a given question sequence
 and can be saved, loaded or shared (:meth:`Demand.to_dict`).
 """
@@ -15,35 +17,78 @@ import numpy as np
 
 from ragcache.cache.decay import DecayedCounts
 
-__all__ = ["CATEGORY_CUT_FILL", "DEMAND_HALF_LIFE", "BlockRun", "Demand", "plan_runs"]
+__all__ = ["CATEGORY_CUT_FILL", "DEMAND_HALF_LIFE", "RUN_FILL", "BlockRun", "Demand", "plan_runs"]
 
 DEMAND_HALF_LIFE = 200.0  # questions
 CATEGORY_CUT_FILL = 0.8  # cut a run early at a category boundary only if it is at least this full
+RUN_FILL = 0.8  # a run below this share of the cap is topped up with the corpus head
 
 
 @dataclass(frozen=True)
 class BlockRun:
-    """Consecutive corpus blocks (positions ``start`` … ``end`` − 1) that form one prefix."""
+    """One prefix: the corpus blocks at canonical ``positions`` (ascending).
+
+    Its own *segment* is positions ``start`` … ``end`` − 1 (consecutive blocks that
+    no other run's segment holds). When the segment alone would leave the window
+    underused, the run also holds a *head*: the corpus's leading blocks, which the
+    first run starts with too, so the two share their leading bytes (one cache
+    entry) and every run still fills the budget.
+    """
 
     index: int
     start: int
     end: int
+    positions: tuple[int, ...]
     block_ids: tuple[str, ...]
     tokens: int
 
+    @property
+    def head(self) -> int:
+        """How many of the run's blocks come from outside its segment."""
+        return len(self.positions) - (self.end - self.start)
+
 
 def plan_runs(block_ids: list[str], tokens: list[int], categories: list[str | None], cap: int) -> list[BlockRun]:
-    """Cut the canonical blocks into runs of ≤ ``cap`` tokens; a block larger than ``cap`` is in none."""
+    """The router's runs: segments of ≤ ``cap`` tokens, an underfilled one padded with the corpus head.
+
+    Segments cut the canonical order greedily (a block larger than ``cap`` is in
+    none). A segment below ``RUN_FILL`` × ``cap`` — the last one, typically, when
+    the corpus is a little larger than the window — is topped up to ``cap`` with the
+    leading blocks of the corpus (in order, stopping at the first that does not fit),
+    so that every run uses the window and the padded runs nest on the first one's prefix.
+    """
     runs: list[BlockRun] = []
+    for start, end in _segments(tokens, categories, cap):
+        segment = list(range(start, end))
+        size = sum(tokens[start:end])
+        head: list[int] = []
+        if size < RUN_FILL * cap:
+            for j in range(len(block_ids)):
+                if start <= j < end or tokens[j] > cap:  # its own blocks; blocks in no run
+                    continue
+                if size + tokens[j] > cap:
+                    break
+                head.append(j)
+                size += tokens[j]
+        positions = tuple(sorted(head + segment))
+        if any(run.positions == positions for run in runs):  # tiny corpora: topped up into an earlier run
+            continue
+        runs.append(BlockRun(len(runs), start, end, positions, tuple(block_ids[j] for j in positions), size))
+    return runs
+
+
+def _segments(tokens: list[int], categories: list[str | None], cap: int) -> list[tuple[int, int]]:
+    """Greedy consecutive segments of ≤ ``cap`` tokens, cut early at a category boundary once ≥ 80% full."""
+    segments: list[tuple[int, int]] = []
     start, size, i = 0, 0, 0
-    while i <= len(block_ids):
-        fits = i < len(block_ids) and size + tokens[i] <= cap
+    while i <= len(tokens):
+        fits = i < len(tokens) and size + tokens[i] <= cap
         if fits:
             size += tokens[i]
             i += 1
             continue
         end = i
-        if i < len(block_ids) and end > start:  # overflow: prefer the last category boundary if full enough
+        if i < len(tokens) and end > start:  # overflow: prefer the last category boundary if full enough
             filled = size
             for j in range(i - 1, start, -1):
                 filled -= tokens[j]
@@ -53,13 +98,13 @@ def plan_runs(block_ids: list[str], tokens: list[int], categories: list[str | No
                     end = j
                     break
         if end > start:
-            runs.append(BlockRun(len(runs), start, end, tuple(block_ids[start:end]), sum(tokens[start:end])))
-        if end == start and i < len(block_ids):  # a block larger than cap: skip it
+            segments.append((start, end))
+        if end == start and i < len(tokens):  # a block larger than cap: skip it
             end += 1
         start, size, i = end, 0, end
-        if start >= len(block_ids):
+        if start >= len(tokens):
             break
-    return runs
+    return segments
 
 
 class Demand:

@@ -97,15 +97,43 @@ def test_runs_fill_the_budget_and_prefer_category_cuts() -> None:
     ids = [f"b{i}" for i in range(400)]
     for cap in (8_000, 31_000, 120_000, 190_000):
         runs = plan_runs(ids, sizes, categories, cap)
-        assert [b for r in runs for b in r.block_ids] == ids  # every block once, canonical order
-        assert all(r.tokens <= cap for r in runs)
+        assert [b for r in runs for b in ids[r.start : r.end]] == ids  # segments: every block once, in order
+        assert all(list(r.positions) == sorted(set(r.positions)) for r in runs)  # canonical order within a run
+        assert all(r.block_ids == tuple(ids[j] for j in r.positions) for r in runs)
+        assert all(r.tokens == sum(sizes[j] for j in r.positions) <= cap for r in runs)
         assert all(r.tokens >= 0.8 * cap for r in runs[:-1]), [r.tokens for r in runs]
+        assert runs[-1].tokens >= min(0.8 * cap, cap - max(sizes))  # a short last one is topped up with the head
         assert len(runs) <= -(-sum(sizes) // int(0.8 * cap)) + 1
         assert plan_runs(ids, sizes, categories, cap) == runs
     runs = plan_runs(ids, sizes, categories, 31_000)
     cuts = {categories[r.start] != categories[r.start - 1] for r in runs[1:]}
     assert True in cuts  # some runs start exactly at a category boundary
-    assert plan_runs(["a", "b", "c"], [50, 500, 50], ["x", "x", "x"], 100)[1].block_ids == ("c",)  # too big: skipped
+    tiny = plan_runs(["a", "b", "c"], [50, 500, 50], ["x"] * 3, 100)
+    assert [r.block_ids for r in tiny] == [("a", "c")]  # b is too big for any run; a + c make one
+
+
+def test_a_corpus_a_little_larger_than_the_cap_gives_full_nested_runs() -> None:
+    sizes = [1000 + (i * 337) % 500 for i in range(100)]  # 1000 … 1499 tokens
+    ids, categories = [f"b{i}" for i in range(100)], [f"c{i // 10}" for i in range(100)]
+    cap = int(sum(sizes) / 1.15)  # the corpus is 15% larger than what one run may hold
+    runs = plan_runs(ids, sizes, categories, cap)
+    assert len(runs) == 2 and all(r.tokens >= 0.8 * cap for r in runs), [r.tokens for r in runs]
+    last = runs[1]
+    assert sum(sizes[last.start : last.end]) < 0.5 * cap  # its own segment alone would leave the window empty
+    assert last.head > 0 and last.block_ids[: last.head] == runs[0].block_ids[: last.head]  # nested on run 0
+
+
+def test_router_fills_the_budget_when_the_corpus_does_not_quite_fit(corpus: CompiledCorpus) -> None:
+    blocks = corpus.category_block_ids()
+    budget = budget_for_runs(sum(sorted(corpus.block(b).tokens for b in blocks)[1:]))  # any three blocks fit a run
+    router = HybridRouter(corpus, CONFIG, window_for(corpus, budget), OUT)
+    assert budget < corpus.total_tokens < 1.25 * budget  # a little larger than the window
+    assert router.mode == "blocks" and len(router.runs) == 2
+    for question in QUESTIONS:
+        route = router.route(question)
+        assert route.mode == "blocks" and route.block_ids[0] == blocks[0], route.to_dict()  # runs share a head
+        assert route.tokens.stable + route.tokens.tail >= 0.8 * budget, route.to_dict()
+    assert "category:networking" in router.route(QUESTIONS[2]).block_ids
 
 
 def test_runs_at_a_large_window_fill_most_of_the_budget(corpus: CompiledCorpus) -> None:
