@@ -50,7 +50,11 @@ def build(
     ] = False,
     embedding_model: Annotated[
         str | None,
-        typer.Option("--embedding-model", help="Router embedding model: name or sentence-transformers folder."),
+        typer.Option(
+            "--embedding-model",
+            help="Router embedding model: name or sentence-transformers folder; '#torch' or '#onnx-int8' picks "
+            "the backend (default: onnx-int8 when onnxruntime is installed).",
+        ),
     ] = None,
 ) -> None:
     """Compile a corpus into deterministic, content-addressed prefix blocks (and the router's index)."""
