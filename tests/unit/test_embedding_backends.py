@@ -27,6 +27,8 @@ def test_auto_picks_onnx_when_installed_and_names_the_backend_in_the_model_id() 
     onnx_id = embedder_model_id("all-MiniLM-L6-v2")
     assert onnx_id == embedder_model_id(f"all-MiniLM-L6-v2#{ONNX_BACKEND}") == f"{torch_id}+{ONNX_RECIPE}"
     assert torch_id.startswith("st:all-MiniLM-L6-v2@") and "/" not in onnx_id  # no paths in keys
+    folder = str(_default_folder_and_id()[0])  # another folder stays on torch unless it asks for onnx-int8
+    assert embedding_backend(folder) == "torch" and embedding_backend(f"{folder}#{ONNX_BACKEND}") == ONNX_BACKEND
 
 
 def test_unknown_backend_is_a_config_error_naming_the_spec() -> None:
