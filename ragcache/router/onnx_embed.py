@@ -59,14 +59,14 @@ class OnnxEmbedder:
         from tokenizers import Tokenizer
 
         self.model_id = model_id
-        self._fp32_path, int8_path = _exported_models(folder, model_id)
+        self._fp32_path, self._int8_path = _exported_models(folder, model_id)
         self._options = ort.SessionOptions()
         self._options.inter_op_num_threads = 1
         self._options.intra_op_num_threads = _threads()
         self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # builds share busy CPUs
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._options.log_severity_level = 3
-        self._session = self._open(int8_path)
+        self._session: Any | None = None  # int8, opened on the first embed (routing never needs it)
         self._query_session: Any | None = None  # fp32, opened on the first query (builds never need it)
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.enable_truncation(_config_value(folder / "sentence_bert_config.json", "max_seq_length", 256))
@@ -78,6 +78,8 @@ class OnnxEmbedder:
         ids = [enc.ids for enc in self._tokenizer.encode_batch(texts)]
         order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
         out = np.zeros((len(ids), self.dimension), dtype=np.float32)
+        if ids and self._session is None:
+            self._session = self._open(self._int8_path)
         for start in range(0, len(order), _BATCH):
             batch = order[start : start + _BATCH]
             out[batch] = self._run([ids[i] for i in batch], self._session)
