@@ -5,7 +5,7 @@ folder to ONNX once (offline, with torch), quantizes its MatMul weights to int8
 per channel, caches both under ``~/.cache/ragcache/onnx/<hash of model id>``,
 and runs chunks through the int8 model in length-sorted batches (little
 padding). Questions go through the fp32 model: int8 errs most on short texts,
-and one question is cheap. Measured on the 2-core AVX2 machines: 1.4–1.6× the
+and one question is cheap. Measured on the 2-core AVX2 machines: 1.4–1.9× the
 chunks per CPU-second of torch, mean cosine 0.994 to torch's chunk vectors
 (README, "Build throughput"); CPUs with VNNI gain more from int8.
 
