@@ -50,7 +50,11 @@ def build(
     ] = False,
     embedding_model: Annotated[
         str | None,
-        typer.Option("--embedding-model", help="Router embedding model: name or sentence-transformers folder."),
+        typer.Option(
+            "--embedding-model",
+            help="Router embedding model: name or sentence-transformers folder; '#torch' or '#onnx-int8' picks "
+            "the backend (default: onnx-int8 when onnxruntime is installed).",
+        ),
     ] = None,
 ) -> None:
     """Compile a corpus into deterministic, content-addressed prefix blocks (and the router's index)."""
@@ -70,11 +74,12 @@ def build(
         f"{result.seconds:.2f}s: {result.docs_per_s:,.1f} docs/s, {result.tokens_per_s:,.0f} tokens/s "
         f"({result.reused_documents} documents reused from the work cache)"
     )
-    console.print(_index_line(report, no_index, len(result.corpus.chunks)))
+    console.print(_index_line(report, no_index, len(result.corpus.chunks), embedding_model or DEFAULT_EMBEDDING_MODEL))
 
 
-def _index_line(report: ProgressReporter, no_index: bool, chunks: int) -> str:
-    """What the router's index step did: skipped, reused, or embedded at some chunks/s."""
+def _index_line(report: ProgressReporter, no_index: bool, chunks: int, embedding_model: str) -> str:
+    """What the router's index step did: skipped, reused, or embedded at some chunks/s (and on which backend)."""
+    from ragcache.router.embeddings import embedding_backend
     from ragcache.router.index import EMBED_STAGE
 
     if no_index:
@@ -82,7 +87,10 @@ def _index_line(report: ProgressReporter, no_index: bool, chunks: int) -> str:
     timing = report.stages.get(EMBED_STAGE)
     if timing is None:
         return f"router index: {chunks} chunks, reused (no embedding needed)"
-    return f"router index: embedded {timing.done} chunks in {timing.seconds:.2f}s ({timing.rate_per_s:,.1f} chunks/s)"
+    return (
+        f"router index: embedded {timing.done} chunks in {timing.seconds:.2f}s "
+        f"({timing.rate_per_s:,.1f} chunks/s, {embedding_backend(embedding_model)} backend)"
+    )
 
 
 def inspect(

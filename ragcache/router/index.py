@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from ragcache.corpus.manifest import ChunkRecord, CompiledCorpus
 
 __all__ = [
-    "EMBED_STAGE", "INDEX_DIR", "INDEX_FORMAT", "ChunkIndex", "QueryScores", "index_key", "index_step", "open_index",
+    "EMBED_STAGE", "INDEX_DIR", "INDEX_FORMAT", "ChunkIndex", "QueryScores", "embed_texts", "index_key", "index_step",
+    "open_index",
 ]
 
 INDEX_DIR = "index"
@@ -137,19 +138,12 @@ class ChunkIndex:
 
     @classmethod
     def build(cls, corpus: CompiledCorpus, embedder: Embedder, progress: ProgressFn | None = None) -> ChunkIndex:
-        """Embed and index every chunk (the slow part of a build: about 35 chunks/s on 2 CPU cores)."""
+        """Embed and index every chunk (the slow part of a build; README "Build throughput" has the rates)."""
         import bm25s
         import faiss
 
         texts = [chunk_text(corpus, c) for c in corpus.chunks]
-        parts = []
-        if progress:  # the stage's start, so its rate (chunks/s) counts embedding only
-            progress(EMBED_STAGE, 0, len(texts))
-        for start in range(0, len(texts), _EMBED_BATCH):
-            parts.append(embedder.embed(texts[start : start + _EMBED_BATCH]))
-            if progress:
-                progress(EMBED_STAGE, min(start + _EMBED_BATCH, len(texts)), len(texts))
-        vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+        vectors = embed_texts(embedder, texts, progress)
         dim = vectors.shape[1] if len(vectors) else len(embedder.embed_query("x"))
         dense = faiss.IndexFlatIP(dim)
         if len(vectors):
@@ -216,6 +210,23 @@ class ChunkIndex:
     def _top(self, values: Any, k: int) -> list[tuple[str, float]]:
         order = np.lexsort((np.arange(len(values)), -np.asarray(values, dtype=np.float64)))[:k]
         return [(self.chunk_ids[i], float(values[i])) for i in order]
+
+
+def embed_texts(embedder: Embedder, texts: list[str], progress: ProgressFn | None = None) -> NDArray[np.float32]:
+    """Vectors in input order, embedded longest first so each batch pads little (order is deterministic)."""
+    order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    vectors: NDArray[np.float32] | None = None
+    if progress:  # the stage's start, so its rate (chunks/s) counts embedding only
+        progress(EMBED_STAGE, 0, len(texts))
+    for start in range(0, len(order), _EMBED_BATCH):
+        batch = order[start : start + _EMBED_BATCH]
+        part = embedder.embed([texts[i] for i in batch])
+        if vectors is None:
+            vectors = np.zeros((len(texts), part.shape[1]), dtype=np.float32)
+        vectors[batch] = part
+        if progress:
+            progress(EMBED_STAGE, min(start + _EMBED_BATCH, len(texts)), len(texts))
+    return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 def _minmax(values: NDArray[np.float32]) -> NDArray[np.float64]:

@@ -1,0 +1,88 @@
+"""Embedding backends: the int8 ONNX path stays close to torch, is deterministic, and is named in index keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from router_corpus import TOPICS, build_topics
+
+from ragcache.cli.corpus import _index_line
+from ragcache.cli.output import ProgressReporter
+from ragcache.corpus.store import load_corpus
+from ragcache.errors import ConfigError
+from ragcache.router.embeddings import embedder_model_id, embedding_backend, load_embedder
+from ragcache.router.index import EMBED_STAGE, INDEX_DIR, chunk_text, embed_texts, index_key
+from ragcache.router.onnx_embed import ONNX_BACKEND, ONNX_RECIPE, OnnxEmbedder, onnx_available
+
+TEXTS = [f"{name}\n{text}" for files in TOPICS.values() for name, text in files.items()]
+TEXTS += ["short", "SQLite is a C-language library " * 60]  # one word, and one past the 256-token cut
+
+
+def test_auto_picks_onnx_when_installed_and_names_the_backend_in_the_model_id() -> None:
+    assert onnx_available()  # ragcache[local] installs onnxruntime and onnx
+    assert embedding_backend("all-MiniLM-L6-v2") == ONNX_BACKEND
+    torch_id = embedder_model_id("all-MiniLM-L6-v2#torch")
+    onnx_id = embedder_model_id("all-MiniLM-L6-v2")
+    assert onnx_id == embedder_model_id(f"all-MiniLM-L6-v2#{ONNX_BACKEND}") == f"{torch_id}+{ONNX_RECIPE}"
+    assert torch_id.startswith("st:all-MiniLM-L6-v2@") and "/" not in onnx_id  # no paths in keys
+    folder = str(_default_folder_and_id()[0])  # another folder stays on torch unless it asks for onnx-int8
+    assert embedding_backend(folder) == "torch" and embedding_backend(f"{folder}#{ONNX_BACKEND}") == ONNX_BACKEND
+
+
+def test_unknown_backend_is_a_config_error_naming_the_spec() -> None:
+    with pytest.raises(ConfigError, match=r"all-MiniLM-L6-v2#fp8.*torch"):
+        embedder_model_id("all-MiniLM-L6-v2#fp8")
+
+
+def test_onnx_vectors_are_close_to_torch(small_build: Path) -> None:
+    corpus = load_corpus(small_build)
+    chunks = [chunk_text(corpus, c) for c in corpus.chunks]
+    reference = load_embedder("all-MiniLM-L6-v2#torch")
+    fast = load_embedder(f"all-MiniLM-L6-v2#{ONNX_BACKEND}")
+    vectors, expected = embed_texts(fast, chunks), embed_texts(reference, chunks)
+    assert isinstance(fast, OnnxEmbedder) and vectors.shape == expected.shape and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosine = (vectors * expected).sum(axis=1)  # int8 chunks: measured 0.994 mean on corpora/sqlite
+    assert cosine.mean() >= 0.99 and cosine.min() >= 0.97, cosine
+    questions = ["What types does SQLite store?", "short", TEXTS[-1]]
+    for question in questions:  # questions run in fp32: the same vector as torch, to rounding
+        assert float(fast.embed_query(question) @ reference.embed_query(question)) >= 0.9999
+    top = [int(np.argmax(v @ reference.embed_query(questions[0]))) for v in (vectors, expected)]
+    assert top[0] == top[1]
+
+
+def test_onnx_vectors_are_byte_identical_run_to_run() -> None:
+    fast = load_embedder(f"all-MiniLM-L6-v2#{ONNX_BACKEND}")
+    first = embed_texts(fast, TEXTS)
+    again = OnnxEmbedder(*_default_folder_and_id())  # a fresh session over the cached int8 file
+    assert embed_texts(again, TEXTS).tobytes() == first.tobytes()
+    assert fast.embed([]).shape == (0, first.shape[1])
+
+
+def test_index_is_byte_identical_across_fresh_builds_and_keyed_by_backend(tmp_path: Path) -> None:
+    one = build_topics(tmp_path / "a")
+    two = build_topics(tmp_path / "b")  # its own index cache: embedded again, not copied
+    dense = [(r.build_dir / INDEX_DIR / "dense.faiss").read_bytes() for r in (one, two)]
+    assert dense[0] == dense[1]
+    keys = {index_key(one.corpus, embedder_model_id(s)) for s in ("all-MiniLM-L6-v2#torch", "all-MiniLM-L6-v2")}
+    assert len(keys) == 2  # a change of backend is a different index
+
+
+def test_build_summary_reports_chunks_per_second_and_backend() -> None:
+    report = ProgressReporter(None, interval_s=3600)
+    report(EMBED_STAGE, 0, 40)
+    report.stages[EMBED_STAGE].started -= 2.0  # 40 chunks over two seconds
+    report(EMBED_STAGE, 40, 40)
+    line = _index_line(report, False, 40, "all-MiniLM-L6-v2")
+    assert line.startswith("router index: embedded 40 chunks in 2.") and f"chunks/s, {ONNX_BACKEND} backend" in line
+    rate = float(line.split("(")[1].split(" chunks/s")[0])
+    assert 19.0 <= rate <= 20.0
+    assert "reused" in _index_line(ProgressReporter(None), False, 40, "all-MiniLM-L6-v2")
+
+
+def _default_folder_and_id() -> tuple[Path, str]:
+    from ragcache.router.embeddings import default_model_path
+
+    return default_model_path(), embedder_model_id(f"all-MiniLM-L6-v2#{ONNX_BACKEND}")
