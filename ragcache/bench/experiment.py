@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragcache.app import RagCache
-from ragcache.backends.base import GenerationOptions, create_backend
-from ragcache.bench.metrics import PriceFn, StrategySummary, summarize
-from ragcache.bench.replay import ProgressFn, Replay, replay
+from ragcache.backends.base import CacheUsage, GenerationOptions, create_backend
+from ragcache.bench.metrics import PriceFn, RequestRecord, StrategySummary, summarize
+from ragcache.bench.replay import ProgressFn, replay
 from ragcache.bench.report import BenchResult, write_report
 from ragcache.bench.strategies import SALTED_KINDS, RagcacheStrategy, Strategy, create_strategies
 from ragcache.bench.workload import WorkloadItem
 from ragcache.config import Config
 from ragcache.errors import ConfigError
 
-__all__ = ["PRICED_MODELS", "WARM_FROM", "BenchSettings", "run_bench", "split_workload", "vendor_prices"]
+__all__ = ["PRICED_MODELS", "WARM_FROM", "BenchSettings", "run_bench", "split_workload", "summarize_run",
+           "vendor_prices"]
 
 WARM_FROM = ("first-half", "measured", "none")
 
@@ -61,6 +62,7 @@ class BenchSettings:
     warmup_requests: int = 0
     time_scale: float = 0.0
     naive_budget: int | None = None
+    naive_match: str = "cost"
     warm: str = "traffic"
     warm_from: str = "first-half"
     command: str = ""
@@ -68,6 +70,11 @@ class BenchSettings:
     workload_path: str = ""
     notes: tuple[str, ...] = ()
 
+
+_NAIVE_MATCH = {
+    "cost": "equal cost: per request, 0.1 x ragcache's stable corpus tokens (read from cache) + its tail tokens",
+    "tokens": "equal tokens: per request, ragcache's corpus tokens (stable blocks + tail)",
+}
 
 PRICED_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5", "gpt-5.1", "gpt-4o-mini")
 
@@ -92,7 +99,8 @@ def _apps(config: Config, strategies: Sequence[str]) -> tuple[RagCache, RagCache
     uncached = None
     if "no-cache" in strategies and config.backend.kind not in SALTED_KINDS:
         cache = config.cache.model_copy(update={"enabled": False, "warm_on_start": False, "keep_warm": False})
-        uncached = RagCache.from_config(config.model_copy(update={"cache": cache}))
+        plain = config.model_copy(update={"cache": cache})  # ragcache's router, so both send the same prompts
+        uncached = RagCache(plain, app.corpus, create_backend(plain.backend, plain.cache), app.router)
     own: dict[str, RagCache] = {}
     if config.backend.kind == "local":
         for name in strategies:
@@ -115,9 +123,10 @@ def run_bench(
     try:
         options = GenerationOptions(max_tokens=settings.max_tokens, temperature=0.0)
         strategies, notes = create_strategies(list(settings.strategies), app, options, uncached_app=uncached,
-                                              naive_budget=settings.naive_budget, warm=settings.warm, own_apps=own)
+                                              naive_budget=settings.naive_budget, warm=settings.warm, own_apps=own,
+                                              naive_match=settings.naive_match)
         raw = replay(strategies, measured, time_scale=settings.time_scale, progress=progress, warm_items=warm_items)
-        summaries = _summaries(strategies, raw, settings.warmup_requests)
+        summaries = summarize_run([s.name for s in strategies], raw.records, settings.warmup_requests, raw.warmup)
         meta = _meta(config, app, measured, settings, raw.wall_s, raw.warmup_s)
         meta["ragcache warm-up"] = _warm_note(strategies, settings.warm_from, len(warm_items))
         meta["KV budget"] = ("one backend per strategy (own KV store each)" if own
@@ -132,16 +141,18 @@ def run_bench(
                 each.close()
 
 
-def _summaries(strategies: Sequence[Strategy], raw: Replay, warmup_requests: int) -> list[StrategySummary]:
-    """Per strategy: all measured requests, then first-occurrence questions and repeats apart."""
+def summarize_run(names: Sequence[str], records: Sequence[RequestRecord], warmup_requests: int = 0,
+                  warmup: dict[str, CacheUsage] | None = None) -> list[StrategySummary]:
+    """Per strategy: all measured requests, then first-occurrence questions and repeats apart
+    (rows ``<name> [first]`` / ``<name> [repeat]``, only when a run has both)."""
     prices = vendor_prices()
     out = []
-    for s in strategies:
-        mine = [r for r in raw.records if r.strategy == s.name]
-        out.append(summarize(s.name, mine, prices, warmup_requests=warmup_requests, warmup=raw.warmup[s.name]))
+    for name in names:
+        mine = [r for r in records if r.strategy == name]
+        out.append(summarize(name, mine, prices, warmup_requests=warmup_requests, warmup=(warmup or {}).get(name)))
         for label, part in (("first", [r for r in mine if not r.repeat]), ("repeat", [r for r in mine if r.repeat])):
             if part and len(part) < len(mine):
-                out.append(summarize(f"{s.name} [{label}]", part, prices, warmup_requests=warmup_requests))
+                out.append(summarize(f"{name} [{label}]", part, prices, warmup_requests=warmup_requests))
     return out
 
 
@@ -174,7 +185,7 @@ def _meta(config: Config, app: RagCache, items: Sequence[WorkloadItem], settings
         "strategies": ", ".join(settings.strategies),
         "max output tokens": settings.max_tokens,
         "steady = after request": settings.warmup_requests,
-        "naive-rag budget": settings.naive_budget or "matched per request to ragcache's corpus tokens",
+        "naive-rag budget": settings.naive_budget or _NAIVE_MATCH[settings.naive_match],
         "warm-up seconds": ", ".join(f"{k} {v:.1f}" for k, v in warmup_s.items()),
         "replay wall seconds": round(wall_s, 1),
         "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",

@@ -57,36 +57,61 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 
 def check_targets(result: BenchResult) -> list[Target]:
-    """The issue's targets: steady cached ratio, TTFT speed-up, evidence recall."""
+    """The issue's targets: cached ratio on first-occurrence questions, TTFT speed-up, evidence recall."""
     rc, naive, nocache = result.summary("ragcache"), result.summary("naive-rag"), result.summary("no-cache")
-    targets = []
     if rc is None:
         return [Target("all", "n/a", "the ragcache strategy was not run")]
-    vs = f" (naive-rag: {_f(naive.cached_ratio_steady)})" if naive else ""
-    targets.append(Target(
-        "ragcache cached-token ratio ≥ 0.90 after warm-up",
-        "met" if rc.cached_ratio_steady >= 0.90 else "missed",
-        f"ragcache {_f(rc.cached_ratio_steady)}{vs}",
-    ))
+    return [_ratio_target(result, rc, naive), _ttft_target(rc, nocache), _recall_target(result, rc, naive)]
+
+
+def _first_occurrence(result: BenchResult, strategy: str) -> StrategySummary | None:
+    """``strategy``'s summary over questions not asked before (its own row when the run has no repeats)."""
+    mine = [r for r in result.records if r.strategy == strategy]
+    if mine and not any(r.repeat for r in mine):
+        return result.summary(strategy)
+    return result.summary(f"{strategy} [first]")
+
+
+def _ratio_target(result: BenchResult, rc: StrategySummary, naive: StrategySummary | None) -> Target:
+    name = "ragcache cached-token ratio ≥ 0.90 on first-occurrence questions"
+    first = _first_occurrence(result, "ragcache")
+    if first is None:
+        return Target(name, "n/a", "no first-occurrence questions were measured")
+    oracle = "oracle" in str(result.meta.get("warm from", "")).lower()
+    naive_first = _first_occurrence(result, "naive-rag") if naive else None
+    vs = f" (naive-rag: {_f(naive_first.cached_ratio)})" if naive_first else ""
+    detail = f"ragcache {_f(first.cached_ratio)} over {first.requests} requests{vs}"
+    detail += f"; all measured: {_f(rc.cached_ratio)}"
+    if oracle:
+        detail = "ORACLE (warmed from the measured questions themselves): " + detail
+    return Target(name, "met" if first.cached_ratio >= 0.90 else "missed", detail)
+
+
+def _ttft_target(rc: StrategySummary, nocache: StrategySummary | None) -> Target:
     if nocache is None:
-        targets.append(Target("TTFT p50 ≤ 1/5 of no-cache", "n/a", "no-cache was not run"))
-    else:
-        ratio = rc.ttft_p50_s / nocache.ttft_p50_s if nocache.ttft_p50_s else math.nan
-        targets.append(Target(
-            "TTFT p50 ≤ 1/5 of no-cache",
-            "met" if ratio <= 0.2 else "missed",
-            f"ragcache {_f(rc.ttft_p50_s)} s vs no-cache {_f(nocache.ttft_p50_s)} s = {_f(ratio, 3)}x "
-            f"({_f(1 / ratio if ratio else math.nan, 1)}x faster)",
-        ))
+        return Target("TTFT p50 ≤ 1/5 of no-cache", "n/a", "no-cache was not run")
+    ratio = rc.ttft_p50_s / nocache.ttft_p50_s if nocache.ttft_p50_s else math.nan
+    return Target(
+        "TTFT p50 ≤ 1/5 of no-cache (routing included)",
+        "met" if ratio <= 0.2 else "missed",
+        f"ragcache {_f(rc.ttft_p50_s)} s vs no-cache {_f(nocache.ttft_p50_s)} s = {_f(ratio, 3)}x "
+        f"({_f(1 / ratio if ratio else math.nan, 1)}x faster)",
+    )
+
+
+def _recall_target(result: BenchResult, rc: StrategySummary, naive: StrategySummary | None) -> Target:
+    budget = str(result.meta.get("naive-rag budget", ""))
+    how = (" at equal cost" if budget.startswith("equal cost")
+           else " at equal tokens" if budget.startswith(("equal tokens", "matched"))
+           else f" at {budget} chunk tokens" if budget else "")
+    name = f"evidence recall ≥ naive-rag{how}"
     if naive is None or rc.evidence_recall is None or naive.evidence_recall is None:
-        targets.append(Target("evidence recall ≥ naive-rag", "n/a", "needs naive-rag and gold document ids"))
-    else:
-        targets.append(Target(
-            "evidence recall ≥ naive-rag at the same token budget",
-            "met" if rc.evidence_recall >= naive.evidence_recall else "missed",
-            f"ragcache {_f(rc.evidence_recall)} vs naive-rag {_f(naive.evidence_recall)}",
-        ))
-    return targets
+        return Target(name, "n/a", "needs naive-rag and gold document ids")
+    return Target(
+        name,
+        "met" if rc.evidence_recall >= naive.evidence_recall else "missed",
+        f"ragcache {_f(rc.evidence_recall)} vs naive-rag {_f(naive.evidence_recall)}",
+    )
 
 
 def _table(result: BenchResult) -> list[str]:

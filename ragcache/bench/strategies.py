@@ -6,12 +6,16 @@
 - ``naive-rag``: the common pattern (LlamaIndex's default chat QA prompt): the
   top chunks from the same faiss index, dense similarity, pasted into the user
   message before the question; so the context changes with every question. Its
-  chunk budget is matched per request to the corpus tokens ragcache's prompt
-  carries for the same question ("the same token budget").
+  chunk budget is matched per request to ragcache's route for the same question
+  (routed as ragcache's session would route it, without counting demand):
+  ``match="cost"`` (default) gives it the corpus tokens that cost what ragcache's
+  do with its prefix read from cache (``CACHED_READ_PRICE`` × stable blocks + tail,
+  "equal cost"); ``match="tokens"`` gives it all of ragcache's corpus tokens
+  ("equal tokens", which costs it far more).
 - ``full``: the whole corpus as the stable prefix, when it fits the window.
 - ``no-cache``: ragcache's prompts with caching defeated: a second local
-  backend whose prefix store is disabled, or a fresh ``cache_salt`` per request
-  on engines that take one (vLLM).
+  backend whose prefix store is disabled (behind ragcache's own router, so the
+  routes match), or a fresh ``cache_salt`` per request on engines that take one (vLLM).
 """
 
 from __future__ import annotations
@@ -27,15 +31,17 @@ from ragcache.backends.base import CacheUsage, GenerationOptions
 from ragcache.cache.warmset import TrafficLog
 from ragcache.errors import ConfigError
 from ragcache.hashing import chain_hash, content_hash
-from ragcache.prompt import Message, Prompt, Segment, SegmentKind, assemble_prompt
+from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
+from ragcache.router.policy import CACHED_READ_PRICE
 
 if TYPE_CHECKING:
     from ragcache.app import RagCache
     from ragcache.bench.workload import WorkloadItem
 
-__all__ = ["STRATEGIES", "Outcome", "Strategy", "add_usage", "create_strategies"]
+__all__ = ["NAIVE_MATCHES", "STRATEGIES", "Outcome", "Strategy", "add_usage", "create_strategies"]
 
 STRATEGIES = ("ragcache", "naive-rag", "full", "no-cache")
+NAIVE_MATCHES = ("cost", "tokens")
 SALTED_KINDS = frozenset({"vllm"})
 WARM_MODES = ("traffic", "all", "none")
 
@@ -97,6 +103,7 @@ class RagcacheStrategy(Strategy):
     """
 
     name = "ragcache"
+    observe: ClassVar[bool] = True  # this strategy's questions are the traffic the router's demand counts
 
     def __init__(self, app: RagCache, options: GenerationOptions, *, warm: str = "traffic") -> None:
         super().__init__(app, options)
@@ -131,7 +138,8 @@ class RagcacheStrategy(Strategy):
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
         began = time.perf_counter()
         previous = self.routes.get(item.session) if item.turn else None  # sessions keep their route
-        prompt = self.app.prompt_for(item.question, history=history, previous=previous)
+        route = self.app.route(item.question, previous, observe=self.observe)
+        prompt = self.app.prompt_for(item.question, history=history, route=route)
         routing_s = time.perf_counter() - began
         self.routes[item.session] = prompt.route
         route = prompt.route.mode if prompt.route is not None else ""
@@ -143,6 +151,7 @@ class NoCacheStrategy(RagcacheStrategy):
     """ragcache's prompts with the cache defeated (own uncached app, or a salt per request)."""
 
     name = "no-cache"
+    observe: ClassVar[bool] = False  # same router as ragcache: route its questions without counting them twice
 
     def __init__(self, app: RagCache, options: GenerationOptions, *, salted: bool) -> None:
         super().__init__(app, options, warm="none")
@@ -192,28 +201,42 @@ class NaiveRagStrategy(Strategy):
 
     name = "naive-rag"
 
-    def __init__(self, app: RagCache, options: GenerationOptions, *, budget: int | None = None) -> None:
+    def __init__(self, app: RagCache, options: GenerationOptions, *, budget: int | None = None,
+                 match: str = "cost") -> None:
         super().__init__(app, options)
         from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
 
+        if match not in NAIVE_MATCHES:
+            raise ConfigError(f"unknown naive-rag match {match!r}; valid: {', '.join(NAIVE_MATCHES)}")
         system, user = CHAT_TEXT_QA_PROMPT.message_templates
         self.system = Segment(SegmentKind.INSTRUCTIONS, str(system.content), block_id="naive-system")
         self.template = str(user.content)
         self.budget = budget
+        self.match = match
         self.chunks = {c.id: c for c in app.corpus.chunks}
+        self.routes: dict[str, Route] = {}  # ragcache's route per session, mirrored (sessions keep their route)
 
-    def _budget(self, question: str, history: tuple[Message, ...]) -> int:
+    def _budget(self, item: WorkloadItem) -> int:
+        """A fixed budget, or ragcache's route for this request turned into corpus tokens (``match``)."""
+        previous = self.routes.get(item.session) if item.turn else None
+        route = self.app.route(item.question, previous, observe=False)  # no demand: ragcache counts it once
+        self.routes[item.session] = route
         if self.budget is not None:
             return self.budget
-        prompt = self.app.prompt_for(question, history=history)
-        return self.corpus_tokens(prompt)
+        return self.matched_tokens(route)
 
-    def corpus_tokens(self, prompt: Prompt) -> int:
-        """The corpus tokens ragcache's ``prompt`` carries: its corpus blocks and snippets."""
-        corpus = self.app.corpus
-        stable = sum(corpus.block(s.block_id).tokens for s in prompt.stable
-                     if s.kind == SegmentKind.CORPUS and s.block_id in corpus.blocks)
-        return stable + sum(s.tokens for s in prompt.snippets)
+    def matched_tokens(self, route: Route) -> int:
+        """Corpus tokens for naive RAG at ragcache's ``route``: equal tokens, or equal cost (cached prefix)."""
+        stable, tail = self.corpus_tokens(route)
+        if self.match == "tokens":
+            return stable + tail
+        return int(CACHED_READ_PRICE * stable) + tail
+
+    def corpus_tokens(self, route: Route) -> tuple[int, int]:
+        """(stable, tail) corpus tokens of ragcache's ``route``: its corpus blocks, and its snippets."""
+        corpus = self.app.corpus  # from the blocks: a session's kept route carries the new route's token counts
+        stable = sum(corpus.block(b).tokens for b in route.block_ids if b in corpus.blocks)
+        return stable, sum(s.tokens for s in route.snippets)
 
     def retrieve(self, question: str, budget: int) -> list[Any]:
         """Chunks in dense-similarity order until ``budget`` tokens are used."""
@@ -229,7 +252,7 @@ class NaiveRagStrategy(Strategy):
         return picked
 
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
-        budget = self._budget(item.question, history)
+        budget = self._budget(item)
         began = time.perf_counter()
         chunks = self.retrieve(item.question, budget)
         retrieval_s = time.perf_counter() - began
@@ -245,6 +268,7 @@ class NaiveRagStrategy(Strategy):
 def create_strategies(
     names: list[str], app: RagCache, options: GenerationOptions, *, uncached_app: RagCache | None = None,
     naive_budget: int | None = None, warm: str = "traffic", own_apps: dict[str, RagCache] | None = None,
+    naive_match: str = "cost",
 ) -> tuple[list[Strategy], list[str]]:
     """Build the named strategies (each on its app in ``own_apps`` where given, else ``app``);
     ones that cannot run here are dropped with a note why."""
@@ -255,18 +279,19 @@ def create_strategies(
     notes: list[str] = []
     for name in dict.fromkeys(names):
         try:
-            out.append(_create(name, (own_apps or {}).get(name, app), options, uncached_app, naive_budget, warm))
+            out.append(_create(name, (own_apps or {}).get(name, app), options, uncached_app, naive_budget, warm,
+                               naive_match))
         except ConfigError as exc:
             notes.append(f"skipped {exc}")
     return out, notes
 
 
 def _create(name: str, app: RagCache, options: GenerationOptions, uncached: RagCache | None,
-            naive_budget: int | None, warm: str) -> Strategy:
+            naive_budget: int | None, warm: str, naive_match: str = "cost") -> Strategy:
     if name == "ragcache":
         return RagcacheStrategy(app, options, warm=warm)
     if name == "naive-rag":
-        return NaiveRagStrategy(app, options, budget=naive_budget)
+        return NaiveRagStrategy(app, options, budget=naive_budget, match=naive_match)
     if name == "full":
         return FullStrategy(app, options)
     salted = app.config.backend.kind in SALTED_KINDS

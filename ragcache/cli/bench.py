@@ -43,6 +43,10 @@ def bench(
                                               min=0.0)] = 0.0,
     naive_budget: Annotated[int | None, typer.Option(help="naive-rag chunk tokens (default: matched to ragcache).",
                                                      min=1)] = None,
+    naive_match: Annotated[str, typer.Option(
+        help="naive-rag budget per request: cost (ragcache's cost, prefix cached) or tokens (its corpus tokens).")] = (
+        "cost"
+    ),
     warm: Annotated[str, typer.Option(help="ragcache warm-up: traffic (the capped warm set), all or none.")] = (
         "traffic"
     ),
@@ -66,7 +70,8 @@ def bench(
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     extra = tuple(line.removeprefix("- ") for line in _read_notes(notes))
     settings = BenchSettings(strategies=names, max_tokens=max_tokens, warmup_requests=warmup_requests,
-                             time_scale=time_scale, naive_budget=naive_budget, warm=warm, warm_from=warm_from,
+                             time_scale=time_scale, naive_budget=naive_budget, naive_match=naive_match, warm=warm,
+                             warm_from=warm_from,
                              workload_path=str(workload), command=_command_line(), notes=extra)
     result = _run_with_progress(run_bench, cfg, items, out, settings, len(names))
     _print_summary(result, out)

@@ -42,3 +42,25 @@ def test_write_report_and_round_trip(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("{}", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"bad\.json: not a bench results\.json"):
         load_result(tmp_path / "bad.json")
+
+
+def _records(name: str, cached: list[int], repeats: list[bool]) -> list[RequestRecord]:
+    return [RequestRecord(name, i, f"q{i}", 0, CacheUsage(1000, c, 0, 8), 0.1, 1.0, prefix="p", repeat=rep)
+            for i, (c, rep) in enumerate(zip(cached, repeats, strict=True))]
+
+
+def test_cached_ratio_target_counts_first_occurrence_questions_only_and_names_an_oracle() -> None:
+    from ragcache.bench.experiment import summarize_run
+
+    records = _records("ragcache", [800, 1000, 1000], [False, True, True])  # repeats alone would pass
+    result = BenchResult({"warm from": "first-half"}, summarize_run(["ragcache"], records), records)
+    assert [s.strategy for s in result.summaries] == ["ragcache", "ragcache [first]", "ragcache [repeat]"]
+    ratio = check_targets(result)[0]
+    assert ratio.status == "missed" and "ragcache 0.800 over 1 requests" in ratio.detail
+    assert "all measured: 0.933" in ratio.detail and "ORACLE" not in ratio.detail
+    records = _records("ragcache", [950, 950], [False, False])
+    oracle = BenchResult({"warm from": "measured (oracle)", "naive-rag budget": "equal cost: …"},
+                         summarize_run(["ragcache"], records), records)
+    ratio = check_targets(oracle)[0]
+    assert ratio.status == "met" and ratio.detail.startswith("ORACLE")
+    assert check_targets(oracle)[2].name == "evidence recall ≥ naive-rag at equal cost"

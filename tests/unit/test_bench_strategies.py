@@ -1,4 +1,5 @@
-"""Bench strategies on the real small corpus: naive RAG's per-request budget matches ragcache's corpus tokens.
+"""Bench strategies on the real small corpus: naive RAG's per-request budget matches ragcache's route
+(equal tokens or equal cost), without counting demand, following sessions.
 
 No generation happens here: only routing (ragcache) and retrieval (naive RAG) over a real index.
 """
@@ -14,6 +15,7 @@ import pytest
 from ragcache.backends.base import GenerationOptions
 from ragcache.bench.strategies import NaiveRagStrategy, RagcacheStrategy
 from ragcache.bench.workload import WorkloadItem
+from ragcache.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = [
@@ -42,18 +44,37 @@ def category_app(tmp_path_factory: pytest.TempPathFactory, local_model: Path) ->
         rag.close()
 
 
-def test_naive_chunks_match_ragcache_corpus_tokens_within_one_chunk(category_app: Any) -> None:
-    naive = NaiveRagStrategy(category_app, GenerationOptions(max_tokens=4))
+def test_naive_budget_matches_ragcache_route_at_equal_tokens_and_equal_cost(category_app: Any) -> None:
+    options = GenerationOptions(max_tokens=4)
+    tokens, cost = NaiveRagStrategy(category_app, options, match="tokens"), NaiveRagStrategy(category_app, options)
     largest = max(c.tokens for c in category_app.corpus.chunks)
-    budgets = []
-    for question in QUESTIONS:
-        prompt = category_app.prompt_for(question)
-        budget = naive.corpus_tokens(prompt)
-        assert budget == naive._budget(question, ())  # the budget is ragcache's own count for this request
-        used = sum(c.tokens for c in naive.retrieve(question, budget))
-        assert budget - largest < used <= budget, (question, budget, used)
-        budgets.append(budget)
-    assert all(b > 0 for b in budgets)
+    demand = category_app.router.demand.to_dict()
+    for i, question in enumerate(QUESTIONS):
+        route = category_app.route(question)
+        stable = sum(category_app.corpus.block(b).tokens for b in route.block_ids)
+        tail = sum(s.tokens for s in route.snippets)
+        assert stable > 0 and tail > 0, route  # a run plus a tail, so the two matches differ
+        item = WorkloadItem(f"s{i}", 0, question)
+        assert tokens._budget(item) == stable + tail  # ragcache's own corpus tokens for this request
+        assert cost._budget(item) == int(0.1 * stable) + tail < stable + tail  # cached prefix read at 0.1x
+        used = sum(c.tokens for c in tokens.retrieve(question, stable + tail))
+        assert stable + tail - largest < used <= stable + tail, (question, stable + tail, used)
+    assert category_app.router.demand.to_dict() == demand  # matching a budget is not traffic
+
+
+def test_naive_budget_follows_the_session_route_on_later_turns(category_app: Any) -> None:
+    naive = NaiveRagStrategy(category_app, GenerationOptions(max_tokens=4), match="tokens")
+    first = category_app.route(QUESTIONS[0])
+    other = [q for q in QUESTIONS[1:] if category_app.route(q).block_ids != first.block_ids]
+    assert other, "no question routes away from the first one's run"  # the follow-up alone would route elsewhere
+    naive._budget(WorkloadItem("s", 0, QUESTIONS[0]))
+    budget = naive._budget(WorkloadItem("s", 1, other[0]))
+    kept = category_app.route(other[0], first)
+    assert kept.block_ids == first.block_ids == naive.routes["s"].block_ids
+    assert budget == sum(category_app.corpus.block(b).tokens for b in kept.block_ids) + sum(
+        s.tokens for s in kept.snippets)
+    with pytest.raises(ConfigError, match="cost, tokens"):
+        NaiveRagStrategy(category_app, GenerationOptions(max_tokens=4), match="chunks")
 
 
 def test_ragcache_warm_set_comes_from_the_routes_of_the_warm_up_items(category_app: Any) -> None:
