@@ -89,9 +89,9 @@ def test_prefill_in_chunks_and_a_tiny_score_budget_change_nothing(model: Any, mo
 def test_batched_decode_over_shared_and_different_prefixes_equals_each_row_alone(model: Any) -> None:
     shared = [(3 * i + 2) % 97 for i in range(50)]
     other = [(11 * i + 5) % 97 for i in range(35)]
-    prompts = [shared + [1, 2, 3], shared + [4, 5, 6, 7, 8], other + [9], shared[:20] + [10, 11]]
-    prefixes = [blocks_of(model, shared, [20]), blocks_of(model, shared, [20]), blocks_of(model, other, []), ()]
-    prefixes[3] = prefixes[0][:1]  # the first block of the shared chain only
+    prompts = [[*shared, 1, 2, 3], [*shared, 4, 5, 6, 7, 8], [*other, 9], [*shared[:20], 10, 11]]
+    chain = blocks_of(model, shared, [20])  # the store holds each block once: rows share these tensors
+    prefixes = [chain, chain, blocks_of(model, other, []), chain[:1]]  # the last: the chain's first block only
     caches = []
     for prompt, blocks in zip(prompts, prefixes, strict=True):
         cache = RequestCache.create(blocks, 2, 4)  # small: decode grows the buffers

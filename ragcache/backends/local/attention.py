@@ -58,12 +58,13 @@ class CascadeBatch:
 
     def __init__(self, caches: Sequence[RequestCache]) -> None:
         self.caches = list(caches)
+        self.rows = list(range(len(self.caches)))
         found: dict[str, tuple[int, KVBlock, list[int]]] = {}
         for row, cache in enumerate(self.caches):
             for depth, block in enumerate(cache.blocks):
                 found.setdefault(block.key, (depth, block, []))[2].append(row)
         # by depth (a key's depth is fixed by its chain hash): each row merges its blocks root first
-        self.groups = [(block, rows) for _, block, rows in sorted(found.values(), key=lambda entry: entry[0])]
+        self.groups = sorted(found.values(), key=lambda entry: entry[0])
 
 
 def cascade_attention(
@@ -99,10 +100,11 @@ def cascade_attention(
             mask = _causal_mask(n, keys.shape[-2], keys.device)
             outputs.append(sdpa_attention_forward(module, query[r : r + 1], keys, values, mask, scaling=scale)[0])
             continue
+        assert lse is not None and out is not None
         own_out, own_lse = _attend(grouped[r], keys[0], values[0], scale, causal_n=n)
-        _, merged = _merge(lse[r], out[r], own_lse, own_out)
+        merged = torch.lerp(out[r], own_out, torch.sigmoid(own_lse - lse[r]).unsqueeze(-1))  # the last merge
         outputs.append(merged.to(query.dtype).reshape(1, heads, n, dim).transpose(1, 2))
-    return torch.cat(outputs), None
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), None
 
 
 def enable_cascade_attention(model: Any) -> bool:
@@ -129,18 +131,32 @@ def uses_flash(device: torch.device | str, dtype: torch.dtype, head_dim: int) ->
 
 def _prefix_parts(
     batch: CascadeBatch, layer: int, grouped: torch.Tensor, scale: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's attention over its stored blocks, merged root first: lse ``[rows, kv, m]``, out ``[.., d]``."""
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Each row's attention over its stored blocks, merged root first: lse ``[rows, kv, m]``, out ``[.., d]``.
+
+    None when no row has a stored block; a row without one is left unset.
+    """
     rows, kv_heads, m, dim = grouped.shape
-    lse = grouped.new_full((rows, kv_heads, m), float("-inf"), dtype=torch.float32)
-    out = grouped.new_zeros((rows, kv_heads, m, dim), dtype=torch.float32)
-    for block, members in batch.groups:
+    lse: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+    for depth, block, members in batch.groups:
         keys, values = block.layers[layer]
-        queries = grouped[members].transpose(0, 1).reshape(kv_heads, len(members) * m, dim)
+        whole = members == batch.rows  # every row, in order: no gather, no scatter
+        picked = grouped if whole else grouped[members]
+        queries = picked.transpose(0, 1).reshape(kv_heads, len(members) * m, dim)
         part_out, part_lse = _attend(queries, keys[0], values[0], scale)
         part_out = part_out.view(kv_heads, len(members), m, dim).transpose(0, 1)
         part_lse = part_lse.view(kv_heads, len(members), m).transpose(0, 1)
-        lse[members], out[members] = _merge(lse[members], out[members], part_lse, part_out)
+        if whole:  # depth 0: the rows' first part as is; deeper: merged into what they have
+            lse, out = (part_lse, part_out) if depth == 0 else _merge(lse, out, part_lse, part_out)
+            continue
+        if lse is None or out is None:
+            lse = grouped.new_full((rows, kv_heads, m), float("-inf"), dtype=torch.float32)
+            out = grouped.new_zeros((rows, kv_heads, m, dim), dtype=torch.float32)
+        if depth == 0:
+            lse[members], out[members] = part_lse, part_out
+        else:
+            lse[members], out[members] = _merge(lse[members], out[members], part_lse, part_out)
     return lse, out
 
 
@@ -152,12 +168,12 @@ def _causal_mask(n: int, total: int, device: torch.device) -> torch.Tensor | Non
 
 
 def _merge(
-    lse_a: torch.Tensor, out_a: torch.Tensor, lse_b: torch.Tensor, out_b: torch.Tensor
+    lse_a: torch.Tensor | None, out_a: torch.Tensor | None, lse_b: torch.Tensor, out_b: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two parts' attention as one (a part with lse -inf and out 0 is no part: the result is the other, exactly)."""
-    lse = torch.logaddexp(lse_a, lse_b)
-    out = out_a * torch.exp(lse_a - lse).unsqueeze(-1) + out_b * torch.exp(lse_b - lse).unsqueeze(-1)
-    return lse, out
+    """Two parts' attention as one: B's share of the softmax mass is ``sigmoid(lse_b - lse_a)``."""
+    assert lse_a is not None and out_a is not None
+    share = torch.sigmoid(lse_b - lse_a).unsqueeze(-1)
+    return torch.logaddexp(lse_a, lse_b), torch.lerp(out_a, out_b, share)
 
 
 def _attend(
