@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from ragcache.backends.local.attention import SCORE_BUDGET, CascadeBatch, enable_cascade_attention
+from ragcache.backends.local.attention import SCORE_BUDGET, CascadeBatch, enable_cascade_attention, uses_flash
 from ragcache.backends.local.kvstore import KVBlock
 from ragcache.backends.local.request_cache import RequestCache
 
@@ -60,7 +60,11 @@ def forward(model: Any, caches: list[RequestCache], ids: list[list[int]], positi
     return out.logits
 
 
-def test_prefill_over_stored_blocks_equals_one_full_forward(model: Any) -> None:
+@pytest.mark.parametrize("flash", [True, False])
+def test_prefill_over_stored_blocks_equals_one_full_forward(model: Any, flash: bool, monkeypatch: Any) -> None:
+    assert uses_flash("cpu", torch.float32, 16)  # the CPU kernel that returns the log-sum-exp is there
+    if not flash:  # the float32 formula, used where that kernel is missing or disagrees
+        monkeypatch.setattr("ragcache.backends.local.attention._flash_usable", lambda *_: False)
     ids = [(7 * i + 3) % 97 for i in range(90)]
     full = full_logits(model, ids)
     blocks = blocks_of(model, ids[:60], [40])  # a two-block chain: 40 + 20 tokens
@@ -80,6 +84,7 @@ def test_prefill_in_chunks_and_a_tiny_score_budget_change_nothing(model: Any, mo
     first, second = forward(model, [cold], [ids[:50]], [0])[0], forward(model, [cold], [ids[50:]], [50])[0]
     assert (torch.cat([first, second]) - full).abs().max().item() <= ATOL
     monkeypatch.setattr("ragcache.backends.local.attention.SCORE_BUDGET", 64)  # one query per matmul chunk
+    monkeypatch.setattr("ragcache.backends.local.attention._flash_usable", lambda *_: False)
     assert SCORE_BUDGET > 64
     cache = RequestCache.create(blocks_of(model, ids[:30], []), 2, 8)
     chunks = [forward(model, [cache], [ids[a:b]], [a])[0] for a, b in ((30, 55), (55, 80))]

@@ -17,10 +17,11 @@ cascade inference): ``out = sum_i exp(lse_i - lse) * out_i`` with
   difference batching makes is the shape of the matmuls (as in the linear layers).
 
 A row without a stored prefix (a cold prefill, the cache off) is transformers'
-own SDPA call over its own keys. On CUDA in bf16/fp16 a stored block goes
-through PyTorch's FlashAttention kernel, which returns the log-sum-exp (checked
-once against the float32 formula, else the formula is used); elsewhere the
-formula runs in float32, in query chunks bounded by :data:`SCORE_BUDGET`.
+own SDPA call over its own keys. A stored block goes through PyTorch's
+FlashAttention kernel, which returns the log-sum-exp (CUDA in bf16/fp16, and
+the CPU's; checked once against the float32 formula); otherwise, and for the
+own part, the formula runs in float32, in query chunks bounded by
+:data:`SCORE_BUDGET`.
 
 :func:`enable_cascade_attention` registers :func:`cascade_attention` under
 :data:`IMPLEMENTATION` (with SDPA's mask builder). Without the ``ragcache_rows``
@@ -240,17 +241,21 @@ def _softmax(
 def _flash(
     queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """PyTorch's FlashAttention kernel (CUDA, bf16/fp16): out and its log-sum-exp, no mask."""
-    result = torch.ops.aten._scaled_dot_product_flash_attention(
-        queries[None], keys[None], values[None], 0.0, False, False, scale=scale
-    )
+    """PyTorch's FlashAttention kernel (CUDA: bf16/fp16; CPU: its own): out and its log-sum-exp, no mask."""
+    q, k, v = queries[None], keys[None], values[None]
+    if queries.is_cuda:
+        result = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
+    else:
+        result = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
     return result[0][0].float(), result[1][0].float()
 
 
 @functools.lru_cache(maxsize=16)
 def _flash_usable(device: str, dtype: torch.dtype, head_dim: int) -> bool:
     """Whether :func:`_flash` runs here and agrees with the float32 formula (checked once on random data)."""
-    if not device.startswith("cuda") or dtype not in (torch.bfloat16, torch.float16):
+    if device.startswith("cuda") and dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if not device.startswith(("cuda", "cpu")):
         return False
     try:
         generator = torch.Generator(device=device).manual_seed(0)
@@ -262,6 +267,7 @@ def _flash_usable(device: str, dtype: torch.dtype, head_dim: int) -> bool:
     except Exception as exc:  # a torch without the private kernel, an unsupported head size: the formula then
         log.warning("FlashAttention with log-sum-exp unavailable on %s (%s); using float32 math", device, exc)
         return False
-    if error > 3e-2:
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    if error > tolerance:
         log.warning("FlashAttention's log-sum-exp disagrees with float32 math by %.3g on %s; not used", error, device)
-    return error <= 3e-2
+    return error <= tolerance
