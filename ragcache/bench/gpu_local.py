@@ -6,6 +6,15 @@ no past) and cached TTFT (the prefix's KV reused: ragcache's KV store, or a
 ``DynamicCache`` of the prefix cropped back after each question). The model is
 put into the backend's per-process model table so the backend does not try to
 read weights that do not exist.
+
+Each local cached TTFT is broken down by phase (the engine's
+``usage.raw["timings_s"]``, CUDA synchronized at each phase's end): prompt
+encoding (chat template, tokenizing, block keys), queue (waiting for the
+batcher thread), store match, request cache (references to the matched blocks),
+forward (the prefill of the request's own tokens), store (its new blocks into
+the store) and first token (choosing it and handing it to the caller); what is
+left of the TTFT is ``other``. ``--device cpu`` with a tiny model folder is a
+smoke test of this script, not a measurement.
 """
 
 from __future__ import annotations
@@ -26,19 +35,23 @@ __all__ = ["local_phase"]
 ONE = GenerationOptions(max_tokens=1)
 
 
-def _load_random(model_dir: Path) -> tuple[Any, Any]:
+PHASES = ("encode", "queue", "match", "cache", "forward", "store", "first_token")
+
+
+def _load_random(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     config = AutoConfig.from_pretrained(model_dir)
-    with torch.device("cuda"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa")
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), attn_implementation="sdpa")
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
-def _rag(model_dir: Path, corpus: Path) -> RagCache:
+def _rag(model_dir: Path, corpus: Path, device: str, dtype: str) -> RagCache:
     backend_config = BackendConfig(kind="local", model=str(model_dir), max_output_tokens=1,
-                                   options={"device": "cuda", "dtype": "bfloat16"})  # fmt: skip
+                                   options={"device": device, "dtype": dtype})  # fmt: skip
     config = Config(corpus=corpus, backend=backend_config, cache=CacheConfig(kv_budget_mb=40_000))
     compiled = load_corpus(corpus)
     backend = create_backend(config.backend, config.cache)
@@ -48,7 +61,8 @@ def _rag(model_dir: Path, corpus: Path) -> RagCache:
 def _sync() -> None:
     import torch
 
-    torch.cuda.synchronize()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def plain(model: Any, tokenizer: Any, rag: RagCache, qs: list[str]) -> dict[str, Any]:
@@ -59,7 +73,7 @@ def plain(model: Any, tokenizer: Any, rag: RagCache, qs: list[str]) -> dict[str,
     ids = [tokenizer.apply_chat_template(rag.prompt_for(q).messages(), add_generation_prompt=True) for q in qs]
     ids = [list(x["input_ids"]) if hasattr(x, "keys") else list(x) for x in ids]
     n = next(i for i, (a, b) in enumerate(zip(ids[0], ids[1], strict=False)) if a != b)  # shared prefix
-    dev = torch.device("cuda")
+    dev = rag.backend.device
     with torch.inference_mode():
         cold = []
         for seq in ids[:3]:
@@ -74,44 +88,102 @@ def plain(model: Any, tokenizer: Any, rag: RagCache, qs: list[str]) -> dict[str,
             out = model(torch.tensor([seq[n:]], device=dev), past_key_values=past, use_cache=True, logits_to_keep=1)
             out.logits.argmax(-1).item()
             cached.append(time.perf_counter() - t0)
-            past.crop(n)
+            past.crop(n - past.get_seq_length())  # negative: drop the question (both transformers 5.17 and 5.24)
     return {"prefix_tokens": n, "cold_s": cold, "cached_s": cached,
             "cold_median_s": statistics.median(cold), "cached_median_s": statistics.median(cached)}  # fmt: skip
 
 
 def through_ragcache(rag: RagCache, qs: list[str]) -> dict[str, Any]:
-    """The local backend: cold with an empty KV store, then cached questions."""
-    cold, cached, usage = [], [], []
+    """The local backend: cold with an empty KV store, then cached questions, each TTFT by phase."""
+    cold, cached, usage, cold_phases, cached_phases = [], [], [], [], []
     for q in qs[:3]:
         rag.backend.store.clear()
         _sync()
-        cold.append(rag.ask(q, options=ONE).ttft_s)
+        answer = rag.ask(q, options=ONE)
+        cold.append(answer.ttft_s)
+        cold_phases.append(_phases(answer))
     for q in qs[3:]:
         answer = rag.ask(q, options=ONE)
         cached.append(answer.ttft_s)
+        cached_phases.append(_phases(answer))
         usage.append({"input": answer.usage.input_tokens, "cached": answer.usage.cached_tokens})
     return {"cold_s": cold, "cached_s": cached, "usage": usage,
-            "cold_median_s": statistics.median(cold), "cached_median_s": statistics.median(cached)}  # fmt: skip
+            "cold_median_s": statistics.median(cold), "cached_median_s": statistics.median(cached),
+            "cold_phases_median_ms": _median_phases(cold_phases),
+            "cached_phases_median_ms": _median_phases(cached_phases[1:] or cached_phases),  # the first: warm-up
+            "cached_phases_ms": cached_phases}  # fmt: skip
 
 
-def local_phase(model_dir: Path, corpora: Path) -> dict[str, Any]:
+def _phases(answer: Any) -> dict[str, float]:
+    """One answer's TTFT by engine phase, in ms; ``other``: the TTFT not in any phase."""
+    timings = answer.usage.raw.get("timings_s", {})
+    phases = {name: round(timings.get(name, 0.0) * 1000, 3) for name in PHASES}
+    phases["other"] = round(answer.ttft_s * 1000 - sum(phases.values()), 3)
+    phases["ttft"] = round(answer.ttft_s * 1000, 3)
+    return phases
+
+
+def _median_phases(samples: list[dict[str, float]]) -> dict[str, float]:
+    return {name: round(statistics.median(s[name] for s in samples), 3) for name in samples[0]} if samples else {}
+
+
+def local_phase(
+    model_dir: Path,
+    corpora: Path,
+    *,
+    device: str = "cuda",
+    dtype: str = "bfloat16",
+    names: tuple[str, ...] = ("gpu-8k", "gpu-32k"),
+    warmup: str = "gpu-8k-b",
+) -> dict[str, Any]:
     """8k and 32k: the local backend and plain transformers, cold and cached, in one process."""
     import torch
+    import transformers
 
-    from ragcache.backends import local as local_module
+    from ragcache.backends.local import model as local_module
+    from ragcache.backends.local.attention import uses_flash
 
-    model, tokenizer = _load_random(model_dir)
-    key = (str(model_dir.resolve()), "cuda", "bfloat16")
+    model, tokenizer = _load_random(model_dir, device, dtype)
+    key = (str(model_dir.resolve()), device, dtype)
     local_module._MODELS[key] = (model, tokenizer)  # random weights: nothing on disk to load
     qs = [f"Question {i}: what does the documentation say about topic {i}?" for i in range(8)]
-    out: dict[str, Any] = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name()}
-    warmup = _rag(model_dir, corpora / "gpu-8k-b")
-    warmup.ask("warm-up", options=ONE)
-    for name in ("gpu-8k", "gpu-32k"):
-        rag = _rag(model_dir, corpora / name)
+    head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
+    out: dict[str, Any] = {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+        "flash_for_stored_prefix": uses_flash(device, getattr(torch, dtype), head_dim),
+    }
+    first = _rag(model_dir, corpora / warmup, device, dtype)
+    first.ask("warm-up", options=ONE)
+    first.backend.close()
+    for name in names:
+        rag = _rag(model_dir, corpora / name, device, dtype)
         out[name] = {
+            "prefill_chunk": rag.backend.prefill_chunk,
             "ragcache_local": through_ragcache(rag, qs),
             "plain_transformers": plain(model, tokenizer, rag, qs),
+            "reused_vs_recomputed": logits_check(rag, model, qs[0]),
         }
-        rag.backend.store.clear()
+        rag.backend.close()
     return out
+
+
+def logits_check(rag: RagCache, model: Any, question: str) -> dict[str, Any]:
+    """The last position's logits: the stored prefix reused by the engine vs one plain forward of the whole prompt."""
+    import torch
+    from transformers import DynamicCache
+
+    backend = rag.backend
+    encoded = backend.encoder.encode(rag.prompt_for(question))
+    backend.warm(rag.prompt_for(question))  # the stable prefix into the store
+    match = backend.store.match(encoded.block_keys)
+    start = match.tokens
+    reused = backend._forward(encoded.ids[start:], backend.past_cache(match.blocks, 8), start)
+    with torch.inference_mode():
+        ids = torch.tensor([encoded.ids], device=backend.device)
+        full = model(input_ids=ids, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1).logits[0, -1]
+    full = full.float()
+    return {"prompt_tokens": encoded.length, "reused_tokens": start,
+            "max_abs_diff": (reused - full).abs().max().item(), "max_abs_logit": full.abs().max().item(),
+            "same_argmax": int(reused.argmax()) == int(full.argmax())}  # fmt: skip

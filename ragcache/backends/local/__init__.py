@@ -7,10 +7,10 @@ One concept per module, in pipeline order:
 - :mod:`.prompt`: the chat template rendering cut into blocks, and their chain keys;
 - :mod:`.kvstore`: the prefix KV store (LRU by bytes, TTL, insert results);
 - :mod:`.persist`: stored blocks on disk (safetensors, checksummed, per model);
-- :mod:`.request_cache`: a request's transformers cache over a private copy of a prefix;
+- :mod:`.request_cache`: a request's KV: stored prefix blocks by reference, its own tokens in buffers;
 - :mod:`.decoding`: next-token choice and stop strings;
 - :mod:`.batcher`: continuous batching (sequences join and leave the decode batch between steps);
-- :mod:`.attention`: per-sequence attention inside a batched forward pass;
+- :mod:`.attention`: shared-prefix (cascade) attention: stored blocks read in place, merged by log-sum-exp;
 - :mod:`.engine`: :class:`LocalBackend`, which wires them (prefill, batched decode, warm).
 
 torch and transformers are imported when the backend is created, not here.

@@ -1,21 +1,37 @@
-"""Per-sequence attention inside one batched forward pass: the decode step of continuous batching.
+"""Shared-prefix ("cascade") attention: stored prefix blocks read in place, merged by log-sum-exp.
 
-Sequences decoding together have different lengths, and each owns its request
-cache (a private copy of its reused prefix, :mod:`.request_cache`). The
-model's linear layers run over the whole batch at once (that is where batching
-pays: the weights are read once per step for every sequence); attention runs
-row by row, each over its own cache, through transformers' own SDPA function,
-the very call a sequence decoding alone makes. So there is no padding and no
-mask to get wrong, and a row cannot see another row's keys.
+A request's KV is the chain of stored blocks it matched (read-only, shared by
+every request over that prefix) followed by its own tokens
+(:class:`~ragcache.backends.local.request_cache.RequestCache`). Softmax
+attention over keys cut into parts equals the parts' attentions weighted by
+their log-sum-exp of scores (the split-softmax merge of FlashAttention and
+cascade inference): ``out = sum_i exp(lse_i - lse) * out_i`` with
+``lse = logsumexp_i lse_i``. So, per layer of one forward pass:
 
-:func:`enable_row_attention` registers :func:`row_attention` under
-:data:`IMPLEMENTATION` (with SDPA's mask builder) and switches the model to
-it. Without the ``ragcache_rows`` keyword (a prefill, a lone forward) it is
-exactly SDPA.
+- **a stored block**: no mask (every prefix key precedes every query); the
+  queries of *all* rows that hold the block go through one matmul against its
+  keys, so a decode step reads the shared corpus prefix once, not once per row;
+- **the row's own tokens**: causal (a query sees own keys up to its own position);
+- the parts are merged block by block, root first, then the own part: the same
+  code for a request alone (a batch of one row) and batched, so the only
+  difference batching makes is the shape of the matmuls (as in the linear layers).
+
+A row without a stored prefix (a cold prefill, the cache off) is transformers'
+own SDPA call over its own keys. A stored block goes through PyTorch's
+FlashAttention kernel, which returns the log-sum-exp (CUDA in bf16/fp16, and
+the CPU's; checked once against the float32 formula); otherwise, and for the
+own part, the formula runs in float32, in query chunks bounded by
+:data:`SCORE_BUDGET`.
+
+:func:`enable_cascade_attention` registers :func:`cascade_attention` under
+:data:`IMPLEMENTATION` (with SDPA's mask builder). Without the ``ragcache_rows``
+keyword (a plain forward with a transformers cache) it is exactly SDPA.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -25,46 +41,233 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
-__all__ = ["IMPLEMENTATION", "enable_row_attention", "row_attention"]
+from ragcache.backends.local.kvstore import KVBlock
+from ragcache.backends.local.request_cache import RequestCache
 
-IMPLEMENTATION = "ragcache_rows"
+__all__ = ["IMPLEMENTATION", "SCORE_BUDGET", "CascadeBatch", "cascade_attention", "enable_cascade_attention",
+           "uses_flash"]  # fmt: skip
+
+log = logging.getLogger(__name__)
+
+IMPLEMENTATION = "ragcache_cascade"
+SCORE_BUDGET = 1 << 26  # float32 scores per matmul (256 MiB): bounds a long prefill over a stored prefix
 _LOCK = threading.Lock()
 
 
-def row_attention(
+class CascadeBatch:
+    """The rows of one forward pass (a request cache each) and the stored blocks they read, grouped once."""
+
+    def __init__(self, caches: Sequence[RequestCache]) -> None:
+        self.caches = list(caches)
+        self.rows = list(range(len(self.caches)))
+        found: dict[str, tuple[int, KVBlock, list[int]]] = {}
+        for row, cache in enumerate(self.caches):
+            for depth, block in enumerate(cache.blocks):
+                found.setdefault(block.key, (depth, block, []))[2].append(row)
+        # by depth (a key's depth is fixed by its chain hash): each row merges its blocks root first
+        self.groups = sorted(found.values(), key=lambda entry: entry[0])
+
+
+def cascade_attention(
     module: Any,
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    ragcache_rows: Sequence[Any] | None = None,
+    ragcache_rows: CascadeBatch | None = None,
     **kwargs: Any,
 ) -> tuple[torch.Tensor, None]:
-    """SDPA; with ``ragcache_rows`` (one request cache per batch row, one new token each), per-row SDPA.
+    """SDPA; with ``ragcache_rows``, the shared-prefix attention of the module docstring.
 
-    Each row's new key and value are appended to its own cache layer first
-    (the forward runs without a shared cache), then its query attends to that
-    whole layer.
+    ``query`` is ``[rows, heads, n, dim]``, ``key``/``value`` the rows' new
+    ``[rows, kv_heads, n, dim]``: they are appended to each row's own cache
+    first (the forward runs without a transformers cache). Returns ``[rows, n, heads, dim]``.
     """
     if ragcache_rows is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    for name in ("softcap", "sliding_window", "s_aux"):
+        if kwargs.get(name) is not None:
+            raise ValueError(f"the shared-prefix attention serves plain softmax attention, not {name}")
+    batch, layer = ragcache_rows, module.layer_idx
+    rows, heads, n, dim = query.shape
+    scale = kwargs.get("scaling") or dim**-0.5
+    grouped = query.reshape(rows, key.shape[1], -1, dim)  # kv head i serves query heads i*g … i*g+g-1
+    own = [cache.layers[layer].append(key[r : r + 1], value[r : r + 1]) for r, cache in enumerate(batch.caches)]
+    lse, out = _prefix_parts(batch, layer, grouped, scale)
     outputs = []
-    for row, cache in enumerate(ragcache_rows):
-        keys, values = cache.layers[module.layer_idx].update(key[row : row + 1], value[row : row + 1])
-        output, _ = sdpa_attention_forward(module, query[row : row + 1], keys, values, None, **kwargs)
-        outputs.append(output)
-    return torch.cat(outputs), None
+    for r, cache in enumerate(batch.caches):
+        keys, values = own[r]
+        if not cache.blocks:
+            mask = _causal_mask(n, keys.shape[-2], keys.device)
+            outputs.append(sdpa_attention_forward(module, query[r : r + 1], keys, values, mask, scaling=scale)[0])
+            continue
+        assert lse is not None and out is not None
+        own_out, own_lse = _attend(grouped[r], keys[0], values[0], scale, causal_n=n)
+        merged = torch.lerp(out[r], own_out, torch.sigmoid(own_lse - lse[r]).unsqueeze(-1))  # the last merge
+        outputs.append(merged.to(query.dtype).reshape(1, heads, n, dim).transpose(1, 2))
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), None
 
 
-def enable_row_attention(model: Any) -> bool:
-    """Switch an SDPA model to :func:`row_attention`; False (model untouched) for any other attention."""
+def enable_cascade_attention(model: Any) -> bool:
+    """Switch an SDPA model to :func:`cascade_attention`; False (model untouched) for any other attention."""
     with _LOCK:
         current = getattr(model.config, "_attn_implementation", None)
         if current == IMPLEMENTATION:
             return True
         if current != "sdpa":
             return False
-        AttentionInterface.register(IMPLEMENTATION, row_attention)
+        AttentionInterface.register(IMPLEMENTATION, cascade_attention)
         ALL_MASK_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, sdpa_mask)
         model.set_attn_implementation(IMPLEMENTATION)
         return True
+
+
+def uses_flash(device: torch.device | str, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether stored blocks go through FlashAttention's kernel on this device and dtype (else float32 math)."""
+    return _flash_usable(str(torch.device(device)), dtype, head_dim)
+
+
+# --- the parts and their merge ------------------------------------------------------
+
+
+def _prefix_parts(
+    batch: CascadeBatch, layer: int, grouped: torch.Tensor, scale: float
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Each row's attention over its stored blocks, merged root first: lse ``[rows, kv, m]``, out ``[.., d]``.
+
+    None when no row has a stored block; a row without one is left unset.
+    """
+    rows, kv_heads, m, dim = grouped.shape
+    lse: torch.Tensor | None = None
+    out: torch.Tensor | None = None
+    for depth, block, members in batch.groups:
+        keys, values = block.layers[layer]
+        whole = members == batch.rows  # every row, in order: no gather, no scatter
+        picked = grouped if whole else grouped[members]
+        queries = picked.transpose(0, 1).reshape(kv_heads, len(members) * m, dim)
+        part_out, part_lse = _attend(queries, keys[0], values[0], scale)
+        part_out = part_out.view(kv_heads, len(members), m, dim).transpose(0, 1)
+        part_lse = part_lse.view(kv_heads, len(members), m).transpose(0, 1)
+        if whole:  # depth 0: the rows' first part as is; deeper: merged into what they have
+            lse, out = (part_lse, part_out) if depth == 0 else _merge(lse, out, part_lse, part_out)
+            continue
+        if lse is None or out is None:
+            lse = grouped.new_full((rows, kv_heads, m), float("-inf"), dtype=torch.float32)
+            out = grouped.new_zeros((rows, kv_heads, m, dim), dtype=torch.float32)
+        if depth == 0:
+            lse[members], out[members] = part_lse, part_out
+        else:
+            lse[members], out[members] = _merge(lse[members], out[members], part_lse, part_out)
+    return lse, out
+
+
+def _causal_mask(n: int, total: int, device: torch.device) -> torch.Tensor | None:
+    """SDPA's mask for ``n`` new queries over ``total`` own keys (None where SDPA's own ``is_causal`` is right)."""
+    if n == 1 or n == total:
+        return None
+    return torch.ones(n, total, dtype=torch.bool, device=device).tril(total - n)[None, None]
+
+
+def _merge(
+    lse_a: torch.Tensor | None, out_a: torch.Tensor | None, lse_b: torch.Tensor, out_b: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two parts' attention as one: B's share of the softmax mass is ``sigmoid(lse_b - lse_a)``."""
+    assert lse_a is not None and out_a is not None
+    share = torch.sigmoid(lse_b - lse_a).unsqueeze(-1)
+    return torch.logaddexp(lse_a, lse_b), torch.lerp(out_a, out_b, share)
+
+
+def _attend(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, *, causal_n: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention of ``queries`` ``[kv, m, d]`` over ``keys``/``values`` ``[kv, s, d]``: out and lse in float32.
+
+    ``causal_n=None``: no mask (a stored block). ``causal_n=n``: the queries are
+    ``m / n`` groups of the row's last ``n`` own positions, each seeing own keys
+    up to its position (the own part, upcast to float32: it is short).
+    """
+    kv_heads, m, dim = queries.shape
+    if causal_n is None:
+        if _flash_usable(str(queries.device), queries.dtype, dim):
+            return _flash(queries, keys, values, scale)
+        out, lse = _chunks(queries.view(kv_heads, 1, m, dim), keys, values, scale, causal=False)
+    else:
+        grouped = queries.view(kv_heads, m // causal_n, causal_n, dim)
+        out, lse = _chunks(grouped, keys.float(), values.float(), scale, causal=True)
+    return out.reshape(kv_heads, m, dim), lse.reshape(kv_heads, m)
+
+
+def _chunks(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, *, causal: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_softmax` over chunks of the ``n`` positions of ``queries`` ``[kv, g, n, d]``, each within the budget."""
+    kv_heads, groups, n, _ = queries.shape
+    total = keys.shape[-2]
+    step = max(1, SCORE_BUDGET // (kv_heads * groups * total))
+    parts = []
+    for first in range(0, n, step):
+        count = min(step, n - first)
+        mask = None
+        if causal and n > 1:  # position first+i sees own keys up to total-n+first+i
+            mask = torch.ones(count, total, dtype=torch.bool, device=keys.device).tril(total - n + first)
+        parts.append(_softmax(queries[:, :, first : first + count], keys, values, scale, mask))
+    if len(parts) == 1:
+        return parts[0]
+    return torch.cat([p[0] for p in parts], 2), torch.cat([p[1] for p in parts], 2)
+
+
+def _softmax(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``queries`` ``[kv, g, c, d]`` over ``keys``/``values`` ``[kv, s, d]`` (``mask`` ``[c, s]``, True: seen).
+
+    One matmul per kv head for all ``g * c`` queries (no broadcast copy of the
+    keys); scores and softmax in float32 (in bf16 the score matmul itself rounds
+    to bf16, as transformers' eager attention does).
+    """
+    kv_heads, groups, count, dim = queries.shape
+    flat = queries.to(keys.dtype).reshape(kv_heads, groups * count, dim)
+    scores = torch.bmm(flat, keys.transpose(1, 2)).float().mul_(scale).view(kv_heads, groups, count, -1)
+    if mask is not None:
+        scores.masked_fill_(~mask, float("-inf"))
+    top = scores.amax(-1, keepdim=True)
+    weights = scores.sub_(top).exp_()
+    total = weights.sum(-1, keepdim=True)
+    out = torch.bmm(weights.view(kv_heads, groups * count, -1).to(values.dtype), values)
+    out = out.float().view(kv_heads, groups, count, dim).div_(total)
+    return out, (top + total.log()).squeeze(-1)
+
+
+def _flash(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's FlashAttention kernel (CUDA: bf16/fp16; CPU: its own): out and its log-sum-exp, no mask."""
+    q, k, v = queries[None], keys[None], values[None]
+    if queries.is_cuda:
+        result = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, False, False, scale=scale)
+    else:
+        result = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=scale)
+    return result[0][0].float(), result[1][0].float()
+
+
+@functools.lru_cache(maxsize=16)
+def _flash_usable(device: str, dtype: torch.dtype, head_dim: int) -> bool:
+    """Whether :func:`_flash` runs here and agrees with the float32 formula (checked once on random data)."""
+    if device.startswith("cuda") and dtype not in (torch.bfloat16, torch.float16):
+        return False
+    if not device.startswith(("cuda", "cpu")):
+        return False
+    try:
+        generator = torch.Generator(device=device).manual_seed(0)
+        q, k, v = (torch.randn(2, m, head_dim, device=device, generator=generator).to(dtype) for m in (24, 77, 77))
+        scale = head_dim**-0.5
+        out, lse = _flash(q, k, v, scale)
+        ref_out, ref_lse = _chunks(q.float()[:, None], k.float(), v.float(), scale, causal=False)
+        error = max((out - ref_out[:, 0]).abs().max().item(), (lse - ref_lse[:, 0]).abs().max().item())
+    except Exception as exc:  # a torch without the private kernel, an unsupported head size: the formula then
+        log.warning("FlashAttention with log-sum-exp unavailable on %s (%s); using float32 math", device, exc)
+        return False
+    tolerance = 1e-4 if dtype == torch.float32 else 3e-2
+    if error > tolerance:
+        log.warning("FlashAttention's log-sum-exp disagrees with float32 math by %.3g on %s; not used", error, device)
+    return error <= tolerance

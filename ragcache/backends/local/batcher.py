@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class Sequence:
     position: int = 0  # tokens in ``cache``: where the next fed token goes
     cancelled: bool = False
     done: bool = False
+    submitted_at: float = 0.0  # perf_counter at submit, and when the prefill ended
+    prefilled_at: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for usage.raw
     outbox: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
 
     def cancel(self) -> None:
@@ -105,6 +109,7 @@ class Batcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="ragcache-batcher", daemon=True)
                 self._thread.start()
+            seq.submitted_at = time.perf_counter()
             self.waiting.append(seq)
             self._wake.notify()
         return seq

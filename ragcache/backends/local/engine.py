@@ -6,12 +6,16 @@ longest chain of those blocks present in the
 :class:`~ragcache.backends.local.kvstore.KVStore`, computes the rest into a
 request cache of its own (:mod:`~ragcache.backends.local.request_cache`) and
 stores the new blocks, so a second question over the same corpus only computes
-its own tokens. Concurrent requests decode together: the
-:class:`~ragcache.backends.local.batcher.Batcher` prefills each alone, then
-runs one forward pass per step over all of them (continuous batching, up to
-``backend.options.max_batch``), attention per sequence over its own cache
-(:mod:`~ragcache.backends.local.attention`), so an answer is the one the
-request gets alone. Token choice and stop strings: :mod:`~ragcache.backends.local.decoding`.
+its own tokens. The reused blocks are read in place, never copied: a request
+cache holds only the request's own tokens, and the shared-prefix attention
+(:mod:`~ragcache.backends.local.attention`) merges the attention over the
+stored blocks with the attention over them. Concurrent requests decode
+together: the :class:`~ragcache.backends.local.batcher.Batcher` prefills each
+alone, then runs one forward pass per step over all of them (continuous
+batching, up to ``backend.options.max_batch``); rows over the same stored
+prefix attend to it in one matmul, and a request alone runs the same code
+as a batch of one, so its greedy answer is the one it gets batched. Token
+choice and stop strings: :mod:`~ragcache.backends.local.decoding`.
 The model is loaded once per process and shared by every backend instance
 (:mod:`~ragcache.backends.local.model`, which also holds the options).
 """
@@ -51,7 +55,8 @@ __all__ = ["LocalBackend", "create"]
 
 log = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 1024  # bounds the attention matrix of a long prefill
+PREFILL_CHUNK = 1024  # CPU: bounds the activations and attention scores of a long prefill in host memory
+PREFILL_CHUNK_CUDA = 32768  # GPU: a 32k prompt in one forward (FlashAttention's memory is linear in it)
 
 
 class LocalBackend(Backend):
@@ -63,8 +68,8 @@ class LocalBackend(Backend):
     def __init__(self, config: BackendConfig, cache: CacheConfig) -> None:
         import torch
 
-        from ragcache.backends.local.attention import enable_row_attention
-        from ragcache.backends.local.request_cache import can_reuse_prefixes
+        from ragcache.backends.local.attention import enable_cascade_attention
+        from ragcache.backends.local.request_cache import can_reuse_prefixes, plain_cache
         from ragcache.models import resolve_model_path
 
         options = parse_options(LocalOptions, config)  # before any slow loading: a typo fails fast
@@ -80,10 +85,14 @@ class LocalBackend(Backend):
         fingerprint = model_fingerprint(path, dtype)
         self.encoder = PromptEncoder(self.tokenizer, fingerprint)
         self.store: KVStore | None = None
-        if cache.enabled and not can_reuse_prefixes(self.model.config):
-            log.warning("model %s has sliding-window or shared cache layers: prefix KV reuse is off", path.name)
+        # prefix reuse and batched decode need every layer to keep its whole KV, and SDPA to switch from
+        self._cascade = can_reuse_prefixes(self.model.config) and enable_cascade_attention(self.model)
+        self._num_layers = len(plain_cache(self.model.config).layers)
+        self.prefill_chunk = PREFILL_CHUNK_CUDA if self.device.type == "cuda" else PREFILL_CHUNK
+        if cache.enabled and not self._cascade:
+            log.warning("model %s has sliding-window/shared cache layers or no SDPA: prefix KV reuse is off", path.name)
         elif cache.enabled:
-            files = KVFiles(cache.persist_dir, fingerprint) if cache.persist_dir else None
+            files = KVFiles(cache.persist_dir, fingerprint, device=self.device) if cache.persist_dir else None
             self.store = KVStore(cache.kv_budget_mb * 1024 * 1024, ttl_s=cache.ttl_s, files=files)
         window = config.context_window or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._capabilities = Capabilities(
@@ -97,8 +106,6 @@ class LocalBackend(Backend):
         self._eos = eos_ids(self.model, self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._forward_lock = threading.Lock()  # one forward at a time: two would just fight for the cores
-        # batched decode needs per-sequence caches that can take rows (DynamicLayer) and SDPA to route
-        self._batched = can_reuse_prefixes(self.model.config) and enable_row_attention(self.model)
         self.batcher = Batcher(self._prefill_sequence, self._step, self._choose, self._eos, options.max_batch)
 
     # --- the Backend protocol ---------------------------------------------------
@@ -124,7 +131,9 @@ class LocalBackend(Backend):
         encoded = self.encoder.encode(prompt)
         self._check_length(encoded.length)
         max_new = min(options.max_tokens, self.capabilities.context_window - encoded.length)
-        seq = self.batcher.submit(Sequence(encoded, options, max_new, generator=sampler(options)))
+        seq = Sequence(encoded, options, max_new, generator=sampler(options))
+        seq.timings["encode"] = time.perf_counter() - started
+        self.batcher.submit(seq)
         try:
             yield from self._text(seq, options, started)
         finally:
@@ -137,7 +146,9 @@ class LocalBackend(Backend):
         first_token_at: float | None = None
         emitted, finish = "", "stop"
         for token in seq.tokens():
-            first_token_at = first_token_at or time.perf_counter()
+            if first_token_at is None:
+                first_token_at = time.perf_counter()
+                seq.timings["first_token"] = first_token_at - seq.prefilled_at
             ids.append(token)
             done, visible = stops.visible(self.tokenizer.decode(ids, skip_special_tokens=True))
             if visible.startswith(emitted) and len(visible) > len(emitted):
@@ -156,7 +167,7 @@ class LocalBackend(Backend):
             cached_tokens=seq.usage.cached_tokens,
             cache_write_tokens=seq.usage.cache_write_tokens,
             output_tokens=len(ids),
-            raw={**seq.usage.raw, "finish_reason": finish},
+            raw={**seq.usage.raw, "finish_reason": finish, "timings_s": dict(seq.timings)},
         )
         now = time.perf_counter()
         ttft = (first_token_at or now) - started
@@ -191,8 +202,10 @@ class LocalBackend(Backend):
 
     def _prefill_sequence(self, seq: Sequence) -> torch.Tensor | None:
         """The batcher's prefill: ``seq``'s own cache over the reused prefix, its usage, its last logits."""
-        seq.cache, logits, seq.usage = self._prefill(seq.encoded, reserve=seq.max_new)
+        seq.timings["queue"] = time.perf_counter() - seq.submitted_at
+        seq.cache, logits, seq.usage = self._prefill(seq.encoded, reserve=seq.max_new, timings=seq.timings)
         seq.position = seq.encoded.length
+        seq.prefilled_at = time.perf_counter()
         return logits
 
     def _choose(self, logits: torch.Tensor, seq: Sequence) -> int:
@@ -202,15 +215,17 @@ class LocalBackend(Backend):
         """Feed each row its last token at its own position; logits ``[rows, vocab]``; caches advance."""
         import torch
 
-        if not self._batched:  # a model whose cache layers cannot take rows: one forward per sequence
+        from ragcache.backends.local.attention import CascadeBatch
+
+        if not self._cascade:  # a model the shared-prefix attention does not serve: one forward per sequence
             logits = torch.stack([self._forward([seq.last_token], seq.cache, seq.position) for seq in rows])
         else:
             with self._forward_lock, torch.inference_mode():
                 tokens = torch.tensor([[seq.last_token] for seq in rows], dtype=torch.long, device=self.device)
                 positions = torch.tensor([[seq.position] for seq in rows], dtype=torch.long, device=self.device)
-                caches = [seq.cache for seq in rows]
+                batch = CascadeBatch([seq.cache for seq in rows])
                 out = self.model(
-                    input_ids=tokens, position_ids=positions, use_cache=False, logits_to_keep=1, ragcache_rows=caches
+                    input_ids=tokens, position_ids=positions, use_cache=False, logits_to_keep=1, ragcache_rows=batch
                 )
                 logits = out.logits[:, -1].float()
         for seq in rows:
@@ -226,19 +241,28 @@ class LocalBackend(Backend):
             )
 
     def _prefill(
-        self, encoded: EncodedPrompt, *, reserve: int = 0, compute_logits: bool = True
+        self, encoded: EncodedPrompt, *, reserve: int = 0, compute_logits: bool = True, timings: dict | None = None
     ) -> tuple[Any, torch.Tensor | None, CacheUsage]:
-        """Reuse the longest cached chain of blocks, compute the rest, store the new blocks."""
+        """Reuse the longest cached chain of blocks, compute the rest, store the new blocks.
+
+        ``timings`` (seconds) gets ``match``, ``cache`` (the request cache over the
+        matched blocks), ``forward`` and ``store`` (the new blocks into the store).
+        """
+        clock = _Phases(self.device, timings)
         match = self.store.match(encoded.block_keys) if self.store is not None else MatchResult()
+        clock.done("match")
         start = match.tokens
         if start >= encoded.length:  # a fully cached prompt (warm): nothing to compute
             return None, None, CacheUsage(input_tokens=encoded.length, cached_tokens=start)
         cache = self.past_cache(match.blocks, encoded.length - start + reserve)
+        clock.done("cache")
         logits = None
-        for offset in range(start, encoded.length, PREFILL_CHUNK):
-            chunk = encoded.ids[offset : offset + PREFILL_CHUNK]
+        for offset in range(start, encoded.length, self.prefill_chunk):
+            chunk = encoded.ids[offset : offset + self.prefill_chunk]
             logits = self._forward(chunk, cache, offset)
+        clock.done("forward", sync=True)
         written = self._store_blocks(encoded, cache, len(match.blocks))
+        clock.done("store", sync=True)
         usage = CacheUsage(
             input_tokens=encoded.length,
             cached_tokens=start,
@@ -248,20 +272,33 @@ class LocalBackend(Backend):
         return cache, (logits if compute_logits else None), usage
 
     def past_cache(self, blocks: tuple[KVBlock, ...], reserve: int = 256) -> Any:
-        """A new request cache over a private copy of ``blocks`` (the forward pass grows it, not them)."""
-        from ragcache.backends.local.request_cache import request_cache
+        """A new request cache over ``blocks`` (read in place) with room for ``reserve`` own tokens."""
+        from ragcache.backends.local.request_cache import RequestCache, plain_cache
 
-        return request_cache(self.model.config, blocks, reserve, self.device)
+        if self._cascade:
+            return RequestCache.create(blocks, self._num_layers, reserve, self.device)
+        if blocks:
+            raise ValueError("this model's cache layers cannot start from stored prefix blocks")
+        return plain_cache(self.model.config)
 
     def _forward(self, ids: list[int], cache: Any, position: int) -> torch.Tensor:
-        """Run ``ids`` at absolute ``position`` through the model; the last position's logits."""
+        """Run ``ids`` at absolute ``position`` through the model; the last position's logits.
+
+        ``cache`` is a request cache (the shared-prefix attention) or a transformers cache.
+        """
         import torch
 
+        from ragcache.backends.local.attention import CascadeBatch
+        from ragcache.backends.local.request_cache import RequestCache
+
+        if isinstance(cache, RequestCache):
+            kwargs: dict[str, Any] = {"use_cache": False, "ragcache_rows": CascadeBatch([cache])}
+        else:
+            kwargs = {"use_cache": True, self._cache_arg: cache}
         with self._forward_lock, torch.inference_mode():
             tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
             positions = torch.arange(position, position + len(ids), device=self.device).unsqueeze(0)
-            kwargs = {self._cache_arg: cache}
-            out = self.model(input_ids=tokens, position_ids=positions, use_cache=True, logits_to_keep=1, **kwargs)
+            out = self.model(input_ids=tokens, position_ids=positions, logits_to_keep=1, **kwargs)
         return out.logits[0, -1].float()
 
     def _store_blocks(self, encoded: EncodedPrompt, cache: Any, matched: int) -> int:
@@ -271,10 +308,7 @@ class LocalBackend(Backend):
         written = 0
         parent = encoded.blocks[matched - 1].key if matched else None
         for block in encoded.blocks[matched:]:
-            layers = tuple(
-                (layer.keys[..., block.start : block.end, :], layer.values[..., block.start : block.end, :])
-                for layer in cache.layers
-            )
+            layers = tuple(cache.own(i, block.start, block.end) for i in range(self._num_layers))
             result = self.store.put(KVBlock(block.key, parent, block.end - block.start, layers, block.stable))
             if result.stored:
                 written += block.end - block.start
@@ -292,3 +326,21 @@ def _cache_argument(model: Any) -> str:
 def create(backend_config: BackendConfig, cache_config: CacheConfig) -> LocalBackend:
     """Registry factory (``backend.kind: local``)."""
     return LocalBackend(backend_config, cache_config)
+
+
+class _Phases:
+    """Seconds spent per phase of a prefill, into ``timings`` (nothing when None); CUDA synchronized at ends."""
+
+    def __init__(self, device: torch.device, timings: dict | None) -> None:
+        self.timings, self.cuda = timings, device.type == "cuda"
+        self.last = time.perf_counter()
+
+    def done(self, phase: str, *, sync: bool = False) -> None:
+        if self.timings is None:
+            return
+        if sync and self.cuda:  # the next step needs these results anyway: waiting here costs nothing
+            import torch
+
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[phase], self.last = now - self.last, now

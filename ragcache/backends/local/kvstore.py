@@ -15,8 +15,8 @@ present (:meth:`KVStore.match`) and stores the blocks it computed
   which could never be reached again;
 - optional idle TTL (a block expires ``ttl_s`` after its last use), with an
   injectable clock for tests;
-- never written by a request: :meth:`KVStore.put` stores a private copy, and the
-  engine copies matched blocks into a request cache of its own;
+- never written by a request: :meth:`KVStore.put` stores a private copy, and
+  requests read matched blocks in place, read-only (the shared-prefix attention);
 - thread-safe (one lock; the tensor copy of ``put`` happens outside it);
 - optional persistence of blocks marked ``persist`` (the stable prefix) through
   :class:`~ragcache.backends.local.persist.KVFiles`, loaded on a miss, so a

@@ -30,9 +30,10 @@ FORMAT = "ragcache-kv/1"
 class KVFiles:
     """The folder of persisted blocks for one model (named by its fingerprint)."""
 
-    def __init__(self, directory: str | Path, fingerprint: str) -> None:
+    def __init__(self, directory: str | Path, fingerprint: str, *, device: Any = None) -> None:
         self.directory = Path(directory).expanduser()
         self.fingerprint = fingerprint
+        self.device = device  # where loaded blocks go: requests read them in place, on the model's device
 
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.safetensors"
@@ -83,6 +84,8 @@ class KVFiles:
             return None
         count = len(tensors) // 2
         layers = tuple((tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(count))
+        if self.device is not None:
+            layers = tuple((k.to(self.device), v.to(self.device)) for k, v in layers)
         return KVBlock(key, meta["parent"] or None, int(meta["tokens"]), layers, persist=True)
 
     def _problem(self, key: str, meta: dict[str, str], tensors: dict[str, Any]) -> str | None:

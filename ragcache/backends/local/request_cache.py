@@ -1,15 +1,22 @@
-"""The per-request transformers cache of the local engine.
+"""The per-request KV of the local engine: stored prefix blocks by reference, its own tokens in a buffer.
 
-transformers' ``DynamicLayer`` grows by ``torch.cat`` on every forward pass, so
-each decoded token copies the whole KV (~175 MB for a 3.8k-token prompt of
-SmolLM2-135M). :class:`GrowingLayer` writes into a buffer with spare room and
-hands out views instead: the prefix is copied once, out of the store's blocks,
-into a buffer private to the request; the store's tensors are never written.
+A request reuses the longest chain of stored blocks (:class:`~.kvstore.KVBlock`)
+**in place**: its :class:`RequestCache` keeps references to the blocks' tensors
+and never copies or writes them; the shared-prefix attention
+(:mod:`~ragcache.backends.local.attention`) reads them where they are. Only the
+request's own tokens (those after the matched chain: the rest of the prompt,
+then each decoded token) go into buffers of its own, one :class:`OwnLayer` per
+attention layer, preallocated with spare room so a decoded token is one write,
+not a ``torch.cat`` of the whole KV.
+
+A block evicted from the store while a request reads it stays alive (the
+request holds a reference) until the request ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,58 +25,77 @@ from transformers.cache_utils import DynamicLayer
 
 from ragcache.backends.local.kvstore import KVBlock
 
-__all__ = ["GrowingLayer", "can_reuse_prefixes", "request_cache"]
+__all__ = ["OwnLayer", "RequestCache", "can_reuse_prefixes", "plain_cache"]
 
 
-class GrowingLayer(DynamicLayer):
-    """A dynamic layer over a preallocated buffer; capacity doubles when it runs out."""
+class OwnLayer:
+    """One layer's keys and values of a request's own tokens, in a buffer that doubles when full."""
 
-    def __init__(self, reserve: int = 256) -> None:
-        super().__init__()
-        self.reserve = reserve
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity  # tokens of the first allocation
         self.length = 0
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
 
-    def fill(self, parts: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        """Start from a prefix given as consecutive (keys, values) parts: one copy."""
-        first = parts[0][0]
-        total = sum(k.shape[-2] for k, _ in parts)
-        self._allocate(first, total + self.reserve)
-        for keys, values in parts:
-            self._write(keys, values)
+    @property
+    def keys(self) -> torch.Tensor:
+        assert self._keys is not None
+        return self._keys[..., : self.length, :]
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        if self._keys is None:
-            self._allocate(key_states, key_states.shape[-2] + self.reserve)
-        self._write(key_states, value_states)
-        return self.keys, self.values
+    @property
+    def values(self) -> torch.Tensor:
+        assert self._values is not None
+        return self._values[..., : self.length, :]
 
-    def _allocate(self, like: torch.Tensor, capacity: int) -> None:
-        batch, heads, _, dim = like.shape
-        self.lazy_initialization(like, like)
-        old_k, old_v = self._keys, self._values
-        self._keys = like.new_empty((batch, heads, capacity, dim))
-        self._values = like.new_empty((batch, heads, capacity, dim))
-        if old_k is not None and old_v is not None:
-            self._keys[..., : self.length, :] = old_k[..., : self.length, :]
-            self._values[..., : self.length, :] = old_v[..., : self.length, :]
-        self._expose()
-
-    def _write(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        assert self._keys is not None and self._values is not None
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add ``keys``/``values`` (``[1, kv_heads, tokens, head_dim]``); all of this layer's own KV so far."""
         end = self.length + keys.shape[-2]
-        if end > self._keys.shape[-2]:
-            self._allocate(keys, max(end, 2 * self._keys.shape[-2]))
+        if self._keys is None or end > self._keys.shape[-2]:
+            self._grow(keys, max(end, self.capacity, 2 * (self._keys.shape[-2] if self._keys is not None else 0)))
+        assert self._keys is not None and self._values is not None
         self._keys[..., self.length : end, :] = keys
         self._values[..., self.length : end, :] = values
         self.length = end
-        self._expose()
+        return self.keys, self.values
 
-    def _expose(self) -> None:
-        assert self._keys is not None and self._values is not None
-        self.keys = self._keys[..., : self.length, :]
-        self.values = self._values[..., : self.length, :]
+    def _grow(self, like: torch.Tensor, capacity: int) -> None:
+        batch, heads, _, dim = like.shape
+        old_k, old_v = self._keys, self._values
+        self._keys = like.new_empty((batch, heads, capacity, dim))
+        self._values = like.new_empty((batch, heads, capacity, dim))
+        if old_k is not None and old_v is not None and self.length:
+            self._keys[..., : self.length, :] = old_k[..., : self.length, :]
+            self._values[..., : self.length, :] = old_v[..., : self.length, :]
+
+
+@dataclass
+class RequestCache:
+    """A request's KV: the matched chain of stored ``blocks`` (read-only, by reference), then its own tokens."""
+
+    blocks: tuple[KVBlock, ...]
+    layers: list[OwnLayer] = field(repr=False)
+
+    @classmethod
+    def create(cls, blocks: Sequence[KVBlock], num_layers: int, capacity: int, device: Any = None) -> RequestCache:
+        """A cache over ``blocks`` with room for ``capacity`` own tokens before its buffers grow."""
+        return cls(tuple(_on(device, block) for block in blocks), [OwnLayer(capacity) for _ in range(num_layers)])
+
+    @property
+    def start(self) -> int:
+        """Tokens of the stored prefix: the position of the first own token."""
+        return sum(block.tokens for block in self.blocks)
+
+    @property
+    def length(self) -> int:
+        return self.start + self.layers[0].length
+
+    def own(self, layer: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of absolute positions ``[start, end)`` (all own tokens) of ``layer``."""
+        first = self.start
+        if start < first:
+            raise ValueError(f"positions {start}..{end} reach into the stored prefix (own tokens start at {first})")
+        own = self.layers[layer]
+        return own.keys[..., start - first : end - first, :], own.values[..., start - first : end - first, :]
 
 
 def can_reuse_prefixes(config: Any) -> bool:
@@ -77,26 +103,20 @@ def can_reuse_prefixes(config: Any) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
 
 
-def request_cache(config: Any, blocks: Sequence[KVBlock], reserve: int, device: Any = None) -> DynamicCache:
-    """A new cache holding a private copy of ``blocks`` (moved to ``device``) with room for ``reserve`` more tokens.
-
-    Models whose layers cannot reuse a prefix (:func:`can_reuse_prefixes`) get
-    transformers' own cache, which must then start empty.
-    """
-    cache = DynamicCache(config=config)
-    if not all(type(layer) is DynamicLayer for layer in cache.layers):
-        if blocks:
-            raise ValueError("this model's cache layers cannot start from stored prefix blocks")
-        return cache
-    cache.layers = [GrowingLayer(reserve) for _ in cache.layers]
-    for i, layer in enumerate(cache.layers):
-        if blocks:
-            layer.fill([_on(device, *block.layers[i]) for block in blocks])
-    return cache
+def plain_cache(config: Any) -> DynamicCache:
+    """transformers' own cache, for models the shared-prefix attention does not serve (no prefix reuse)."""
+    return DynamicCache(config=config)
 
 
-def _on(device: Any, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A block's tensors on ``device`` (blocks loaded from disk live on the CPU)."""
-    if device is None or keys.device == device:
-        return keys, values
-    return keys.to(device), values.to(device)
+def _on(device: Any, block: KVBlock) -> KVBlock:
+    """``block`` with its tensors on ``device`` (a block is only copied when it lives elsewhere)."""
+    if device is None or all(_same(k.device, device) and _same(v.device, device) for k, v in block.layers):
+        return block
+    layers = tuple((k.to(device), v.to(device)) for k, v in block.layers)
+    return KVBlock(block.key, block.parent, block.tokens, layers, block.persist)
+
+
+def _same(a: torch.device, b: Any) -> bool:
+    """``cuda`` and ``cuda:0`` name one device when the index is left out."""
+    b = torch.device(b)
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
