@@ -165,8 +165,23 @@ def local_phase(
             "plain_transformers": plain(model, tokenizer, rag, qs),
             "reused_vs_recomputed": logits_check(rag, model, qs[0]),
         }
+        if device.startswith("cuda"):
+            out[name]["profile_cached"] = profile_cached(rag, qs[-1])
         rag.backend.close()
     return out
+
+
+def profile_cached(rag: RagCache, question: str) -> dict[str, str]:
+    """One cached answer under torch's profiler: where a cached TTFT goes (kernels vs the host launching them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rag.ask(question, options=ONE)  # stored prefix present, allocator warm
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        rag.ask(question, options=ONE)
+        _sync()
+    table = prof.key_averages()
+    return {"by_cuda_time": table.table(sort_by="cuda_time_total", row_limit=20),
+            "by_self_cpu_time": table.table(sort_by="self_cpu_time_total", row_limit=25)}
 
 
 def logits_check(rag: RagCache, model: Any, question: str) -> dict[str, Any]:

@@ -47,17 +47,18 @@ def questions(n: int, salt: str = "") -> list[str]:
     return [q + salt for q in out[:n]]
 
 
-def backend_config(url: str, prompt_format: str = "token_ids") -> BackendConfig:
-    """The ``vllm`` backend at ``url``; the context window comes from the server."""
+def backend_config(url: str, prompt_format: str = "token_ids", **options: Any) -> BackendConfig:
+    """The ``vllm`` backend at ``url`` (more ``backend.options`` as keywords); the window comes from the server."""
     from ragcache.bench.gpu import SERVED_NAME
 
     return BackendConfig(kind="vllm", model=SERVED_NAME, base_url=url, max_output_tokens=1, timeout_s=600,
-                         max_retries=0, options={"prompt_format": prompt_format})  # fmt: skip
+                         max_retries=0, options={"prompt_format": prompt_format, **options})  # fmt: skip
 
 
-def open_rag(url: str, corpus: Path) -> RagCache:
+def open_rag(url: str, corpus: Path, **options: Any) -> RagCache:
     """RagCache on the ``vllm`` backend at ``url`` (token-id prompts, the backend's default)."""
-    return RagCache.from_config(Config(corpus=corpus, backend=backend_config(url), router=RouterConfig(mode="auto")))
+    config = Config(corpus=corpus, backend=backend_config(url, **options), router=RouterConfig(mode="auto"))
+    return RagCache.from_config(config)
 
 
 def raw_request(
@@ -314,27 +315,28 @@ def _cost(calls: list[dict[str, float]], load: dict[str, Any], decisions: list[A
 
 
 def router_phase(router_url: str, replicas: list[str], corpora: Path, *, affinity: bool) -> dict[str, Any]:
-    """Questions over four prefixes, in a shuffled (seeded) order, through the router.
+    """Questions over four prefixes, in a shuffled (seeded) order, through ragcache's own ``vllm``
+    backend in router mode (``options.router: true``, the router's one URL).
 
-    The affinity key is what ragcache derives from the prefix fingerprint, sent as
-    ``X-Session-ID`` (the header vllm-router's consistent hashing reads). Each policy
-    gets its own ``cache_salt`` so it starts cold and cannot reuse the other's KV;
-    the order is shuffled so round-robin does not pin a prefix to a replica by accident.
+    With affinity the backend itself sends the prefix's key as ``X-Session-ID`` (the header
+    vllm-router's consistent hashing reads); for round-robin it sends none
+    (``affinity_header: null``). Each policy gets its own ``cache_salt`` so it starts cold and
+    cannot reuse the other's KV; the order is shuffled so round-robin does not pin a prefix to a
+    replica by accident.
     """
-    rags = [open_rag(replicas[0], corpora / n) for n in ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d")]
+    header = "X-Session-ID" if affinity else None
+    names = ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d")
+    rags = [open_rag(router_url, corpora / n, router=True, affinity_header=header) for n in names]
     work = [(q, rag) for q in questions(12, " (replicas)") for rag in rags]
     random.Random(0).shuffle(work)
-    salt = "affinity" if affinity else "round-robin"
+    salted = replace(ONE_TOKEN, cache_salt="affinity" if affinity else "round-robin")
     before = {r: read_prefix_cache_stats(r) for r in replicas}
     ttft, cached, prompt = [], 0, 0
-    with httpx.Client(timeout=600) as client:
-        for q, rag in work:
-            key = f"ragcache-{rag.prompt_for(q).prefix_fingerprint[:32]}"
-            body = chat_body(rag, q, salt=salt)
-            t, usage = raw_request(client, router_url, body, {"X-Session-ID": key} if affinity else None)
-            ttft.append(t)
-            cached += _raw_usage(usage)["cached"]
-            prompt += _raw_usage(usage)["input"]
+    for q, rag in work:
+        answer = rag.ask(q, options=salted)
+        ttft.append(answer.ttft_s)
+        cached += answer.usage.cached_tokens
+        prompt += answer.usage.input_tokens
     after = {r: read_prefix_cache_stats(r) for r in replicas}
     for rag in rags:
         rag.close()

@@ -191,10 +191,29 @@ def _attend(
         if _flash_usable(str(queries.device), queries.dtype, dim):
             return _flash(queries, keys, values, scale)
         out, lse = _chunks(queries.view(kv_heads, 1, m, dim), keys, values, scale, causal=False)
+    elif queries.is_cuda and causal_n in (1, keys.shape[-2]) and _flash_usable(str(queries.device), queries.dtype, dim):
+        return _flash_own(queries, keys, values, scale, causal_n)
     else:
         grouped = queries.view(kv_heads, m // causal_n, causal_n, dim)
         out, lse = _chunks(grouped, keys.float(), values.float(), scale, causal=True)
     return out.reshape(kv_heads, m, dim), lse.reshape(kv_heads, m)
+
+
+def _flash_own(
+    queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scale: float, n: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The own part on CUDA in one FlashAttention call: a first forward (``n`` queries over their own
+    ``n`` keys, causal) or a decode step (one query, no mask) — the two cases where the kernel's
+    top-left causal alignment is right. The keys are repeated per query head (they are few); a
+    handful of kernel launches instead of the float32 formula's dozen, which is what a short GPU
+    forward is bound by."""
+    kv_heads, m, dim = queries.shape
+    groups = m // n
+    q = queries.reshape(kv_heads * groups, n, dim)[None]
+    k = keys.repeat_interleave(groups, 0)[None]
+    v = values.repeat_interleave(groups, 0)[None]
+    result = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, n > 1, False, scale=scale)
+    return result[0][0].float().reshape(kv_heads, m, dim), result[1][0].reshape(kv_heads, m)
 
 
 def _chunks(
