@@ -188,7 +188,10 @@ def run_router(model: Path, corpora: Path, logs: Path, args: argparse.Namespace)
             router = start_router(replicas, 8010 + i, policy, logs)
             try:
                 router.wait_ready(path="/health", timeout_s=60)
-                out[policy] = phases.router_phase(router.url, replicas, corpora, affinity=policy == "consistent_hash")
+                affinity = policy == "consistent_hash"
+                out[policy] = phases.router_phase(
+                    router.url, replicas, corpora, affinity=affinity, prompt_format=args.router_format
+                )
             finally:
                 router.stop()
         return out
@@ -217,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--replica-util", type=float, default=0.42)
     go.add_argument("--replica-blocks", type=int, default=1536, help="KV per replica: less than the 4 prefixes")
     go.add_argument("--replica-max-len", type=int, default=16384)
+    go.add_argument("--router-format", default="token_ids", choices=("token_ids", "chat"),
+                    help="the vllm backend's prompt_format in the router phase")  # fmt: skip
     args = parser.parse_args(argv)
     if args.command == "prepare":
         from ragcache.bench.gpu_prepare import prepare

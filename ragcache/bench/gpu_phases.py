@@ -55,9 +55,10 @@ def backend_config(url: str, prompt_format: str = "token_ids", **options: Any) -
                          max_retries=0, options={"prompt_format": prompt_format, **options})  # fmt: skip
 
 
-def open_rag(url: str, corpus: Path, **options: Any) -> RagCache:
+def open_rag(url: str, corpus: Path, prompt_format: str = "token_ids", **options: Any) -> RagCache:
     """RagCache on the ``vllm`` backend at ``url`` (token-id prompts, the backend's default)."""
-    config = Config(corpus=corpus, backend=backend_config(url, **options), router=RouterConfig(mode="auto"))
+    backend = backend_config(url, prompt_format, **options)
+    config = Config(corpus=corpus, backend=backend, router=RouterConfig(mode="auto"))
     return RagCache.from_config(config)
 
 
@@ -314,7 +315,9 @@ def _cost(calls: list[dict[str, float]], load: dict[str, Any], decisions: list[A
     }
 
 
-def router_phase(router_url: str, replicas: list[str], corpora: Path, *, affinity: bool) -> dict[str, Any]:
+def router_phase(
+    router_url: str, replicas: list[str], corpora: Path, *, affinity: bool, prompt_format: str = "token_ids"
+) -> dict[str, Any]:
     """Questions over four prefixes, in a shuffled (seeded) order, through ragcache's own ``vllm``
     backend in router mode (``options.router: true``, the router's one URL).
 
@@ -326,7 +329,7 @@ def router_phase(router_url: str, replicas: list[str], corpora: Path, *, affinit
     """
     header = "X-Session-ID" if affinity else None
     names = ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d")
-    rags = [open_rag(router_url, corpora / n, router=True, affinity_header=header) for n in names]
+    rags = [open_rag(router_url, corpora / n, prompt_format, router=True, affinity_header=header) for n in names]
     work = [(q, rag) for q in questions(12, " (replicas)") for rag in rags]
     random.Random(0).shuffle(work)
     salted = replace(ONE_TOKEN, cache_salt="affinity" if affinity else "round-robin")
