@@ -98,7 +98,7 @@ class PromptIds:
         if small is None:
             return None
         try:
-            ids = self._tokenize({"messages": [_system(SMALL_SYSTEM), *volatile], "add_generation_prompt": True})
+            ids = self._render([_system(SMALL_SYSTEM), *volatile], generation=True)
         except TemplateRejected:
             return None
         return tuple(ids[len(small) :]) if tuple(ids[: len(small)]) == small else None

@@ -9,7 +9,7 @@ stores the new blocks, so a second question over the same corpus only computes
 its own tokens. The reused blocks are read in place, never copied: a request
 cache holds only the request's own tokens, and the shared-prefix attention
 (:mod:`~ragcache.backends.local.attention`) merges the attention over the
-stored blocks with the attention over them. Concurrent requests decode
+stored blocks with the attention over the request's own tokens. Concurrent requests decode
 together: the :class:`~ragcache.backends.local.batcher.Batcher` prefills each
 alone, then runs one forward pass per step over all of them (continuous
 batching, up to ``backend.options.max_batch``); rows over the same stored
