@@ -218,11 +218,11 @@ class NaiveRagStrategy(Strategy):
 
     def _budget(self, item: WorkloadItem) -> int:
         """A fixed budget, or ragcache's route for this request turned into corpus tokens (``match``)."""
+        if self.budget is not None:
+            return self.budget  # nothing to match: no route needed
         previous = self.routes.get(item.session) if item.turn else None
         route = self.app.route(item.question, previous, observe=False)  # no demand: ragcache counts it once
         self.routes[item.session] = route
-        if self.budget is not None:
-            return self.budget
         return self.matched_tokens(route)
 
     def matched_tokens(self, route: Route) -> int:
