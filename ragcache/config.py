@@ -69,8 +69,10 @@ class RouterConfig(_Strict):
     mode: Literal["auto", "full", "blocks", "topk"] = "auto"
     embedding_model: str = DEFAULT_EMBEDDING_MODEL
     window_tokens: int | None = Field(None, gt=0)  # routing window; default: the backend's context window
-    top_k: int = Field(32, ge=0)  # tail: at most this many chunks
-    snippet_tokens: int = Field(4096, ge=0)  # tail budget (at most; a tail is as long as what it recovers)
+    top_k: int = Field(0, ge=0)  # tail: at most this many chunks (0: as many as top-k at equal cost needs)
+    snippet_tokens: int = Field(4096, ge=0)  # tail room at least (runs leave it); mode topk: the top-k budget
+    fill: float = Field(0.85, gt=0.0, le=1.0)  # share of the budget a route fills (more of the best chunks)
+    questions_per_ttl: float = Field(50.0, gt=0.0)  # expected questions per cache lifetime: prices cold runs
     sticky_margin: float = Field(0.15, ge=0.0)  # fused-score lead another run needs to move a session
     history_allowance: int = Field(1024, ge=0)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)

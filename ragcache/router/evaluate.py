@@ -319,7 +319,9 @@ def evaluate_corpus(
     def make_router(window: int) -> Router:
         settings = router_config
         if "window_tokens" in type(router_config).model_fields:  # the config override must not beat the window
-            settings = router_config.model_copy(update={"window_tokens": window})
+            # The router prices cold runs by the traffic this replay assumes: questions per cache lifetime.
+            per_ttl = rate_per_min * rules.ttl_s / 60
+            settings = router_config.model_copy(update={"window_tokens": window, "questions_per_ttl": per_ttl})
         capabilities = Capabilities(
             context_window=window, min_cacheable_tokens=rules.min_cacheable_tokens, ttl_s=rules.ttl_s
         )

@@ -1,4 +1,4 @@
-"""Router v2: fill the window with a stable run of topic blocks, priced against top-k.
+"""Router v3: fill the window with a stable run of topic blocks, and never hold less than top-k at equal cost.
 
 The corpus is compiled into topic blocks in one canonical order (category, then
 the topic tree's depth-first order; see ``corpus/topics.py``). With the budget
@@ -7,47 +7,47 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
 
 1. **full** — the corpus fits B: every question gets the whole corpus (one prefix).
 2. Otherwise the canonical block sequence is cut once into consecutive segments
-   of at most cap = B − :func:`tail_reserve` tokens (greedy, preferring a cut at a
-   category boundary when the segment is already ≥ 80% full). Each segment is a
-   **run**; a segment under 80% of the cap (the last one, when the corpus is a
-   little larger than the window) is topped up to the cap with the corpus's
-   leading blocks, in canonical order, so it nests on the first run's prefix (one
-   shared cache entry) instead of sending a half-empty window. The runs are the
-   enumerable prefix set (:meth:`HybridRouter.prefixes`): few at large windows, and
-   each fills most of the budget, so a route uses the window instead of one block.
-3. Per question, fused dense+BM25 chunk scores give the top ``RELEVANCE_POOL``
-   chunks a relevance weight ((score / best) ** ``RELEVANCE_POWER``, so weak matches
-   that any large run holds by chance count for little); a run's *coverage* is the share
-   of that weight inside it. The best run wins; a session keeps its previous run
-   unless the winner's score (its best three fused chunk scores, weighted) leads
-   by ``sticky_margin`` (switching also throws away the cached history).
-4. **Price-aware.** Each question adds to its best run's *demand* (counts decayed
-   on a logical clock, half-life ``DEMAND_HALF_LIFE`` questions). Runs among the
-   top ``cache.warm_max_prefixes`` by demand are *hot* (all are when there are no
-   more runs than that). A hot best run is used (mode **blocks**). Otherwise the
-   router compares, by coverage, (a) the best hot run plus its tail against
-   (b) a tail-only **topk** route whose tokens cost what (a) costs when its prefix
-   is read from cache (``CACHED_READ_PRICE`` × prefix + tail), and takes the
-   better: a router that prices its options is never worse than top-k at equal cost.
-5. **The tail** (blocks routes) is priced against top-k: it holds the chunks that a
-   top-k prompt *of the same cost* would hold and the run does not. Walking the
-   question's chunks best first, a chunk inside the run uses up the run's cost
-   allowance (``CACHED_READ_PRICE`` × run tokens, plus its share of the cache write,
-   ``WRITE_PRICE`` × run tokens / ``WRITE_AMORTIZED_OVER``; a constant, so a session's
-   earlier turns re-render byte-identically); a chunk outside it joins the tail
-   (it costs the same in both prompts). The walk ends when the allowance is spent, the
-   window is full or ``top_k`` tail chunks are taken. So a run that holds the best
-   chunks gets a short tail, and the prompt holds every chunk top-k at equal cost
-   would send (while the window has room): the router's evidence is a superset.
+   of at most cap = B − :func:`tail_reserve` tokens (the tail keeps at least
+   ``TAIL_SHARE`` of B; greedy, preferring a cut at a category boundary when the
+   segment is already ≥ 80% full). Each segment is a **run**; a segment under 80%
+   of the cap is topped up with the corpus's leading blocks, so it nests on the
+   first run's prefix (``runs.py``). The runs are the enumerable prefix set
+   (:meth:`HybridRouter.prefixes`): few at large windows, each filling most of the cap.
+3. **What a run costs.** A cached token is read at ``CACHED_READ_PRICE`` of an
+   uncached one, but a prefix that expired is written again at ``WRITE_PRICE``. The
+   router prices run r per request at READ + WRITE × P(write), with P(write) =
+   exp(−share_r × ``router.questions_per_ttl``): a run asked for by a share s of the
+   questions sees s × q questions per cache lifetime and stays warm when that is
+   well above one. share_r is the run's decayed demand with a uniform prior worth one
+   cache lifetime of questions, so before any traffic a corpus cut into a few runs
+   prices them as warm and one cut into hundreds prices them as writes.
+4. **The tail makes the route a superset of top-k at equal cost.** Walking the
+   question's fused dense+BM25 chunk ranking best first, a chunk outside the run
+   joins the tail (it costs the same in both prompts) and a chunk inside it uses up
+   the run's price (price × run tokens). When the price is used up, the prompt holds
+   every chunk that a top-k prompt of the same cost would hold: such a run is
+   **admissible**. A run whose walk does not end inside the window (its price buys
+   more top-k than the window leaves room for) is not.
+5. **Choice.** Among the admissible runs (the ``CANDIDATES`` best by coverage, the
+   share of the question's relevance weight inside them), the best covered wins; a
+   session keeps its previous run unless the winner's score leads by
+   ``sticky_margin`` (switching throws away the cached history). With no admissible
+   run the route is **topk**: the best chunks up to ``router.fill`` of B. Any route
+   whose tokens are below ``fill`` × B takes more of the best chunks outside its run
+   until it reaches it, so a route uses the window.
 
-:meth:`HybridRouter.hot_prefixes` gives the demand-ranked runs for the warmer; the
-demand state (:class:`Demand`) can be shared or saved by a server. Everything is
-deterministic: ties go to the earlier chunk or run, and routes depend only on the
-corpus, the settings and the sequence of questions seen.
+So the router's evidence is never less than top-k's at the same price, it spends a
+stable prefix only where the price says it pays (few, warm runs), and on a corpus
+far larger than the window with no popular region (where no run can pay) it is
+top-k. :meth:`HybridRouter.hot_prefixes` gives the demand-ranked runs for the
+warmer; the demand state (:class:`Demand`) can be shared or saved by a server.
+Everything is deterministic: ties go to the earlier chunk or run, and routes depend
+only on the corpus, the settings and the sequence of questions seen.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -65,12 +65,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CACHED_READ_PRICE",
+    "CANDIDATES",
     "DEFAULT_HOT_PREFIXES",
     "DEMAND_HALF_LIFE",
-    "PRICE_MARGIN",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
-    "WRITE_AMORTIZED_OVER",
+    "TAIL_SHARE",
     "WRITE_PRICE",
     "BlockRun",
     "Demand",
@@ -83,9 +83,9 @@ __all__ = [
 CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncached one at every vendor
 RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route can cover
 RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
-PRICE_MARGIN = 0.01  # a cold question's hot run must cover this much more relevance than top-k at equal cost
 WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
-WRITE_AMORTIZED_OVER = 1  # a run's write charged in full per request: worst case, constant per session
+TAIL_SHARE = 0.3  # runs leave at least this share of the budget to the tail (room for the walk)
+CANDIDATES = 8  # runs, best covered first, whose walk is tried per question
 DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 
@@ -100,13 +100,21 @@ def context_budget(
 
 
 def tail_reserve(budget: int, snippet_tokens: int) -> int:
-    """Tokens a run leaves for the tail: ``snippet_tokens`` plus what the run's cached read buys.
+    """Tokens a run leaves for the tail: room for the walk of module docstring, 4.
 
-    Top-k at the route's cost gets about ``CACHED_READ_PRICE`` × run + tail tokens; the
-    tail must have room for that top-k's chunks outside the run, so the reserve r solves
-    r = snippet_tokens + CACHED_READ_PRICE × (budget − r).
+    At least ``TAIL_SHARE`` of the budget, and at least what solves r = snippet_tokens +
+    CACHED_READ_PRICE × (budget − r) (top-k at a warm run's read price, plus snippets).
     """
-    return min(budget, int((snippet_tokens + CACHED_READ_PRICE * budget) / (1 + CACHED_READ_PRICE)))
+    priced = int((snippet_tokens + CACHED_READ_PRICE * budget) / (1 + CACHED_READ_PRICE))
+    return min(budget, max(priced, int(TAIL_SHARE * budget)))
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """Where a run's walk ended (the last rank it needs) and whether it ended inside the window."""
+
+    depth: int
+    complete: bool
 
 
 class HybridRouter:
@@ -181,25 +189,42 @@ class HybridRouter:
             return self._make_route("full", self._full, (), reason, sticky=sticky)
         fused = self.index.scores(question, self.config.dense_weight).fused
         order = np.lexsort((np.arange(len(fused)), -fused))
-        relevance = self.relevance(fused, order)
+        fill = int(self.config.fill * self.budget)
         if not self.runs:
-            return self._topk(fused, order, self.config.snippet_tokens, "no run of blocks fits the budget")
-        coverage = self.coverage(relevance)
-        best = int(np.lexsort((np.arange(len(coverage)), -coverage))[0])
+            reason = "no run of blocks fits the budget" if self.config.mode != "topk" else "router.mode is topk"
+            tokens = self.config.snippet_tokens if self.config.mode == "topk" else fill
+            return self._make_route("topk", (), self._snippets(fused, self._top_chunks(order, tokens)), reason)
+        coverage = self.coverage(self.relevance(fused, order))
+        ranked = np.lexsort((np.arange(len(coverage)), -coverage))
+        best = int(ranked[0])
+        price = self.run_prices()  # before this question counts: its own run is not warm yet
         if observe:
             self.demand.observe(best)
-        scores = {f"run:{i}": float(coverage[i]) for i in np.argsort(-coverage, kind="stable")[:5]}
+        scores = {f"run:{i}": float(coverage[i]) for i in ranked[:5]}
         kept = self._run_by_blocks.get(previous.block_ids) if previous is not None and previous.block_ids else None
-        if kept is not None and kept != best:
+        walks = self._walks(order, [int(i) for i in ranked[:CANDIDATES]] + ([kept] if kept is not None else []), price)
+        admissible = [r for r in walks if walks[r].complete]
+        chosen = min(admissible, key=lambda r: (-coverage[r], r)) if admissible else None
+        if kept is not None and kept != chosen:
             top = self.run_scores(fused, order)
             lead = float(top[best] - top[kept])
             if lead < self.config.sticky_margin:
                 reason = f"kept the session's run {kept}: run {best} leads by {lead:.3f} < sticky_margin"
-                return self._blocks_route(kept, fused, order, reason, scores, sticky=True)
-        hot = self.demand.hot(self.hot_limit)
-        if best in hot:
-            return self._blocks_route(best, fused, order, f"run {best} covers {coverage[best]:.3f}", scores)
-        return self._priced(best, hot, coverage, fused, order, relevance, scores)
+                return self._blocks_route(kept, walks[kept], order, fused, reason, scores, sticky=True)
+        if chosen is None:
+            reason = f"no run pays for itself (best: run {best}, price {price[best]:.2f}); top-k fills the window"
+            return self._make_route("topk", (), self._snippets(fused, self._top_chunks(order, fill)), reason, scores)
+        reason = f"run {chosen} covers {coverage[chosen]:.3f} at price {price[chosen]:.2f}"
+        return self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
+
+    def run_prices(self) -> np.ndarray:
+        """Each run's price per stable token and request, relative to an uncached token (module docstring, 3)."""
+        per_ttl = self.config.questions_per_ttl
+        counts = self.demand.counts
+        share = (counts + per_ttl / len(counts)) / (float(counts.sum()) + per_ttl)
+        price = CACHED_READ_PRICE + WRITE_PRICE * np.exp(-share * per_ttl)
+        tokens = np.array([run.tokens for run in self.runs])
+        return np.where(tokens < self.min_cacheable, 1.0, np.round(price, 6))  # too short to cache: plain input
 
     def prefixes(self) -> list[tuple[str, ...]]:
         """Every corpus-block tuple :meth:`route` can emit: the full corpus, or each run (plus () for top-k)."""
@@ -265,55 +290,46 @@ class HybridRouter:
             return None
         return ("full",) if self.corpus.full_block_id else tuple(self.blocks)
 
-    def _priced(
-        self,
-        best: int,
-        hot: set[int],
-        coverage: np.ndarray,
-        fused: np.ndarray,
-        order: np.ndarray,
-        relevance: dict[int, float],
-        scores: dict[str, float],
-    ) -> Route:
-        """The best run is cold: the best hot run + tail, or top-k at the same cost, whichever covers more."""
-        if self.config.mode == "topk" or not hot:
-            tokens = int(CACHED_READ_PRICE * self.runs[best].tokens) + self.config.snippet_tokens
-            return self._topk(fused, order, tokens, f"run {best} is not hot; top-k at its cached cost")
-        hot_best = min(hot, key=lambda i: (-coverage[i], i))
-        tail = self._tail(order, self.runs[hot_best])
-        total = sum(relevance.values()) or 1.0
-        tail_weight = sum(relevance.get(i, 0.0) for i in tail) / total
-        tail_tokens = int(self._chunk_tokens[tail].sum()) if tail else 0
-        cost = int(CACHED_READ_PRICE * self.runs[hot_best].tokens) + tail_tokens
-        picked = self._top_chunks(order, cost)
-        topk_cover = round(sum(relevance.get(i, 0.0) for i in picked) / total, 6)
-        blocks_cover = round(float(coverage[hot_best]) + tail_weight, 6)
-        if blocks_cover > topk_cover + PRICE_MARGIN:  # a run that only adds noise loses to top-k
-            reason = (
-                f"best run {best} is cold; hot run {hot_best} + tail covers "
-                f"{blocks_cover:.3f} > top-k at equal cost {topk_cover:.3f}"
-            )
-            return self._blocks_route(hot_best, fused, order, reason, scores)
-        reason = f"best run {best} is cold; top-k at the cost of hot run {hot_best} covers {topk_cover:.3f}"
-        return self._make_route("topk", (), self._snippets(fused, picked), reason, scores=scores)
+    def _walks(self, order: np.ndarray, runs: list[int], price: np.ndarray) -> dict[int, _Walk]:
+        """The walk of module docstring, 4, for each of ``runs`` over the ranked chunks."""
+        sizes = self._chunk_tokens[order]
+        total = np.cumsum(sizes)
+        out: dict[int, _Walk] = {}
+        for r in dict.fromkeys(runs):
+            inside = np.cumsum(np.where(self._in_run[r, order], sizes, 0))
+            room = self.budget - self.runs[r].tokens
+            allowance = price[r] * self.runs[r].tokens
+            depth = int(np.searchsorted(inside, allowance, side="left"))  # first rank where the price is used up
+            complete = depth < len(order) and int(total[depth] - inside[depth]) <= room
+            out[r] = _Walk(depth if complete else len(order) - 1, complete)
+        return out
 
     def _blocks_route(
         self,
         run: int,
-        fused: np.ndarray,
+        walk: _Walk,
         order: np.ndarray,
+        fused: np.ndarray,
         reason: str,
         scores: dict[str, float],
         sticky: bool = False,
     ) -> Route:
+        """Run ``run`` plus its tail: the walk's chunks outside it, then more of the best until ``fill``."""
         chosen = self.runs[run]
-        tail = self._tail(order, chosen)
+        left = self.budget - chosen.tokens
+        filled_at = self.budget - int(self.config.fill * self.budget)  # room left once the route fills
+        cap = self.config.top_k or len(order)
+        picked: list[int] = []
+        for rank, i in enumerate(order):
+            if len(picked) >= cap or (rank > walk.depth and left <= filled_at):
+                break
+            size = int(self._chunk_tokens[i])
+            if not self._in_run[run, i] and size <= left:
+                picked.append(int(i))
+                left -= size
         if chosen.tokens < self.min_cacheable:
             reason += f"; below the backend's {self.min_cacheable}-token minimum cacheable prefix"
-        return self._make_route("blocks", chosen.block_ids, self._snippets(fused, tail), reason, scores, sticky)
-
-    def _topk(self, fused: np.ndarray, order: np.ndarray, tokens: int, reason: str) -> Route:
-        return self._make_route("topk", (), self._snippets(fused, self._top_chunks(order, tokens)), reason)
+        return self._make_route("blocks", chosen.block_ids, self._snippets(fused, picked), reason, scores, sticky)
 
     def _top_chunks(self, order: np.ndarray, tokens: int) -> list[int]:
         """The best chunks that fit ``tokens`` (a chunk too big for what is left is skipped)."""
@@ -325,25 +341,6 @@ class HybridRouter:
             if self._chunk_tokens[i] <= left:
                 picked.append(int(i))
                 left -= int(self._chunk_tokens[i])
-        return picked
-
-    def _tail(self, order: np.ndarray, run: BlockRun) -> list[int]:
-        """Chunks outside ``run`` that top-k at the route's cost would send (module docstring, 5)."""
-        allowance = (CACHED_READ_PRICE + WRITE_PRICE / WRITE_AMORTIZED_OVER) * run.tokens
-        picked: list[int] = []
-        inside, left = 0, self.budget - run.tokens
-        smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1
-        for i in order:
-            tokens = int(self._chunk_tokens[i])
-            if self._in_run[run.index, i]:
-                inside += tokens
-                if inside > allowance:
-                    break
-            elif tokens <= left:
-                picked.append(int(i))
-                left -= tokens
-                if left < smallest or len(picked) >= self.config.top_k:
-                    break
         return picked
 
     def _snippets(self, fused: np.ndarray, picked: list[int]) -> tuple[Snippet, ...]:
