@@ -87,9 +87,10 @@ def _index_line(report: ProgressReporter, no_index: bool, chunks: int, embedding
     timing = report.stages.get(EMBED_STAGE)
     if timing is None:
         return f"router index: {chunks} chunks, reused (no embedding needed)"
+    kept = f"; {chunks - timing.done} unchanged chunks kept their vectors" if timing.done < chunks else ""
     return (
         f"router index: embedded {timing.done} chunks in {timing.seconds:.2f}s "
-        f"({timing.rate_per_s:,.1f} chunks/s, {embedding_backend(embedding_model)} backend)"
+        f"({timing.rate_per_s:,.1f} chunks/s, {embedding_backend(embedding_model)} backend){kept}"
     )
 
 

@@ -4,12 +4,18 @@ Built at ``ragcache build`` time as a build step and stored in ``<build>/index/`
 
     index.json     format, key, embedding model id, chunk count, dimension
     dense.faiss    inner-product flat index over L2-normalised chunk embeddings
+    rows.json      the content hash of each row's embedded text, in row order
     bm25/          bm25s index over the same chunk texts
 
 The *key* is a hash of the embedding model id and every chunk's hash (and the
 title it is embedded with), so an unchanged corpus reuses its index: it is copied
 from the previous build, or from a content-addressed cache under
 ``~/.cache/ragcache/index/<key>`` shared by every build of the same chunks.
+When the corpus changed and the embedder's vectors are a pure function of each
+text (``per_text``: the onnx-int8 backend), the previous build's vectors are kept
+for every unchanged text and only new texts are embedded: a one-document edit
+re-embeds that document's chunks, not the corpus. The result is byte-identical to
+a fresh build.
 """
 
 from __future__ import annotations
@@ -36,13 +42,21 @@ if TYPE_CHECKING:
     from ragcache.corpus.manifest import ChunkRecord, CompiledCorpus
 
 __all__ = [
-    "EMBED_STAGE", "INDEX_DIR", "INDEX_FORMAT", "ChunkIndex", "QueryScores", "embed_texts", "index_key", "index_step",
+    "EMBED_STAGE",
+    "INDEX_DIR",
+    "INDEX_FORMAT",
+    "ChunkIndex",
+    "QueryScores",
+    "embed_texts",
+    "index_key",
+    "index_step",
     "open_index",
 ]
 
 INDEX_DIR = "index"
 EMBED_STAGE = "embedding chunks"  # the progress stage name, for callers that time it
 INDEX_FORMAT = 1
+ROWS_FILE = "rows.json"
 _EMBED_BATCH = 128
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), as build_corpus reports
 log = logging.getLogger(__name__)
@@ -135,22 +149,43 @@ class ChunkIndex:
         self.chunk_ids = [c.id for c in corpus.chunks]
         self._dense = dense
         self._bm25 = bm25
+        self.row_hashes: list[str] | None = None  # known when built here; saved as rows.json
 
     @classmethod
-    def build(cls, corpus: CompiledCorpus, embedder: Embedder, progress: ProgressFn | None = None) -> ChunkIndex:
-        """Embed and index every chunk (the slow part of a build; README "Build throughput" has the rates)."""
+    def build(
+        cls,
+        corpus: CompiledCorpus,
+        embedder: Embedder,
+        progress: ProgressFn | None = None,
+        known: dict[str, NDArray[np.float32]] | None = None,
+    ) -> ChunkIndex:
+        """Embed and index every chunk (the slow part of a build; README "Build throughput" has the rates).
+
+        ``known`` maps text hashes to vectors this embedder made before: those texts are not embedded again.
+        """
         import bm25s
         import faiss
 
         texts = [chunk_text(corpus, c) for c in corpus.chunks]
-        vectors = embed_texts(embedder, texts, progress)
-        dim = vectors.shape[1] if len(vectors) else len(embedder.embed_query("x"))
+        hashes = [content_hash(t) for t in texts]
+        known = known or {}
+        fresh = [i for i, h in enumerate(hashes) if h not in known]
+        embedded = embed_texts(embedder, [texts[i] for i in fresh], progress)
+        dim = embedded.shape[1] if len(embedded) else len(embedder.embed_query("x"))
+        vectors = np.zeros((len(texts), dim), dtype=np.float32)
+        if fresh:
+            vectors[fresh] = embedded
+        for i, h in enumerate(hashes):
+            if h in known:
+                vectors[i] = known[h]
         dense = faiss.IndexFlatIP(dim)
         if len(vectors):
             dense.add(vectors)
         bm25 = bm25s.BM25()
         bm25.index([tokenize(t) or [""] for t in texts], show_progress=False)
-        return cls(corpus, embedder, dense, bm25, index_key(corpus, embedder.model_id))
+        index = cls(corpus, embedder, dense, bm25, index_key(corpus, embedder.model_id))
+        index.row_hashes = hashes
+        return index
 
     @classmethod
     def load(cls, corpus: CompiledCorpus, embedder: Embedder, root: Path | None = None) -> ChunkIndex:
@@ -187,6 +222,8 @@ class ChunkIndex:
             "dim": int(self._dense.d),
         }
         (root / "index.json").write_text(canonical_json(meta, indent=2) + "\n", encoding="utf-8")
+        if self.row_hashes is not None:
+            (root / ROWS_FILE).write_text(canonical_json(self.row_hashes) + "\n", encoding="utf-8")
 
     def scores(self, question: str, dense_weight: float = 0.5) -> QueryScores:
         """Dense cosine and BM25 for every chunk, min-max normalised per question and mixed."""
@@ -279,11 +316,37 @@ def index_step(
                 return
         if progress:
             progress("loading the embedding model", 0, 0)
-        index = ChunkIndex.build(corpus, load_embedder(embedding_model), progress)
+        embedder = load_embedder(embedding_model)
+        known = known_vectors(previous / INDEX_DIR, embedder) if previous is not None else {}
+        if known:
+            log.info("router index: %d vectors of the previous build kept for unchanged texts", len(known))
+        index = ChunkIndex.build(corpus, embedder, progress, known)
         index.save(target)
         _store_shared(target, shared)
 
     return step
+
+
+def known_vectors(root: Path, embedder: Embedder) -> dict[str, NDArray[np.float32]]:
+    """Text hash → vector from an earlier index made by ``embedder``, when its vectors are per text.
+
+    Empty when the embedder's vectors depend on their batch (torch), the model differs, or
+    the folder is missing, old (no rows.json) or unreadable: then everything is embedded.
+    """
+    import faiss
+
+    meta = read_meta(root)
+    if not getattr(embedder, "per_text", False) or meta is None or meta.get("model_id") != embedder.model_id:
+        return {}
+    try:
+        hashes = json.loads((root / ROWS_FILE).read_text(encoding="utf-8"))
+        dense = faiss.read_index(str(root / "dense.faiss"))
+    except (OSError, ValueError, RuntimeError):
+        return {}
+    if not isinstance(hashes, list) or len(hashes) != dense.ntotal:
+        return {}
+    vectors = dense.reconstruct_n(0, dense.ntotal) if dense.ntotal else np.zeros((0, dense.d), dtype=np.float32)
+    return {str(h): vectors[i] for i, h in enumerate(hashes)}
 
 
 def _store_shared(source: Path, shared: Path) -> None:

@@ -3,18 +3,18 @@
 Embedding is almost all of a cold build. This backend exports the local model
 folder to ONNX once (offline, with torch), quantizes its MatMul weights to int8
 per channel, caches both under ``~/.cache/ragcache/onnx/<hash of model id>``,
-and runs chunks through the int8 model in length-sorted batches (little
-padding). Questions go through the fp32 model: int8 errs most on short texts,
-and one question is cheap. Measured on the 2-core AVX2 machines: 1.4–1.9× the
+and runs each chunk through the int8 model on its own (no padding; on 2 cores
+batches of 1 to 16 ran at the same chunks/s). Questions go through the fp32
+model: int8 errs most on short texts, and one question is cheap. Measured on the 2-core AVX2 machines: 1.4–1.9× the
 chunks per CPU-second of torch, mean cosine 0.994 to torch's chunk vectors
 (README, "Build throughput"); CPUs with VNNI gain more from int8.
 
 Weights use ``reduce_range`` (7-bit): the int8 products then never saturate the
 16-bit pairs of AVX2, so the integer GEMMs give the same sums on any x86 CPU.
-Activations are quantized per batch, so a text's vector depends a little on its
-batch; batches are a pure function of the texts (lengths, then input order), so
-the same chunks always give the same bytes (and the thread count does not
-change them)."""
+Activations are quantized per run, and every text runs alone, so a chunk's vector
+is a pure function of its text (``per_text``): the same chunk gives the same bytes
+in any build, whatever else changed, so a rebuild re-embeds only new chunks
+(``router/index.py``), and the thread count does not change them either."""
 
 from __future__ import annotations
 
@@ -37,8 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["ONNX_BACKEND", "ONNX_RECIPE", "OnnxEmbedder", "onnx_available"]
 
 ONNX_BACKEND = "onnx-int8"
-ONNX_RECIPE = "onnx17-matmul-qint8-perchannel-rr-v1"  # part of model_id: change it when the recipe changes
-_BATCH = 8  # sequences per run: small batches were fastest on 2 cores (fewer cache misses, less padding)
+ONNX_RECIPE = "onnx17-matmul-qint8-perchannel-rr-single-v2"  # part of model_id: change it when the recipe changes
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -73,16 +72,16 @@ class OnnxEmbedder:
         self._tokenizer.no_padding()
         self.dimension = _config_value(folder / "config.json", "hidden_size", 384)
 
+    per_text = True  # a text's vector does not depend on the texts embedded with it
+
     def embed(self, texts: list[str]) -> NDArray[np.float32]:
-        """Vectors in input order; texts run longest first in batches of similar length."""
+        """Vectors in input order, each text run alone (module docstring)."""
         ids = [enc.ids for enc in self._tokenizer.encode_batch(texts)]
-        order = sorted(range(len(ids)), key=lambda i: (-len(ids[i]), i))
         out = np.zeros((len(ids), self.dimension), dtype=np.float32)
         if ids and self._session is None:
             self._session = self._open(self._int8_path)
-        for start in range(0, len(order), _BATCH):
-            batch = order[start : start + _BATCH]
-            out[batch] = self._run([ids[i] for i in batch], self._session)
+        for row, text_ids in enumerate(ids):
+            out[row] = self._run([text_ids], self._session)[0]
         return out
 
     def embed_query(self, text: str) -> NDArray[np.float32]:
