@@ -43,7 +43,7 @@ def write_config(path: Path, corpus: Path, build_dir: Path, backend: dict[str, A
         "corpus": str(corpus),
         "build_dir": str(build_dir),
         "backend": backend,
-        "cache": {"warm_on_start": True, "keep_warm": False, **cache},
+        "cache": {"warm_on_start": True, "keep_warm": False, "traffic_dir": str(path.parent / "traffic"), **cache},
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

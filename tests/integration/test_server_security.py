@@ -95,7 +95,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         "build_dir": str(tmp / "build"),
         "backend": {"kind": "openai", "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY", "max_retries": 0,
                     "base_url": f"http://127.0.0.1:{vendor.server_address[1]}/v1", "max_output_tokens": 8},
-        "cache": {"warm_on_start": True, "keep_warm": False},
+        "cache": {"warm_on_start": True, "keep_warm": False, "traffic_dir": str(tmp / "traffic")},  # its own warm lock
         "server": {"protect_metrics": True, "rate_limit_per_min": RATE_PER_MIN},
     }
     (tmp / "server.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
