@@ -94,7 +94,12 @@ def test_prefill_in_chunks_and_a_tiny_score_budget_change_nothing(model: Any, mo
     assert (torch.cat(chunks) - full[30:]).abs().max().item() <= ATOL
 
 
-def test_batched_decode_over_shared_and_different_prefixes_equals_each_row_alone(model: Any) -> None:
+@pytest.mark.parametrize("padded", [True, False])
+def test_batched_decode_over_shared_and_different_prefixes_equals_each_row_alone(
+    model: Any, padded: bool, monkeypatch: Any
+) -> None:
+    if not padded:  # own keys longer than the padding limit: the own parts row by row
+        monkeypatch.setattr("ragcache.backends.local.attention.PAD_OWN_TOKENS", 0)
     shared = [(3 * i + 2) % 97 for i in range(50)]
     other = [(11 * i + 5) % 97 for i in range(35)]
     prompts = [[*shared, 1, 2, 3], [*shared, 4, 5, 6, 7, 8], [*other, 9], [*shared[:20], 10, 11]]

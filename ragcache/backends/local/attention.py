@@ -12,6 +12,8 @@ cascade inference): ``out = sum_i exp(lse_i - lse) * out_i`` with
   queries of *all* rows that hold the block go through one matmul against its
   keys, so a decode step reads the shared corpus prefix once, not once per row;
 - **the row's own tokens**: causal (a query sees own keys up to its own position);
+  in a decode step whose rows all read stored blocks, every row's at once, the
+  own keys padded to the longest row (up to :data:`PAD_OWN_TOKENS`);
 - the parts are merged block by block, root first, then the own part: the same
   code for a request alone (a batch of one row) and batched, so the only
   difference batching makes is the shape of the matmuls (as in the linear layers).
@@ -40,25 +42,27 @@ import functools
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from ragcache.backends.local.kvstore import KVBlock
-from ragcache.backends.local.request_cache import RequestCache
+from ragcache.backends.local.request_cache import OwnLayer, RequestCache
 
-__all__ = ["IMPLEMENTATION", "SCORE_BUDGET", "CascadeBatch", "cascade_attention", "enable_cascade_attention",
-           "uses_flash"]  # fmt: skip
+__all__ = ["IMPLEMENTATION", "PAD_OWN_TOKENS", "SCORE_BUDGET", "CascadeBatch", "cascade_attention",
+           "enable_cascade_attention", "uses_flash"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 IMPLEMENTATION = "ragcache_cascade"
 SCORE_BUDGET = 1 << 26  # float32 scores per matmul (256 MiB): bounds a long prefill over a stored prefix
+PAD_OWN_TOKENS = 512  # a decode step pads the rows' own keys into one tensor up to this length (a copy per step)
 _LOCK = threading.Lock()
 
 
@@ -76,6 +80,8 @@ class CascadeBatch:
         ends = list(itertools.accumulate(lengths))
         self.spans = list(zip([0, *ends[:-1]], ends, strict=True))
         self.total = ends[-1] if ends else 0
+        # a decode step over stored prefixes: one token per row, every row reads blocks (the own parts batch)
+        self.is_decode = self.total == len(self.caches) and all(cache.blocks for cache in self.caches)
         found: dict[str, tuple[int, KVBlock, list[int]]] = {}
         for row, cache in enumerate(self.caches):
             for depth, block in enumerate(cache.blocks):
@@ -85,6 +91,10 @@ class CascadeBatch:
             _Group(depth, block, self._tokens(members, block))
             for depth, block, members in sorted(found.values(), key=lambda entry: entry[0])
         ]
+
+    def own_layers(self) -> Iterator[tuple[list[OwnLayer], tuple[int, int]]]:
+        """Each row's own-token layers and its span of the packed tokens."""
+        return zip((cache.layers for cache in self.caches), self.spans, strict=True)
 
     def _tokens(self, rows: list[int], block: KVBlock) -> torch.Tensor | None:
         if len(rows) == len(self.caches):
@@ -130,11 +140,14 @@ def cascade_attention(
     scale = kwargs.get("scaling") or dim**-0.5
     kv_heads = key.shape[1]
     grouped = query[0].reshape(kv_heads, heads // kv_heads, total, dim)  # kv head i serves query heads i*g…
+    own = [layers[layer].append(key[..., a:b, :], value[..., a:b, :]) for layers, (a, b) in batch.own_layers()]
     lse, out = _prefix_parts(batch, layer, grouped, scale)
+    if batch.is_decode and lse is not None and out is not None and max(k.shape[-2] for k, _ in own) <= PAD_OWN_TOKENS:
+        merged = _own_decode(grouped, own, scale, lse, out)  # every row's own part in one matmul each way
+        return merged.to(query.dtype).reshape(1, total, heads, dim), None
     outputs = []
-    for cache, (a, b) in zip(batch.caches, batch.spans, strict=True):
+    for cache, (a, b), (keys, values) in zip(batch.caches, batch.spans, own, strict=True):
         n = b - a
-        keys, values = cache.layers[layer].append(key[..., a:b, :], value[..., a:b, :])
         if not cache.blocks:
             mask = _causal_mask(n, keys.shape[-2], keys.device)
             outputs.append(sdpa_attention_forward(module, query[..., a:b, :], keys, values, mask, scaling=scale)[0])
@@ -199,6 +212,34 @@ def _prefix_parts(
         else:
             lse[:, :, index], out[:, :, index] = _merge(lse[:, :, index], out[:, :, index], part_lse, part_out)
     return lse, out
+
+
+def _own_decode(
+    grouped: torch.Tensor,
+    own: list[tuple[torch.Tensor, torch.Tensor]],
+    scale: float,
+    lse: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """A decode step's own part for every row at once, merged into the prefix parts: ``[rows, kv, g, d]``.
+
+    Row r's one query (``grouped[:, :, r]``) over its own keys ``own[r]``; the
+    keys are padded to the longest row (padding masked out), so the step is a
+    few batched matmuls instead of a dozen small calls per row and layer.
+    """
+    keys = pad_sequence([k[0].transpose(0, 1) for k, _ in own], batch_first=True)  # [rows, s, kv, d]
+    values = pad_sequence([v[0].transpose(0, 1) for _, v in own], batch_first=True)
+    lengths = torch.tensor([k.shape[-2] for k, _ in own], device=keys.device)
+    queries = grouped.permute(2, 0, 1, 3)  # [rows, kv, g, d]
+    scores = torch.matmul(queries.to(keys.dtype), keys.permute(0, 2, 3, 1)).float().mul_(scale)
+    padding = torch.arange(keys.shape[1], device=keys.device) >= lengths[:, None]
+    scores.masked_fill_(padding[:, None, None], float("-inf"))
+    top = scores.amax(-1, keepdim=True)
+    weights = scores.sub_(top).exp_()
+    total = weights.sum(-1, keepdim=True)
+    own_out = torch.matmul(weights.to(values.dtype), values.transpose(1, 2)).float().div_(total)
+    share = torch.sigmoid((top + total.log()).squeeze(-1) - lse.permute(2, 0, 1)).unsqueeze(-1)
+    return torch.lerp(out.permute(2, 0, 1, 3), own_out, share)
 
 
 def _causal_mask(n: int, total: int, device: torch.device) -> torch.Tensor | None:
