@@ -53,7 +53,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
 from ragcache.backends.local.kvstore import KVBlock
-from ragcache.backends.local.request_cache import OwnLayer, RequestCache
+from ragcache.backends.local.request_cache import RequestCache
 
 __all__ = ["IMPLEMENTATION", "PAD_OWN_TOKENS", "SCORE_BUDGET", "CascadeBatch", "cascade_attention",
            "enable_cascade_attention", "uses_flash"]  # fmt: skip
@@ -92,9 +92,9 @@ class CascadeBatch:
             for depth, block, members in sorted(found.values(), key=lambda entry: entry[0])
         ]
 
-    def own_layers(self) -> Iterator[tuple[list[OwnLayer], tuple[int, int]]]:
-        """Each row's own-token layers and its span of the packed tokens."""
-        return zip((cache.layers for cache in self.caches), self.spans, strict=True)
+    def rows(self) -> Iterator[tuple[RequestCache, tuple[int, int]]]:
+        """Each row's request cache and its span ``(start, end)`` of the packed tokens."""
+        return zip(self.caches, self.spans, strict=True)
 
     def _tokens(self, rows: list[int], block: KVBlock) -> torch.Tensor | None:
         if len(rows) == len(self.caches):
@@ -140,13 +140,13 @@ def cascade_attention(
     scale = kwargs.get("scaling") or dim**-0.5
     kv_heads = key.shape[1]
     grouped = query[0].reshape(kv_heads, heads // kv_heads, total, dim)  # kv head i serves query heads i*g…
-    own = [layers[layer].append(key[..., a:b, :], value[..., a:b, :]) for layers, (a, b) in batch.own_layers()]
+    own = [cache.layers[layer].append(key[..., a:b, :], value[..., a:b, :]) for cache, (a, b) in batch.rows()]
     lse, out = _prefix_parts(batch, layer, grouped, scale)
     if batch.is_decode and lse is not None and out is not None and max(k.shape[-2] for k, _ in own) <= PAD_OWN_TOKENS:
         merged = _own_decode(grouped, own, scale, lse, out)  # every row's own part in one matmul each way
         return merged.to(query.dtype).reshape(1, total, heads, dim), None
     outputs = []
-    for cache, (a, b), (keys, values) in zip(batch.caches, batch.spans, own, strict=True):
+    for (cache, (a, b)), (keys, values) in zip(batch.rows(), own, strict=True):
         n = b - a
         if not cache.blocks:
             mask = _causal_mask(n, keys.shape[-2], keys.device)

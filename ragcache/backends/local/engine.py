@@ -9,15 +9,15 @@ stores the new blocks, so a second question over the same corpus only computes
 its own tokens. The reused blocks are read in place, never copied: a request
 cache holds only the request's own tokens, and the shared-prefix attention
 (:mod:`~ragcache.backends.local.attention`) merges the attention over the
-stored blocks with the attention over the request's own tokens. Concurrent requests run
-together: the :class:`~ragcache.backends.local.batcher.Batcher` prefills the
-waiting ones in one forward pass (their own tokens packed into one row, in
-chunks of at most ``prefill_chunk`` tokens), then runs one forward pass per
-step over all of them (continuous batching, up to ``backend.options.max_batch``);
-rows over the same stored prefix attend to it in one matmul, and a request
-alone runs the same code as a batch of one, so its greedy answer is the one it
-gets batched. Token
-choice and stop strings: :mod:`~ragcache.backends.local.decoding`.
+stored blocks with the attention over the request's own tokens. Concurrent
+requests run together: the :class:`~ragcache.backends.local.batcher.Batcher`
+prefills the waiting ones together (their own tokens packed into one row per
+forward pass, in forwards of at most ``prefill_chunk`` tokens), then runs one
+forward pass per step over all of them (continuous batching, up to
+``backend.options.max_batch``); rows over the same stored prefix attend to it
+in one matmul, and a request alone runs the same code as a batch of one, so its
+greedy answer is the one it gets batched. Token choice and stop strings:
+:mod:`~ragcache.backends.local.decoding`.
 The model is loaded once per process and shared by every backend instance
 (:mod:`~ragcache.backends.local.model`, which also holds the options).
 """
