@@ -244,7 +244,10 @@ class LocalBackend(Backend):
     ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
         """Per prompt: reuse the longest cached chain of blocks, compute the rest, store the new blocks.
 
-        The prompts' own tokens are computed together (:meth:`_compute`). Returns
+        The prompts' own tokens are computed together (:meth:`_compute`). A new
+        block two prompts need is computed once: the later prompt waits for a
+        second pass, over the block then stored (identical requests arriving
+        together cost one prefill, as they do one after the other). Returns
         (request cache, last logits, usage) per prompt; None, None for a fully
         cached one. ``timings`` (seconds, a dict per prompt) get the batch's
         ``match``, ``cache`` (the request caches over the matched blocks),
@@ -253,6 +256,11 @@ class LocalBackend(Backend):
         clock = _Phases(self.device, timings or [])
         matches = [self.store.match(p.block_keys) if self.store is not None else MatchResult() for p in prompts]
         clock.done("match")
+        if self.store is not None and (later := _waiting_for_others(prompts, matches)):
+            first = [i for i in range(len(prompts)) if i not in later]
+            results = dict(zip(first, self._prefill_part(first, prompts, reserve, timings), strict=True))
+            results.update(zip(later, self._prefill_part(later, prompts, reserve, timings), strict=True))
+            return [results[i] for i in range(len(prompts))]
         caches = [  # None: a fully cached prompt (warm), nothing to compute
             self.past_cache(match.blocks, own + extra) if (own := prompt.length - match.tokens) > 0 else None
             for prompt, match, extra in zip(prompts, matches, reserve or [0] * len(prompts), strict=True)
@@ -274,6 +282,16 @@ class LocalBackend(Backend):
             results.append((cache, last, usage))
         clock.done("store", sync=True)
         return results
+
+    def _prefill_part(
+        self, part: list[int], prompts: list[EncodedPrompt], reserve: list[int] | None, timings: list[dict] | None
+    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
+        """:meth:`_prefill` of the prompts ``part`` indexes."""
+        return self._prefill(
+            [prompts[i] for i in part],
+            reserve=[reserve[i] for i in part] if reserve else None,
+            timings=[timings[i] for i in part] if timings else None,
+        )
 
     def _compute(self, prompts: list[EncodedPrompt], caches: list[Any], starts: list[int]) -> list[torch.Tensor | None]:
         """Prompt i's tokens from ``starts[i]`` on into ``caches[i]`` (skipped when None); its last logits.
@@ -361,6 +379,19 @@ class LocalBackend(Backend):
                 break  # not stored (over budget, …): its descendants would be orphans
             parent = block.key
         return written
+
+
+def _waiting_for_others(prompts: list[EncodedPrompt], matches: list[MatchResult]) -> list[int]:
+    """Prompts whose first block to compute an earlier prompt of the batch computes too (they wait for it)."""
+    computed: set[str] = set()
+    later = []
+    for index, (prompt, match) in enumerate(zip(prompts, matches, strict=True)):
+        new = prompt.block_keys[len(match.blocks) :]
+        if new and new[0] in computed:
+            later.append(index)
+        else:
+            computed.update(new)
+    return later
 
 
 def _cache_argument(model: Any) -> str:
