@@ -3,7 +3,9 @@
 Prompts of different lengths (short and long corpus heads, session context,
 history) decode together, joining and leaving the batch at different steps;
 each greedy answer must equal, token for token, the answer of the same request
-run alone on an idle engine with the same prefix KV stored.
+run alone on an idle engine with the same prefix KV stored. Requests that wait
+together are prefilled together (their own tokens packed into shared forwards):
+the same must hold for a warmed prefix, a fully cached prompt and a cold one.
 """
 
 from __future__ import annotations
@@ -127,3 +129,51 @@ def test_with_max_batch_1_requests_queue_and_the_depth_is_reported(
         assert all(a.usage.output_tokens > 0 for a in answers)
     finally:
         serial.close()
+
+
+def test_waiting_requests_prefill_together_and_each_answer_equals_the_answer_alone(
+    local: LocalBackend, prompts: list[tuple[Prompt, GenerationOptions]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The six queue while the batcher is held, then go through one batched prefill: own parts of ~3 to
+    ~900 tokens over the warmed overview prefix (question, context, history), the cached datatypes prompt
+    and prefix, and a cold prompt with no stored block, cut across forwards it shares with the others.
+    A seventh, identical to the first, waits for the first's blocks instead of computing them again (as
+    does the prompt whose history starts with the first's question)."""
+    monkeypatch.setattr(local, "prefill_chunk", 256)
+    assert local.store is not None
+
+    def fresh() -> None:  # the same store before every run: the overview prefix warmed, prompt 1 stored whole
+        local.store.clear()
+        local.warm(prompts[0][0])
+        local.generate(prompts[1][0], GenerationOptions(max_tokens=1))
+
+    alone = []
+    for prompt, options in prompts:
+        fresh()
+        alone.append(local.generate(prompt, options))
+    fresh()
+    prefills: list[int] = []  # sequences per prefill
+    prefill, step, gate = local.batcher.prefill, local.batcher.step, threading.Event()
+    monkeypatch.setattr(local.batcher, "prefill", lambda seqs: (prefills.append(len(seqs)), prefill(seqs))[1])
+    monkeypatch.setattr(local.batcher, "step", lambda rows: (gate.wait(120), step(rows))[1])  # held until all queue
+    with ThreadPoolExecutor(len(prompts) + 2) as pool:  # the blocker, the six and a twin
+        blocker = pool.submit(local.generate, prompts[1][0], GenerationOptions(max_tokens=4))  # stores nothing new
+        deadline = time.monotonic() + 60
+        while not prefills and time.monotonic() < deadline:
+            time.sleep(0.01)
+        together = [pool.submit(local.generate, *request) for request in [*prompts, prompts[0]]]
+        while local.queue_depth() < len(together) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        gate.set()
+        *answers, twin = [future.result(timeout=300) for future in together]
+        blocker.result(timeout=60)
+    assert prefills == [1, len(prompts) + 1]  # the blocker, then all seven at once
+    cached = [answer.usage.cached_tokens for answer in answers]
+    assert cached[4] == 0 and all(c > 0 for i, c in enumerate(cached) if i != 4)  # one cold, five over a prefix
+    assert answers[4].usage.input_tokens > 2 * local.prefill_chunk  # it spans several forwards
+    for solo, batched in zip(alone, answers, strict=True):
+        assert batched.text == solo.text and batched.usage.output_tokens == solo.usage.output_tokens > 0
+        assert batched.usage.cached_tokens >= solo.usage.cached_tokens
+    assert len({g.text for g in alone}) == len(alone)
+    assert twin.text == answers[0].text and twin.usage.cached_tokens > answers[0].usage.cached_tokens
+    assert answers[3].usage.cached_tokens > alone[3].usage.cached_tokens  # its history's first turn is prompt 0's

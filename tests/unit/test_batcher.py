@@ -14,27 +14,31 @@ import time
 import pytest
 
 from ragcache.backends.base import GenerationOptions
-from ragcache.backends.local.batcher import Batcher, Sequence
+from ragcache.backends.local.batcher import Batcher, Sequence, plan_prefill
 from ragcache.errors import BackendError
 
 EOS = frozenset({-1})
 
 
 class Script:
-    """A fake engine: sequence ``p`` emits p*100, p*100+1, …; ``eos_at`` ends one early; steps are recorded."""
+    """A fake engine: sequence ``p`` emits p*100, p*100+1, …; ``eos_at`` ends one early; prefills and steps
+    are recorded (a prefill batch holding a failing prompt fails as a whole, as one forward would)."""
 
     def __init__(self, eos_at: dict[int, int] | None = None, fail_prefill: set[int] | None = None) -> None:
         self.steps: list[list[int]] = []
+        self.prefills: list[list[int]] = []
         self.eos_at = eos_at or {}
         self.fail_prefill = fail_prefill or set()
         self.gate = threading.Event()
         self.gate.set()
 
-    def prefill(self, seq: Sequence) -> tuple[int, int]:
-        if seq.encoded in self.fail_prefill:
-            raise ValueError(f"prefill {seq.encoded} failed")
-        seq.position = 10
-        return (seq.encoded, 0)
+    def prefill(self, seqs: list[Sequence]) -> list[tuple[int, int]]:
+        self.prefills.append([seq.encoded for seq in seqs])
+        for seq in seqs:
+            if seq.encoded in self.fail_prefill:
+                raise ValueError(f"prefill {seq.encoded} failed")
+            seq.position = 10
+        return [(seq.encoded, 0) for seq in seqs]
 
     def step(self, rows: list[Sequence]) -> list[tuple[int, int]]:
         self.gate.wait(5)
@@ -77,6 +81,7 @@ def test_max_batch_bounds_the_batch_and_the_rest_wait() -> None:
     script.gate.set()
     assert [list(s.tokens()) for s in seqs] == [[p * 100, p * 100 + 1, p * 100 + 2] for p in range(1, 6)]
     assert max(len(s) for s in script.steps) == 2 and b.queue_depth() == 0
+    assert max(len(p) for p in script.prefills) <= 2  # a prefill batch only fills free places
     b.close()
 
 
@@ -95,14 +100,43 @@ def test_a_cancelled_sequence_leaves_before_the_next_step() -> None:
     b.close()
 
 
+def test_waiting_sequences_are_prefilled_together_before_the_next_step() -> None:
+    script = Script()
+    b = batcher(script, max_batch=8)
+    script.gate.clear()  # the first sequence's first step is held: the others queue meanwhile
+    first = submit(b, 1, 3)
+    deadline = time.monotonic() + 5
+    while not script.prefills and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rest = [submit(b, p, 3) for p in range(2, 7)]
+    time.sleep(0.1)
+    script.gate.set()
+    assert [list(s.tokens()) for s in [first, *rest]] == [[p * 100, p * 100 + 1, p * 100 + 2] for p in range(1, 7)]
+    assert script.prefills == [[1], [2, 3, 4, 5, 6]]  # one prefill for all that waited, in arrival order
+    assert script.steps[1] == [1, 2, 3, 4, 5, 6]  # then they decode together
+    b.close()
+
+
 def test_a_failing_prefill_fails_only_its_request() -> None:
     script = Script(fail_prefill={2})
     b = batcher(script, max_batch=4)
+    script.gate.clear()
+    submit(b, 3, 1)  # holds the batcher in its first step while the next two queue
+    time.sleep(0.1)
     bad, good = submit(b, 2, 3), submit(b, 1, 2)
+    script.gate.set()
     with pytest.raises(ValueError, match="prefill 2 failed"):
         list(bad.tokens())
     assert list(good.tokens()) == [100, 101]
+    assert [2, 1] in script.prefills and [1] in script.prefills  # together first, then each alone
     b.close()
+
+
+def test_plan_prefill_packs_short_spans_and_chunks_long_ones() -> None:
+    plan = plan_prefill([(0, 3), (5, 15), (2, 4)], budget=6)
+    assert plan == [[(0, 0, 3), (1, 5, 8)], [(1, 8, 14)], [(1, 14, 15), (2, 2, 4)]]
+    assert plan_prefill([(0, 6), (4, 4)], budget=6) == [[(0, 0, 6)]]  # an empty span needs no forward
+    assert plan_prefill([], budget=6) == []
 
 
 def test_close_ends_waiting_requests_with_an_error_and_refuses_new_ones() -> None:

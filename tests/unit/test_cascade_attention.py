@@ -3,7 +3,8 @@
 Against plain transformers (one forward over the whole sequence, SDPA): a prefix
 given as stored blocks read in place, then the request's own tokens, gives the
 same logits, in prefill and in batched decode; rows over one prefix and rows
-over another decode together; the stored blocks are never written.
+over another (or none) prefill and decode together, packed into one sequence;
+the stored blocks are never written.
 """
 
 from __future__ import annotations
@@ -52,12 +53,14 @@ def blocks_of(model: Any, ids: list[int], cuts: list[int]) -> tuple[KVBlock, ...
     return tuple(blocks)
 
 
-def forward(model: Any, caches: list[RequestCache], ids: list[list[int]], positions: list[int]) -> torch.Tensor:
-    """One forward of the rows ``ids`` (equal lengths) at ``positions``; the logits of every position."""
-    pos = torch.tensor([[p + i for i in range(len(row))] for row, p in zip(ids, positions, strict=True)])
+def forward(model: Any, caches: list[RequestCache], ids: list[list[int]], positions: list[int]) -> list[torch.Tensor]:
+    """One forward of the rows ``ids`` (any lengths, packed) at ``positions``; each row's logits ``[len, vocab]``."""
+    pos = [[p + i for row, p in zip(ids, positions, strict=True) for i in range(len(row))]]
+    flat, lengths = [[t for row in ids for t in row]], [len(row) for row in ids]
+    batch = CascadeBatch(caches, lengths)
     with torch.inference_mode():
-        out = model(input_ids=torch.tensor(ids), position_ids=pos, use_cache=False, ragcache_rows=CascadeBatch(caches))
-    return out.logits
+        out = model(input_ids=torch.tensor(flat), position_ids=torch.tensor(pos), use_cache=False, ragcache_rows=batch)
+    return list(out.logits[0].split(lengths))
 
 
 @pytest.mark.parametrize("flash", [True, False])
@@ -91,7 +94,12 @@ def test_prefill_in_chunks_and_a_tiny_score_budget_change_nothing(model: Any, mo
     assert (torch.cat(chunks) - full[30:]).abs().max().item() <= ATOL
 
 
-def test_batched_decode_over_shared_and_different_prefixes_equals_each_row_alone(model: Any) -> None:
+@pytest.mark.parametrize("padded", [True, False])
+def test_batched_decode_over_shared_and_different_prefixes_equals_each_row_alone(
+    model: Any, padded: bool, monkeypatch: Any
+) -> None:
+    if not padded:  # own keys longer than the padding limit: the own parts row by row
+        monkeypatch.setattr("ragcache.backends.local.attention.PAD_OWN_TOKENS", 0)
     shared = [(3 * i + 2) % 97 for i in range(50)]
     other = [(11 * i + 5) % 97 for i in range(35)]
     prompts = [[*shared, 1, 2, 3], [*shared, 4, 5, 6, 7, 8], [*other, 9], [*shared[:20], 10, 11]]
@@ -103,13 +111,49 @@ def test_batched_decode_over_shared_and_different_prefixes_equals_each_row_alone
         start = cache.start
         forward(model, [cache], [prompt[start:]], [start])
         caches.append(cache)
-    assert len(CascadeBatch(caches).groups) == 3  # two shared blocks and the other prefix
+    assert len(CascadeBatch(caches, [1] * 4).groups) == 3  # two shared blocks and the other prefix
     fed = [[13], [17], [19], [23]]  # each row's decoded tokens, the last one fed next
     for step in range(6):
-        batched = forward(model, caches, [[f[-1]] for f in fed], [len(p) + step for p in prompts])[:, -1]
+        batched = [row[-1] for row in forward(model, caches, [[f[-1]] for f in fed], [len(p) + step for p in prompts])]
         for row, prompt in enumerate(prompts):
             alone = full_logits(model, prompt + fed[row])[-1]
             assert (batched[row] - alone).abs().max().item() <= ATOL, (step, row)
         for row, logits in enumerate(batched):
             fed[row].append(int(logits.argmax()))
     assert all(cache.layers[1].length == len(p) - cache.start + 6 for cache, p in zip(caches, prompts, strict=True))
+
+
+@pytest.mark.parametrize("flash", [True, False])
+def test_batched_prefill_of_rows_of_different_lengths_and_prefixes_equals_each_row_alone(
+    model: Any, flash: bool, monkeypatch: Any
+) -> None:
+    if not flash:
+        monkeypatch.setattr("ragcache.backends.local.attention._flash_usable", lambda *_: False)
+    shared = [(3 * i + 2) % 97 for i in range(50)]
+    other = [(11 * i + 5) % 97 for i in range(35)]
+    chain = blocks_of(model, shared, [20])
+    rows = [  # (prompt, its stored prefix): the whole chain, another prefix, none (cold), part of the chain
+        ([*shared, 1, 2, 3], chain),
+        ([*other, *range(40, 57)], blocks_of(model, other, [])),
+        ([(5 * i + 1) % 97 for i in range(23)], ()),
+        ([*shared[:20], 10], chain[:1]),
+        ([*shared, *range(60, 90)], chain),
+    ]
+    caches = [RequestCache.create(blocks, 2, 4) for _, blocks in rows]
+    starts = [cache.start for cache in caches]
+    logits = forward(model, caches, [p[s:] for (p, _), s in zip(rows, starts, strict=True)], starts)
+    assert [len(row) for row in logits] == [3, 17, 23, 1, 30]
+    for (prompt, _), start, batched in zip(rows, starts, logits, strict=True):
+        assert (batched - full_logits(model, prompt)[start:]).abs().max().item() <= ATOL
+    # and decoding on from the batched prefill: every row's next token, together, equals it alone
+    nxt = forward(model, caches, [[7]] * len(rows), [len(p) for p, _ in rows])
+    for (prompt, _), row in zip(rows, nxt, strict=True):
+        assert (row[-1] - full_logits(model, [*prompt, 7])[-1]).abs().max().item() <= ATOL
+
+
+def test_a_batch_rejects_a_query_that_is_not_its_packed_row(model: Any) -> None:
+    cache = RequestCache.create((), 2, 4)
+    with pytest.raises(ValueError, match="packed row of 3 tokens"), torch.inference_mode():
+        model(input_ids=torch.tensor([[1, 2]]), use_cache=False, ragcache_rows=CascadeBatch([cache], [3]))
+    with pytest.raises(ValueError, match="2 caches but 1 row lengths"):
+        CascadeBatch([cache, cache], [1])

@@ -12,9 +12,17 @@ cascade inference): ``out = sum_i exp(lse_i - lse) * out_i`` with
   queries of *all* rows that hold the block go through one matmul against its
   keys, so a decode step reads the shared corpus prefix once, not once per row;
 - **the row's own tokens**: causal (a query sees own keys up to its own position);
+  in a decode step whose rows all read stored blocks, every row's at once, the
+  own keys padded to the longest row (up to :data:`PAD_OWN_TOKENS`);
 - the parts are merged block by block, root first, then the own part: the same
   code for a request alone (a batch of one row) and batched, so the only
   difference batching makes is the shape of the matmuls (as in the linear layers).
+
+The rows of a forward pass are **packed** into one sequence of tokens (row i
+owns a contiguous span of it, :class:`CascadeBatch`): a decode step is rows of
+one token, a batched prefill rows of their own lengths, with no padding. The
+linear layers see every token at once; attention keeps each row to its own
+prefix and its own tokens.
 
 A row without a stored prefix (a cold prefill, the cache off) is transformers'
 own SDPA call over its own keys. A stored block goes through PyTorch's
@@ -31,12 +39,15 @@ keyword (a plain forward with a transformers cache) it is exactly SDPA.
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
@@ -44,28 +55,61 @@ from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from ragcache.backends.local.kvstore import KVBlock
 from ragcache.backends.local.request_cache import RequestCache
 
-__all__ = ["IMPLEMENTATION", "SCORE_BUDGET", "CascadeBatch", "cascade_attention", "enable_cascade_attention",
-           "uses_flash"]  # fmt: skip
+__all__ = ["IMPLEMENTATION", "PAD_OWN_TOKENS", "SCORE_BUDGET", "CascadeBatch", "cascade_attention",
+           "enable_cascade_attention", "uses_flash"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
 IMPLEMENTATION = "ragcache_cascade"
 SCORE_BUDGET = 1 << 26  # float32 scores per matmul (256 MiB): bounds a long prefill over a stored prefix
+PAD_OWN_TOKENS = 512  # a decode step pads the rows' own keys into one tensor up to this length (a copy per step)
 _LOCK = threading.Lock()
 
 
 class CascadeBatch:
-    """The rows of one forward pass (a request cache each) and the stored blocks they read, grouped once."""
+    """The rows of one forward pass, packed: row i is ``lengths[i]`` consecutive tokens over ``caches[i]``.
 
-    def __init__(self, caches: Sequence[RequestCache]) -> None:
+    The stored blocks the rows read are grouped once, root first; a group's
+    ``tokens`` index its rows' tokens in the packed sequence (None: every token).
+    """
+
+    def __init__(self, caches: Sequence[RequestCache], lengths: Sequence[int]) -> None:
+        if len(caches) != len(lengths):
+            raise ValueError(f"{len(caches)} caches but {len(lengths)} row lengths")
         self.caches = list(caches)
-        self.rows = list(range(len(self.caches)))
+        ends = list(itertools.accumulate(lengths))
+        self.spans = list(zip([0, *ends[:-1]], ends, strict=True))
+        self.total = ends[-1] if ends else 0
+        # a decode step over stored prefixes: one token per row, every row reads blocks (the own parts batch)
+        self.is_decode = self.total == len(self.caches) and all(cache.blocks for cache in self.caches)
         found: dict[str, tuple[int, KVBlock, list[int]]] = {}
         for row, cache in enumerate(self.caches):
             for depth, block in enumerate(cache.blocks):
                 found.setdefault(block.key, (depth, block, []))[2].append(row)
         # by depth (a key's depth is fixed by its chain hash): each row merges its blocks root first
-        self.groups = sorted(found.values(), key=lambda entry: entry[0])
+        self.groups = [
+            _Group(depth, block, self._tokens(members, block))
+            for depth, block, members in sorted(found.values(), key=lambda entry: entry[0])
+        ]
+
+    def rows(self) -> Iterator[tuple[RequestCache, tuple[int, int]]]:
+        """Each row's request cache and its span ``(start, end)`` of the packed tokens."""
+        return zip(self.caches, self.spans, strict=True)
+
+    def _tokens(self, rows: list[int], block: KVBlock) -> torch.Tensor | None:
+        if len(rows) == len(self.caches):
+            return None
+        index = [t for row in rows for t in range(*self.spans[row])]
+        return torch.tensor(index, dtype=torch.long, device=block.layers[0][0].device)
+
+
+@dataclass(frozen=True)
+class _Group:
+    """A stored block and the packed positions of the queries that read it (None: all of them)."""
+
+    depth: int
+    block: KVBlock
+    tokens: torch.Tensor | None
 
 
 def cascade_attention(
@@ -79,9 +123,10 @@ def cascade_attention(
 ) -> tuple[torch.Tensor, None]:
     """SDPA; with ``ragcache_rows``, the shared-prefix attention of the module docstring.
 
-    ``query`` is ``[rows, heads, n, dim]``, ``key``/``value`` the rows' new
-    ``[rows, kv_heads, n, dim]``: they are appended to each row's own cache
-    first (the forward runs without a transformers cache). Returns ``[rows, n, heads, dim]``.
+    ``query`` is ``[1, heads, total, dim]``, ``key``/``value`` ``[1, kv_heads,
+    total, dim]``: the rows' new tokens, packed. Each row's keys and values go
+    into its own cache first (the forward runs without a transformers cache).
+    Returns ``[1, total, heads, dim]``.
     """
     if ragcache_rows is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
@@ -89,23 +134,31 @@ def cascade_attention(
         if kwargs.get(name) is not None:
             raise ValueError(f"the shared-prefix attention serves plain softmax attention, not {name}")
     batch, layer = ragcache_rows, module.layer_idx
-    rows, heads, n, dim = query.shape
+    _, heads, total, dim = query.shape
+    if query.shape[0] != 1 or total != batch.total:
+        raise ValueError(f"expected one packed row of {batch.total} tokens, got query {tuple(query.shape)}")
     scale = kwargs.get("scaling") or dim**-0.5
-    grouped = query.reshape(rows, key.shape[1], -1, dim)  # kv head i serves query heads i*g … i*g+g-1
-    own = [cache.layers[layer].append(key[r : r + 1], value[r : r + 1]) for r, cache in enumerate(batch.caches)]
+    kv_heads = key.shape[1]
+    grouped = query[0].reshape(kv_heads, heads // kv_heads, total, dim)  # kv head i serves query heads i*g…
+    own = [cache.layers[layer].append(key[..., a:b, :], value[..., a:b, :]) for cache, (a, b) in batch.rows()]
     lse, out = _prefix_parts(batch, layer, grouped, scale)
+    if batch.is_decode and lse is not None and out is not None and max(k.shape[-2] for k, _ in own) <= PAD_OWN_TOKENS:
+        merged = _own_decode(grouped, own, scale, lse, out)  # every row's own part in one matmul each way
+        return merged.to(query.dtype).reshape(1, total, heads, dim), None
     outputs = []
-    for r, cache in enumerate(batch.caches):
-        keys, values = own[r]
+    for (cache, (a, b)), (keys, values) in zip(batch.rows(), own, strict=True):
+        n = b - a
         if not cache.blocks:
             mask = _causal_mask(n, keys.shape[-2], keys.device)
-            outputs.append(sdpa_attention_forward(module, query[r : r + 1], keys, values, mask, scaling=scale)[0])
+            outputs.append(sdpa_attention_forward(module, query[..., a:b, :], keys, values, mask, scaling=scale)[0])
             continue
         assert lse is not None and out is not None
-        own_out, own_lse = _attend(grouped[r], keys[0], values[0], scale, causal_n=n)
-        merged = torch.lerp(out[r], own_out, torch.sigmoid(own_lse - lse[r]).unsqueeze(-1))  # the last merge
+        queries = grouped[:, :, a:b].reshape(kv_heads, -1, dim)
+        own_out, own_lse = _attend(queries, keys[0], values[0], scale, causal_n=n)
+        share = torch.sigmoid(own_lse - lse[:, :, a:b].reshape(kv_heads, -1)).unsqueeze(-1)
+        merged = torch.lerp(out[:, :, a:b].reshape(kv_heads, -1, dim), own_out, share)  # the last merge
         outputs.append(merged.to(query.dtype).reshape(1, heads, n, dim).transpose(1, 2))
-    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs)), None
+    return (outputs[0] if len(outputs) == 1 else torch.cat(outputs, 1)), None
 
 
 def enable_cascade_attention(model: Any) -> bool:
@@ -133,32 +186,60 @@ def uses_flash(device: torch.device | str, dtype: torch.dtype, head_dim: int) ->
 def _prefix_parts(
     batch: CascadeBatch, layer: int, grouped: torch.Tensor, scale: float
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """Each row's attention over its stored blocks, merged root first: lse ``[rows, kv, m]``, out ``[.., d]``.
+    """Each token's attention over its row's stored blocks, merged root first: lse ``[kv, g, total]``, out ``[.., d]``.
 
-    None when no row has a stored block; a row without one is left unset.
+    ``grouped`` is the packed queries ``[kv, g, total, d]``. None when no row has
+    a stored block; the tokens of a row without one are left unset.
     """
-    rows, kv_heads, m, dim = grouped.shape
+    kv_heads, group, total, dim = grouped.shape
     lse: torch.Tensor | None = None
     out: torch.Tensor | None = None
-    for depth, block, members in batch.groups:
-        keys, values = block.layers[layer]
-        whole = members == batch.rows  # every row, in order: no gather, no scatter
-        picked = grouped if whole else grouped[members]
-        queries = picked.transpose(0, 1).reshape(kv_heads, len(members) * m, dim)
-        part_out, part_lse = _attend(queries, keys[0], values[0], scale)
-        part_out = part_out.view(kv_heads, len(members), m, dim).transpose(0, 1)
-        part_lse = part_lse.view(kv_heads, len(members), m).transpose(0, 1)
-        if whole:  # depth 0: the rows' first part as is; deeper: merged into what they have
-            lse, out = (part_lse, part_out) if depth == 0 else _merge(lse, out, part_lse, part_out)
+    for part in batch.groups:
+        keys, values = part.block.layers[layer]
+        picked = grouped if part.tokens is None else grouped[:, :, part.tokens]
+        count = picked.shape[2]
+        part_out, part_lse = _attend(picked.reshape(kv_heads, group * count, dim), keys[0], values[0], scale)
+        part_out, part_lse = part_out.view(kv_heads, group, count, dim), part_lse.view(kv_heads, group, count)
+        if part.tokens is None:  # every row holds the block: no gather, no scatter
+            lse, out = (part_lse, part_out) if part.depth == 0 else _merge(lse, out, part_lse, part_out)
             continue
         if lse is None or out is None:
-            lse = grouped.new_full((rows, kv_heads, m), float("-inf"), dtype=torch.float32)
-            out = grouped.new_zeros((rows, kv_heads, m, dim), dtype=torch.float32)
-        if depth == 0:
-            lse[members], out[members] = part_lse, part_out
+            lse = grouped.new_full((kv_heads, group, total), float("-inf"), dtype=torch.float32)
+            out = grouped.new_zeros((kv_heads, group, total, dim), dtype=torch.float32)
+        index = part.tokens
+        if part.depth == 0:
+            lse[:, :, index], out[:, :, index] = part_lse, part_out
         else:
-            lse[members], out[members] = _merge(lse[members], out[members], part_lse, part_out)
+            lse[:, :, index], out[:, :, index] = _merge(lse[:, :, index], out[:, :, index], part_lse, part_out)
     return lse, out
+
+
+def _own_decode(
+    grouped: torch.Tensor,
+    own: list[tuple[torch.Tensor, torch.Tensor]],
+    scale: float,
+    lse: torch.Tensor,
+    out: torch.Tensor,
+) -> torch.Tensor:
+    """A decode step's own part for every row at once, merged into the prefix parts: ``[rows, kv, g, d]``.
+
+    Row r's one query (``grouped[:, :, r]``) over its own keys ``own[r]``; the
+    keys are padded to the longest row (padding masked out), so the step is a
+    few batched matmuls instead of a dozen small calls per row and layer.
+    """
+    keys = pad_sequence([k[0].transpose(0, 1) for k, _ in own], batch_first=True)  # [rows, s, kv, d]
+    values = pad_sequence([v[0].transpose(0, 1) for _, v in own], batch_first=True)
+    lengths = torch.tensor([k.shape[-2] for k, _ in own], device=keys.device)
+    queries = grouped.permute(2, 0, 1, 3)  # [rows, kv, g, d]
+    scores = torch.matmul(queries.to(keys.dtype), keys.permute(0, 2, 3, 1)).float().mul_(scale)
+    padding = torch.arange(keys.shape[1], device=keys.device) >= lengths[:, None]
+    scores.masked_fill_(padding[:, None, None], float("-inf"))
+    top = scores.amax(-1, keepdim=True)
+    weights = scores.sub_(top).exp_()
+    total = weights.sum(-1, keepdim=True)
+    own_out = torch.matmul(weights.to(values.dtype), values.transpose(1, 2)).float().div_(total)
+    share = torch.sigmoid((top + total.log()).squeeze(-1) - lse.permute(2, 0, 1)).unsqueeze(-1)
+    return torch.lerp(out.permute(2, 0, 1, 3), own_out, share)
 
 
 def _causal_mask(n: int, total: int, device: torch.device) -> torch.Tensor | None:

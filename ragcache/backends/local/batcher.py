@@ -3,15 +3,17 @@
 A request becomes a :class:`Sequence` and waits in the :class:`Batcher`. The
 batcher's one thread loops over two moves (nano-vllm's scheduler, reduced):
 
-1. **admit**: while fewer than ``max_batch`` sequences run, take the next
-   waiting one and prefill it alone (reusing the prefix KV store, into its own
-   request cache), then choose its first token;
+1. **admit**: take the waiting sequences, as many as there are free places
+   (``max_batch`` less those running), and prefill them together (each reusing
+   the prefix KV store, into its own request cache; their own tokens in one
+   forward pass, cut by :func:`plan_prefill`), then choose each one's first token;
 2. **decode**: one forward pass over every running sequence (one new token
    each), then each sequence gets its next token; those that reached EOS or
    ``max_new``, or whose consumer went away (:meth:`Sequence.cancel`), leave.
 
 So sequences join and leave between steps, and a request never waits for the
-longest answer of a batch. The engine supplies the three model calls
+longest answer of a batch. Admitting everything that waits before the next
+step keeps prefill batches large. The engine supplies the three model calls
 (``prefill``, ``step``, ``choose``); this module only schedules and hands
 tokens over, through each sequence's own queue, to the thread that streams it.
 """
@@ -30,7 +32,7 @@ from typing import Any
 from ragcache.backends.base import CacheUsage, GenerationOptions
 from ragcache.errors import BackendError
 
-__all__ = ["Batcher", "Sequence"]
+__all__ = ["Batcher", "Sequence", "plan_prefill"]
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class Sequence:
             self.outbox.put((_ERROR, error) if error is not None else (_END, None))
 
 
-Prefill = Callable[[Sequence], Any]  # fills seq.cache, seq.usage, seq.position; returns the last logits
+Prefill = Callable[[list[Sequence]], Any]  # fills each seq's cache, usage, position; returns each one's last logits
 Step = Callable[[list[Sequence]], Any]  # one token for each sequence: logits [rows, vocab]
 Choose = Callable[[Any, Sequence], int]
 
@@ -146,23 +148,42 @@ class Batcher:
             self._admit()
             self._decode()
 
-    def _next_waiting(self) -> Sequence | None:
+    def _take_waiting(self) -> list[Sequence]:
+        """The waiting sequences that fit in the batch (cancelled ones end here)."""
+        taken: list[Sequence] = []
         with self._wake:
-            return self.waiting.popleft() if self.waiting and len(self.running) < self.max_batch else None
+            while self.waiting and len(self.running) + len(taken) < self.max_batch:
+                seq = self.waiting.popleft()
+                if seq.cancelled:
+                    seq.finish()
+                else:
+                    taken.append(seq)
+        return taken
 
     def _admit(self) -> None:
-        """Prefill waiting sequences, one at a time, into the free places of the batch."""
-        while (seq := self._next_waiting()) is not None:
-            if seq.cancelled:
-                seq.finish()
-                continue
+        """Prefill the waiting sequences that fit, together, and choose their first tokens."""
+        if batch := self._take_waiting():
+            self._start(batch)
+
+    def _start(self, batch: list[Sequence]) -> None:
+        """Prefill ``batch`` in one go; if that fails, each sequence alone, so a failure is only its own."""
+        try:
+            logits = self.prefill(batch)
+        except BaseException as exc:  # the request fails, the engine goes on
+            if len(batch) == 1:
+                batch[0].finish(exc)
+                return
+            log.warning("a prefill of %d sequences failed (%r); prefilling each alone", len(batch), exc)
+            for seq in batch:
+                self._start([seq])
+            return
+        for seq, row in zip(batch, logits, strict=True):
             try:
-                logits = self.prefill(seq)
                 if seq.max_new <= 0:
                     seq.finish()
                     continue
-                self._advance(seq, logits)
-            except BaseException as exc:  # the request fails, the engine goes on
+                self._advance(seq, row)
+            except BaseException as exc:
                 seq.finish(exc)
                 continue
             if not seq.done:
@@ -196,3 +217,26 @@ class Batcher:
         seq.emit(token)
         if seq.generated >= seq.max_new:
             seq.finish()
+
+
+def plan_prefill(spans: list[tuple[int, int]], budget: int) -> list[list[tuple[int, int, int]]]:
+    """Cut token spans ``[start, end)`` (one per sequence) into forwards of at most ``budget`` tokens.
+
+    Each forward is a list of pieces ``(sequence, start, end)``: short sequences
+    share a forward, a long one continues over the next (chunked prefill). A
+    sequence's pieces come in order, so its last piece is in its last forward.
+    """
+    forwards: list[list[tuple[int, int, int]]] = []
+    current: list[tuple[int, int, int]] = []
+    room = budget
+    for index, (start, end) in enumerate(spans):
+        while start < end:
+            take = min(end - start, room)
+            current.append((index, start, start + take))
+            start, room = start + take, room - take
+            if room == 0:
+                forwards.append(current)
+                current, room = [], budget
+    if current:
+        forwards.append(current)
+    return forwards

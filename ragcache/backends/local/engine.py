@@ -9,13 +9,15 @@ stores the new blocks, so a second question over the same corpus only computes
 its own tokens. The reused blocks are read in place, never copied: a request
 cache holds only the request's own tokens, and the shared-prefix attention
 (:mod:`~ragcache.backends.local.attention`) merges the attention over the
-stored blocks with the attention over the request's own tokens. Concurrent requests decode
-together: the :class:`~ragcache.backends.local.batcher.Batcher` prefills each
-alone, then runs one forward pass per step over all of them (continuous
-batching, up to ``backend.options.max_batch``); rows over the same stored
-prefix attend to it in one matmul, and a request alone runs the same code
-as a batch of one, so its greedy answer is the one it gets batched. Token
-choice and stop strings: :mod:`~ragcache.backends.local.decoding`.
+stored blocks with the attention over the request's own tokens. Concurrent
+requests run together: the :class:`~ragcache.backends.local.batcher.Batcher`
+prefills the waiting ones together (their own tokens packed into one row per
+forward pass, in forwards of at most ``prefill_chunk`` tokens), then runs one
+forward pass per step over all of them (continuous batching, up to
+``backend.options.max_batch``); rows over the same stored prefix attend to it
+in one matmul, and a request alone runs the same code as a batch of one, so its
+greedy answer is the one it gets batched. Token choice and stop strings:
+:mod:`~ragcache.backends.local.decoding`.
 The model is loaded once per process and shared by every backend instance
 (:mod:`~ragcache.backends.local.model`, which also holds the options).
 """
@@ -23,6 +25,7 @@ The model is loaded once per process and shared by every backend instance
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import threading
 import time
@@ -37,7 +40,7 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
-from ragcache.backends.local.batcher import Batcher, Sequence
+from ragcache.backends.local.batcher import Batcher, Sequence, plan_prefill
 from ragcache.backends.local.decoding import StopMatcher, choose, sampler
 from ragcache.backends.local.kvstore import KVBlock, KVStore, MatchResult
 from ragcache.backends.local.model import LocalOptions, eos_ids, load_model, model_fingerprint
@@ -55,7 +58,7 @@ __all__ = ["LocalBackend", "create"]
 
 log = logging.getLogger(__name__)
 
-PREFILL_CHUNK = 1024  # CPU: bounds the activations and attention scores of a long prefill in host memory
+PREFILL_CHUNK = 1024  # CPU: bounds the activations and attention scores of a (batched) prefill in host memory
 PREFILL_CHUNK_CUDA = 32768  # GPU: a 32k prompt in one forward (FlashAttention's memory is linear in it)
 
 
@@ -106,7 +109,7 @@ class LocalBackend(Backend):
         self._eos = eos_ids(self.model, self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._forward_lock = threading.Lock()  # one forward at a time: two would just fight for the cores
-        self.batcher = Batcher(self._prefill_sequence, self._step, self._choose, self._eos, options.max_batch)
+        self.batcher = Batcher(self._prefill_sequences, self._step, self._choose, self._eos, options.max_batch)
 
     # --- the Backend protocol ---------------------------------------------------
 
@@ -179,7 +182,7 @@ class LocalBackend(Backend):
             raise UnsupportedError("the local prefix cache is disabled (cache.enabled: false); nothing to warm")
         encoded = self.encoder.encode(prompt).stable_only()
         self._check_length(encoded.length)
-        _, _, usage = self._prefill(encoded, compute_logits=False)
+        _, _, usage = self._prefill([encoded])[0]
         return usage
 
     def queue_depth(self) -> int:
@@ -200,13 +203,17 @@ class LocalBackend(Backend):
 
     # --- helpers ----------------------------------------------------------------
 
-    def _prefill_sequence(self, seq: Sequence) -> torch.Tensor | None:
-        """The batcher's prefill: ``seq``'s own cache over the reused prefix, its usage, its last logits."""
-        seq.timings["queue"] = time.perf_counter() - seq.submitted_at
-        seq.cache, logits, seq.usage = self._prefill(seq.encoded, reserve=seq.max_new, timings=seq.timings)
-        seq.position = seq.encoded.length
-        seq.prefilled_at = time.perf_counter()
-        return logits
+    def _prefill_sequences(self, seqs: list[Sequence]) -> list[torch.Tensor | None]:
+        """The batcher's prefill, of ``seqs`` together: each one's cache over its reused prefix, usage, last logits."""
+        now = time.perf_counter()
+        for seq in seqs:
+            seq.timings["queue"] = now - seq.submitted_at
+        prompts, reserve = [seq.encoded for seq in seqs], [seq.max_new for seq in seqs]
+        results = self._prefill(prompts, reserve=reserve, timings=[seq.timings for seq in seqs])
+        now = time.perf_counter()
+        for seq, (cache, _, usage) in zip(seqs, results, strict=True):
+            seq.cache, seq.usage, seq.position, seq.prefilled_at = cache, usage, seq.encoded.length, now
+        return [logits for _, logits, _ in results]
 
     def _choose(self, logits: torch.Tensor, seq: Sequence) -> int:
         return choose(logits, seq.options, seq.generator)
@@ -215,19 +222,11 @@ class LocalBackend(Backend):
         """Feed each row its last token at its own position; logits ``[rows, vocab]``; caches advance."""
         import torch
 
-        from ragcache.backends.local.attention import CascadeBatch
-
-        if not self._cascade:  # a model the shared-prefix attention does not serve: one forward per sequence
+        if self._cascade:
+            logits = self._forward_rows([seq.cache for seq in rows], [[seq.last_token] for seq in rows],
+                                        [seq.position for seq in rows])  # fmt: skip
+        else:  # a model the shared-prefix attention does not serve: one forward per sequence
             logits = torch.stack([self._forward([seq.last_token], seq.cache, seq.position) for seq in rows])
-        else:
-            with self._forward_lock, torch.inference_mode():
-                tokens = torch.tensor([[seq.last_token] for seq in rows], dtype=torch.long, device=self.device)
-                positions = torch.tensor([[seq.position] for seq in rows], dtype=torch.long, device=self.device)
-                batch = CascadeBatch([seq.cache for seq in rows])
-                out = self.model(
-                    input_ids=tokens, position_ids=positions, use_cache=False, logits_to_keep=1, ragcache_rows=batch
-                )
-                logits = out.logits[:, -1].float()
         for seq in rows:
             seq.position += 1
         return logits
@@ -241,35 +240,79 @@ class LocalBackend(Backend):
             )
 
     def _prefill(
-        self, encoded: EncodedPrompt, *, reserve: int = 0, compute_logits: bool = True, timings: dict | None = None
-    ) -> tuple[Any, torch.Tensor | None, CacheUsage]:
-        """Reuse the longest cached chain of blocks, compute the rest, store the new blocks.
+        self, prompts: list[EncodedPrompt], *, reserve: list[int] | None = None, timings: list[dict] | None = None
+    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
+        """Per prompt: reuse the longest cached chain of blocks, compute the rest, store the new blocks.
 
-        ``timings`` (seconds) gets ``match``, ``cache`` (the request cache over the
-        matched blocks), ``forward`` and ``store`` (the new blocks into the store).
+        The prompts' own tokens are computed together (:meth:`_compute`). A new
+        block two prompts need is computed once: the later prompt waits for a
+        second pass, over the block then stored (identical requests arriving
+        together cost one prefill, as they do one after the other). Returns
+        (request cache, last logits, usage) per prompt; None, None for a fully
+        cached one. ``timings`` (seconds, a dict per prompt) get the batch's
+        ``match``, ``cache`` (the request caches over the matched blocks),
+        ``forward`` and ``store`` (the new blocks into the store).
         """
-        clock = _Phases(self.device, timings)
-        match = self.store.match(encoded.block_keys) if self.store is not None else MatchResult()
+        clock = _Phases(self.device, timings or [])
+        matches = [self.store.match(p.block_keys) if self.store is not None else MatchResult() for p in prompts]
         clock.done("match")
-        start = match.tokens
-        if start >= encoded.length:  # a fully cached prompt (warm): nothing to compute
-            return None, None, CacheUsage(input_tokens=encoded.length, cached_tokens=start)
-        cache = self.past_cache(match.blocks, encoded.length - start + reserve)
+        if self.store is not None and (later := _waiting_for_others(prompts, matches)):
+            first = [i for i in range(len(prompts)) if i not in later]
+            results = dict(zip(first, self._prefill_part(first, prompts, reserve, timings), strict=True))
+            results.update(zip(later, self._prefill_part(later, prompts, reserve, timings), strict=True))
+            return [results[i] for i in range(len(prompts))]
+        caches = [  # None: a fully cached prompt (warm), nothing to compute
+            self.past_cache(match.blocks, own + extra) if (own := prompt.length - match.tokens) > 0 else None
+            for prompt, match, extra in zip(prompts, matches, reserve or [0] * len(prompts), strict=True)
+        ]
         clock.done("cache")
-        logits = None
-        for offset in range(start, encoded.length, self.prefill_chunk):
-            chunk = encoded.ids[offset : offset + self.prefill_chunk]
-            logits = self._forward(chunk, cache, offset)
+        logits = self._compute(prompts, caches, [match.tokens for match in matches])
         clock.done("forward", sync=True)
-        written = self._store_blocks(encoded, cache, len(match.blocks))
+        results = []
+        for prompt, match, cache, last in zip(prompts, matches, caches, logits, strict=True):
+            if cache is None:
+                results.append((None, None, CacheUsage(input_tokens=prompt.length, cached_tokens=match.tokens)))
+                continue
+            usage = CacheUsage(
+                input_tokens=prompt.length,
+                cached_tokens=match.tokens,
+                cache_write_tokens=self._store_blocks(prompt, cache, len(match.blocks)),
+                raw={"matched_blocks": len(match.blocks), "prefix_key": match.key},
+            )
+            results.append((cache, last, usage))
         clock.done("store", sync=True)
-        usage = CacheUsage(
-            input_tokens=encoded.length,
-            cached_tokens=start,
-            cache_write_tokens=written,
-            raw={"matched_blocks": len(match.blocks), "prefix_key": match.key},
+        return results
+
+    def _prefill_part(
+        self, part: list[int], prompts: list[EncodedPrompt], reserve: list[int] | None, timings: list[dict] | None
+    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
+        """:meth:`_prefill` of the prompts ``part`` indexes."""
+        return self._prefill(
+            [prompts[i] for i in part],
+            reserve=[reserve[i] for i in part] if reserve else None,
+            timings=[timings[i] for i in part] if timings else None,
         )
-        return cache, (logits if compute_logits else None), usage
+
+    def _compute(self, prompts: list[EncodedPrompt], caches: list[Any], starts: list[int]) -> list[torch.Tensor | None]:
+        """Prompt i's tokens from ``starts[i]`` on into ``caches[i]`` (skipped when None); its last logits.
+
+        The prompts are cut into forwards of at most :attr:`prefill_chunk` tokens
+        (:func:`~ragcache.backends.local.batcher.plan_prefill`), several prompts packed into one.
+        """
+        todo = [i for i, cache in enumerate(caches) if cache is not None]
+        last: list[torch.Tensor | None] = [None] * len(prompts)
+        for pieces in plan_prefill([(starts[i], prompts[i].length) for i in todo], self.prefill_chunk):
+            rows = [todo[piece] for piece, _, _ in pieces]
+            ids = [prompts[i].ids[start:end] for i, (_, start, end) in zip(rows, pieces, strict=True)]
+            positions = [start for _, start, _ in pieces]
+            if self._cascade:
+                logits = list(self._forward_rows([caches[i] for i in rows], ids, positions))
+            else:  # transformers' caches: one prompt per forward
+                logits = [self._forward(*row) for row in zip(ids, (caches[i] for i in rows), positions, strict=True)]
+            for i, (_, _, end), row in zip(rows, pieces, logits, strict=True):
+                if end == prompts[i].length:
+                    last[i] = row
+        return last
 
     def past_cache(self, blocks: tuple[KVBlock, ...], reserve: int = 256) -> Any:
         """A new request cache over ``blocks`` (read in place) with room for ``reserve`` own tokens."""
@@ -281,6 +324,28 @@ class LocalBackend(Backend):
             raise ValueError("this model's cache layers cannot start from stored prefix blocks")
         return plain_cache(self.model.config)
 
+    def _forward_rows(self, caches: list[Any], ids: list[list[int]], positions: list[int]) -> torch.Tensor:
+        """One forward pass of several requests: row i feeds ``ids[i]`` at absolute ``positions[i]`` on.
+
+        The rows are packed into one sequence (no padding); the shared-prefix
+        attention keeps each to its request cache ``caches[i]``, which it extends.
+        Logits of each row's last token, ``[rows, vocab]``.
+        """
+        import torch
+
+        from ragcache.backends.local.attention import CascadeBatch
+
+        lengths = [len(row) for row in ids]
+        flat = [token for row in ids for token in row]
+        where = [p + k for row, p in zip(ids, positions, strict=True) for k in range(len(row))]
+        with self._forward_lock, torch.inference_mode():
+            tokens = torch.tensor([flat], dtype=torch.long, device=self.device)
+            positions_t = torch.tensor([where], dtype=torch.long, device=self.device)
+            last = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
+            out = self.model(input_ids=tokens, position_ids=positions_t, use_cache=False, logits_to_keep=last,
+                             ragcache_rows=CascadeBatch(caches, lengths))  # fmt: skip
+        return out.logits[0].float()
+
     def _forward(self, ids: list[int], cache: Any, position: int) -> torch.Tensor:
         """Run ``ids`` at absolute ``position`` through the model; the last position's logits.
 
@@ -288,17 +353,15 @@ class LocalBackend(Backend):
         """
         import torch
 
-        from ragcache.backends.local.attention import CascadeBatch
         from ragcache.backends.local.request_cache import RequestCache
 
         if isinstance(cache, RequestCache):
-            kwargs: dict[str, Any] = {"use_cache": False, "ragcache_rows": CascadeBatch([cache])}
-        else:
-            kwargs = {"use_cache": True, self._cache_arg: cache}
+            return self._forward_rows([cache], [ids], [position])[0]
         with self._forward_lock, torch.inference_mode():
             tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
             positions = torch.arange(position, position + len(ids), device=self.device).unsqueeze(0)
-            out = self.model(input_ids=tokens, position_ids=positions, logits_to_keep=1, **kwargs)
+            out = self.model(input_ids=tokens, position_ids=positions, logits_to_keep=1, use_cache=True,
+                             **{self._cache_arg: cache})  # fmt: skip
         return out.logits[0, -1].float()
 
     def _store_blocks(self, encoded: EncodedPrompt, cache: Any, matched: int) -> int:
@@ -318,6 +381,19 @@ class LocalBackend(Backend):
         return written
 
 
+def _waiting_for_others(prompts: list[EncodedPrompt], matches: list[MatchResult]) -> list[int]:
+    """Prompts whose first block to compute an earlier prompt of the batch computes too (they wait for it)."""
+    computed: set[str] = set()
+    later = []
+    for index, (prompt, match) in enumerate(zip(prompts, matches, strict=True)):
+        new = prompt.block_keys[len(match.blocks) :]
+        if new and new[0] in computed:
+            later.append(index)
+        else:
+            computed.update(new)
+    return later
+
+
 def _cache_argument(model: Any) -> str:
     """The forward keyword of the KV cache: ``cache`` in current transformers, ``past_key_values`` before."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -329,18 +405,20 @@ def create(backend_config: BackendConfig, cache_config: CacheConfig) -> LocalBac
 
 
 class _Phases:
-    """Seconds spent per phase of a prefill, into ``timings`` (nothing when None); CUDA synchronized at ends."""
+    """Seconds spent per phase of a prefill, into each of ``timings``; CUDA synchronized at ends."""
 
-    def __init__(self, device: torch.device, timings: dict | None) -> None:
+    def __init__(self, device: torch.device, timings: list[dict]) -> None:
         self.timings, self.cuda = timings, device.type == "cuda"
         self.last = time.perf_counter()
 
     def done(self, phase: str, *, sync: bool = False) -> None:
-        if self.timings is None:
+        if not self.timings:
             return
         if sync and self.cuda:  # the next step needs these results anyway: waiting here costs nothing
             import torch
 
             torch.cuda.synchronize()
         now = time.perf_counter()
-        self.timings[phase], self.last = now - self.last, now
+        for timings in self.timings:
+            timings[phase] = now - self.last
+        self.last = now
