@@ -142,7 +142,9 @@ def cascade_attention(
     grouped = query[0].reshape(kv_heads, heads // kv_heads, total, dim)  # kv head i serves query heads i*g…
     own = [cache.layers[layer].append(key[..., a:b, :], value[..., a:b, :]) for cache, (a, b) in batch.rows()]
     lse, out = _prefix_parts(batch, layer, grouped, scale)
-    if batch.is_decode and lse is not None and out is not None and max(k.shape[-2] for k, _ in own) <= PAD_OWN_TOKENS:
+    # On CUDA each row's own part stays on flash (docs/bench/gpu §4a measured that path); padding helped on CPU.
+    padded = batch.is_decode and not query.is_cuda and max(k.shape[-2] for k, _ in own) <= PAD_OWN_TOKENS
+    if padded and lse is not None and out is not None:
         merged = _own_decode(grouped, own, scale, lse, out)  # every row's own part in one matmul each way
         return merged.to(query.dtype).reshape(1, total, heads, dim), None
     outputs = []
