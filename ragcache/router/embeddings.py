@@ -11,8 +11,8 @@ index built with one model or backend is never reused with another. It holds no
 absolute path.
 
 Backends: ``onnx-int8`` (:mod:`ragcache.router.onnx_embed`, the default model's
-default when onnxruntime is installed: 1.4–1.9× the chunks/s of torch on a 2-core
-AVX2 CPU) and ``torch`` (sentence-transformers as shipped; the default for other
+default when onnxruntime is installed: 3–4× the chunks/s of torch on a 2-core
+AVX2 CPU, ``python -m ragcache.bench.embedding``) and ``torch`` (sentence-transformers as shipped; the default for other
 folders, whose ONNX export is untested). A spec picks one with a suffix:
 ``all-MiniLM-L6-v2#torch``, ``/models/foo#onnx-int8``; no suffix means ``auto``.
 """

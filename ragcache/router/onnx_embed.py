@@ -3,11 +3,12 @@
 Embedding is almost all of a cold build. This backend exports the local model
 folder to ONNX once (offline, with torch), quantizes its MatMul weights to int8
 per channel, caches both under ``~/.cache/ragcache/onnx/<hash of model id>``,
-and runs each chunk through the int8 model on its own (no padding; on 2 cores
-batches of 1 to 16 ran at the same chunks/s). Questions go through the fp32
-model: int8 errs most on short texts, and one question is cheap. Measured on the 2-core AVX2 machines: 1.4–1.9× the
-chunks per CPU-second of torch, mean cosine 0.994 to torch's chunk vectors
-(README, "Build throughput"); CPUs with VNNI gain more from int8.
+and runs each chunk through the int8 model on its own (no padding, and faster
+than batches of 8 on 2 cores). Questions go through the fp32 model: int8 errs
+most on short texts, and one question is cheap. Measured on the 2-core AVX2
+machines (``python -m ragcache.bench.embedding``): 3–4× the chunks per second of
+torch, mean cosine 0.995 to torch's chunk vectors (README, "Build throughput");
+CPUs with VNNI gain more from int8.
 
 Weights use ``reduce_range`` (7-bit): the int8 products then never saturate the
 16-bit pairs of AVX2, so the integer GEMMs give the same sums on any x86 CPU.
