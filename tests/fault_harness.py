@@ -62,15 +62,30 @@ def ragcache_cli(*args: str, cwd: Path, timeout_s: float = 300, **popen: Any) ->
     """Run ``python -m ragcache.cli ARGS`` to completion."""
     return subprocess.run(
         [sys.executable, "-m", "ragcache.cli", *args],
-        cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=timeout_s, **popen,
+        cwd=cwd,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        **popen,
     )
 
 
 def serve(config: Path, log_path: Path, timeout_s: float = 120) -> ServerProcess:
     """Start ``ragcache serve --config CONFIG`` and wait until /healthz answers (not /readyz)."""
     port = free_port()
-    cmd = [sys.executable, "-m", "ragcache.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
-           "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragcache.cli",
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, cwd=config.parent, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", "", process, log_path)

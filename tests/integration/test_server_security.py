@@ -56,8 +56,16 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers.get("content-length") or 0))
         key = (self.headers.get("authorization") or "").removeprefix("Bearer ")
         FakeOpenAI.received.append(key)
-        body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}.", "type": "invalid_request_error",
-                                     "param": None, "code": "invalid_api_key"}}).encode()
+        body = json.dumps(
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {key}.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "invalid_api_key",
+                }
+            }
+        ).encode()
         self.send_response(401)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -93,14 +101,25 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     config = {
         "corpus": str(ROOT / "corpora" / "small"),
         "build_dir": str(tmp / "build"),
-        "backend": {"kind": "openai", "model": "gpt-4o-mini", "api_key_env": "OPENAI_API_KEY", "max_retries": 0,
-                    "base_url": f"http://127.0.0.1:{vendor.server_address[1]}/v1", "max_output_tokens": 8},
+        "backend": {
+            "kind": "openai",
+            "model": "gpt-4o-mini",
+            "api_key_env": "OPENAI_API_KEY",
+            "max_retries": 0,
+            "base_url": f"http://127.0.0.1:{vendor.server_address[1]}/v1",
+            "max_output_tokens": 8,
+        },
         "cache": {"warm_on_start": True, "keep_warm": False, "traffic_dir": str(tmp / "traffic")},  # its own warm lock
         "server": {"protect_metrics": True, "rate_limit_per_min": RATE_PER_MIN},
     }
     (tmp / "server.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {**os.environ, "RAGCACHE_API_KEYS": ",".join(CLIENT_KEYS), "OPENAI_API_KEY": VENDOR_KEY,
-           "ANTHROPIC_API_KEY": OTHER_VENDOR_KEY, "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "RAGCACHE_API_KEYS": ",".join(CLIENT_KEYS),
+        "OPENAI_API_KEY": VENDOR_KEY,
+        "ANTHROPIC_API_KEY": OTHER_VENDOR_KEY,
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     port = free_port()
     cmd = [sys.executable, "-m", "ragcache.cli", "serve", "--config", str(tmp / "server.yaml"), "--port", str(port)]
