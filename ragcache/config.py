@@ -90,7 +90,7 @@ class CacheConfig(_Strict):
     # The warm set (cache/warmset.py): pinned prefixes ("full" or block ids joined by "+"), then
     # observed traffic (decaying by half every warm_half_life_requests), capped by count and total tokens.
     warm_pins: list[str] = Field(default_factory=list)
-    warm_max_prefixes: int = Field(32, ge=1)  # also the router's hot set: runs it routes to, by demand
+    warm_max_prefixes: int = Field(32, ge=1)  # the warm set's cap (the router prices runs by demand, not by this)
     warm_max_tokens: int | None = Field(None, gt=0)
     warm_half_life_requests: float = Field(1000.0, gt=0)
     traffic_dir: str | None = None  # default: $RAGCACHE_HOME/traffic

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import yaml
-from server_harness import ServerProcess, free_port
+from server_harness import ServerProcess, free_port, serve_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,18 +74,7 @@ def ragcache_cli(*args: str, cwd: Path, timeout_s: float = 300, **popen: Any) ->
 def serve(config: Path, log_path: Path, timeout_s: float = 120) -> ServerProcess:
     """Start ``ragcache serve --config CONFIG`` and wait until /healthz answers (not /readyz)."""
     port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "ragcache.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    cmd = serve_command(config, port)
     with log_path.open("wb") as log:
         process = subprocess.Popen(cmd, cwd=config.parent, env=child_env(), stdout=log, stderr=subprocess.STDOUT)
     server = ServerProcess(f"http://127.0.0.1:{port}", "", process, log_path)

@@ -81,19 +81,14 @@ def start_server(
     log_path = tmp / "server.log"
     env = {**os.environ, "RAGCACHE_API_KEYS": f"other-key,{API_KEY}", "PYTHONUNBUFFERED": "1"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [
-        sys.executable,
-        "-m",
-        "ragcache.cli",
-        "serve",
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    cmd = serve_command(config, port)
     return launch(cmd, port, API_KEY, log_path, env=env, cwd=tmp, timeout_s=timeout_s, server_type=ServerProcess)
+
+
+def serve_command(config: Path, port: int) -> list[str]:
+    """``ragcache serve`` with ``config`` on loopback ``port``, run by this interpreter."""
+    return [sys.executable, "-m", "ragcache.cli", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port)]  # fmt: skip
 
 
 def metric_value(text: str, name: str, **labels: str) -> float:

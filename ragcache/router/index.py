@@ -171,7 +171,10 @@ class ChunkIndex:
         known = known or {}
         fresh = [i for i, h in enumerate(hashes) if h not in known]
         embedded = embed_texts(embedder, [texts[i] for i in fresh], progress)
-        dim = embedded.shape[1] if len(embedded) else len(embedder.embed_query("x"))
+        if len(embedded):
+            dim = embedded.shape[1]
+        else:  # nothing new: the kept vectors give the width, no model session needed for it
+            dim = len(next(iter(known.values()))) if known else len(embedder.embed_query("x"))
         vectors = np.zeros((len(texts), dim), dtype=np.float32)
         if fresh:
             vectors[fresh] = embedded
