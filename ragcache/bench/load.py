@@ -145,19 +145,25 @@ async def run_load(server: RunningServer, args: argparse.Namespace) -> LoadRepor
     client = AsyncOpenAI(base_url=server.base_url + "/v1", api_key=server.api_key, max_retries=0, timeout=args.timeout)
     try:
         model = args.model or (await client.models.list()).data[0].id
-        serial = None
-        if args.compare_serial:
-            scripts = make_sessions(args.sessions, args.seed + 1)
-            serial = summarize(*await _phase(client, model, scripts, args.turns, args.max_tokens, 1))
-        scripts = make_sessions(args.sessions, args.seed)
-        results, wall = await _phase(client, model, scripts, args.turns, args.max_tokens, args.sessions)
-        references = await _references(client, model, results, args.reference, args.seed, args.max_tokens)
+        serial, rounds, problems = None, [], []
+        for number in range(args.rounds):  # each round: new sessions one at a time, then new ones concurrently
+            seed = args.seed + 2 * number
+            if args.compare_serial:
+                scripts = make_sessions(args.sessions, seed + 1)
+                serial = summarize(*await _phase(client, model, scripts, args.turns, args.max_tokens, 1))
+            scripts = make_sessions(args.sessions, seed)
+            results, wall = await _phase(client, model, scripts, args.turns, args.max_tokens, args.sessions)
+            references = await _references(client, model, results, args.reference, seed, args.max_tokens)
+            problems += check(scripts, results, references, history_slack=args.history_slack)
+            if serial is not None:
+                rounds.append((serial, summarize(results, wall)))
     finally:
         await client.close()
-    problems = check(scripts, results, references, history_slack=args.history_slack)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()} | {"model": model}
     samples = [r.text for r in results[:4] if r.error is None]
-    return LoadReport(summarize(results, wall), serial, problems, settings, echo_rate(scripts, results), samples)
+    report = LoadReport(summarize(results, wall), serial, problems, settings, echo_rate(scripts, results), samples)
+    report.rounds = rounds if len(rounds) > 1 else []
+    return report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", type=int, default=8, help="turns re-asked alone afterwards (answers must match)")
     p.add_argument("--history-slack", type=int, default=16, help="tokens of the previous prompt that may miss")
     p.add_argument("--compare-serial", action="store_true", help="first run other sessions one at a time")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat (one at a time, then concurrent) with new sessions; the speed-up is the median round's",
+    )
     p.add_argument("--timeout", type=float, default=900.0, help="per-request timeout (s)")
     p.add_argument("--json", type=Path, help="write the report here")
     p.add_argument("--min-cached-ratio", type=float, help="fail below this cached-token ratio from turn 2 on")
@@ -185,7 +197,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the load test; exit 1 on errors, mixed-up answers or a missed threshold."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     options = {k: v for k, v in {"max_batch": args.max_batch, "threads": args.threads}.items() if v}
     with tempfile.TemporaryDirectory(prefix="ragcache-load-") as tmp:
         if args.url:

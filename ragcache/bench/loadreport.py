@@ -9,6 +9,7 @@ holds both phases and says which thresholds were missed.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -159,9 +160,18 @@ class LoadReport:
     settings: dict[str, Any]
     echo_rate: float = 0.0  # answers holding their own session's code (informative: a 135M model often won't)
     samples: list[str] = field(default_factory=list)  # a few answers, to see what the model said
+    rounds: list[tuple[PhaseSummary, PhaseSummary]] = field(default_factory=list)  # (one at a time, concurrent)
+
+    @property
+    def round_speedups(self) -> list[float]:
+        """Each round's concurrent over one-at-a-time throughput (its two phases ran back to back)."""
+        return [c.throughput_rps / s.throughput_rps for s, c in self.rounds if s.throughput_rps]
 
     @property
     def speedup(self) -> float | None:
+        """The median round's speed-up: one slow phase on a shared machine moves one round, not the figure."""
+        if self.rounds:
+            return statistics.median(self.round_speedups) if self.round_speedups else None
         if self.serial is None or not self.serial.throughput_rps:
             return None
         return self.concurrent.throughput_rps / self.serial.throughput_rps
@@ -187,6 +197,8 @@ class LoadReport:
             "concurrent": asdict(self.concurrent),
             "serial": asdict(self.serial) if self.serial else None,
             "speedup": self.speedup,
+            "rounds": [{"serial": asdict(a), "concurrent": asdict(b)} for a, b in self.rounds],
+            "round_speedups": self.round_speedups,
             "echo_rate": self.echo_rate,
             "samples": self.samples,
             "problems": [asdict(p) for p in self.problems],
@@ -207,8 +219,13 @@ class LoadReport:
                 f" TTFT p50 {phase.ttft_p50_s:.2f}s; cached ratio {phase.cached_ratio:.3f},"
                 f" from turn 2 {phase.cached_ratio_turn2_on:.3f}"
             )
+        for number, (serial, concurrent) in enumerate(self.rounds, 1):
+            ratio = concurrent.throughput_rps / serial.throughput_rps if serial.throughput_rps else float("nan")
+            walls = f"one at a time {serial.wall_s:.1f}s, concurrent {concurrent.wall_s:.1f}s"
+            lines.append(f"  round {number}: {walls}: {ratio:.2f}x")
         if self.speedup is not None:
-            lines.append(f"  speed-up (concurrent / one at a time): {self.speedup:.2f}x")
+            median = f"median of {len(self.rounds)} rounds, " if len(self.rounds) > 1 else ""
+            lines.append(f"  speed-up (concurrent / one at a time, {median}throughput): {self.speedup:.2f}x")
         lines.append(f"  answers repeating their own session code: {self.echo_rate:.0%}")
         kinds = sorted({p.kind for p in self.problems})
         lines.append(

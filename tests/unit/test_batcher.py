@@ -152,3 +152,36 @@ def test_close_ends_waiting_requests_with_an_error_and_refuses_new_ones() -> Non
     with pytest.raises(BackendError, match="closed"):
         submit(b, 3, 1)
     assert first.done
+
+
+def test_call_runs_work_on_the_batcher_thread_between_steps() -> None:
+    """Warm-ups go through ``call`` so the model only ever runs on one thread (one OpenMP team)."""
+    script = Script()
+    b = batcher(script, max_batch=2)
+    script.gate.clear()
+    seq = submit(b, 1, 3)  # a step is held: the job must wait for it to end, not run beside it
+    threads: list[str] = []
+
+    def work() -> int:
+        threads.append(threading.current_thread().name)
+        return len(script.steps)
+
+    box: dict[str, int] = {}
+    caller = threading.Thread(target=lambda: box.setdefault("steps", b.call(work)))
+    caller.start()
+    time.sleep(0.2)
+    assert not threads  # not run while the step is in progress
+    script.gate.set()
+    caller.join(5)
+    assert threads == ["ragcache-batcher"] and box["steps"] >= 1
+    assert list(seq.tokens()) == [100, 101, 102]
+
+    def broken() -> None:
+        raise ValueError("warm-up failed")
+
+    with pytest.raises(ValueError, match="warm-up failed"):
+        b.call(broken)  # the caller gets the error; the batcher goes on
+    assert list(submit(b, 2, 1).tokens()) == [200]
+    b.close()
+    with pytest.raises(BackendError, match="closed"):
+        b.call(lambda: 1)

@@ -39,8 +39,9 @@ def full_logits(model: Any, ids: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids]), use_cache=True, cache=DynamicCache()).logits[0]
 
 
-def blocks_of(model: Any, ids: list[int], cuts: list[int]) -> tuple[KVBlock, ...]:
-    """The KV of ``ids`` cut at ``cuts`` into chained blocks, as the store holds them."""
+def blocks_of(model: Any, ids: list[int], cuts: list[int], persist: int = 0) -> tuple[KVBlock, ...]:
+    """The KV of ``ids`` cut at ``cuts`` into chained blocks, as the store holds them (the first
+    ``persist`` marked ``persist``: a stable prefix, which other sessions read too)."""
     cache = DynamicCache()
     with torch.inference_mode():
         model(input_ids=torch.tensor([ids]), use_cache=True, cache=cache)
@@ -48,7 +49,7 @@ def blocks_of(model: Any, ids: list[int], cuts: list[int]) -> tuple[KVBlock, ...
     for start, end in zip([0, *cuts], [*cuts, len(ids)], strict=True):
         layers = tuple((layer.keys[..., start:end, :].clone(), layer.values[..., start:end, :].clone())
                        for layer in cache.layers)  # fmt: skip
-        blocks.append(KVBlock(f"{parent}/{end}", parent, end - start, layers))
+        blocks.append(KVBlock(f"{parent}/{end}", parent, end - start, layers, persist=len(blocks) < persist))
         parent = blocks[-1].key
     return tuple(blocks)
 
@@ -149,6 +150,32 @@ def test_batched_prefill_of_rows_of_different_lengths_and_prefixes_equals_each_r
     nxt = forward(model, caches, [[7]] * len(rows), [len(p) for p, _ in rows])
     for (prompt, _), row in zip(rows, nxt, strict=True):
         assert (row[-1] - full_logits(model, [*prompt, 7])[-1]).abs().max().item() <= ATOL
+
+
+def test_short_private_blocks_are_copied_into_the_request_and_long_ones_read_in_place(model: Any) -> None:
+    """A session's own stored blocks (context, history) join its own keys when short: one attention
+    call per layer over the shared prefix instead of one more per private block; the logits stay."""
+    ids = [(7 * i + 3) % 97 for i in range(90)]
+    full = full_logits(model, ids)
+    chain = blocks_of(model, ids[:60], [40, 50], persist=1)  # a stable 40-token prefix, two private blocks
+    snapshot = [(k.clone(), v.clone()) for block in chain for k, v in block.layers]
+    inlined = RequestCache.create(chain, 2, 8, inline_tokens=20)
+    in_place = RequestCache.create(chain, 2, 8, inline_tokens=19)  # 20 private tokens do not fit: all in place
+    assert inlined.blocks == chain[:1] and inlined.start == 40 and inlined.layers[0].length == 20
+    assert in_place.blocks == chain and in_place.start == 60 and in_place.layers[0].length == 0
+    assert RequestCache.create(chain[:1], 2, 8, inline_tokens=64).blocks == chain[:1]  # nothing private
+    for cache in (inlined, in_place):
+        assert (forward(model, [cache], [ids[60:]], [60])[0] - full[60:]).abs().max().item() <= ATOL
+        assert cache.length == 90
+    groups = CascadeBatch([inlined, in_place], [1, 1]).groups  # the root for both rows, the rest for one
+    assert [g.block for g in groups] == list(chain) and groups[0].tokens is None and groups[1].tokens is not None
+    both = forward(model, [inlined, in_place], [[5], [5]], [90, 90])  # a decode step: the same row twice
+    alone = full_logits(model, [*ids, 5])[-1]
+    assert all((row[-1] - alone).abs().max().item() <= ATOL for row in both)
+    own_keys, _ = inlined.own(0, 40, 60)  # the copied blocks answer for their positions like own tokens
+    assert torch.equal(own_keys, torch.cat([chain[1].layers[0][0], chain[2].layers[0][0]], -2))
+    after = [(k, v) for block in chain for k, v in block.layers]
+    assert all(torch.equal(k, k0) and torch.equal(v, v0) for (k, v), (k0, v0) in zip(after, snapshot, strict=True))
 
 
 def test_a_batch_rejects_a_query_that_is_not_its_packed_row(model: Any) -> None:

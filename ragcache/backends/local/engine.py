@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 
 PREFILL_CHUNK = 1024  # CPU: bounds the activations and attention scores of a (batched) prefill in host memory
 PREFILL_CHUNK_CUDA = 32768  # GPU: a 32k prompt in one forward (FlashAttention's memory is linear in it)
+INLINE_TOKENS = 512  # CPU: a request copies up to this many tokens of its private stored blocks (see RequestCache)
 
 
 class LocalBackend(Backend):
@@ -182,8 +183,7 @@ class LocalBackend(Backend):
             raise UnsupportedError("the local prefix cache is disabled (cache.enabled: false); nothing to warm")
         encoded = self.encoder.encode(prompt).stable_only()
         self._check_length(encoded.length)
-        _, _, usage = self._prefill([encoded])[0]
-        return usage
+        return self.batcher.call(lambda: self._prefill([encoded])[0][2])  # the model runs on one thread
 
     def queue_depth(self) -> int:
         """Requests waiting for a place in the decode batch (``ragcache_queue_depth``)."""
@@ -319,7 +319,8 @@ class LocalBackend(Backend):
         from ragcache.backends.local.request_cache import RequestCache, plain_cache
 
         if self._cascade:
-            return RequestCache.create(blocks, self._num_layers, reserve, self.device)
+            inline = 0 if self.device.type == "cuda" else INLINE_TOKENS  # CUDA: the path docs/bench/gpu §4a measured
+            return RequestCache.create(blocks, self._num_layers, reserve, self.device, inline_tokens=inline)
         if blocks:
             raise ValueError("this model's cache layers cannot start from stored prefix blocks")
         return plain_cache(self.model.config)

@@ -76,9 +76,30 @@ class RequestCache:
     layers: list[OwnLayer] = field(repr=False)
 
     @classmethod
-    def create(cls, blocks: Sequence[KVBlock], num_layers: int, capacity: int, device: Any = None) -> RequestCache:
-        """A cache over ``blocks`` with room for ``capacity`` own tokens before its buffers grow."""
-        return cls(tuple(_on(device, block) for block in blocks), [OwnLayer(capacity) for _ in range(num_layers)])
+    def create(
+        cls, blocks: Sequence[KVBlock], num_layers: int, capacity: int, device: Any = None, *, inline_tokens: int = 0
+    ) -> RequestCache:
+        """A cache over ``blocks`` with room for ``capacity`` own tokens before its buffers grow.
+
+        The chain's trailing private blocks (not ``persist``: a session's context and
+        history, which no other session reads) are copied into the own buffers when
+        they hold at most ``inline_tokens`` in all: read in place, each would be one
+        more attention call per layer and step, and merge, for a few dozen tokens.
+        The choice depends on the request alone, never on what it is batched with.
+        """
+        blocks = tuple(_on(device, block) for block in blocks)
+        shared = len(blocks)
+        while shared and not blocks[shared - 1].persist:
+            shared -= 1
+        inlined = blocks[shared:]
+        if not inlined or sum(block.tokens for block in inlined) > inline_tokens:
+            shared, inlined = len(blocks), ()
+        extra = sum(block.tokens for block in inlined)
+        layers = [OwnLayer(capacity + extra) for _ in range(num_layers)]
+        for block in inlined:
+            for own, (keys, values) in zip(layers, block.layers, strict=True):
+                own.append(keys, values)
+        return cls(blocks[:shared], layers)
 
     @property
     def start(self) -> int:
