@@ -73,6 +73,7 @@ class LocalBackend(Backend):
         import torch
 
         from ragcache.backends.local.attention import enable_cascade_attention
+        from ragcache.backends.local.linear import use_onednn_linear
         from ragcache.backends.local.request_cache import can_reuse_prefixes, plain_cache
         from ragcache.models import resolve_model_path
 
@@ -84,6 +85,7 @@ class LocalBackend(Backend):
         device = options.resolved_device()
         dtype = options.resolved_dtype(device)
         self.model, self.tokenizer = load_model(path, device, dtype)
+        use_onednn_linear(self.model)  # float32 on CPU: batched matmuls through oneDNN (see linear.py)
         self.device = torch.device(device)
         self.model_name = config.model or path.name
         fingerprint = model_fingerprint(path, dtype)
