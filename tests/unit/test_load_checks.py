@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ragcache.bench.load import make_sessions
-from ragcache.bench.loadreport import TurnResult, check, summarize
+from ragcache.bench.loadreport import LoadReport, PhaseSummary, TurnResult, check, summarize
 
 
 def turn(session: int, turn: int, text: str, prompt: int = 1000, cached: int = 900) -> TurnResult:
@@ -55,3 +55,21 @@ def test_summary_percentiles_throughput_and_ratios() -> None:
     assert summary.latency_p50_s == 1.0 and summary.latency_p99_s == 3.0
     assert summary.cached_ratio == 0.75 and summary.cached_ratio_turn2_on == 1.0
     assert summary.error_samples == ("APIConnectionError: boom",)
+
+
+def test_the_speedup_of_several_rounds_is_the_median_rounds() -> None:
+    """One slow phase (a busy machine) moves one round's ratio, not the reported figure."""
+    ok = [turn(0, 1, "a")]
+
+    def phase(wall: float) -> PhaseSummary:
+        return summarize(ok * 8, wall)
+
+    rounds = [(phase(40.0), phase(8.0)), (phase(90.0), phase(8.0)), (phase(40.0), phase(10.0))]
+    report = LoadReport(rounds[-1][1], rounds[-1][0], [], {"sessions": 4, "turns": 2, "max_tokens": 8, "model": "m"})
+    assert report.speedup == 4.0  # one round alone: its own ratio
+    report.rounds = rounds
+    assert report.round_speedups == [5.0, 11.25, 4.0]
+    assert report.speedup == 5.0 and report.failures(None, 5.5) and not report.failures(None, 5.0)
+    text = report.text()
+    assert "round 2: one at a time 90.0s, concurrent 8.0s: 11.25x" in text and "median of 3 rounds" in text
+    assert report.to_dict()["round_speedups"] == [5.0, 11.25, 4.0]
