@@ -135,7 +135,6 @@ class RagCache:
                 config.router,
                 backend.capabilities,
                 config.backend.max_output_tokens,
-                hot_limit=config.cache.warm_max_prefixes,
             )
         except Exception:
             backend.close()

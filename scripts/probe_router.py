@@ -66,9 +66,9 @@ def recall(gold: list[str], docs: set[str]) -> float:
 
 
 def probe(corpus, items: list[dict], fused: dict[str, np.ndarray], window: int, settings: dict) -> dict:
-    hot = int(settings.pop("hot", 32))
+    settings.pop("hot", None)  # an old knob: the router prices runs by demand now
     config, capabilities = RouterConfig(**settings), Capabilities(context_window=window)
-    router = HybridRouter(corpus, config, capabilities, 256, index=CachedScores(fused), hot_limit=hot)
+    router = HybridRouter(corpus, config, capabilities, 256, index=CachedScores(fused))
     found, tokens, tails, costs, modes, seen = [], [], [], [], {}, set()
     for item in items:
         route = router.route(item["question"])

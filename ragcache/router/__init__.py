@@ -38,10 +38,8 @@ def create_router(
     router_config: RouterConfig,
     capabilities: Capabilities,
     reserved_output: int,
-    *,
-    hot_limit: int | None = None,
 ) -> Router:
-    """The router for ``corpus`` on a backend with ``capabilities``; ``hot_limit``: cache.warm_max_prefixes."""
+    """The router for ``corpus`` on a backend with ``capabilities``."""
     from ragcache.router.policy import HybridRouter
 
-    return HybridRouter(corpus, router_config, capabilities, reserved_output, hot_limit=hot_limit)
+    return HybridRouter(corpus, router_config, capabilities, reserved_output)

@@ -66,7 +66,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CACHED_READ_PRICE",
     "CANDIDATES",
-    "DEFAULT_HOT_PREFIXES",
     "DEMAND_HALF_LIFE",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
@@ -86,7 +85,6 @@ RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
 WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
 TAIL_SHARE = 0.3  # runs leave at least this share of the budget to the tail (room for the walk)
 CANDIDATES = 8  # runs, best covered first, whose walk is tried per question
-DEFAULT_HOT_PREFIXES = 32  # cache.warm_max_prefixes when the caller names none
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 
 
@@ -128,14 +126,12 @@ class HybridRouter:
         reserved_output: int,
         *,
         index: ChunkIndex | None = None,
-        hot_limit: int | None = None,
         demand: Demand | None = None,
     ) -> None:
         self.corpus = corpus
         self.config = config
         self.budget = context_budget(corpus, config, capabilities, reserved_output)
         self.min_cacheable = capabilities.min_cacheable_tokens
-        self.hot_limit = DEFAULT_HOT_PREFIXES if hot_limit is None else hot_limit
         self.blocks = corpus.category_block_ids()
         if not self.blocks:
             raise EmptyCorpusError(

@@ -143,12 +143,6 @@ class Demand:
         """Runs by demand, highest first; ties to the earlier run."""
         return self._counts.ranked(range(self.runs))
 
-    def hot(self, limit: int) -> set[int]:
-        """The runs worth keeping warm: all when there are at most ``limit``, else the top ones asked for."""
-        if self.runs <= limit:
-            return set(range(self.runs))
-        return {i for i in self.ranked()[:limit] if self._counts.score(i) > 0}
-
     def to_dict(self) -> dict[str, Any]:
         return {"clock": self.clock, "half_life": self.half_life, "counts": [round(float(c), 6) for c in self.counts]}
 

@@ -51,4 +51,3 @@ def test_demand_and_traffic_log_count_alike() -> None:
     assert list(shared.counts) == pytest.approx(list(demand.counts), abs=1e-6)
     loaded = TrafficLog.from_json(traffic.to_json(), "fp", 4.0)
     assert loaded.requests == traffic.requests and loaded.ranked() == traffic.ranked()
-    assert demand.hot(2) == {i for i in demand.ranked()[:2]} and Demand(3).hot(2) == set()

@@ -250,7 +250,7 @@ from ragcache.corpus.store import load_corpus
 from ragcache.router.policy import HybridRouter
 corpus = load_corpus(sys.argv[1])
 router = HybridRouter(corpus, RouterConfig(history_allowance=0, snippet_tokens=64),
-                      Capabilities(context_window=int(sys.argv[2])), 100, hot_limit=2)
+                      Capabilities(context_window=int(sys.argv[2])), 100)
 print(json.dumps([router.route(q).to_dict() for q in json.loads(sys.argv[3])], sort_keys=True))
 """
 
@@ -268,7 +268,7 @@ def test_same_questions_route_the_same_across_processes(corpus: CompiledCorpus) 
         ).stdout
         for _ in range(2)
     ]
-    here = HybridRouter(corpus, CONFIG, window, OUT, hot_limit=2)
+    here = HybridRouter(corpus, CONFIG, window, OUT)
     local = json.dumps([here.route(q).to_dict() for q in questions], sort_keys=True)
     assert runs[0] == runs[1] == local + "\n"
     assert len({(r["mode"], *r["blocks"]) for r in json.loads(local)}) >= 3  # it is not trivially constant
@@ -277,8 +277,8 @@ def test_same_questions_route_the_same_across_processes(corpus: CompiledCorpus) 
 def test_create_router_gives_the_hybrid_router(corpus: CompiledCorpus) -> None:
     from ragcache.router import create_router
 
-    small = create_router(corpus, CONFIG, one_block_each(corpus), OUT, hot_limit=8)
-    assert isinstance(small, HybridRouter) and small.mode == "blocks" and small.hot_limit == 8
+    small = create_router(corpus, CONFIG, one_block_each(corpus), OUT)
+    assert isinstance(small, HybridRouter) and small.mode == "blocks"
     assert small.route(QUESTIONS[2]).block_ids == ("category:networking",)
     assert create_router(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT).mode == "full"
 
