@@ -181,6 +181,7 @@ def test_call_runs_work_on_the_batcher_thread_between_steps() -> None:
 
     with pytest.raises(ValueError, match="warm-up failed"):
         b.call(broken)  # the caller gets the error; the batcher goes on
+    assert b.call(lambda: b.call(lambda: threading.current_thread().name)) == "ragcache-batcher"  # no deadlock
     assert list(submit(b, 2, 1).tokens()) == [200]
     b.close()
     with pytest.raises(BackendError, match="closed"):

@@ -21,8 +21,8 @@ Other model work (a warm-up's prefill) goes through :meth:`Batcher.call`, so the
 batcher's thread is the only one that runs the model: each thread that runs
 torch ops keeps an OpenMP team of its own, and once the process holds more
 OpenMP threads than cores, libgomp stops spinning between parallel regions —
-a decode step then took ~35% longer on two cores (measured: a warm-up on another
-thread, 16-row steps 0.19 s against 0.14 s).
+a 16-row decode step then took 1.45x as long on two cores (``python -m
+ragcache.bench.steps``, variant ``second-thread``; docs/reliability.md, Load).
 """
 
 from __future__ import annotations
@@ -125,6 +125,8 @@ class Batcher:
 
     def call(self, work: Callable[[], T]) -> T:
         """Run ``work`` on the batcher's thread between two steps and return its result (or raise its error)."""
+        if threading.current_thread() is self._thread:  # already there (called from a step): run it now
+            return work()
         job = _Job(work)
         with self._wake:
             self._ensure_running()

@@ -2,9 +2,10 @@
 
 PyTorch sends a float32 ``F.linear`` to MKL's sgemm, which on this project's
 CPUs (AMD EPYC with AVX-512) runs far below the cores' peak once a matmul has
-more than one row: the linear layers of a 16-row decode step took ~40 ms, the
-same matmuls through oneDNN (PyTorch's own ``mkldnn`` ops, which pick their code
-by instruction set, not by CPU vendor) ~20 ms, and a prefill's ~1.8x less. A
+more than one row. Through oneDNN (PyTorch's own ``mkldnn`` ops, which pick
+their code by instruction set, not by CPU vendor) a 16-row decode step and a
+16-request prefill took a fifth less time in all (``python -m
+ragcache.bench.steps``, variant ``mkl``; docs/reliability.md, Load). A
 single row (a request decoding alone) is memory-bound and as fast or faster on
 MKL, so it stays there. Both are exact float32 (only the order of the sums
 differs, as it already does between MKL calls of different batch sizes).
