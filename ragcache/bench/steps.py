@@ -26,12 +26,15 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from ragcache.backends.base import GenerationOptions
 from ragcache.bench.load import QUESTIONS, make_sessions
 from ragcache.bench.loadserver import ROOT
+from ragcache.config import load_config
 from ragcache.prompt import Message
 
 __all__ = ["VARIANTS", "main", "measure"]
@@ -40,15 +43,15 @@ VARIANTS = ("engine", "mkl", "in-place", "second-thread")
 ANSWER = "The session code is"  # a stand-in first answer: turn 2 then reads turn 1's stored blocks
 
 
-def measure(variant: str, rows: int, steps: int, rounds: int, seed: int) -> dict[str, list[float]]:
-    """Seconds per round of a ``rows``-row prefill, a ``rows``-row step, a 1-row prefill and a 1-row step."""
+def measure(variant: str, rows: int, steps: int, rounds: int, seed: int, build_dir: Path) -> dict[str, list[float]]:
+    """Seconds per round of a ``rows``-row prefill, a ``rows``-row step, a 1-row prefill and a 1-row step
+    (the default config over its corpus compiled in ``build_dir``)."""
     import torch
 
     from ragcache.app import RagCache
     from ragcache.backends.local import engine, linear
-    from ragcache.config import load_config
 
-    config = load_config(ROOT / "configs" / "default.yaml")
+    config = load_config(ROOT / "configs" / "default.yaml").model_copy(update={"build_dir": build_dir})
     options = {**config.backend.options, "max_batch": max(rows, 1)}
     config = config.model_copy(update={"backend": config.backend.model_copy(update={"options": options})})
     rag = RagCache.from_config(config)
@@ -120,33 +123,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--json", help="write the medians and every round here")
     p.add_argument("--variant", help=argparse.SUPPRESS)  # internal: measure one variant in this process
+    p.add_argument("--build-dir", type=Path, help=argparse.SUPPRESS)  # internal: the corpus the parent compiled
     args = p.parse_args(argv)
     if args.variant:
-        print(json.dumps(measure(args.variant, args.rows, args.steps, args.rounds, args.seed)))
+        print(json.dumps(measure(args.variant, args.rows, args.steps, args.rounds, args.seed, args.build_dir)))
         return 0
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     if unknown := [v for v in variants if v not in VARIANTS]:
         p.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     if "engine" not in variants:
         variants.insert(0, "engine")
+    with tempfile.TemporaryDirectory(prefix="ragcache-steps-") as tmp:
+        from ragcache.corpus.compile import build_corpus
+
+        build_dir = Path(tmp) / "build"
+        build_corpus(load_config(ROOT / "configs" / "default.yaml").resolved_corpus(), build_dir)
+        results = _rounds(variants, args, build_dir)
+    if results is None:
+        return 1
+    print(_table(results, args.rows))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"settings": {k: str(v) for k, v in vars(args).items()}, "results": results}, handle, indent=2)
+    return 0
+
+
+def _rounds(variants: list[str], args: argparse.Namespace, build_dir: Path) -> dict[str, dict[str, list[float]]] | None:
+    """Each variant once per round in a fresh process, the variants taking turns; None if one failed."""
     results: dict[str, dict[str, list[float]]] = {v: {} for v in variants}
     for number in range(args.rounds):  # round-robin over the variants: a slow spell of the machine hits them all
         for variant in variants:
             print(f"round {number + 1}/{args.rounds}: {variant} …", file=sys.stderr)
             sizes = ["--rows", str(args.rows), "--steps", str(args.steps), "--rounds", "1"]
             seed = ["--seed", str(args.seed + 100 * number)]
-            command = [sys.executable, "-m", "ragcache.bench.steps", "--variant", variant, *sizes, *seed]
+            where = ["--build-dir", str(build_dir)]
+            command = [sys.executable, "-m", "ragcache.bench.steps", "--variant", variant, *sizes, *seed, *where]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode:
                 print(done.stderr[-3000:], file=sys.stderr)
-                return 1
+                return None
             for key, values in json.loads(done.stdout.strip().splitlines()[-1]).items():
                 results[variant].setdefault(key, []).extend(values)
-    print(_table(results, args.rows))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as handle:
-            json.dump({"settings": vars(args), "results": results}, handle, indent=2)
-    return 0
+    return results
 
 
 if __name__ == "__main__":
