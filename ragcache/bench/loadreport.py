@@ -150,6 +150,13 @@ def summarize(results: list[TurnResult], wall_s: float) -> PhaseSummary:
     )
 
 
+def _speedup(serial: PhaseSummary | None, concurrent: PhaseSummary) -> float | None:
+    """Concurrent over one-at-a-time throughput; None without a one-at-a-time phase that answered."""
+    if serial is None or not serial.throughput_rps:
+        return None
+    return concurrent.throughput_rps / serial.throughput_rps
+
+
 @dataclass
 class LoadReport:
     """The concurrent phase, the optional one-at-a-time phase, the problems found and the settings."""
@@ -164,17 +171,15 @@ class LoadReport:
 
     @property
     def round_speedups(self) -> list[float]:
-        """Each round's concurrent over one-at-a-time throughput (its two phases ran back to back)."""
-        return [c.throughput_rps / s.throughput_rps for s, c in self.rounds if s.throughput_rps]
+        """Each round's speed-up (its two phases ran back to back); a round without one is left out."""
+        return [ratio for serial, concurrent in self.rounds if (ratio := _speedup(serial, concurrent)) is not None]
 
     @property
     def speedup(self) -> float | None:
         """The median round's speed-up: one slow phase on a shared machine moves one round, not the figure."""
         if self.rounds:
             return statistics.median(self.round_speedups) if self.round_speedups else None
-        if self.serial is None or not self.serial.throughput_rps:
-            return None
-        return self.concurrent.throughput_rps / self.serial.throughput_rps
+        return _speedup(self.serial, self.concurrent)
 
     def failures(self, min_cached_ratio: float | None, min_speedup: float | None) -> list[str]:
         out = []
@@ -220,9 +225,9 @@ class LoadReport:
                 f" from turn 2 {phase.cached_ratio_turn2_on:.3f}"
             )
         for number, (serial, concurrent) in enumerate(self.rounds, 1):
-            ratio = concurrent.throughput_rps / serial.throughput_rps if serial.throughput_rps else float("nan")
+            ratio = _speedup(serial, concurrent)
             walls = f"one at a time {serial.wall_s:.1f}s, concurrent {concurrent.wall_s:.1f}s"
-            lines.append(f"  round {number}: {walls}: {ratio:.2f}x")
+            lines.append(f"  round {number}: {walls}: " + (f"{ratio:.2f}x" if ratio is not None else "no speed-up"))
         if self.speedup is not None:
             median = f"median of {len(self.rounds)} rounds, " if len(self.rounds) > 1 else ""
             lines.append(f"  speed-up (concurrent / one at a time, {median}throughput): {self.speedup:.2f}x")

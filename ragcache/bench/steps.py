@@ -49,7 +49,7 @@ def measure(variant: str, rows: int, steps: int, rounds: int, seed: int, build_d
     import torch
 
     from ragcache.app import RagCache
-    from ragcache.backends.local import engine, linear
+    from ragcache.backends.local import linear
 
     config = load_config(ROOT / "configs" / "default.yaml").model_copy(update={"build_dir": build_dir})
     options = {**config.backend.options, "max_batch": max(rows, 1)}
@@ -59,7 +59,7 @@ def measure(variant: str, rows: int, steps: int, rounds: int, seed: int, build_d
     if variant == "mkl":
         linear.onednn_usable = lambda: False  # type: ignore[assignment]
     if variant == "in-place":
-        engine.INLINE_TOKENS = 0
+        backend.inline_tokens = 0
     if variant == "second-thread":
         torch.randn(256, 256) @ torch.randn(256, 256)  # an OpenMP team on the main thread
     backend.warm(rag.prefixes()[0])

@@ -95,6 +95,7 @@ class LocalBackend(Backend):
         self._cascade = can_reuse_prefixes(self.model.config) and enable_cascade_attention(self.model)
         self._num_layers = len(plain_cache(self.model.config).layers)
         self.prefill_chunk = PREFILL_CHUNK_CUDA if self.device.type == "cuda" else PREFILL_CHUNK
+        self.inline_tokens = 0 if self.device.type == "cuda" else INLINE_TOKENS  # CUDA: docs/bench/gpu §4a's path
         if cache.enabled and not self._cascade:
             log.warning("model %s has sliding-window/shared cache layers or no SDPA: prefix KV reuse is off", path.name)
         elif cache.enabled:
@@ -321,8 +322,7 @@ class LocalBackend(Backend):
         from ragcache.backends.local.request_cache import RequestCache, plain_cache
 
         if self._cascade:
-            inline = 0 if self.device.type == "cuda" else INLINE_TOKENS  # CUDA: the path docs/bench/gpu §4a measured
-            return RequestCache.create(blocks, self._num_layers, reserve, self.device, inline_tokens=inline)
+            return RequestCache.create(blocks, self._num_layers, reserve, self.device, inline_tokens=self.inline_tokens)
         if blocks:
             raise ValueError("this model's cache layers cannot start from stored prefix blocks")
         return plain_cache(self.model.config)

@@ -91,12 +91,11 @@ class RequestCache:
         shared = len(blocks)
         while shared and not blocks[shared - 1].persist:
             shared -= 1
-        inlined = blocks[shared:]
-        if not inlined or sum(block.tokens for block in inlined) > inline_tokens:
-            shared, inlined = len(blocks), ()
-        extra = sum(block.tokens for block in inlined)
-        layers = [OwnLayer(capacity + extra) for _ in range(num_layers)]
-        for block in inlined:
+        private = sum(block.tokens for block in blocks[shared:])
+        if private > inline_tokens:  # too long to copy: every block read in place
+            shared, private = len(blocks), 0
+        layers = [OwnLayer(capacity + private) for _ in range(num_layers)]
+        for block in blocks[shared:]:
             for own, (keys, values) in zip(layers, block.layers, strict=True):
                 own.append(keys, values)
         return cls(blocks[:shared], layers)
