@@ -15,11 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fault_harness import child_env
+import httpx
+import pytest
+from fault_harness import child_env, mounted_tmpfs, serve, tiny_corpus, wait_readyz, write_config
 
 from ragcache.backends.base import GenerationOptions
 from ragcache.backends.local import create
 from ragcache.config import BackendConfig, CacheConfig
+from ragcache.corpus.compile import build_corpus
 from ragcache.corpus.store import load_corpus
 from ragcache.prompt import Segment, SegmentKind, assemble_prompt
 
@@ -30,6 +33,7 @@ import os, signal, sys
 import safetensors.torch as st
 from ragcache.backends.local import create
 from ragcache.config import BackendConfig, CacheConfig
+from ragcache.corpus.compile import build_corpus
 from ragcache.prompt import Segment, SegmentKind, assemble_prompt
 
 real = st.save_file
@@ -71,3 +75,55 @@ def test_kill_during_kv_write_leaves_nothing_used(local_model: Path, small_build
     whole.write_bytes(torn.read_bytes())
     again = create(BackendConfig(), CacheConfig(persist_dir=str(persist))).generate(prompt, OPTIONS)
     assert again.usage.cached_tokens == 0 and again.text == reference.text
+
+
+def test_full_disk_is_not_persisted_cleaned_up_and_retried(tmp_path: Path) -> None:
+    """Issue 27 item 5: ENOSPC on a real 8 MB tmpfs; safetensors raises SafetensorError (not OSError)."""
+    import torch
+
+    from ragcache.backends.local.kvstore import KVBlock
+    from ragcache.backends.local.persist import KVFiles
+
+    disk = tmp_path / "kv"
+    with mounted_tmpfs(disk, "8m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here (needs root and mount(8)): no real full disk to test on")
+        layers = tuple((torch.ones(1, 2, 64, 1024), torch.ones(1, 2, 64, 1024)) for _ in range(2))  # 2 MiB
+        block = KVBlock("k", None, 64, layers, persist=True)
+        filler = disk / "filler"
+        filler.write_bytes(b"\0" * (7 * 1024 * 1024))  # 1 MiB left: the block does not fit
+        files = KVFiles(disk, "model-a")
+        assert files.save(block) is False  # logged and counted, never raised
+        assert files.stats.failed == 1 and "k" in files.stats.not_persisted, files.stats
+        assert sorted(p.name for p in disk.iterdir()) == ["filler"]  # no temp file left
+        filler.unlink()  # space again: the next save of the block persists it
+        assert files.save(block) is True and files.stats.not_persisted == set()
+        assert KVFiles(disk, "model-a").load("k") is not None
+
+
+def test_full_disk_under_the_server_leaves_it_ready(tmp_path: Path) -> None:
+    """The warm-up's prefix KV (~20 MB for the tiny corpus) cannot fit an 8 MB tmpfs: /readyz is 200
+    ("not persisted" in the log), a chat is answered, and no temp file stays in the KV folder."""
+    disk = tmp_path / "kv"
+    with mounted_tmpfs(disk, "8m") as mounted:
+        if not mounted:
+            pytest.skip("cannot mount a tmpfs here (needs root and mount(8)): no real full disk to test on")
+        corpus = tiny_corpus(tmp_path / "tiny")
+        build_corpus(corpus, tmp_path / "build")
+        backend = {"kind": "local", "max_output_tokens": 4}
+        config = write_config(tmp_path / "serve.yaml", corpus, tmp_path / "build", backend, persist_dir=str(disk))
+        server = serve(config, tmp_path / "serve.log", timeout_s=300)
+        try:
+            ready = wait_readyz(server, timeout_s=300)
+            assert ready.status_code == 200, ready.text
+            answer = httpx.post(
+                server.base_url + "/v1/chat/completions",
+                timeout=120,
+                json={"model": "tiny", "messages": [{"role": "user", "content": "fact0-1?"}]},
+            )
+            assert answer.status_code == 200, answer.text
+        finally:
+            server.stop()
+        log = (tmp_path / "serve.log").read_text(errors="replace")
+        assert "not persisted" in log and "No space left on device" in log, log[-3000:]
+        assert [p.name for p in disk.iterdir() if p.name.startswith(".")] == []

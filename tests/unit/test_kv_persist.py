@@ -85,3 +85,28 @@ def test_an_unwritable_folder_is_logged_not_raised(tmp_path: Path, caplog: pytes
         files.save(block())
     assert "could not persist" in caplog.text
     assert KVStore(1 << 20, files=files).put(block("k2")).stored  # the store itself still works
+
+
+def test_a_torn_file_is_replaced_on_the_next_save(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 27 item 4: a rejected file used to stay (save skipped any existing path), so every start recomputed."""
+    files = KVFiles(tmp_path, "model-a")
+    files.save(block("k", fill=3.0))
+    path = files.path("k")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # torn: half the bytes
+    restarted = KVFiles(tmp_path, "model-a")  # a new process: it knows nothing of the file
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.local.persist"):
+        assert restarted.load("k") is None
+    assert restarted.save(block("k", fill=3.0))  # the recomputed block
+    assert restarted.stats.replaced == 1
+    loaded = KVFiles(tmp_path, "model-a").load("k")
+    assert loaded is not None and torch.equal(loaded.layers[0][0], block("k", fill=3.0).layers[0][0])
+
+
+def test_a_corrupt_file_never_loaded_is_replaced_too(tmp_path: Path) -> None:
+    """A save finding an unchecked file at the path checks it before keeping it."""
+    files = KVFiles(tmp_path, "model-a")
+    files.path("k").parent.mkdir(parents=True, exist_ok=True)
+    files.path("k").write_bytes(b"not a safetensors file")
+    assert files.save(block("k"))
+    assert files.stats.replaced == 1 and KVFiles(tmp_path, "model-a").load("k") is not None
+    assert KVFiles(tmp_path, "model-a").save(block("k")) and files.stats.written == 1  # a good file is kept

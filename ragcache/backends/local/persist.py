@@ -5,26 +5,44 @@ model the KV was computed with, and a SHA-256 of its tensors. A file that
 cannot be read, whose checksum does not match (a torn or corrupted write) or
 that belongs to another model is ignored with a log line: the engine then
 recomputes the prefix, it never crashes on a cache file. Writes go to a
-temporary file that is renamed into place, and a failed write is logged, not
-raised (the cache is an optimisation).
+temporary file that is renamed into place. A file already at a block's path is
+kept only if it is known good (this process loaded or wrote it, or it passes
+the checks); a torn or stale one is replaced, so the next start does not pay the
+recompute again. A failed write (a full disk: ``OSError`` or safetensors' own
+``SafetensorError``) is logged and counted, its temporary file removed, and the
+block stays "not persisted": the next save of it tries again (the cache is an
+optimisation; a persistence failure never fails a request or a warm-up).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragcache.backends.local.kvstore import KVBlock
 
-__all__ = ["FORMAT", "KVFiles"]
+__all__ = ["FORMAT", "KVFiles", "PersistStats"]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "ragcache-kv/1"
+
+
+@dataclass
+class PersistStats:
+    """What saving did in this process: blocks written, kept, replaced, and failures (the last one's reason)."""
+
+    written: int = 0
+    replaced: int = 0  # an unusable file (torn, corrupt) at the block's path was overwritten
+    failed: int = 0  # "not persisted": logged, temp file removed, retried on the block's next save
+    last_error: str = ""
+    not_persisted: set[str] = field(default_factory=set)  # keys whose last save failed
 
 
 class KVFiles:
@@ -34,17 +52,23 @@ class KVFiles:
         self.directory = Path(directory).expanduser()
         self.fingerprint = fingerprint
         self.device = device  # where loaded blocks go: requests read them in place, on the model's device
+        self.stats = PersistStats()
+        self._good: set[str] = set()  # keys whose file on disk this process loaded or wrote whole
 
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.safetensors"
 
-    def save(self, block: KVBlock) -> None:
-        """Write ``block`` atomically unless a file for it exists."""
+    def save(self, block: KVBlock) -> bool:
+        """Write ``block`` atomically unless a usable file for it exists; False if it is not persisted."""
         from safetensors.torch import save_file
 
         path = self.path(block.key)
+        replacing = False
         if path.exists():
-            return
+            if block.key in self._good or self._usable(block.key):
+                self._good.add(block.key)
+                return True
+            replacing = True  # a torn or corrupt file: replace it, or every start recomputes the prefix
         tensors = {}
         for i, (keys, values) in enumerate(block.layers):
             tensors[f"k.{i}"], tensors[f"v.{i}"] = keys.contiguous().cpu(), values.contiguous().cpu()
@@ -63,10 +87,31 @@ class KVFiles:
             os.close(fd)
             save_file(tensors, tmp, metadata=meta)
             os.replace(tmp, path)
-        except OSError as exc:
-            log.warning("could not persist KV block %s to %s: %s", block.key[:12], path, exc)
+        except Exception as exc:  # OSError, or safetensors' SafetensorError on a full disk: never fatal
+            self.stats.failed += 1
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self.stats.not_persisted.add(block.key)
+            log.warning("could not persist KV block %s to %s (%s: %s): not persisted; it stays in memory and "
+                        "its next save retries", block.key[:12], path, type(exc).__name__, exc)  # fmt: skip
             if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    Path(tmp).unlink(missing_ok=True)
+            return False
+        self._good.add(block.key)
+        self.stats.not_persisted.discard(block.key)
+        self.stats.written += 1
+        if replacing:
+            self.stats.replaced += 1
+            log.info("replaced the unusable KV file %s", path)
+        return True
+
+    def _usable(self, key: str) -> bool:
+        """Whether the file at ``key``'s path passes every check (read and checksummed)."""
+        try:
+            meta, tensors = _read(self.path(key))
+        except Exception:  # torn header: safetensors' own error types
+            return False
+        return self._problem(key, meta, tensors) is None
 
     def load(self, key: str) -> KVBlock | None:
         """The block stored under ``key``; None if there is none or it is unusable (logged)."""
@@ -76,12 +121,15 @@ class KVFiles:
         try:
             meta, tensors = _read(path)
         except Exception as exc:  # safetensors raises its own error types for torn headers
-            log.warning("ignoring unreadable KV file %s: %s", path, exc)
+            log.warning("ignoring unreadable KV file %s (replaced on the next save): %s", path, exc)
+            self._good.discard(key)
             return None
         problem = self._problem(key, meta, tensors)
         if problem:
-            log.warning("ignoring KV file %s: %s", path, problem)
+            log.warning("ignoring KV file %s (replaced on the next save): %s", path, problem)
+            self._good.discard(key)
             return None
+        self._good.add(key)
         count = len(tensors) // 2
         layers = tuple((tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(count))
         if self.device is not None:
