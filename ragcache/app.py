@@ -9,67 +9,35 @@ backend answer, and wrap what it did in an :class:`Answer`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
-import threading
+import logging
 import time
-from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from ragcache.backends.base import Backend, CacheUsage, Generation, GenerationOptions, create_backend
 from ragcache.cache.pricing import Cost, price_usage
 from ragcache.cache.warmset import TrafficLog, WarmSetLimits, parse_pins, router_guess, select_warm_set, traffic_path
-from ragcache.config import Config, load_config
+from ragcache.config import DEFAULT_MODEL, Config, load_config
+from ragcache.conversation import Conversation, ConversationPlanner, Conversations, TurnPlan
+from ragcache.conversation_store import ConversationStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.corpus.store import load_corpus
-from ragcache.errors import BackendError
+from ragcache.errors import BackendError, ConfigError, ModelError
 from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
 from ragcache.router import Router, create_router
 
 __all__ = ["Answer", "ChatSession", "RagCache"]
 
+log = logging.getLogger("ragcache.conversation")
+
 # Stable blocks of a compiled corpus, in prompt order around the route's corpus blocks.
 _BEFORE_CORPUS = (("instructions", SegmentKind.INSTRUCTIONS),)
 _AFTER_CORPUS = (("tools", SegmentKind.TOOLS), ("examples", SegmentKind.EXAMPLES))
-_SENT_TURNS = 1024  # user turns whose route is remembered for stateless chats (each holds its tail)
-
-
-class _SentTurns:
-    """The routes recent user turns were sent with, by (session blocks, question), bounded LRU.
-
-    A stateless chat re-renders its earlier user turns from here instead of routing each
-    one again on every request (cost would grow with the conversation). A miss (another
-    worker, a restart, an evicted turn) is routed once more: routing is deterministic.
-    """
-
-    def __init__(self, size: int = _SENT_TURNS) -> None:
-        self._routes: OrderedDict[tuple[tuple[str, ...] | None, str], Route] = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _key(session: Route | None, question: str) -> tuple[tuple[str, ...] | None, str]:
-        return (session.block_ids if session is not None else None, question)
-
-    def get(self, session: Route | None, question: str) -> Route | None:
-        key = self._key(session, question)
-        with self._lock:
-            route = self._routes.get(key)
-            if route is not None:
-                self._routes.move_to_end(key)
-            return route
-
-    def put(self, session: Route | None, question: str, route: Route) -> None:
-        key = self._key(session, question)
-        with self._lock:
-            self._routes[key] = route
-            self._routes.move_to_end(key)
-            while len(self._routes) > self._size:
-                self._routes.popitem(last=False)
-
-
 @dataclass(frozen=True)
 class Answer:
     """One answer and what it took: route, sources, cache usage, timings, cost.
@@ -87,6 +55,12 @@ class Answer:
     model: str = ""
     finish_reason: str = "stop"
     user_text: str = ""  # the final user turn exactly as sent (snippets, then the question): session history
+    turn: TurnPlan | None = None  # the conversation turn this answers (None: a prompt answered as given)
+
+    @property
+    def conversation(self) -> Conversation | None:
+        """The conversation after this answer: pass it back (or use a :class:`ChatSession`) to continue."""
+        return self.turn.conversation.answered(self.text) if self.turn is not None else None
 
     @property
     def cost_usd(self) -> float | None:
@@ -108,18 +82,42 @@ class Answer:
             "ttft_s": round(self.ttft_s, 4),
             "latency_s": round(self.latency_s, 4),
             "cost_usd": self.cost_usd,
+            "conversation": self.turn.to_dict() if self.turn is not None else None,
         }
 
 
 class RagCache:
     """A compiled corpus, a router and a backend: ``ask``, ``stream``, ``session``."""
 
-    def __init__(self, config: Config, corpus: CompiledCorpus, backend: Backend, router: Router) -> None:
+    def __init__(
+        self,
+        config: Config,
+        corpus: CompiledCorpus,
+        backend: Backend,
+        router: Router,
+        store: ConversationStore | None = None,
+    ) -> None:
         self.config = config
         self.corpus = corpus
         self.backend = backend
         self.router = router
-        self._sent_turns = _SentTurns()
+        self._store = store
+
+    @cached_property
+    def conversations(self) -> Conversations:
+        """Every conversation over this corpus: planned turns, remembered in ``conversation.store``."""
+        settings = self.config.conversation
+        planner = ConversationPlanner(
+            corpus=self.corpus,
+            router=self.router,
+            settings=settings,
+            window=self.router.window,
+            reserved_output=self.config.backend.max_output_tokens,
+            count_tokens=_token_counter(self.corpus),
+            stable_tokens=self.prefix_tokens_estimate,
+        )
+        store = self._store or create_store(settings.store, settings.max_conversations, settings.store_ttl_s)
+        return Conversations(planner, store)
 
     @classmethod
     def from_config(cls, source: str | Path | Config | None = None, *, corpus: str | Path | None = None) -> RagCache:
@@ -158,48 +156,49 @@ class RagCache:
         context: str | None = None,
         history: Sequence[Message] = (),
         route: Route | None = None,
-        previous: Route | None = None,
     ) -> Prompt:
-        """The prompt for ``question``: routed (unless ``route`` is given), stable segments first."""
+        """One prompt for ``question`` (routed as a single question unless ``route`` is given), stable
+        segments first; ``history`` is placed as given. Conversations use :meth:`plan_turn`."""
         if route is None:
-            route = self.route(question, previous, observe=True)
-            self._sent_turns.put(previous, question, route)
+            route = self.route(question, observe=True)
         stable = self.stable_segments(route.block_ids)
         return assemble_prompt(stable, question, route=route, context=context, history=tuple(history))
 
-    def route(self, question: str, session: ChatSession | Route | None = None, *, observe: bool = False) -> Route:
-        """Where ``question`` goes (blocks, tail, documents, tokens) without asking the backend; in a
-        session (a :class:`ChatSession` or its last route) it keeps the session's blocks, so every
-        turn reuses the same prefix and the history after it."""
-        previous = session.route if isinstance(session, ChatSession) else session
-        route = self.router.route(question, previous, observe=observe)
-        if previous is None or route.block_ids == previous.block_ids or not previous.block_ids:
-            return route
-        return replace(route, mode=previous.mode, block_ids=previous.block_ids, sticky=True,
-                       reason=f"kept the session's blocks (the question alone routes to {'+'.join(route.block_ids)})")
+    def route(self, question: str, *, observe: bool = False) -> Route:
+        """Where ``question`` goes on its own (blocks, tail, documents, tokens), without asking the backend."""
+        return self.router.route(question, observe=observe)
 
-    def session_from_history(self, history: Sequence[Message]) -> tuple[tuple[Message, ...], Route | None]:
-        """A stateless chat's session: earlier user turns re-rendered exactly as they were sent
-        (with the snippets they were sent with) and the route of the first user turn, which every
-        later turn keeps. Turns this process sent are remembered, so a request routes only its new one."""
-        session: Route | None = None
-        sent = []
-        for message in history:
-            if message.role != "user":
-                sent.append(message)
-                continue
-            turn = self._sent_turn(message.content, session)
-            session = session or turn
-            sent.append(Message("user", Prompt((), message.content, snippets=turn.snippets).user_text))
-        return tuple(sent), session
+    def plan_turn(
+        self,
+        question: str,
+        *,
+        context: str | None = None,
+        history: Sequence[Message] = (),
+        conversation: Conversation | None = None,
+        observe: bool = True,
+    ) -> TurnPlan:
+        """The next turn of a conversation (conversation.py): of ``conversation`` when the caller holds
+        it, else of ``history``, the conversation as a stateless client sends it (its own words and
+        the answers it got); no history and no conversation: a new conversation. ``observe``: a new
+        conversation's first question counts as router demand."""
+        conversations = self.conversations
+        if conversation is not None:
+            plan = conversations.plan(conversation, question, context=context, observe=observe)
+        else:
+            plan = conversations.plan_stateless(history, question, context=context, observe=observe)
+        if plan.compaction is not None:
+            log.info(
+                "corpus %s: conversation turn %d compacted: %d turns' excerpts and %d oldest turns dropped "
+                "(history %d -> %d tokens)",
+                self.corpus.name, plan.turn, plan.compaction.snippet_turns, plan.compaction.dropped_turns,
+                plan.compaction.tokens_before, plan.compaction.tokens_after,
+            )  # fmt: skip
+        return plan
 
-    def _sent_turn(self, question: str, session: Route | None) -> Route:
-        """The route a user turn was sent with: remembered, else routed again (not new demand)."""
-        route = self._sent_turns.get(session, question)
-        if route is None:
-            route = self.route(question, session)
-            self._sent_turns.put(session, question, route)
-        return route
+    def turn_prompt(self, plan: TurnPlan, context: str | None = None) -> Prompt:
+        """The prompt of a planned turn: its stable prefix, the history as sent, its excerpts, the question."""
+        stable = self.stable_segments(plan.route.block_ids)
+        return assemble_prompt(stable, plan.question, route=plan.route, context=context, history=plan.history)
 
     def prefixes(self) -> list[Prompt]:
         """A stable-only prompt for every prefix the router can emit."""
@@ -264,15 +263,13 @@ class RagCache:
         context: str | None = None,
         history: Sequence[Message] = (),
         options: GenerationOptions | None = None,
-        previous: Route | None = None,
+        conversation: Conversation | None = None,
     ) -> Answer:
-        """Answer one question (``history``: earlier turns exactly as sent)."""
-        answer = None
-        for item in self.stream(question, context=context, history=history, options=options, previous=previous):
-            if isinstance(item, Answer):
-                answer = item
-        assert answer is not None
-        return answer
+        """Answer one turn: a new question, or the next turn of ``history`` (the conversation so far
+        as the client saw it) or of ``conversation`` (``Answer.conversation`` of the previous turn)."""
+        return _last_answer(
+            self.stream(question, context=context, history=history, options=options, conversation=conversation)
+        )
 
     async def aask(
         self,
@@ -281,9 +278,12 @@ class RagCache:
         context: str | None = None,
         history: Sequence[Message] = (),
         options: GenerationOptions | None = None,
+        conversation: Conversation | None = None,
     ) -> Answer:
         """:meth:`ask` in a worker thread."""
-        return await asyncio.to_thread(self.ask, question, context=context, history=history, options=options)
+        return await asyncio.to_thread(
+            self.ask, question, context=context, history=history, options=options, conversation=conversation
+        )
 
     def stream(
         self,
@@ -292,12 +292,19 @@ class RagCache:
         context: str | None = None,
         history: Sequence[Message] = (),
         options: GenerationOptions | None = None,
-        previous: Route | None = None,
+        conversation: Conversation | None = None,
     ) -> Iterator[str | Answer]:
-        """Yield text deltas, then the final :class:`Answer`."""
+        """Yield text deltas, then the final :class:`Answer` (arguments as :meth:`ask`)."""
         started = time.perf_counter()
-        prompt = self.prompt_for(question, context=context, history=history, previous=previous)
-        yield from self.stream_prompt(prompt, options, started=started)
+        plan = self.plan_turn(question, context=context, history=history, conversation=conversation)
+        yield from self.stream_turn(plan, context, options, started=started)
+
+    def stream_turn(
+        self, plan: TurnPlan, context: str | None, options: GenerationOptions | None = None, *, started: float
+    ) -> Iterator[str | Answer]:
+        """Answer a planned turn: deltas, then the :class:`Answer` (which carries the turn)."""
+        for item in self.stream_prompt(self.turn_prompt(plan, context), options, started=started):
+            yield dataclasses.replace(item, turn=plan) if isinstance(item, Answer) else item
 
     def stream_prompt(
         self, prompt: Prompt, options: GenerationOptions | None = None, *, started: float | None = None
@@ -331,7 +338,7 @@ class RagCache:
         return GenerationOptions(max_tokens=backend.max_output_tokens, temperature=backend.temperature)
 
     def session(self, context: str | None = None) -> ChatSession:
-        """A multi-turn chat whose history goes after the stable prefix (turn N+1 reuses turn N's KV)."""
+        """A multi-turn chat held here: each turn reuses the previous turn's prompt as its cached prefix."""
         return ChatSession(self, context)
 
     def close(self) -> None:
@@ -339,29 +346,48 @@ class RagCache:
 
 
 class ChatSession:
-    """Keeps history exactly as it was sent (user turn with snippets, then the answer) and the last route."""
+    """A conversation held in this object (``ragcache chat``, the Python API): ask, ask again."""
 
     def __init__(self, rag: RagCache, context: str | None = None) -> None:
         self.rag = rag
         self.context = context
-        self.history: tuple[Message, ...] = ()
-        self.route: Route | None = None
+        self.conversation: Conversation | None = None
+
+    @property
+    def history(self) -> tuple[Message, ...]:
+        """The history exactly as it will be sent with the next turn."""
+        return self.conversation.history() if self.conversation is not None else ()
 
     def ask(self, question: str, *, options: GenerationOptions | None = None) -> Answer:
-        answer = None
-        for item in self.stream(question, options=options):
-            if isinstance(item, Answer):
-                answer = item
-        assert answer is not None
-        return answer
+        return _last_answer(self.stream(question, options=options))
 
     def stream(self, question: str, *, options: GenerationOptions | None = None) -> Iterator[str | Answer]:
-        """One turn: deltas, then the Answer; the turn joins the history once it finished."""
+        """One turn: deltas, then the Answer; the turn joins the conversation once it finished."""
         started = time.perf_counter()
-        prompt = self.rag.prompt_for(question, context=self.context, history=self.history, previous=self.route)
-        for item in self.rag.stream_prompt(prompt, options, started=started):
+        plan = self.rag.plan_turn(question, context=self.context, conversation=self.conversation)
+        for item in self.rag.stream_turn(plan, self.context, options, started=started):
             if isinstance(item, Answer):
-                self.history += (Message("user", prompt.user_text), Message("assistant", item.text))
-                self.route = item.route
+                self.conversation = item.conversation
             yield item
 
+
+def _last_answer(items: Iterator[str | Answer]) -> Answer:
+    answer = None
+    for item in items:
+        if isinstance(item, Answer):
+            answer = item
+    if answer is None:
+        raise BackendError("the generation ended without an answer")
+    return answer
+
+
+def _token_counter(corpus: CompiledCorpus) -> Callable[[str], int]:
+    """Counts with the corpus's build tokenizer (the local model's own by default); a tokenizer that
+    cannot be loaded here (an ``hf:`` folder elsewhere) falls back to the 4-characters estimate."""
+    from ragcache.corpus.tokens import get_tokenizer
+
+    name = str(corpus.manifest.settings.get("tokenizer", DEFAULT_MODEL))
+    try:
+        return get_tokenizer(name).count
+    except (ConfigError, ModelError):
+        return get_tokenizer("chars").count

@@ -24,6 +24,7 @@ __all__ = [
     "BackendConfig",
     "CacheConfig",
     "Config",
+    "ConversationConfig",
     "RouterConfig",
     "ServerConfig",
     "format_validation_error",
@@ -73,9 +74,21 @@ class RouterConfig(_Strict):
     snippet_tokens: int = Field(4096, ge=0)  # tail room at least (runs leave it); mode topk: the top-k budget
     fill: float = Field(0.85, gt=0.0, le=1.0)  # share of the budget a route fills (more of the best chunks)
     questions_per_ttl: float = Field(50.0, gt=0.0)  # expected questions per cache lifetime: prices cold runs
-    sticky_margin: float = Field(0.15, ge=0.0)  # fused-score lead another run needs to move a session
+    sticky_margin: float = Field(0.15, ge=0.0)  # fused-score lead another run needs to move a conversation
     history_allowance: int = Field(1024, ge=0)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class ConversationConfig(_Strict):
+    """Multi-turn budgets, compaction and shared state (docs/architecture.md "Conversations")."""
+
+    growth_share: float = Field(0.3, ge=0.0, lt=1.0)  # a first (or compacted) turn leaves this share of the window
+    turn_tail_share: float = Field(0.06, ge=0.0, lt=1.0)  # a later turn gets new excerpts of at most this share
+    query_turns: int = Field(2, ge=0)  # earlier user turns that join the new question's retrieval query
+    query_decay: float = Field(0.5, ge=0.0, le=1.0)  # weight of each earlier turn in that query (halves per turn)
+    store: str | None = None  # redis://host:6379/0: conversation state shared by every worker; null: this process
+    max_conversations: int = Field(4096, gt=0)  # turns remembered in this process (LRU) when store is null
+    store_ttl_s: int = Field(86_400, gt=0)  # how long a shared store keeps a conversation's turns
 
 
 class CacheConfig(_Strict):
@@ -120,6 +133,7 @@ class Config(_Strict):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    conversation: ConversationConfig = Field(default_factory=ConversationConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     source: Path | None = Field(None, exclude=True)
 

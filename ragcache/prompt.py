@@ -30,6 +30,7 @@ __all__ = [
     "Snippet",
     "assemble_prompt",
     "render_snippets",
+    "render_user_turn",
     "warm_prompt",
 ]
 
@@ -165,11 +166,7 @@ class Prompt:
     @property
     def user_text(self) -> str:
         """The final user turn: snippets (if any), then the question."""
-        parts = []
-        if self.snippets:
-            parts.append(render_snippets(self.snippets))
-        parts.append(self.question)
-        return "\n\n".join(parts)
+        return render_user_turn(self.snippets, self.question)
 
     def messages(self) -> list[dict[str, str]]:
         """Chat messages in stable→volatile order (OpenAI / ChatML shape)."""
@@ -191,6 +188,12 @@ def render_snippets(snippets: tuple[Snippet, ...]) -> str:
     for snippet in snippets:
         lines.append(f"[{snippet.doc_id}]\n{snippet.text.strip()}")
     return "\n\n".join(lines)
+
+
+def render_user_turn(snippets: tuple[Snippet, ...], question: str) -> str:
+    """A user turn as sent: its excerpts (if any), then the question; a conversation's
+    history repeats exactly these bytes."""
+    return f"{render_snippets(snippets)}\n\n{question}" if snippets else question
 
 
 def assemble_prompt(

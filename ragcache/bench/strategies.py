@@ -111,7 +111,6 @@ class RagcacheStrategy(Strategy):
             raise ConfigError(f"unknown warm-up mode {warm!r}; valid: {', '.join(WARM_MODES)}")
         self.warm_mode = warm
         self.warmed = 0
-        self.routes: dict[str, Any] = {}
 
     def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
         prompts: list[Prompt] = []
@@ -128,21 +127,19 @@ class RagcacheStrategy(Strategy):
     def traffic_of(self, items: Sequence[WorkloadItem]) -> TrafficLog:
         """The traffic ``items`` would make: each routed as its session would route it."""
         traffic = TrafficLog(self.app.corpus.fingerprint, self.app.config.cache.warm_half_life_requests)
-        sessions: dict[str, Any] = {}
-        for item in items:
-            route = self.app.route(item.question, sessions.get(item.session) if item.turn else None, observe=True)
-            sessions[item.session] = route
-            traffic.record(route.block_ids)
+        sessions: dict[str, tuple[str, ...]] = {}
+        for item in items:  # a conversation keeps its first turn's prefix (ragcache/conversation.py)
+            if not item.turn or item.session not in sessions:
+                sessions[item.session] = self.app.route(item.question, observe=True).block_ids
+            traffic.record(sessions[item.session])
         return traffic
 
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
         began = time.perf_counter()
-        previous = self.routes.get(item.session) if item.turn else None  # sessions keep their route
-        route = self.app.route(item.question, previous, observe=self.observe)
-        prompt = self.app.prompt_for(item.question, history=history, route=route)
+        plan = self.app.plan_turn(item.question, history=history, observe=self.observe)
+        prompt = self.app.turn_prompt(plan)
         routing_s = time.perf_counter() - began
-        self.routes[item.session] = prompt.route
-        route = prompt.route.mode if prompt.route is not None else ""
+        route = plan.route.mode
         out = self._generate(prompt, prompt.prefix_fingerprint, route, self.app.sources(prompt))
         return replace(out, ttft_s=out.ttft_s + routing_s, latency_s=out.latency_s + routing_s)
 
@@ -214,16 +211,13 @@ class NaiveRagStrategy(Strategy):
         self.budget = budget
         self.match = match
         self.chunks = {c.id: c for c in app.corpus.chunks}
-        self.routes: dict[str, Route] = {}  # ragcache's route per session, mirrored (sessions keep their route)
 
-    def _budget(self, item: WorkloadItem) -> int:
-        """A fixed budget, or ragcache's route for this request turned into corpus tokens (``match``)."""
+    def _budget(self, item: WorkloadItem, history: tuple[Message, ...]) -> int:
+        """A fixed budget, or ragcache's turn for this request turned into corpus tokens (``match``)."""
         if self.budget is not None:
             return self.budget  # nothing to match: no route needed
-        previous = self.routes.get(item.session) if item.turn else None
-        route = self.app.route(item.question, previous, observe=False)  # no demand: ragcache counts it once
-        self.routes[item.session] = route
-        return self.matched_tokens(route)
+        plan = self.app.plan_turn(item.question, history=history, observe=False)  # ragcache counts demand once
+        return self.matched_tokens(plan.route)
 
     def matched_tokens(self, route: Route) -> int:
         """Corpus tokens for naive RAG at ragcache's ``route``: equal tokens, or equal cost (cached prefix)."""
@@ -234,7 +228,7 @@ class NaiveRagStrategy(Strategy):
 
     def corpus_tokens(self, route: Route) -> tuple[int, int]:
         """(stable, tail) corpus tokens of ragcache's ``route``: its corpus blocks, and its snippets."""
-        corpus = self.app.corpus  # from the blocks: a session's kept route carries the new route's token counts
+        corpus = self.app.corpus
         stable = sum(corpus.block(b).tokens for b in route.block_ids if b in corpus.blocks)
         return stable, sum(s.tokens for s in route.snippets)
 
@@ -252,7 +246,7 @@ class NaiveRagStrategy(Strategy):
         return picked
 
     def answer(self, item: WorkloadItem, index: int, history: tuple[Message, ...]) -> Outcome:
-        budget = self._budget(item)
+        budget = self._budget(item, history)
         began = time.perf_counter()
         chunks = self.retrieve(item.question, budget)
         retrieval_s = time.perf_counter() - began

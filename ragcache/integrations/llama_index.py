@@ -159,7 +159,7 @@ class RagCacheRetriever(BaseRetriever):
         self.rag = rag
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        route = self.rag.router.route(query_bundle.query_str, None)
+        route = self.rag.router.route(query_bundle.query_str, observe=False)
         corpus = self.rag.corpus
         nodes = []
         for block_id in route.block_ids:

@@ -1,17 +1,21 @@
 """Routing: which stable prefix answers a question (see DESIGN.md, invariant 4).
 
-Every router satisfies :class:`Router`: ``route(question, previous=None) -> Route``
-and ``prefixes() -> list[tuple[str, ...]]`` (the enumerable prefix set);
-:func:`create_router` is the one place that picks the implementation.
+Every router satisfies :class:`Router`: ``route(question) -> Route``, the
+enumerable prefix set ``prefixes()``, and what a conversation needs to keep its
+route and retrieve each turn's tail (``fused_scores``, ``tail``, ``preferred_run``,
+``make_route``); :func:`create_router` is the one place that picks the implementation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ragcache.prompt import Route, RouteMode, RouteTokens, Snippet
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ragcache.backends.base import Capabilities
     from ragcache.config import RouterConfig
     from ragcache.corpus.manifest import CompiledCorpus
@@ -23,9 +27,37 @@ __all__ = ["Route", "RouteMode", "RouteTokens", "Router", "Snippet", "create_rou
 class Router(Protocol):
     """What :class:`~ragcache.app.RagCache` needs from a router."""
 
-    def route(self, question: str, previous: Route | None = None, *, observe: bool = True) -> Route:
-        """The route for ``question``; ``previous`` is the session's last route (stickiness);
-        ``observe``: count the question as traffic (a real request), else route without side effects."""
+    window: int  # the context window it routes for (tokens)
+
+    def route(self, question: str, *, observe: bool = True) -> Route:
+        """The route for ``question``; ``observe``: count the question as traffic (a real request),
+        else route without side effects."""
+        ...
+
+    def fused_scores(self, queries: Sequence[tuple[str, float]]) -> np.ndarray:
+        """Per chunk, the weighted relevance of ``(text, weight)`` queries."""
+        ...
+
+    def tail(
+        self, fused: np.ndarray, block_ids: Sequence[str], tokens: int, exclude: frozenset[str] = frozenset()
+    ) -> tuple[Snippet, ...]:
+        """The best chunks outside ``block_ids`` and ``exclude`` within ``tokens``."""
+        ...
+
+    def preferred_run(self, fused: np.ndarray, pinned: Sequence[str]) -> tuple[str, ...] | None:
+        """Blocks a conversation pinned to ``pinned`` should move to, or None."""
+        ...
+
+    def make_route(
+        self,
+        mode: str,
+        block_ids: tuple[str, ...],
+        snippets: tuple[Snippet, ...],
+        reason: str,
+        scores: dict[str, float] | None = None,
+        sticky: bool = False,
+    ) -> Route:
+        """A route whose documents and tokens are those of ``block_ids`` and ``snippets``."""
         ...
 
     def prefixes(self) -> list[tuple[str, ...]]:

@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ragcache.corpus.manifest import CompiledCorpus
-    from ragcache.prompt import Route
     from ragcache.router import Router
     from ragcache.router.index import ChunkIndex
 
@@ -130,16 +129,13 @@ def non_corpus_blocks(corpus: CompiledCorpus) -> tuple[tuple[str, int], ...]:
 
 
 def route_all(router: Router, corpus: CompiledCorpus, items: list[QAItem]) -> list[Prompted]:
-    """Route every question in arrival order; a session's previous route goes with its next question."""
+    """Route every question in arrival order, each as a single question (``eval-chat`` replays conversations)."""
     overhead = non_corpus_blocks(corpus)
     head = tuple(b for b in overhead if b[0] == INSTRUCTIONS_BLOCK)
     rest = tuple(b for b in overhead if b[0] != INSTRUCTIONS_BLOCK)
-    last: dict[str, Route] = {}
     out = []
     for item in items:
-        route = router.route(item.question, last.get(item.session) if item.session is not None else None)
-        if item.session is not None:
-            last[item.session] = route
+        route = router.route(item.question)
         blocks = tuple((b, corpus.block(b).tokens) for b in route.block_ids)
         docs = frozenset(corpus.documents_of(route.block_ids)) | {s.doc_id for s in route.snippets}
         out.append(Prompted(head + blocks + rest, sum(s.tokens for s in route.snippets), docs))

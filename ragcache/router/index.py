@@ -235,7 +235,8 @@ class ChunkIndex:
         if n:
             sims, ids = self._dense.search(self.embedder.embed_query(question)[None, :], n)
             dense[ids[0]] = sims[0]
-        lexical = np.asarray(self._bm25.get_scores(tokenize(question)), dtype=np.float32) if n else dense
+        terms = tokenize(question)  # may be empty ("why?", only stop words): bm25s cannot score no terms
+        lexical = np.asarray(self._bm25.get_scores(terms), dtype=np.float32) if n and terms else np.zeros_like(dense)
         fused = dense_weight * _minmax(dense) + (1.0 - dense_weight) * _scale(lexical)
         return QueryScores(dense, lexical, np.round(fused, 6))  # rounding: stable ties across machines
 

@@ -29,10 +29,10 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    **admissible**. A run whose walk does not end inside the window (its price buys
    more top-k than the window leaves room for) is not.
 5. **Choice.** Among the admissible runs (the ``CANDIDATES`` best by coverage, the
-   share of the question's relevance weight inside them), the best covered wins; a
-   session keeps its previous run unless the winner's score leads by
-   ``sticky_margin`` (switching throws away the cached history). With no admissible
-   run the route is **topk**: the best chunks up to ``router.fill`` of B. Any route
+   share of the question's relevance weight inside them), the best covered wins.
+   A conversation pins its first turn's route (``ragcache/conversation.py`` decides
+   stickiness, once; :meth:`HybridRouter.preferred_run` and :meth:`HybridRouter.tail`
+   serve it). With no admissible run the route is **topk**: the best chunks up to ``router.fill`` of B. Any route
    whose tokens are below ``fill`` × B takes more of the best chunks outside its run
    until it reaches it, so a route uses the window.
 
@@ -47,11 +47,13 @@ only on the corpus, the settings and the sequence of questions seen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
+from cachetools import LRUCache
 
 from ragcache.errors import EmptyCorpusError, RoutingError
 from ragcache.prompt import NON_CORPUS_BLOCKS, Route, RouteTokens, Snippet
@@ -86,6 +88,7 @@ WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
 TAIL_SHARE = 0.3  # runs leave at least this share of the budget to the tail (room for the walk)
 CANDIDATES = 8  # runs, best covered first, whose walk is tried per question
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
+FUSED_MEMO = 256  # question texts whose chunk scores are remembered
 
 
 def context_budget(
@@ -130,6 +133,7 @@ class HybridRouter:
     ) -> None:
         self.corpus = corpus
         self.config = config
+        self.window = config.window_tokens or capabilities.context_window
         self.budget = context_budget(corpus, config, capabilities, reserved_output)
         self.min_cacheable = capabilities.min_cacheable_tokens
         self.blocks = corpus.category_block_ids()
@@ -157,6 +161,8 @@ class HybridRouter:
         for run in runs:
             member[run.index, list(run.positions)] = True
         chunk_block = np.array([position.get(c.block_id, -1) for c in corpus.chunks], dtype=np.int64)
+        self._position, self._chunk_block = position, chunk_block
+        self._fused_memo: LRUCache[tuple[str, float], np.ndarray] = LRUCache(FUSED_MEMO)
         self._in_run = member[:, chunk_block]  # (runs, chunks): the run's prefix holds the chunk
         self._chunk_tokens = np.array([c.tokens for c in corpus.chunks], dtype=np.int64)
 
@@ -177,19 +183,18 @@ class HybridRouter:
             self._index = open_index(self.corpus, load_embedder(self.config.embedding_model))
         return self._index
 
-    def route(self, question: str, previous: Route | None = None, *, observe: bool = True) -> Route:
-        """The route for ``question``; ``previous`` is the session's last route; ``observe`` counts demand."""
+    def route(self, question: str, *, observe: bool = True) -> Route:
+        """The route for one question (``observe``: count it as demand); conversations pin it (module docstring, 5)."""
         if self._full is not None:
-            sticky = previous is not None and previous.block_ids == self._full
             reason = f"whole corpus ({self.corpus.total_tokens} tokens) fits the {self.budget}-token budget"
-            return self._make_route("full", self._full, (), reason, sticky=sticky)
-        fused = self.index.scores(question, self.config.dense_weight).fused
-        order = np.lexsort((np.arange(len(fused)), -fused))
+            return self.make_route("full", self._full, (), reason)
+        fused = self.fused_scores(((question, 1.0),))
+        order = self.ranking(fused)
         fill = int(self.config.fill * self.budget)
         if not self.runs:
             reason = "no run of blocks fits the budget" if self.config.mode != "topk" else "router.mode is topk"
             tokens = self.config.snippet_tokens if self.config.mode == "topk" else fill
-            return self._make_route("topk", (), self._snippets(fused, self._top_chunks(order, tokens)), reason)
+            return self.make_route("topk", (), self._snippets(fused, self._top_chunks(order, tokens)), reason)
         coverage = self.coverage(self.relevance(fused, order))
         ranked = np.lexsort((np.arange(len(coverage)), -coverage))
         best = int(ranked[0])
@@ -197,21 +202,64 @@ class HybridRouter:
         if observe:
             self.demand.observe(best)
         scores = {f"run:{i}": float(coverage[i]) for i in ranked[:5]}
-        kept = self._run_by_blocks.get(previous.block_ids) if previous is not None and previous.block_ids else None
-        walks = self._walks(order, [int(i) for i in ranked[:CANDIDATES]] + ([kept] if kept is not None else []), price)
+        walks = self._walks(order, [int(i) for i in ranked[:CANDIDATES]], price)
         admissible = [r for r in walks if walks[r].complete]
-        chosen = min(admissible, key=lambda r: (-coverage[r], r)) if admissible else None
-        if kept is not None and kept != chosen:
-            top = self.run_scores(fused, order)
-            lead = float(top[best] - top[kept])
-            if lead < self.config.sticky_margin:
-                reason = f"kept the session's run {kept}: run {best} leads by {lead:.3f} < sticky_margin"
-                return self._blocks_route(kept, walks[kept], order, fused, reason, scores, sticky=True)
-        if chosen is None:
+        if not admissible:
             reason = f"no run pays for itself (best: run {best}, price {price[best]:.2f}); top-k fills the window"
-            return self._make_route("topk", (), self._snippets(fused, self._top_chunks(order, fill)), reason, scores)
+            return self.make_route("topk", (), self._snippets(fused, self._top_chunks(order, fill)), reason, scores)
+        chosen = min(admissible, key=lambda r: (-coverage[r], r))
         reason = f"run {chosen} covers {coverage[chosen]:.3f} at price {price[chosen]:.2f}"
         return self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
+
+    def fused_scores(self, queries: Sequence[tuple[str, float]]) -> np.ndarray:
+        """Weighted sum of the fused dense+BM25 chunk scores of each ``(text, weight)`` (a conversation's
+        retrieval query is its new question plus its recent ones, docs/architecture.md "Conversations")."""
+        total = np.zeros(len(self.corpus.chunks), dtype=np.float64)
+        for text, weight in queries:
+            if weight > 0 and text.strip():
+                total += weight * self._fused_of(text)
+        return np.round(total, 6)
+
+    @staticmethod
+    def ranking(fused: np.ndarray) -> np.ndarray:
+        """Chunk indexes best first (ties to the earlier chunk)."""
+        return np.lexsort((np.arange(len(fused)), -fused))
+
+    def tail(
+        self, fused: np.ndarray, block_ids: Sequence[str], tokens: int, exclude: frozenset[str] = frozenset()
+    ) -> tuple[Snippet, ...]:
+        """The best chunks outside ``block_ids`` and ``exclude`` (chunk ids already sent) within ``tokens``,
+        at most ``router.top_k`` of them: the tail of a route whose blocks are already decided."""
+        inside = self._chunks_in(tuple(block_ids))
+        left, picked = tokens, []
+        cap = self.config.top_k or len(fused)
+        for i in self.ranking(fused):
+            if len(picked) >= cap or left <= 0:
+                break
+            chunk = self.corpus.chunks[i]
+            if inside[i] or chunk.id in exclude or chunk.tokens > left:
+                continue
+            picked.append(int(i))
+            left -= chunk.tokens
+        return self._snippets(fused, picked)
+
+    def preferred_run(self, fused: np.ndarray, pinned: Sequence[str]) -> tuple[str, ...] | None:
+        """The run a conversation pinned to ``pinned`` should move to, or None to stay.
+
+        It moves when the best-covered run leads the pinned run's score (:meth:`run_scores`) by
+        ``sticky_margin``; both depend on the query alone (not on demand), so every worker
+        derives the same answer. A conversation on the whole corpus or on top-k never moves.
+        """
+        kept = self._run_by_blocks.get(tuple(pinned))
+        if kept is None:
+            return None
+        order = self.ranking(fused)
+        coverage = self.coverage(self.relevance(fused, order))
+        best = int(np.lexsort((np.arange(len(coverage)), -coverage))[0])
+        if best == kept:
+            return None
+        top = self.run_scores(fused, order)
+        return self.runs[best].block_ids if float(top[best] - top[kept]) >= self.config.sticky_margin else None
 
     def run_prices(self) -> np.ndarray:
         """Each run's price per stable token and request, relative to an uncached token (module docstring, 3)."""
@@ -308,7 +356,6 @@ class HybridRouter:
         fused: np.ndarray,
         reason: str,
         scores: dict[str, float],
-        sticky: bool = False,
     ) -> Route:
         """Run ``run`` plus its tail: the walk's chunks outside it, then more of the best until ``fill``."""
         chosen = self.runs[run]
@@ -325,14 +372,15 @@ class HybridRouter:
                 left -= size
         if chosen.tokens < self.min_cacheable:
             reason += f"; below the backend's {self.min_cacheable}-token minimum cacheable prefix"
-        return self._make_route("blocks", chosen.block_ids, self._snippets(fused, picked), reason, scores, sticky)
+        return self.make_route("blocks", chosen.block_ids, self._snippets(fused, picked), reason, scores)
 
     def _top_chunks(self, order: np.ndarray, tokens: int) -> list[int]:
-        """The best chunks that fit ``tokens`` (a chunk too big for what is left is skipped)."""
+        """The best chunks that fit ``tokens`` (a chunk too big for what is left is skipped), at most ``top_k``."""
         picked, left = [], min(tokens, self.budget)
         smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1
+        cap = self.config.top_k or len(order)
         for i in order:
-            if left < smallest:
+            if left < smallest or len(picked) >= cap:
                 break
             if self._chunk_tokens[i] <= left:
                 picked.append(int(i))
@@ -351,7 +399,7 @@ class HybridRouter:
     def _all_documents(self) -> tuple[str, ...]:
         return tuple(self.corpus.documents_of(self.blocks))
 
-    def _make_route(
+    def make_route(
         self,
         mode: str,
         block_ids: tuple[str, ...],
@@ -360,6 +408,7 @@ class HybridRouter:
         scores: dict[str, float] | None = None,
         sticky: bool = False,
     ) -> Route:
+        """A route whose documents and tokens are exactly those of ``block_ids`` and ``snippets``."""
         stable = self.corpus.documents_of(block_ids) if mode != "full" else list(self._all_documents)
         documents = tuple(dict.fromkeys([*stable, *(s.doc_id for s in snippets)]))
         stable_tokens = sum(self.corpus.block(b).tokens for b in block_ids)
@@ -369,3 +418,19 @@ class HybridRouter:
             top = sorted(scores.values(), reverse=True)
             margin = top[0] - top[1]
         return Route(mode, block_ids, scores or {}, margin, sticky, snippets, reason, documents, tokens)  # type: ignore[arg-type]
+
+    def _fused_of(self, text: str) -> np.ndarray:
+        """One text's fused scores, remembered (a conversation re-scores its recent questions every turn)."""
+        key = (text, self.config.dense_weight)
+        fused = self._fused_memo.get(key)
+        if fused is None:
+            fused = np.asarray(self.index.scores(text, self.config.dense_weight).fused, dtype=np.float64)
+            self._fused_memo[key] = fused
+        return fused
+
+    def _chunks_in(self, block_ids: tuple[str, ...]) -> np.ndarray:
+        """Per chunk: is it inside one of ``block_ids`` (``full`` holds every chunk)."""
+        if "full" in block_ids:
+            return np.ones(len(self.corpus.chunks), dtype=bool)
+        wanted = {self._position[b] for b in block_ids if b in self._position}
+        return np.isin(self._chunk_block, list(wanted)) if wanted else np.zeros(len(self._chunk_block), dtype=bool)

@@ -8,11 +8,10 @@ parts they call (``state.py``: corpora, warming, sessions, metrics) raise
 shape ``{"error": {"message", "type", "param", "code"}}``, in one place;
 ``stream.py`` owns streaming (thread bridge, disconnects, SSE).
 
-Scaling: answers depend on the request alone (chat clients send the history),
-so any number of uvicorn workers or replicas can serve. The one exception is
-``/v1/ask`` with a ``session_id``: its history lives in the worker process that
-kept it (created with ``new_session``; an id unknown to the worker is a 404), so
-multi-worker deployments should send history via chat completions (docs/deploy.md).
+Scaling: chat clients send the history, and each turn's prompt is derived from
+the conversation's words alone, so any worker or replica can serve any turn with
+the same bytes; ``conversation.store: redis://…`` shares the planned turns (and
+``/v1/ask`` sessions) between workers so none re-derives them (docs/deploy.md).
 Metrics are summed over workers through ``PROMETHEUS_MULTIPROC_DIR``.
 """
 
@@ -55,6 +54,7 @@ from ragcache.server.schemas import (
     ModelList,
     RagcacheInfo,
 )
+from ragcache.server.sessions import open_session, save_session
 from ragcache.server.state import ServerState
 from ragcache.server.stream import chat_events, collect, first_item, sse_response, start_generation
 from ragcache.server.warming import WORKERS_ENV
@@ -133,16 +133,15 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, state: 
 
 @v1.post("/ask", response_model=AskResponse)
 async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
-    """One question against a corpus; ``session_id`` keeps history in this worker."""
+    """One question against a corpus; ``session_id`` continues a conversation the server keeps."""
     name = req.corpus or state.corpora.default
     rag = state.corpora.get(name)
-    session_id, history = state.sessions.open(req.session_id, new=req.new_session)
-    previous = state.sessions.route(session_id) if session_id else None
-    inputs = ChatInputs(question=req.question, context=req.context, history=history, previous=previous)
+    session_id, conversation = await asyncio.to_thread(open_session, rag, req.session_id, new=req.new_session)
+    inputs = ChatInputs(question=req.question, context=req.context, conversation=conversation)
     options = generation_options(rag.config.backend, max_tokens=req.max_tokens, temperature=req.temperature)
     answer = await collect(request, start_generation(rag, inputs, options, state.metrics))
-    if session_id:
-        state.sessions.append(session_id, answer.user_text or req.question, answer.text, answer.route)
+    if session_id and answer.conversation is not None:
+        await asyncio.to_thread(save_session, rag, session_id, answer.conversation)
     state.observe(name, answer)
     return AskResponse(
         answer=answer.text,
@@ -156,6 +155,7 @@ async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
         saved_usd=answer.saved_usd,
         ttft_s=answer.ttft_s,
         latency_s=answer.latency_s,
+        conversation=answer.turn.to_dict() if answer.turn is not None else None,
     )
 
 

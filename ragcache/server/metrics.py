@@ -116,6 +116,12 @@ class ServerMetrics:
         self.cancelled = Counter(
             "ragcache_generations_cancelled", "Generations stopped early", ("reason",), registry=reg
         )
+        self.compactions = Counter(
+            "ragcache_conversation_compactions",
+            "Conversation turns whose history was compacted to fit the window (the stable prefix stays cached)",
+            ("corpus", "backend", "kind"),
+            registry=reg,
+        )
         self.warm_misses = Counter(
             "ragcache_warm_prefix_misses",
             "Answers on a warmed prefix that read fewer cached tokens than its warm-up proved (a cache write again)",
@@ -150,6 +156,9 @@ class ServerMetrics:
             self.saved.labels(*labels).inc(max(answer.cost.saved_usd, 0.0))  # a counter cannot fall
         self.ttft.labels(*labels).observe(max(answer.ttft_s, 0.0))
         self.latency.labels(*labels).observe(max(answer.latency_s, 0.0))
+        compaction = answer.turn.compaction if answer.turn is not None else None
+        if compaction is not None:  # kind: what had to go (excerpts only, or whole turns too)
+            self.compactions.labels(corpus, backend, "turns" if compaction.dropped_turns else "excerpts").inc()
         self.sample()
 
     def observe_warm_miss(self, corpus: str, backend: str, route: str) -> None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from ragcache.app import Answer
 from ragcache.backends.base import CacheUsage, GenerationOptions
-from ragcache.prompt import Message, Route
+from ragcache.conversation import Conversation
+from ragcache.prompt import Message
 from ragcache.server.errors import APIError
 from ragcache.server.schemas import (
     ChatChoice,
@@ -59,15 +60,14 @@ class InvalidChatRequest(APIError):
 
 @dataclass(frozen=True)
 class ChatInputs:
-    """What one request asks the facade: the question, session context and history."""
+    """What one request asks the facade: the question, session context, and the conversation so far:
+    ``history`` as a stateless client sends it (its words and the answers), or the ``conversation``
+    a ``/v1/ask`` session holds (``RagCache.plan_turn``)."""
 
     question: str
     context: str | None
-    history: tuple[Message, ...]
-    previous: Route | None = None  # the session's route (``/v1/ask`` sessions)
-    # Stateless chat: the history holds the user's own words; re-render them as sent and keep
-    # the first turn's route (RagCache.session_from_history).
-    from_conversation: bool = False
+    history: tuple[Message, ...] = ()
+    conversation: Conversation | None = None
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ def chat_inputs(request: ChatCompletionRequest, max_history: int) -> ChatInputs:
             "history_too_long",
         )
     joined = "\n\n".join(part for part in context if part.strip())
-    return ChatInputs(question=turns[-1].content, context=joined or None, history=history, from_conversation=True)
+    return ChatInputs(question=turns[-1].content, context=joined or None, history=history)
 
 
 def generation_options(
@@ -199,6 +199,7 @@ def ragcache_info(corpus: str, fingerprint: str, backend: str, answer: Answer) -
         cached_ratio=round(usage.cached_ratio, 4),
         ttft_s=round(answer.ttft_s, 4),
         latency_s=round(answer.latency_s, 4),
+        conversation=answer.turn.to_dict() if answer.turn is not None else None,
     )
 
 

@@ -5,14 +5,19 @@ any OpenAI client (the official SDKs, chat front ends) can talk to ragcache;
 unknown OpenAI parameters (``presence_penalty``, ``logprobs`` …) are accepted
 and ignored so front ends that always send them keep working. Everything
 ragcache adds rides in one extra ``ragcache`` object. The native ``/v1/ask``
-schemas forbid unknown keys.
+schemas forbid unknown keys. Every text field a caller sends is checked by
+``ragcache/text.py`` (no lone surrogates, no NUL): a 400 ``invalid_text`` naming
+the field, whatever the backend, instead of a 500 from deep in a tokenizer.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from ragcache.text import text_problem
 
 __all__ = [
     "AskRequest",
@@ -44,6 +49,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _checked_text(cls: type, value: Any) -> Any:
+    """Every string in a field's value (each item of a list too) must be text ragcache accepts.
+
+    Run before pydantic's own checks: a constrained ``str`` (``min_length``) refuses a lone
+    surrogate itself, with a message ("unable to parse raw data") that does not say why.
+    """
+    items = value if isinstance(value, list) else [value]
+    for n, item in enumerate(items):
+        text = item.get("text") if isinstance(item, dict) else item  # a content part, before parsing
+        problem = text_problem(text) if isinstance(text, str) else None
+        if problem is not None:
+            where = "" if not isinstance(value, list) else f"part {n}'s text " if text is not item else f"item {n} "
+            raise PydanticCustomError("invalid_text", where + problem)  # the field is the error's loc
+    return value
+
+
 # --- OpenAI chat completions: request --------------------------------------
 
 
@@ -58,6 +79,8 @@ class ChatMessageIn(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+
+    check_text = field_validator("content", "name", mode="before")(_checked_text)
 
 
 class StreamOptions(_Lenient):
@@ -78,6 +101,8 @@ class ChatCompletionRequest(_Lenient):
     stop: str | list[str] | None = None
     seed: int | None = None
     n: int = Field(1, ge=1, le=1, description="only one choice per request is supported")
+
+    check_text = field_validator("model", "stop", mode="before")(_checked_text)
 
 
 # --- OpenAI chat completions: response -------------------------------------
@@ -108,6 +133,7 @@ class RagcacheInfo(BaseModel):
     cached_ratio: float
     ttft_s: float
     latency_s: float
+    conversation: dict[str, Any] | None = None  # the turn: number, history tokens, tail budget, compaction
 
 
 class ChatMessageOut(BaseModel):
@@ -196,8 +222,8 @@ class CorpusList(BaseModel):
 
 
 class AskRequest(_Strict):
-    """One question; ``session_id`` keeps history in this worker process only:
-    ``new_session`` creates it, an id the worker does not know is a 404."""
+    """One question; ``session_id`` continues a conversation the server keeps (in this worker, or in
+    ``conversation.store`` for all workers): ``new_session`` creates it, an unknown id is a 404."""
 
     question: str = Field(min_length=1)
     session_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
@@ -206,6 +232,8 @@ class AskRequest(_Strict):
     context: str | None = None
     max_tokens: int | None = Field(None, gt=0)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
+
+    check_text = field_validator("question", "corpus", "context", mode="before")(_checked_text)
 
 
 class AskResponse(BaseModel):
@@ -220,6 +248,7 @@ class AskResponse(BaseModel):
     saved_usd: float | None
     ttft_s: float
     latency_s: float
+    conversation: dict[str, Any] | None = None
 
 
 # --- errors (the OpenAI error shape) ----------------------------------------

@@ -1,89 +1,64 @@
-"""``/v1/ask`` session histories, kept in this worker process only.
+"""``/v1/ask`` sessions: a conversation the server keeps under an id.
 
-Per process by design: with several workers a session lives where it was
-started, so multi-worker deployments send history with chat completions. A
-session is created explicitly (``new_session``); an id this worker does not know
-is a 404 saying so, never a silent empty session that would drop the history
-(docs/deploy.md).
+A session is created explicitly (``new_session``) and lives in its corpus's
+conversation store (``RagCache.conversations``): this worker's memory by default,
+or Redis when ``conversation.store`` is set, so any worker continues it with the
+same bytes (docs/deploy.md). An id the store does not know is a 404 saying so,
+never a silent empty session that would drop the history. A session of an
+earlier build of the corpus starts over on the new build.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-import threading
-from collections import OrderedDict
 
-from ragcache.prompt import Message, Route
+from ragcache.app import RagCache
+from ragcache.conversation import Conversation
 from ragcache.server.errors import APIError
 
-__all__ = ["SessionStore"]
+__all__ = ["open_session", "save_session"]
+
+_EMPTY = "{}"  # a created session with no turn yet
 
 
-class SessionStore:
-    """Histories (as sent) and routes by session id, LRU-bounded in sessions and in messages per session."""
+def _key(session_id: str) -> str:
+    return f"session:{session_id}"
 
-    def __init__(self, max_sessions: int = 1024, max_messages: int = 64) -> None:
-        self._sessions: OrderedDict[str, tuple[Message, ...]] = OrderedDict()
-        self._routes: dict[str, Route] = {}
-        self._lock = threading.Lock()
-        self.max_sessions = max_sessions
-        self.max_messages = max_messages
 
-    def history(self, session_id: str) -> tuple[Message, ...]:
-        with self._lock:
-            return self._sessions.get(session_id, ())
+def open_session(rag: RagCache, session_id: str | None, *, new: bool = False) -> tuple[str | None, Conversation | None]:
+    """The session a question belongs to and its conversation so far (None: no turn yet).
 
-    def open(self, session_id: str | None, *, new: bool = False) -> tuple[str | None, tuple[Message, ...]]:
-        """The session a question belongs to and its history.
+    ``new`` creates it (a fresh id when none is given; an existing id is a 409); an
+    unknown id without ``new`` is a 404.
+    """
+    conversations = rag.conversations
+    if new:
+        session_id = session_id or f"s-{secrets.token_hex(12)}"
+        if not conversations.store.add(_key(session_id), _EMPTY):
+            raise APIError(
+                409,
+                f"session {session_id!r} already exists; omit new_session to continue it",
+                param="session_id",
+                code="session_exists",
+            )
+        return session_id, None
+    if session_id is None:
+        return None, None
+    text = conversations.store.get(_key(session_id))
+    if text is None:
+        where = "the shared conversation store" if conversations.store.shared else f"this worker (pid {os.getpid()})"
+        raise APIError(
+            404,
+            f"session {session_id!r} is unknown to {where}: it was never created, expired or was evicted"
+            + ("" if conversations.store.shared else ", or lives in another worker (set conversation.store)")
+            + '. Start one with "new_session": true, or send the history with /v1/chat/completions (stateless)',
+            param="session_id",
+            code="session_not_found",
+        )
+    return session_id, conversations.load_session(_key(session_id))
 
-        ``new`` creates it (a fresh id when none is given; an id with history
-        already is a 409); an unknown id without ``new`` is a 404 naming this
-        worker, since the session may live in another one.
-        """
-        with self._lock:
-            if new:
-                session_id = session_id or f"s-{secrets.token_hex(12)}"
-                if self._sessions.get(session_id):
-                    raise APIError(
-                        409,
-                        f"session {session_id!r} already exists in this worker; omit new_session to continue it",
-                        param="session_id",
-                        code="session_exists",
-                    )
-                self._sessions[session_id] = ()
-                self._evict()
-                return session_id, ()
-            if session_id is None:
-                return None, ()
-            if session_id not in self._sessions:
-                raise APIError(
-                    404,
-                    f"session {session_id!r} is unknown to this worker (pid {os.getpid()}): /v1/ask sessions live "
-                    "in the worker that created them and end when it restarts or evicts them. Start one with "
-                    '"new_session": true, or send the history with /v1/chat/completions (stateless)',
-                    param="session_id",
-                    code="session_not_found",
-                )
-            self._sessions.move_to_end(session_id)
-            return session_id, self._sessions[session_id]
 
-    def route(self, session_id: str) -> Route | None:
-        """The session's route (its first turn's blocks), which its later turns keep."""
-        with self._lock:
-            return self._routes.get(session_id)
-
-    def append(self, session_id: str, sent: str, answer: str, route: Route | None = None) -> None:
-        """Add one finished turn: ``sent`` is the user turn exactly as sent (snippets and question),
-        so the next turn's history matches the cached KV; the oldest messages and sessions go first."""
-        with self._lock:
-            turns = (*self._sessions.pop(session_id, ()), Message("user", sent), Message("assistant", answer))
-            self._sessions[session_id] = turns[-self.max_messages :]
-            if route is not None:
-                self._routes.setdefault(session_id, route)
-            self._evict()
-
-    def _evict(self) -> None:
-        while len(self._sessions) > self.max_sessions:
-            old, _ = self._sessions.popitem(last=False)
-            self._routes.pop(old, None)
+def save_session(rag: RagCache, session_id: str, conversation: Conversation) -> None:
+    """Keep the conversation after a finished turn."""
+    rag.conversations.save_session(_key(session_id), conversation)

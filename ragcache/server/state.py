@@ -1,7 +1,7 @@
 """What one server process holds, each concern in its own small part.
 
-``corpora`` (the facades by name), ``warming`` (readiness and the warm loop),
-``sessions`` (``/v1/ask`` histories, per process by design), ``metrics``.
+``corpora`` (the facades by name, each with its conversations), ``warming``
+(readiness and the warm loop), ``metrics``.
 Cost and saving ride on each :class:`~ragcache.app.Answer`; nothing here
 prices anything. The parts raise ``ragcache.errors``; ``server/errors.py``
 turns them into HTTP replies.
@@ -20,7 +20,6 @@ from ragcache.server.corpora import Corpora, ServeTarget
 from ragcache.server.metrics import ServerMetrics
 from ragcache.server.redact import add_secrets, env_secrets
 from ragcache.server.security import Guard, KeyRing, RateLimiter
-from ragcache.server.sessions import SessionStore
 from ragcache.server.warming import Warming
 
 __all__ = ["ServerState"]
@@ -30,7 +29,6 @@ __all__ = ["ServerState"]
 class ServerState:
     corpora: Corpora
     warming: Warming
-    sessions: SessionStore
     metrics: ServerMetrics
     settings: ServerConfig
     guard: Guard
@@ -52,7 +50,6 @@ class ServerState:
         state = cls(
             corpora=corpora,
             warming=Warming(corpora),
-            sessions=SessionStore(max_messages=settings.max_history_messages),
             metrics=ServerMetrics(),
             settings=settings,
             guard=Guard(keys, limiter),

@@ -124,10 +124,13 @@ def start_generation(
             metrics.cancelled.labels("client_disconnect").inc()
 
     def make() -> Iterator[str | Answer]:
-        history, previous = inputs.history, inputs.previous
-        if inputs.from_conversation:
-            history, previous = rag.session_from_history(history)
-        return rag.stream(inputs.question, context=inputs.context, history=history, options=options, previous=previous)
+        return rag.stream(
+            inputs.question,
+            context=inputs.context,
+            history=inputs.history,
+            options=options,
+            conversation=inputs.conversation,
+        )
 
     metrics.in_progress.inc()
     return GenerationStream(make, on_finish=finished).start()

@@ -16,6 +16,7 @@ from ragcache.backends.base import GenerationOptions
 from ragcache.bench.strategies import NaiveRagStrategy, RagcacheStrategy
 from ragcache.bench.workload import WorkloadItem
 from ragcache.errors import ConfigError
+from ragcache.prompt import Message
 
 ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = [
@@ -50,27 +51,29 @@ def test_naive_budget_matches_ragcache_route_at_equal_tokens_and_equal_cost(cate
     largest = max(c.tokens for c in category_app.corpus.chunks)
     demand = category_app.router.demand.to_dict()
     for i, question in enumerate(QUESTIONS):
-        route = category_app.route(question)
+        route = category_app.plan_turn(question, observe=False).route  # a conversation's first turn
         stable = sum(category_app.corpus.block(b).tokens for b in route.block_ids)
         tail = sum(s.tokens for s in route.snippets)
         assert stable > 0 and tail > 0, route  # a run plus a tail, so the two matches differ
         item = WorkloadItem(f"s{i}", 0, question)
-        assert tokens._budget(item) == stable + tail  # ragcache's own corpus tokens for this request
-        assert cost._budget(item) == int(0.1 * stable) + tail < stable + tail  # cached prefix read at 0.1x
+        assert tokens._budget(item, ()) == stable + tail  # ragcache's own corpus tokens for this request
+        assert cost._budget(item, ()) == int(0.1 * stable) + tail < stable + tail  # cached prefix read at 0.1x
         used = sum(c.tokens for c in tokens.retrieve(question, stable + tail))
         assert stable + tail - largest < used <= stable + tail, (question, stable + tail, used)
     assert category_app.router.demand.to_dict() == demand  # matching a budget is not traffic
 
 
-def test_naive_budget_follows_the_session_route_on_later_turns(category_app: Any) -> None:
+def test_naive_budget_follows_the_conversation_turn_on_later_turns(category_app: Any) -> None:
     naive = NaiveRagStrategy(category_app, GenerationOptions(max_tokens=4), match="tokens")
     first = category_app.route(QUESTIONS[0])
     other = [q for q in QUESTIONS[1:] if category_app.route(q).block_ids != first.block_ids]
     assert other, "no question routes away from the first one's run"  # the follow-up alone would route elsewhere
-    naive._budget(WorkloadItem("s", 0, QUESTIONS[0]))
-    budget = naive._budget(WorkloadItem("s", 1, other[0]))
-    kept = category_app.route(other[0], first)
-    assert kept.block_ids == first.block_ids == naive.routes["s"].block_ids
+    naive._budget(WorkloadItem("s", 0, QUESTIONS[0]), ())
+    history = (Message("user", QUESTIONS[0]), Message("assistant", "ok"))
+    budget = naive._budget(WorkloadItem("s", 1, other[0]), history)
+    turn = category_app.plan_turn(other[0], history=history, observe=False)
+    kept = turn.route  # ragcache's second turn: the first turn's prefix, unless the conversation moved
+    assert turn.turn == 2 and (kept.block_ids == first.block_ids) != turn.moved
     assert budget == sum(category_app.corpus.block(b).tokens for b in kept.block_ids) + sum(
         s.tokens for s in kept.snippets)
     with pytest.raises(ConfigError, match="cost, tokens"):

@@ -45,13 +45,13 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[CompiledCorpus, Chu
 
 
 class Scripted:
-    """Routes question i to ``routes[i]`` and records the previous route it was given."""
+    """Routes question i to ``routes[i]`` and records the questions it was given."""
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes, self.given, self.i = routes, [], 0
 
-    def route(self, question: str, previous: Route | None = None) -> Route:
-        self.given.append(previous)
+    def route(self, question: str, *, observe: bool = True) -> Route:
+        self.given.append(question)
         self.i += 1
         return self.routes[self.i - 1]
 
@@ -138,14 +138,15 @@ def test_per_window_figures_by_hand(built: tuple[CompiledCorpus, ChunkIndex]) ->
     assert set(row) >= {"window", "router", "topk_equal_tokens", "topk_equal_cost"}
 
 
-def test_previous_route_is_passed_only_within_a_session(built: tuple[CompiledCorpus, ChunkIndex]) -> None:
+def test_every_question_is_routed_alone_in_arrival_order(built: tuple[CompiledCorpus, ChunkIndex]) -> None:
+    """eval-router measures single questions (sessions are eval-chat's: conversations pin their route)."""
     corpus, _ = built
     blocks = corpus.category_block_ids()
     routes = [Route("category", (b,)) for b in blocks[:4]]
-    items = [QAItem(str(i), "q", ("cooking/bread.md",), s) for i, s in enumerate(["x", "y", "x", None])]
+    items = [QAItem(str(i), f"q{i}", ("cooking/bread.md",), s) for i, s in enumerate(["x", "y", "x", None])]
     router = Scripted(routes)
     prompted = route_all(router, corpus, items)
-    assert router.given == [None, None, routes[0], None]
+    assert router.given == ["q0", "q1", "q2", "q3"]
     assert prompted[1].documents == frozenset(corpus.documents_of((blocks[1],)))
 
 

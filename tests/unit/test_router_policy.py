@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -153,33 +152,10 @@ def test_forced_full_that_does_not_fit_is_a_routing_error(corpus: CompiledCorpus
         HybridRouter(corpus, CONFIG, window_for(corpus, 0), OUT)
 
 
-def test_five_turn_session_keeps_one_prefix_then_switches_once(corpus: CompiledCorpus) -> None:
-    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
-    session = [
-        "How deep should tomato seeds be sown?",
-        "And how often should I water them?",
-        "Do they need sun?",  # alone, this one leans to astronomy (the Sun)
-        "What about compost?",
-        "When are they ready to pick?",
-        "How does a telescope magnify faint galaxies?",  # clear topic change
-        "And what is a red giant?",
-    ]
-    routes, previous = [], None
-    for question in session:
-        previous = router.route(question, previous)
-        routes.append(previous)
-    prefixes = [r.block_ids for r in routes]
-    assert len(set(prefixes[:5])) == 1 and prefixes[0] == ("category:gardening",), [r.to_dict() for r in routes]
-    assert router.route(session[2]).block_ids != prefixes[0]  # so stickiness did the work on turn 3
-    assert routes[2].sticky and "sticky_margin" in routes[2].reason
-    assert prefixes[5] == ("category:astronomy",) and not routes[5].sticky
-    assert sum(a != b for a, b in pairwise(prefixes)) == 1
-
-
 def test_runs_that_would_be_written_per_question_lose_to_top_k(corpus: CompiledCorpus) -> None:
     warm = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
     assert max(warm.run_prices()) < CACHED_READ_PRICE + 0.01  # four runs, 50 questions per TTL: all stay warm
-    rare = CONFIG.model_copy(update={"questions_per_ttl": 0.01})  # a question per 100 cache lifetimes
+    rare = CONFIG.model_copy(update={"questions_per_ttl": 0.01, "top_k": 0})  # a question per 100 cache lifetimes
     router = HybridRouter(corpus, rare, one_block_each(corpus), OUT)
     assert min(router.run_prices()) > 1.3  # every run is written again for each question
     route = router.route(QUESTIONS[2])
@@ -187,6 +163,29 @@ def test_runs_that_would_be_written_per_question_lose_to_top_k(corpus: CompiledC
     assert route.tokens.tail >= 0.8 * router.budget and "pays" in route.reason
     assert max(route.snippets, key=lambda s: s.score).doc_id == "networking/tcp.md"
     assert route.documents == tuple(dict.fromkeys(s.doc_id for s in route.snippets))
+
+
+def test_a_question_of_stop_words_only_is_routed(corpus: CompiledCorpus) -> None:
+    """No BM25 term at all ("why?"): dense scores alone (bm25s cannot score an empty query)."""
+    router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
+    assert router.route("why?").mode in ("blocks", "topk")
+    assert router.route("Why?  ...").snippets or router.route("why?").block_ids
+
+
+@pytest.mark.parametrize("mode", ["topk", "auto"])
+def test_top_k_caps_the_chunks_of_every_route(corpus: CompiledCorpus, mode: str) -> None:
+    """``router.top_k`` is honoured on a top-k route too (it once capped run routes only), and on a
+    conversation turn's tail."""
+    config = CONFIG.model_copy(update={"top_k": 2, "mode": mode, "questions_per_ttl": 0.01})
+    router = HybridRouter(corpus, config, one_block_each(corpus, config), OUT)
+    for question in QUESTIONS:
+        route = router.route(question)
+        assert route.mode == "topk" and 0 < len(route.snippets) <= 2, route.to_dict()
+        tail = router.tail(router.fused_scores([(question, 1.0)]), (), router.budget)
+        assert len(tail) == 2
+    loose = config.model_copy(update={"top_k": 0, "mode": "auto"})
+    unlimited = HybridRouter(corpus, loose, one_block_each(corpus, loose), OUT)
+    assert len(unlimited.route(QUESTIONS[0]).snippets) > 2  # so the cap did the work
 
 
 @pytest.mark.parametrize("runs_of", [1, 2])
@@ -234,12 +233,9 @@ def test_prefixes_bounded_and_cover_every_emitted_route(corpus: CompiledCorpus) 
     prefixes = router.prefixes()
     assert len(prefixes) == len(set(prefixes)) == len(corpus.category_block_ids())
     questions = [*QUESTIONS, "sun", "garden soil and TCP", "knife", "stars and bread", "DNS cache TTL"]
-    previous = None
     for question in questions:
-        for prev in (None, previous):
-            route = router.route(question, prev)
-            assert route.block_ids in prefixes or route.mode == "topk", route.to_dict()
-            previous = route
+        route = router.route(question)
+        assert route.block_ids in prefixes or route.mode == "topk", route.to_dict()
 
 
 SCRIPT = """
@@ -283,15 +279,16 @@ def test_create_router_gives_the_hybrid_router(corpus: CompiledCorpus) -> None:
     assert create_router(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT).mode == "full"
 
 
-def test_rag_route_keeps_the_session_route(corpus: CompiledCorpus) -> None:
+def test_a_conversation_keeps_its_route_where_the_question_alone_would_move(corpus: CompiledCorpus) -> None:
     from ragcache.app import RagCache
-    from ragcache.config import Config
+    from ragcache.config import BackendConfig, Config
 
     router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
-    rag = RagCache(Config(), corpus, None, router)  # type: ignore[arg-type]  # route() never calls the backend
-    session = rag.session()
-    session.route = rag.route(QUESTIONS[0])
-    assert session.route.block_ids == ("category:gardening",)
-    assert rag.route("Do they need sun?", session).block_ids == ("category:gardening",)
+    config = Config(backend=BackendConfig(max_output_tokens=OUT))
+    rag = RagCache(config, corpus, None, router)  # type: ignore[arg-type]  # planning never calls the backend
+    first = rag.plan_turn(QUESTIONS[0])
+    assert first.route.block_ids == ("category:gardening",)
+    follow = rag.plan_turn("Do they need sun?", conversation=first.conversation.answered("ok"))
+    assert follow.route.block_ids == ("category:gardening",) and follow.route.sticky
     assert rag.route("Do they need sun?").block_ids == ("category:astronomy",)
     assert [p.route.mode for p in rag.prefixes()] == ["blocks"] * len(corpus.category_block_ids())

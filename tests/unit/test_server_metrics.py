@@ -19,6 +19,7 @@ class _Answer:
     ttft_s: float
     cost: Cost | None
     latency_s: float = 1.0
+    turn: object = None  # a planned conversation turn (None: no compaction to count)
 
 
 def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> None:

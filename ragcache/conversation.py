@@ -1,0 +1,391 @@
+"""A conversation, in one place: the history exactly as sent, its pinned route, each turn's budget.
+
+Invariant 6 of docs/architecture.md ("Conversations" there has the rules and the
+figures): turn N+1's prompt begins with turn N's prompt as sent, so every turn
+reads the stable prefix *and* the history from the cache. Here:
+
+- **The route is pinned.** The first turn is routed like a single question; later
+  turns keep its blocks (the stable prefix) and get a tail of new excerpts after
+  the history. A conversation moves to another run only when
+  :meth:`~ragcache.router.Router.preferred_run` says the new question is clearly
+  elsewhere; that decision depends on the questions alone.
+- **Each turn is budgeted from the real history.** With ``usable`` = window −
+  reserved output − context, the stable prefix S, the history as sent H and the
+  question Q, a *later* turn's tail is at most ``turn_tail_share`` of the window
+  and whatever room is left. An *anchor* turn (the first, a compaction, a move)
+  fills the window but leaves ``growth_share`` of it free for the turns to come.
+- **Compaction** happens when a later turn would not get its whole tail: first the
+  earlier turns' excerpts go, then (if still short) the oldest turns, until the
+  anchor has its tail and room to grow again (``growth_share`` of the window, at most
+  half of what the prefix and question leave). The stable prefix is never touched,
+  so it stays cached.
+  Only when the stable prefix, context and question alone exceed the window is
+  the turn refused (:class:`~ragcache.errors.ContextLengthError`, naming sizes).
+- **The retrieval query** is the new question plus the ``query_turns`` previous
+  user questions, weighted ``query_decay`` per step back (no model call).
+
+Planning is a pure function of (corpus, settings, pinned route, the conversation's
+own words), so a stateless client's earlier turns are re-derived byte for byte by
+any worker; :class:`Conversations` remembers each planned turn in a
+:class:`~ragcache.conversation_store.ConversationStore` (this process, or Redis
+shared by all workers) so a request plans only its new turn.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from ragcache.errors import ContextLengthError
+from ragcache.hashing import canonical_json, content_hash
+from ragcache.prompt import Message, Route, RouteMode, Snippet, render_user_turn
+
+if TYPE_CHECKING:
+    from ragcache.config import ConversationConfig
+    from ragcache.conversation_store import ConversationStore
+    from ragcache.corpus.manifest import CompiledCorpus
+    from ragcache.router import Router
+
+__all__ = ["Compaction", "Conversation", "ConversationPlanner", "Conversations", "Exchange", "TurnPlan", "turn_key"]
+
+MESSAGE_OVERHEAD = 8  # chat-template tokens around one message (role header, end marker), rounded up
+FORMAT = 1  # the stored conversation's format
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """One turn as it was sent: the user's own words, the excerpts sent before them, the answer."""
+
+    question: str
+    snippets: tuple[Snippet, ...] = ()
+    answer: str | None = None  # None: the turn is being answered
+
+    @property
+    def user_text(self) -> str:
+        return render_user_turn(self.snippets, self.question)
+
+    def messages(self) -> tuple[Message, ...]:
+        user = Message("user", self.user_text)
+        return (user,) if self.answer is None else (user, Message("assistant", self.answer))
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A conversation between turns: its pinned route, its turns as they will be sent next, counters."""
+
+    mode: RouteMode
+    block_ids: tuple[str, ...]
+    context: str | None = None
+    exchanges: tuple[Exchange, ...] = ()
+    turns: int = 0  # turns planned so far (dropped ones included)
+    compactions: int = 0
+    questions: tuple[str, ...] = ()  # the latest user questions, for the retrieval query
+
+    def history(self) -> tuple[Message, ...]:
+        """Every exchange as sent (the last one without its answer while it is being answered)."""
+        return tuple(m for exchange in self.exchanges for m in exchange.messages())
+
+    def answered(self, answer: str) -> Conversation:
+        """The same conversation once its current turn has ``answer``."""
+        if not self.exchanges or self.exchanges[-1].answer is not None:
+            raise ValueError("the conversation has no turn waiting for an answer")
+        last = replace(self.exchanges[-1], answer=answer)
+        return replace(self, exchanges=(*self.exchanges[:-1], last))
+
+    def sent_documents(self) -> tuple[str, ...]:
+        """Documents of the excerpts still in the history."""
+        return tuple(dict.fromkeys(s.doc_id for e in self.exchanges for s in e.snippets))
+
+    def to_json(self, fingerprint: str) -> str:
+        """Canonical JSON (excerpts by chunk id); ``fingerprint`` ties it to one build of the corpus."""
+        body = {
+            "format": FORMAT,
+            "corpus": fingerprint,
+            "mode": self.mode,
+            "blocks": list(self.block_ids),
+            "context": self.context,
+            "exchanges": [
+                {"q": e.question, "chunks": [s.chunk_id for s in e.snippets], "a": e.answer} for e in self.exchanges
+            ],
+            "turns": self.turns,
+            "compactions": self.compactions,
+            "questions": list(self.questions),
+        }
+        return canonical_json(body)
+
+    @classmethod
+    def from_json(cls, text: str, corpus: CompiledCorpus, chunks: dict[str, Snippet]) -> Conversation | None:
+        """The stored conversation, or None when it belongs to another build or format (re-derive it)."""
+        try:
+            body = json.loads(text)
+            if body.get("format") != FORMAT or body.get("corpus") != corpus.fingerprint:
+                return None
+            exchanges = tuple(
+                Exchange(str(e["q"]), tuple(chunks[c] for c in e["chunks"]), e["a"]) for e in body["exchanges"]
+            )
+            return cls(
+                body["mode"],
+                tuple(body["blocks"]),
+                body["context"],
+                exchanges,
+                int(body["turns"]),
+                int(body["compactions"]),
+                tuple(body["questions"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What a compaction removed from the history: excerpts of earlier turns, then whole turns."""
+
+    snippet_turns: int
+    dropped_turns: int
+    tokens_before: int
+    tokens_after: int
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "snippet_turns": self.snippet_turns,
+            "dropped_turns": self.dropped_turns,
+            "tokens_before": self.tokens_before,
+            "tokens_after": self.tokens_after,
+        }
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    """What one turn sends: its route (pinned blocks + this turn's tail) and the history before it."""
+
+    conversation: Conversation  # after this turn is sent; its last exchange waits for the answer
+    route: Route
+    question: str
+    history: tuple[Message, ...]
+    history_tokens: int
+    tail_budget: int
+    anchor: bool
+    compaction: Compaction | None = None
+    moved: bool = False
+
+    @property
+    def turn(self) -> int:
+        return self.conversation.turns
+
+    @property
+    def user_text(self) -> str:
+        return self.conversation.exchanges[-1].user_text
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``conversation`` object of an answer's metadata."""
+        return {
+            "turn": self.turn,
+            "history_tokens": self.history_tokens,
+            "tail_budget": self.tail_budget,
+            "anchor": self.anchor,
+            "moved": self.moved,
+            "compacted": self.compaction.to_dict() if self.compaction is not None else None,
+            "compactions": self.conversation.compactions,
+            "history_documents": list(self.conversation.sent_documents()),
+        }
+
+
+@dataclass(frozen=True)
+class _Sizes:
+    usable: int  # window − reserved output − context − safety
+    stable: int
+    question: int
+    history: int
+
+    @property
+    def room(self) -> int:
+        return self.usable - self.stable - self.history - self.question
+
+
+@dataclass
+class ConversationPlanner:
+    """Plans turns (module docstring); pure apart from the first turn's demand count."""
+
+    corpus: CompiledCorpus
+    router: Router
+    settings: ConversationConfig
+    window: int
+    reserved_output: int
+    count_tokens: Callable[[str], int]
+    stable_tokens: Callable[[Sequence[str]], int]
+    full_mode: bool = field(default=False)
+
+    def plan(
+        self, conversation: Conversation | None, question: str, *, context: str | None = None, observe: bool = True
+    ) -> TurnPlan:
+        """The next turn of ``conversation`` (None: a new one) asking ``question``."""
+        first = conversation is None or conversation.turns == 0
+        if conversation is None or first:
+            routed = self.router.route(question, observe=observe)
+            conversation = Conversation(routed.mode, routed.block_ids, context)
+        fused = None if conversation.mode == "full" else self.router.fused_scores(self.query(conversation, question))
+        moved = False
+        if not first and fused is not None and conversation.mode == "blocks":
+            target = self.router.preferred_run(fused, conversation.block_ids)
+            if target is not None:
+                conversation, moved = replace(conversation, block_ids=target), True
+        sizes = self._sizes(conversation, question, context)
+        self._check_fits(conversation, sizes)
+        tail_cap = 0 if conversation.mode == "full" else int(self.settings.turn_tail_share * self.window)
+        growth = int(self.settings.growth_share * self.window)
+        compaction = None
+        if (not first and sizes.room < tail_cap) or sizes.room < 0:
+            free = sizes.usable - sizes.stable - sizes.question  # the room with no history at all
+            conversation, compaction = self._compact(conversation, sizes, tail_cap + min(growth, free // 2))
+            sizes = self._sizes(conversation, question, context)
+        anchor = first or moved or compaction is not None
+        budget = min(tail_cap, sizes.room)
+        if anchor and conversation.mode != "full":
+            budget = max(budget, sizes.room - growth)
+        exclude = frozenset(s.chunk_id for e in conversation.exchanges for s in e.snippets)
+        snippets = () if fused is None else self.router.tail(fused, conversation.block_ids, max(budget, 0), exclude)
+        route = self.router.make_route(
+            conversation.mode, conversation.block_ids, snippets, self._reason(conversation, first, moved, compaction),
+            sticky=not first and not moved,
+        )  # fmt: skip
+        history = conversation.history()
+        keep = self.settings.query_turns
+        after = replace(
+            conversation,
+            context=context,
+            exchanges=(*conversation.exchanges, Exchange(question, snippets)),
+            turns=conversation.turns + 1,
+            compactions=conversation.compactions + (compaction is not None),
+            questions=(*conversation.questions, question)[-keep:] if keep else (),
+        )
+        return TurnPlan(after, route, question, history, sizes.history, max(budget, 0), anchor, compaction, moved)
+
+    def query(self, conversation: Conversation, question: str) -> list[tuple[str, float]]:
+        """The retrieval query: the question, then the recent ones, each step back weighted ``query_decay``."""
+        earlier = conversation.questions[-self.settings.query_turns :] if self.settings.query_turns else ()
+        weights = [self.settings.query_decay**step for step in range(1, len(earlier) + 1)]
+        return [(question, 1.0), *zip(reversed(earlier), weights, strict=True)]
+
+    def _sizes(self, conversation: Conversation, question: str, context: str | None) -> _Sizes:
+        safety = self.window // 100 + 32  # estimates (vendor tokenizers, templates) must not overflow
+        context_tokens = self.count_tokens(context) + MESSAGE_OVERHEAD if context else 0
+        usable = self.window - self.reserved_output - context_tokens - safety
+        stable = self.stable_tokens(conversation.block_ids) + MESSAGE_OVERHEAD
+        question_tokens = self.count_tokens(question) + MESSAGE_OVERHEAD
+        return _Sizes(usable, stable, question_tokens, self._history_tokens(conversation))
+
+    def _history_tokens(self, conversation: Conversation) -> int:
+        return sum(self.count_tokens(m.content) + MESSAGE_OVERHEAD for m in conversation.history())
+
+    def _check_fits(self, conversation: Conversation, sizes: _Sizes) -> None:
+        if sizes.stable + sizes.question <= sizes.usable:
+            return
+        raise ContextLengthError(
+            f"turn {conversation.turns + 1} cannot fit the {self.window}-token window: stable prefix "
+            f"{sizes.stable} + question {sizes.question} tokens, with {self.window - sizes.usable} reserved for "
+            f"the answer ({self.reserved_output}) and the session context; the history ({sizes.history} tokens) "
+            "would be compacted, but these parts cannot be: shorten the question or the context"
+        )
+
+    def _compact(self, conversation: Conversation, sizes: _Sizes, wanted: int) -> tuple[Conversation, Compaction]:
+        """Drop earlier turns' excerpts, then the oldest turns, until ``wanted`` tokens are free."""
+        snippet_turns = sum(1 for e in conversation.exchanges if e.snippets)
+        exchanges = tuple(replace(e, snippets=()) for e in conversation.exchanges)
+        compacted = replace(conversation, exchanges=exchanges)
+        history = self._history_tokens(compacted)
+        dropped = 0
+        while exchanges and sizes.usable - sizes.stable - sizes.question - history < wanted:
+            exchanges, dropped = exchanges[1:], dropped + 1
+            compacted = replace(conversation, exchanges=exchanges)
+            history = self._history_tokens(compacted)
+        return compacted, Compaction(snippet_turns, dropped, sizes.history, history)
+
+    @staticmethod
+    def _reason(conversation: Conversation, first: bool, moved: bool, compaction: Compaction | None) -> str:
+        turn = conversation.turns + 1
+        if first:
+            return f"turn 1: routed ({conversation.mode}); later turns keep this prefix"
+        if moved:
+            return f"turn {turn}: moved to {'+'.join(conversation.block_ids)} (the question is clearly elsewhere)"
+        if compaction is not None:
+            return (
+                f"turn {turn}: kept the prefix; compacted the history ({compaction.snippet_turns} turns' excerpts, "
+                f"{compaction.dropped_turns} oldest turns dropped)"
+            )
+        return f"turn {turn}: kept the conversation's prefix; new excerpts after the history"
+
+
+def turn_key(fingerprint: str, settings: str, context: str | None, messages: Sequence[Message]) -> str:
+    """The store key of a stateless conversation's turn: its corpus build, planner settings and words so far."""
+    body = [fingerprint, settings, context, [[m.role, m.content] for m in messages]]
+    return "turn:" + content_hash(canonical_json(body))
+
+
+class Conversations:
+    """Turns of every conversation over one corpus: planned once, remembered in a store, re-derived on a miss."""
+
+    def __init__(self, planner: ConversationPlanner, store: ConversationStore) -> None:
+        self.planner = planner
+        self.store = store
+        self._chunks = {c.id: Snippet(c.id, c.doc_id, c.text, 0.0, c.tokens) for c in planner.corpus.chunks}
+        settings = planner.settings.model_dump(exclude={"store", "max_conversations", "store_ttl_s"})
+        self._settings_key = canonical_json({**settings, "window": planner.window, "out": planner.reserved_output})
+
+    @property
+    def fingerprint(self) -> str:
+        return self.planner.corpus.fingerprint
+
+    def plan(
+        self, conversation: Conversation | None, question: str, *, context: str | None = None, observe: bool = True
+    ) -> TurnPlan:
+        """The next turn of a conversation held by the caller (``RagCache.session``, ``/v1/ask`` sessions)."""
+        return self.planner.plan(conversation, question, context=context, observe=observe)
+
+    def plan_stateless(
+        self, history: Sequence[Message], question: str, *, context: str | None = None, observe: bool = True
+    ) -> TurnPlan:
+        """The next turn of a conversation a client sends whole (its own words and the answers it got).
+
+        Earlier turns come from the store; a turn it does not hold (another worker without a
+        shared store, a restart, an evicted turn) is re-derived from the words, without
+        counting demand.
+        """
+        words = [m for m in history if m.role in ("user", "assistant")]
+        users = [i for i, m in enumerate(words) if m.role == "user"]
+        conversation, start = None, 0
+        for n in range(len(users) - 1, -1, -1):  # the latest remembered turn
+            conversation = self._load(turn_key(self.fingerprint, self._settings_key, context, words[: users[n] + 1]))
+            if conversation is not None:
+                start = n + 1
+                conversation = self._with_answer(conversation, words, users, n)
+                break
+        for n in range(start, len(users)):  # re-derive the turns nobody remembers
+            plan = self.planner.plan(conversation, words[users[n]].content, context=context, observe=False)
+            self._save(turn_key(self.fingerprint, self._settings_key, context, words[: users[n] + 1]), plan)
+            conversation = self._with_answer(plan.conversation, words, users, n)
+        plan = self.planner.plan(conversation, question, context=context, observe=observe)
+        self._save(turn_key(self.fingerprint, self._settings_key, context, [*words, Message("user", question)]), plan)
+        return plan
+
+    def load_session(self, key: str) -> Conversation | None:
+        """A server-held conversation (``/v1/ask`` sessions) by key."""
+        return self._load(key)
+
+    def save_session(self, key: str, conversation: Conversation) -> None:
+        self.store.put(key, conversation.to_json(self.fingerprint))
+
+    def _load(self, key: str) -> Conversation | None:
+        text = self.store.get(key)
+        return None if text is None else Conversation.from_json(text, self.planner.corpus, self._chunks)
+
+    def _save(self, key: str, plan: TurnPlan) -> None:
+        self.store.put(key, plan.conversation.to_json(self.fingerprint))
+
+    @staticmethod
+    def _with_answer(conversation: Conversation, words: list[Message], users: list[int], n: int) -> Conversation:
+        """The turn after user message ``n`` answered as the client says (empty when it sent no answer)."""
+        following = words[users[n] + 1] if users[n] + 1 < len(words) else None
+        answer = following.content if following is not None and following.role == "assistant" else ""
+        return conversation.answered(answer)

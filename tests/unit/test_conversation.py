@@ -1,0 +1,220 @@
+"""Conversations (ragcache/conversation.py): every turn fits, keeps the previous turn's bytes,
+compacts from the oldest end, and says exactly what it sent.
+
+The corpus is a real build of the four-topic corpus with the real all-MiniLM-L6-v2 index,
+routed by the real HybridRouter; the backend is never called (planning is pure), answers
+are fixed strings the test stands in for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from router_corpus import build_topics
+
+from ragcache.app import RagCache
+from ragcache.backends.base import Capabilities
+from ragcache.config import BackendConfig, Config, ConversationConfig, RouterConfig
+from ragcache.conversation import Conversation, TurnPlan
+from ragcache.conversation_store import MemoryStore, create_store
+from ragcache.corpus.manifest import CompiledCorpus
+from ragcache.errors import ConfigError, ContextLengthError
+from ragcache.prompt import Message
+from ragcache.router.policy import HybridRouter
+
+OUT = 60
+ROUTER = RouterConfig(history_allowance=0, snippet_tokens=64)
+TURNS = [
+    "How deep should tomato seeds be sown?",
+    "And how often should I water them?",
+    "Do they need sun?",
+    "What about compost?",
+    "When are they ready to pick?",
+    "How does a telescope magnify faint galaxies?",  # a clear change of topic
+    "And what is a red giant?",
+    "How long should bread dough be kneaded?",
+    "And how hot should the oven be?",
+    "What happens in the TCP three-way handshake?",
+]
+ANSWER = "ok " * 30
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> CompiledCorpus:
+    return build_topics(tmp_path_factory.mktemp("conversation")).corpus
+
+
+def make_rag(corpus: CompiledCorpus, window: int, mode: str = "auto", **settings: Any) -> RagCache:
+    routing = ROUTER.model_copy(update={"mode": mode})
+    config = Config(router=routing, backend=BackendConfig(max_output_tokens=OUT), conversation=settings)
+    router = HybridRouter(corpus, routing, Capabilities(context_window=window), OUT)
+    return RagCache(config, corpus, None, router)  # type: ignore[arg-type]
+
+
+def play(rag: RagCache, turns: list[str], answer: str = ANSWER) -> Iterator[TurnPlan]:
+    """The turns of one conversation held by the caller (as ``RagCache.session`` holds it)."""
+    conversation: Conversation | None = None
+    for question in turns:
+        plan = rag.plan_turn(question, conversation=conversation)
+        yield plan
+        conversation = plan.conversation.answered(answer)
+
+
+def prompt_tokens(rag: RagCache, plan: TurnPlan) -> int:
+    """The prompt's size by the corpus tokenizer, with the planner's per-message allowance."""
+    prompt = rag.turn_prompt(plan)
+    planner = rag.conversations.planner
+    return sum(planner.count_tokens(m["content"]) + 8 for m in prompt.messages())
+
+
+@pytest.mark.parametrize("window", [900, 1400, 2400])
+def test_every_turn_fits_and_begins_with_the_previous_turn_as_sent(corpus: CompiledCorpus, window: int) -> None:
+    rag = make_rag(corpus, window)
+    plans = list(play(rag, TURNS))
+    for before, plan in zip(plans, plans[1:], strict=False):
+        assert prompt_tokens(rag, plan) + OUT <= window
+        expected = (*before.history, Message("user", before.user_text), Message("assistant", ANSWER))
+        if plan.compaction is None:
+            assert plan.history == expected  # turn N+1 begins with turn N's prompt, byte for byte
+        else:
+            assert plan.anchor and plan.history != expected
+        if not plan.moved:
+            assert plan.route.block_ids == before.route.block_ids and plan.route.sticky
+    compacted = [p for p in plans if p.compaction is not None]
+    assert plans[-1].conversation.compactions == len(compacted)
+    assert [p.turn for p in plans] == list(range(1, len(TURNS) + 1))
+
+
+def test_compaction_drops_excerpts_first_then_the_oldest_turns_never_the_prefix(corpus: CompiledCorpus) -> None:
+    rag = make_rag(corpus, 900)
+    plans = list(play(rag, TURNS, answer="ok " * 60))
+    compacted = [p for p in plans if p.compaction is not None and not p.moved]
+    assert compacted, "long answers must force a compaction in a 900-token window"
+    for plan in compacted:
+        before = plans[plan.turn - 2]
+        assert plan.route.block_ids == before.route.block_ids  # the stable prefix is untouched
+        kept = plan.history
+        assert all("Additional excerpts" not in m.content for m in kept)  # excerpts went first
+        asked = [m.content for m in kept if m.role == "user"]
+        assert asked == TURNS[plan.turn - 1 - len(asked) : plan.turn - 1]  # the most recent turns stay, in order
+        assert plan.compaction.tokens_after < plan.compaction.tokens_before
+
+
+def test_excerpts_go_before_turns_when_that_is_enough(corpus: CompiledCorpus) -> None:
+    """With short answers, dropping the earlier turns' excerpts alone makes room."""
+    rag = make_rag(corpus, 1400, mode="topk", turn_tail_share=0.1, growth_share=0.2)
+    plans = list(play(rag, TURNS, answer="ok " * 40))
+    first = next(p for p in plans if p.compaction is not None)
+    assert first.compaction.snippet_turns > 0 and first.compaction.dropped_turns == 0
+    assert [m.content for m in first.history if m.role == "user"] == TURNS[: first.turn - 1]
+
+
+def test_route_documents_are_exactly_what_each_prompt_holds(corpus: CompiledCorpus) -> None:
+    """After every sticky decision (kept, moved, compacted) the route describes the prompt sent."""
+    for window in (900, 1400):
+        rag = make_rag(corpus, window)
+        for plan in play(rag, TURNS):
+            prompt = rag.turn_prompt(plan)
+            assert plan.route.documents == rag.sources(prompt)
+            assert plan.route.block_ids == tuple(s.block_id for s in prompt.stable if s.kind == "corpus")
+            assert plan.route.tokens.tail == sum(s.tokens for s in prompt.snippets)
+            assert plan.route.tokens.stable == sum(corpus.block(b).tokens for b in plan.route.block_ids)
+            in_history = {s.chunk_id for e in plan.conversation.exchanges[:-1] for s in e.snippets}
+            assert not in_history & {s.chunk_id for s in plan.route.snippets}  # nothing sent twice
+
+
+def test_a_clear_change_of_topic_moves_the_conversation_once(corpus: CompiledCorpus) -> None:
+    rag = make_rag(corpus, 900)
+    plans = list(play(rag, TURNS[:7]))
+    blocks = [p.route.block_ids for p in plans]
+    assert len(set(blocks[:5])) == 1 and "category:gardening" in blocks[0]
+    assert [p.moved for p in plans].count(True) == 1 and plans[5].moved
+    assert "category:astronomy" in blocks[5] and blocks[6] == blocks[5]
+
+
+def test_a_follow_up_retrieves_with_the_questions_before_it(corpus: CompiledCorpus) -> None:
+    """"And what comes after it?" alone points at stars; after the TCP question it finds TCP."""
+    rag = make_rag(corpus, 900)
+    router = rag.router
+    follow = "And what comes after it?"
+    alone = router.ranking(router.fused_scores([(follow, 1.0)]))[0]
+    assert corpus.chunks[alone].doc_id != "networking/tcp.md"
+    first, second = play(rag, ["What happens in the TCP three-way handshake?", follow])
+    assert rag.conversations.planner.query(first.conversation, follow) == [
+        (follow, 1.0),
+        ("What happens in the TCP three-way handshake?", 0.5),
+    ]
+    assert "networking/tcp.md" in second.route.documents
+    blind = make_rag(corpus, 900, query_turns=0)
+    _, alone_turn = play(blind, ["What happens in the TCP three-way handshake?", follow])
+    assert alone_turn.route.snippets[0].doc_id != "networking/tcp.md"
+
+
+def test_a_question_that_cannot_fit_is_refused_with_the_sizes(corpus: CompiledCorpus) -> None:
+    rag = make_rag(corpus, 900)
+    plans = list(play(rag, TURNS[:3]))
+    with pytest.raises(ContextLengthError, match=r"stable prefix \d+ \+ question \d+ tokens"):
+        rag.plan_turn("why? " * 600, conversation=plans[-1].conversation.answered("ok"))
+
+
+def test_a_stateless_conversation_is_derived_the_same_by_any_worker(corpus: CompiledCorpus) -> None:
+    """Worker A answers every turn; worker B, which saw none, derives the same bytes from the words."""
+    worker_a = make_rag(corpus, 900)
+    words: list[Message] = []
+    for question in TURNS[:6]:
+        plan = worker_a.plan_turn(question, history=words)
+        worker_b = make_rag(corpus, 900)
+        again = worker_b.plan_turn(question, history=words)
+        assert again.history == plan.history and again.route == plan.route
+        assert again.conversation.to_json("x") == plan.conversation.to_json("x")
+        words += [Message("user", question), Message("assistant", ANSWER)]
+
+
+def test_a_worker_that_remembers_the_turns_plans_only_the_new_one(corpus: CompiledCorpus) -> None:
+    rag = make_rag(corpus, 1400)
+    planner = rag.conversations.planner
+    calls = []
+    real = planner.plan
+    planner.plan = lambda *a, **k: calls.append(a[1]) or real(*a, **k)  # type: ignore[method-assign]
+    words: list[Message] = []
+    for question in TURNS[:5]:
+        calls.clear()
+        rag.plan_turn(question, history=words)
+        assert calls == [question]
+        words += [Message("user", question), Message("assistant", ANSWER)]
+    calls.clear()
+    fresh = make_rag(corpus, 1400)  # shares nothing: re-derives the earlier turns once, without demand
+    fresh.conversations.planner.plan = planner.plan  # type: ignore[method-assign]
+    fresh.plan_turn("What about compost?", history=words)
+    assert calls == [*TURNS[:5], "What about compost?"]
+
+
+def test_a_stored_conversation_round_trips_and_an_other_build_is_re_derived(corpus: CompiledCorpus) -> None:
+    rag = make_rag(corpus, 900)
+    plans = list(play(rag, TURNS[:3]))
+    state = plans[-1].conversation.answered("fine")
+    chunks = rag.conversations._chunks
+    text = state.to_json(corpus.fingerprint)
+    loaded = Conversation.from_json(text, corpus, chunks)
+    assert loaded is not None and loaded.to_json(corpus.fingerprint) == text
+    assert loaded.history() == state.history() and loaded.block_ids == state.block_ids
+    assert Conversation.from_json(state.to_json("another-build"), corpus, chunks) is None
+    assert Conversation.from_json("{not json", corpus, chunks) is None
+
+
+def test_stores_are_bounded_and_an_unknown_store_url_is_a_config_error() -> None:
+    store = MemoryStore(2)
+    assert store.add("a", "1") and not store.add("a", "2") and store.get("a") == "1"
+    store.put("b", "2")
+    store.put("c", "3")
+    assert store.get("a") is None and store.get("c") == "3"
+    with pytest.raises(ConfigError, match="unsupported URL 'http://example:80'"):
+        create_store("http://user:secret@example:80", 10, 60)
+    assert isinstance(create_store(None, 10, 60), MemoryStore)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="growth_share"):
+        ConversationConfig(growth_share=1.5)
