@@ -13,7 +13,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -22,12 +22,12 @@ from typing import Any
 from ragcache.backends.base import Backend, CacheUsage, Generation, GenerationOptions, create_backend
 from ragcache.cache.pricing import Cost, price_usage
 from ragcache.cache.warmset import TrafficLog, WarmSetLimits, parse_pins, router_guess, select_warm_set, traffic_path
-from ragcache.config import DEFAULT_MODEL, Config, load_config
-from ragcache.conversation import Conversation, ConversationPlanner, Conversations, TurnPlan
+from ragcache.config import Config, load_config
+from ragcache.conversation import Conversation, ConversationPlanner, Conversations, TurnPlan, stable_tokens
 from ragcache.conversation_store import ConversationStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.corpus.store import load_corpus
-from ragcache.errors import BackendError, ConfigError, ModelError
+from ragcache.errors import BackendError
 from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
 from ragcache.router import Router, create_router
 
@@ -38,6 +38,8 @@ log = logging.getLogger("ragcache.conversation")
 # Stable blocks of a compiled corpus, in prompt order around the route's corpus blocks.
 _BEFORE_CORPUS = (("instructions", SegmentKind.INSTRUCTIONS),)
 _AFTER_CORPUS = (("tools", SegmentKind.TOOLS), ("examples", SegmentKind.EXAMPLES))
+
+
 @dataclass(frozen=True)
 class Answer:
     """One answer and what it took: route, sources, cache usage, timings, cost.
@@ -107,14 +109,8 @@ class RagCache:
     def conversations(self) -> Conversations:
         """Every conversation over this corpus: planned turns, remembered in ``conversation.store``."""
         settings = self.config.conversation
-        planner = ConversationPlanner(
-            corpus=self.corpus,
-            router=self.router,
-            settings=settings,
-            window=self.router.window,
-            reserved_output=self.config.backend.max_output_tokens,
-            count_tokens=_token_counter(self.corpus),
-            stable_tokens=self.prefix_tokens_estimate,
+        planner = ConversationPlanner.for_corpus(
+            self.corpus, self.router, settings, self.config.backend.max_output_tokens
         )
         store = self._store or create_store(settings.store, settings.max_conversations, settings.store_ttl_s)
         return Conversations(planner, store)
@@ -143,6 +139,7 @@ class RagCache:
 
     def stable_segments(self, block_ids: Sequence[str]) -> tuple[Segment, ...]:
         """Instructions, the corpus blocks, tools, examples: the stable prefix for ``block_ids``."""
+
         def stable(pairs: tuple[tuple[str, SegmentKind], ...]) -> list[Segment]:
             return [Segment(kind, self.corpus.block_text(bid), bid) for bid, kind in pairs if bid in self.corpus.blocks]
 
@@ -244,8 +241,7 @@ class RagCache:
 
     def prefix_tokens_estimate(self, blocks: Sequence[str]) -> int:
         """The manifest's token count of a prefix (its blocks and the non-corpus blocks around them)."""
-        ids = [*blocks, *(b for b, _ in (*_BEFORE_CORPUS, *_AFTER_CORPUS) if b in self.corpus.blocks)]
-        return sum(self.corpus.blocks[b].tokens for b in ids if b in self.corpus.blocks)
+        return stable_tokens(self.corpus, blocks)
 
     def sources(self, prompt: Prompt) -> tuple[str, ...]:
         """Documents of the prompt's corpus blocks, then those of its snippets."""
@@ -379,15 +375,3 @@ def _last_answer(items: Iterator[str | Answer]) -> Answer:
     if answer is None:
         raise BackendError("the generation ended without an answer")
     return answer
-
-
-def _token_counter(corpus: CompiledCorpus) -> Callable[[str], int]:
-    """Counts with the corpus's build tokenizer (the local model's own by default); a tokenizer that
-    cannot be loaded here (an ``hf:`` folder elsewhere) falls back to the 4-characters estimate."""
-    from ragcache.corpus.tokens import get_tokenizer
-
-    name = str(corpus.manifest.settings.get("tokenizer", DEFAULT_MODEL))
-    try:
-        return get_tokenizer(name).count
-    except (ConfigError, ModelError):
-        return get_tokenizer("chars").count

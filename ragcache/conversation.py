@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from ragcache.errors import ContextLengthError
+from ragcache.config import DEFAULT_MODEL
+from ragcache.errors import ConfigError, ContextLengthError, ModelError
 from ragcache.hashing import canonical_json, content_hash
-from ragcache.prompt import Message, Route, RouteMode, Snippet, render_user_turn
+from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Route, RouteMode, Snippet, render_user_turn
 
 if TYPE_CHECKING:
     from ragcache.config import ConversationConfig
@@ -48,7 +49,17 @@ if TYPE_CHECKING:
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.router import Router
 
-__all__ = ["Compaction", "Conversation", "ConversationPlanner", "Conversations", "Exchange", "TurnPlan", "turn_key"]
+__all__ = [
+    "Compaction",
+    "Conversation",
+    "ConversationPlanner",
+    "Conversations",
+    "Exchange",
+    "TurnPlan",
+    "stable_tokens",
+    "token_counter",
+    "turn_key",
+]
 
 MESSAGE_OVERHEAD = 8  # chat-template tokens around one message (role header, end marker), rounded up
 FORMAT = 1  # the stored conversation's format
@@ -215,7 +226,15 @@ class ConversationPlanner:
     reserved_output: int
     count_tokens: Callable[[str], int]
     stable_tokens: Callable[[Sequence[str]], int]
-    full_mode: bool = field(default=False)
+
+    @classmethod
+    def for_corpus(
+        cls, corpus: CompiledCorpus, router: Router, settings: ConversationConfig, reserved_output: int
+    ) -> ConversationPlanner:
+        """A planner counting with the corpus's own tokenizer and manifest (what ``RagCache`` and
+        ``eval-chat`` use)."""
+        return cls(corpus, router, settings, router.window, reserved_output, token_counter(corpus),
+                   lambda blocks: stable_tokens(corpus, blocks))  # fmt: skip
 
     def plan(
         self, conversation: Conversation | None, question: str, *, context: str | None = None, observe: bool = True
@@ -315,6 +334,24 @@ class ConversationPlanner:
                 f"{compaction.dropped_turns} oldest turns dropped)"
             )
         return f"turn {turn}: kept the conversation's prefix; new excerpts after the history"
+
+
+def token_counter(corpus: CompiledCorpus) -> Callable[[str], int]:
+    """Counts with the corpus's build tokenizer (the local model's own by default); a tokenizer that
+    cannot be loaded here (an ``hf:`` folder elsewhere) falls back to the 4-characters estimate."""
+    from ragcache.corpus.tokens import get_tokenizer
+
+    name = str(corpus.manifest.settings.get("tokenizer", DEFAULT_MODEL))
+    try:
+        return get_tokenizer(name).count
+    except (ConfigError, ModelError):
+        return get_tokenizer("chars").count
+
+
+def stable_tokens(corpus: CompiledCorpus, block_ids: Sequence[str]) -> int:
+    """The manifest's tokens of a stable prefix: its corpus blocks and the instructions, tools, examples."""
+    ids = [*block_ids, *(b for b in NON_CORPUS_BLOCKS if b in corpus.blocks)]
+    return sum(corpus.blocks[b].tokens for b in ids if b in corpus.blocks)
 
 
 def turn_key(fingerprint: str, settings: str, context: str | None, messages: Sequence[Message]) -> str:

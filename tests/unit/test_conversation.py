@@ -135,7 +135,7 @@ def test_a_clear_change_of_topic_moves_the_conversation_once(corpus: CompiledCor
 
 
 def test_a_follow_up_retrieves_with_the_questions_before_it(corpus: CompiledCorpus) -> None:
-    """"And what comes after it?" alone points at stars; after the TCP question it finds TCP."""
+    """ "And what comes after it?" alone points at stars; after the TCP question it finds TCP."""
     rag = make_rag(corpus, 900)
     router = rag.router
     follow = "And what comes after it?"
