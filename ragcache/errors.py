@@ -2,6 +2,7 @@
 
     RagCacheError
     ├── ConfigError            bad or unknown config key, bad env override
+    ├── InvalidTextError       caller text no backend can take (lone surrogate, NUL)
     ├── CorpusError            unreadable / malformed corpus or build
     │   ├── EmptyCorpusError   a corpus with no documents
     │   └── CorpusNotFoundError  no served corpus by that name
@@ -30,6 +31,7 @@ __all__ = [
     "CorpusError",
     "CorpusNotFoundError",
     "EmptyCorpusError",
+    "InvalidTextError",
     "ModelError",
     "RagCacheError",
     "RateLimitError",
@@ -48,6 +50,17 @@ class RagCacheError(Exception):
 class ConfigError(RagCacheError):
     exit_code = 2
     code = "config_error"
+
+
+class InvalidTextError(RagCacheError):
+    """A question, message or context holds text ragcache refuses (ragcache/text.py); ``field`` names it."""
+
+    exit_code = 2
+    code = "invalid_text"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class CorpusError(RagCacheError):

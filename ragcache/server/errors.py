@@ -30,6 +30,7 @@ from ragcache.errors import (
     ContextLengthError,
     CorpusError,
     CorpusNotFoundError,
+    InvalidTextError,
     ModelError,
     RagCacheError,
     RateLimitError,
@@ -56,6 +57,7 @@ log = logging.getLogger("ragcache.server")
 HTTP_STATUS: dict[type[RagCacheError], int] = {
     RagCacheError: 500,
     ConfigError: 400,
+    InvalidTextError: 400,
     CorpusError: 400,
     CorpusNotFoundError: 404,
     ModelError: 503,
@@ -139,6 +141,8 @@ def _describe(exc: BaseException) -> ErrorReply:
         return ErrorReply(exc.status, exc.message, exc.code or f"http_{exc.status}", exc.param, headers)
     if isinstance(exc, CorpusNotFoundError):  # OpenAI clients name the corpus as ``model``
         return ErrorReply(404, str(exc), "model_not_found", "model")
+    if isinstance(exc, InvalidTextError):
+        return ErrorReply(400, str(exc), exc.code, exc.field)
     if isinstance(exc, RagCacheError):
         retry_after = getattr(exc, "retry_after", None)
         headers = (("Retry-After", str(max(1, math.ceil(retry_after)))),) if retry_after else ()
@@ -182,6 +186,8 @@ def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None, 
     kind = first.get("type", "")
     if kind == "json_invalid":
         return f"malformed JSON body: {first.get('ctx', {}).get('error', first.get('msg'))}", None, "invalid_json"
+    if kind == "invalid_text":  # ragcache/text.py, through the schemas' validators
+        return f"invalid text in '{param}': {first.get('msg')}", param, "invalid_text"
     if kind == "missing":
         return f"missing required parameter: '{param}'", param, "missing_parameter"
     if param is None:

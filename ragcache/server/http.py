@@ -1,8 +1,12 @@
 """Two ASGI middlewares of the REST server: a body-size limit and response counting.
 
 ``BodyLimitMiddleware`` refuses bodies over ``server.max_body_bytes`` with 413
-before any JSON parsing (declared ``Content-Length`` or counted while
-reading a chunked body). ``MetricsMiddleware`` counts every response by route
+before any JSON parsing. A declared ``Content-Length`` over the limit (or one
+that is not a number: 20 digits, junk) is answered at once from the header,
+with ``Connection: close``, reading nothing: a client that declares 5 GB and
+sends 2 bytes must not hold the connection waiting for a drain. A chunked body
+is counted while read; past the limit the rest is drained (bounded) so the
+client sees the 413 rather than a reset. ``MetricsMiddleware`` counts every response by route
 template and status, so rejected requests show up in ``/metrics`` too.
 """
 
@@ -34,9 +38,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         declared = _content_length(scope)
-        if declared is not None and declared > self.max_bytes:
-            await _drain(receive)
-            await self._reject(scope, receive, send, f"request body is {declared} bytes")
+        if declared is not None and (declared < 0 or declared > self.max_bytes):
+            # Answer from the header alone: draining would wait for bytes a hostile client never sends.
+            what = f"request body is {declared} bytes" if declared >= 0 else "the Content-Length header is invalid"
+            await self._reject(scope, receive, send, what, close=True)
             return
         chunks: list[bytes] = []
         size = 0
@@ -55,22 +60,23 @@ class BodyLimitMiddleware:
             more = message.get("more_body", False)
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
-    async def _reject(self, scope: Scope, receive: Receive, send: Send, what: str) -> None:
+    async def _reject(self, scope: Scope, receive: Receive, send: Send, what: str, *, close: bool = False) -> None:
         response = error_response(
             413,
             f"{what}, over the limit of {self.max_bytes} bytes (server.max_body_bytes)",
             code="request_too_large",
         )
+        if close:  # the unread body must not be taken for the next request on this connection
+            response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:
+    """The declared body size; -1 for a header that is no usable size (junk, 19+ digits); None when absent."""
     for name, value in scope.get("headers", ()):
         if name == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
+            text = value.strip()
+            return int(text) if text.isdigit() and len(text) <= 18 else -1
     return None
 
 

@@ -9,6 +9,7 @@ in OpenAI's error shape, streamed or not.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +73,18 @@ def test_build_is_untouched_by_a_down_backend(down_server: tuple[ServerProcess, 
     models = httpx.get(server.base_url + "/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["tiny"]
     assert Path(server.log_path).read_text().count("Traceback") == 0
+
+
+def test_bad_text_is_a_400_before_any_backend(down_server: tuple[ServerProcess, str]) -> None:
+    """Issue 27 item 1, for the vLLM and OpenAI backends (down here): the text is refused before routing,
+    so the answer is the 400 naming the field, not the backend's 503 (nor a 500)."""
+    server, _ = down_server
+    for content, what in (("why \ud800?", "lone surrogate"), ("nul \x00 here", "NUL")):
+        body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "max_tokens": 4}
+        for stream in (False, True):
+            reply = httpx.post(server.base_url + "/v1/chat/completions", timeout=60,  # JSON with "\ud800" escapes
+                               content=json.dumps({**body, "stream": stream}),
+                               headers={"Content-Type": "application/json"})  # fmt: skip
+            assert reply.status_code == 400, reply.text
+            error = assert_openai_error(reply.json(), "invalid_text")
+            assert error["param"] == "messages.0.content" and what in error["message"], error

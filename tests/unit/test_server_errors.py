@@ -32,6 +32,7 @@ EXPECTED = [
     (errors.ContextLengthError("x"), 400, "invalid_request_error", "context_length_exceeded"),
     (errors.BackendUnavailableError("x"), 503, "server_error", "backend_unavailable"),
     (errors.UnsupportedError("x"), 501, "server_error", "unsupported"),
+    (errors.InvalidTextError("x"), 400, "invalid_request_error", "invalid_text"),
 ]
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from ragcache.hashing import chain_hash, content_hash
 from ragcache.prompt import Prompt
+from ragcache.text import check_text
 
 __all__ = ["BlockSpan", "EncodedPrompt", "PromptEncoder", "token_hash"]
 
@@ -79,6 +80,10 @@ class PromptEncoder:
     def encode(self, prompt: Prompt) -> EncodedPrompt:
         """Token ids of the whole prompt (with the assistant header) and its block spans."""
         messages = prompt.messages()
+        # The caller's text (message 0 is the compiled corpus), checked before the tokenizer (its TypeError named
+        # nothing).
+        for index, message in enumerate(messages[1:], 1):
+            check_text(message["content"], f"the prompt's message {index} ({message['role']})")
         full = self.render(messages, generation_prompt=True)
         cuts: list[tuple[int, int]] = []  # (messages rendered, end offset in ``full``)
         for k in range(1, len(messages) + 1):
