@@ -1,7 +1,7 @@
 """The `ragcache` command line (typer + rich): the only package that imports them.
 
 One module per concept: ``corpus`` (build, inspect, lint, model install), ``ask``
-(ask, chat, demo), ``cache`` (warm, vllm-command), ``router`` (eval-router),
+(ask, chat, demo), ``cache`` (warm, vllm-command), ``router`` (eval-router), ``chat_eval`` (eval-chat),
 ``bench`` (bench, make-workload, render, ttft) and ``serve`` below. This module
 wires them into one app. Errors from :mod:`ragcache.errors` become a one-line
 message and the error's exit code in :func:`ragcache.cli.output.handle_errors`.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import typer
 
-from ragcache.cli import ask, bench, cache, corpus, router
+from ragcache.cli import ask, bench, cache, chat_eval, corpus, router
 from ragcache.cli.options import BackendOpt, ConfigOpt
 from ragcache.cli.output import handle_errors, quiet_libraries
 
@@ -49,7 +49,7 @@ def serve(
     run_server(str(config) if config is not None else None, host, port, workers)
 
 
-for _module in (corpus, ask, bench, cache, router):
+for _module in (corpus, ask, bench, cache, router, chat_eval):
     _module.register(app)
 app.command("serve")(handle_errors(serve))
 
