@@ -13,7 +13,11 @@ recent ones, weighted) over the router's fused dense+BM25 scores, so they are th
 versions of those patterns. The budget ``k`` counts the rendered excerpt message (its header and
 each ``[doc id]`` excerpt, counted per chunk with the corpus tokenizer); a turn takes the best
 chunks, best first, while they fit (eval-router's top-k). Both get the planner's usable room:
-window − reserved output − the planner's safety margin.
+window − reserved output − the planner's safety margin. Each is charged the cheaper of two cache
+layouts over the whole run: a breakpoint on the last message (as ragcache), or none after the
+instructions (top-k in the system message changes the prefix every turn, so writing it at 1.25x
+would buy nothing). The excerpt block of ``topk_in_system`` is rendered in corpus order, so the
+same excerpts give the same bytes (generous: a retriever's score order would not).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ from ragcache.hashing import canonical_json, content_hash
 from ragcache.prompt import render_snippets
 
 if TYPE_CHECKING:
-    from ragcache.cache.replay import CacheRules
+    from ragcache.cache.replay import CacheRules, ReplayResult
     from ragcache.conversation import ConversationPlanner
 
 __all__ = ["STRATEGIES", "Baselines", "TurnQuery", "turn_queries"]
@@ -127,8 +131,19 @@ class Baselines:
             start = end
         return out
 
+    def costs(self, strategy: str, budget: int) -> tuple[dict[str, ReplayResult], str]:
+        """The replay of the cheaper cache layout at ``budget``: a breakpoint on the last message, or
+        none after the instructions (where the prompt changes every turn, writes would never be read)."""
+        records = self.records(strategy, budget)
+        layouts = {
+            "last_message": replay_sets(records, self.rules, self.rate),
+            "instructions_only": replay_sets(records, self.rules, self.rate, cached_blocks=len(self.stable)),
+        }
+        best = min(layouts, key=lambda name: (usd_per_1k(layouts[name]), name))
+        return layouts[best], best
+
     def cost(self, strategy: str, budget: int) -> float:
-        return usd_per_1k(replay_sets(self.records(strategy, budget), self.rules, self.rate))
+        return usd_per_1k(self.costs(strategy, budget)[0])
 
     def equal_cost_budget(self, strategy: str, target: float) -> tuple[int, bool]:
         """The largest budget whose $/1k turns is at most ``target``; (0, False) when even 0 costs more."""
@@ -147,8 +162,9 @@ class Baselines:
     def at_equal_cost(self, strategy: str, target: float, turns: int) -> dict[str, Any]:
         """The strategy's figures at the budget that costs ``target`` $ per 1,000 turns."""
         budget, matched = self.equal_cost_budget(strategy, target)
-        records = self.records(strategy, budget)
-        out = strategy_figures(records, replay_sets(records, self.rules, self.rate), turns)
+        costs, layout = self.costs(strategy, budget)
+        out = strategy_figures(self.records(strategy, budget), costs, turns)
+        out["cache_layout"] = layout
         out["budget_tokens"] = budget
         out["cost_matched"] = matched  # False: even no excerpts at all cost more than ragcache
         return out

@@ -165,13 +165,23 @@ def ragcache_records(
     return out
 
 
-def replay_sets(records: Sequence[TurnRecord], rules: CacheRules, rate_per_min: float) -> dict[str, ReplayResult]:
-    """Each set's turns replayed as its own cold run, in order, evenly spaced."""
+def replay_sets(
+    records: Sequence[TurnRecord], rules: CacheRules, rate_per_min: float, cached_blocks: int | None = None
+) -> dict[str, ReplayResult]:
+    """Each set's turns replayed as its own cold run, in order, evenly spaced. Every block may be
+    cached (a breakpoint on the last message), or with ``cached_blocks`` only the first that many
+    (no breakpoint after them: the rest is plain input)."""
     out = {}
     for name in SETS:
         turns = [r for r in records if r.set == name]
         times = arrivals(len(turns), rate_per_min)
-        out[name] = replay((ReplayRequest(t, r.blocks, 0) for t, r in zip(times, turns, strict=True)), rules)
+        requests = (
+            ReplayRequest(t, r.blocks, 0)
+            if cached_blocks is None
+            else ReplayRequest(t, r.blocks[:cached_blocks], sum(n for _, n in r.blocks[cached_blocks:]))
+            for t, r in zip(times, turns, strict=True)
+        )
+        out[name] = replay(requests, rules)
     return out
 
 

@@ -25,6 +25,7 @@ from ragcache.bench.chat_eval import (
     replay_sets,
     strategy_figures,
     synthetic_answer,
+    usd_per_1k,
 )
 from ragcache.cache.replay import rules_for
 from ragcache.config import BackendConfig, Config, ConversationConfig, RouterConfig
@@ -179,6 +180,11 @@ def test_equal_cost_search_finds_the_largest_budget_within_the_target(corpus: Co
         assert matched and budget >= 250 and baselines.cost(strategy, budget) <= target
         assert budget == baselines.cap or baselines.cost(strategy, budget + 1) > target
         assert baselines.equal_cost_budget(strategy, baselines.cost(strategy, 0) / 2) == (0, False)
+    # excerpts in the system message change the prefix every turn: no breakpoint after the instructions is cheaper
+    records = baselines.records("topk_in_system", 250)
+    costs, layout = baselines.costs("topk_in_system", 250)
+    assert layout == "instructions_only"
+    assert usd_per_1k(costs) < usd_per_1k(replay_sets(records, RULES, 10.0))
 
 
 def test_excerpt_sizes_add_up_to_the_rendered_message(corpus: CompiledCorpus) -> None:
