@@ -5,8 +5,11 @@ plus those traffic used, capped by count and tokens; every answered request is
 counted in the corpus's traffic log, merged into its file every
 ``_SAVE_EVERY`` requests and at shutdown, so the next start warms what was used.
 
-Per corpus the state is ``warming``, ``ready`` or ``failed: …``; ``/readyz``
-answers 200 once every corpus is ready. One warmer per deployment: the process
+Per corpus the state is ``warming`` (with its progress: ``warming: 3 of 12
+prefixes warm; …``), ``ready`` or ``failed: …``; ``/readyz`` answers 200 once
+every corpus is ready. The warm-up runs in the background and never holds a
+live request back (the local engine runs its steps only while no request waits
+or runs: backends/local/batcher.py), so requests are answered while it runs. One warmer per deployment: the process
 that takes the exclusive lock beside the traffic file warms and keeps warm; the
 other workers skip and say so in ``/readyz``'s ``warm_detail``. The exception is
 the local backend without ``cache.persist_dir``: its KV store lives in each
@@ -108,7 +111,7 @@ class Warming:
             prompts = await asyncio.to_thread(rag.warm_set, self.traffic[name])
             self._warm_sets[name] = {p.prefix_fingerprint for p in prompts}
             await asyncio.to_thread(self._retire_stale, name, rag)
-            results = await asyncio.to_thread(self._warmers[name].warm, prompts)
+            results = await asyncio.to_thread(self._warmers[name].warm, prompts, progress=self._progress(name))
         except Exception as exc:
             log.error("warming corpus %r failed: %s", name, exc)
             return redact(f"failed: {type(exc).__name__}: {exc}")
@@ -120,6 +123,16 @@ class Warming:
             log.log(level, "warm %s: %s (%s)", result.label, result.status, result.detail)
         errors = [r for r in results if r.status == "error"]
         return redact(f"failed: {errors[0].label}: {errors[0].detail}") if errors else "ready"
+
+    def _progress(self, name: str) -> Callable[[str, int, int], None]:
+        """What ``/readyz`` says while ``name`` warms: how far, and that live requests go first."""
+
+        def report(stage: str, done: int, total: int) -> None:
+            if done < total:
+                self.states[name] = (f"warming: {done} of {total} prefixes warm ({stage} in the background; "
+                                     "live requests go first)")  # fmt: skip
+
+        return report
 
     def _retire_stale(self, name: str, rag: RagCache) -> None:
         """Delete the caches an earlier build of ``name`` left behind (the warmer does it once, at

@@ -17,8 +17,14 @@ step keeps prefill batches large. The engine supplies the three model calls
 (``prefill``, ``step``, ``choose``); this module only schedules and hands
 tokens over, through each sequence's own queue, to the thread that streams it.
 
-Other model work (a warm-up's prefill) goes through :meth:`Batcher.call`, so the
-batcher's thread is the only one that runs the model: each thread that runs
+Other model work goes through the batcher too, so the batcher's thread is the
+only one that runs the model. A warm-up's prefill is **background** work
+(:meth:`Batcher.background`): a generator that yields after each forward pass
+(one ``prefill_chunk``), advanced one step at a time only while no request waits
+or runs, so a live request waits for at most the one step in progress, never for
+a whole prefix or a queue of them (issue 27: a warm-up of ``corpora/sqlite`` held
+the first chat request for over 300 s). :meth:`Batcher.call` runs short work at
+once, between two steps. Both run on the batcher's thread: each thread that runs
 torch ops keeps an OpenMP team of its own, and once the process holds more
 OpenMP threads than cores, libgomp stops spinning between parallel regions —
 a 16-row decode step then took 1.45x as long on two cores (``python -m
@@ -28,13 +34,14 @@ ragcache.bench.steps``, variant ``second-thread``; docs/reliability.md, Load).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -110,6 +117,8 @@ class Batcher:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.jobs: deque[_Job] = deque()
+        self.background_jobs: deque[_Background] = deque()  # advanced a step at a time, when idle
+        self.background_steps = 0  # steps run so far (what /readyz and tests read)
         self._wake = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -131,6 +140,21 @@ class Batcher:
         with self._wake:
             self._ensure_running()
             self.jobs.append(job)
+            self._wake.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def background(self, steps: Generator[None, None, T]) -> T:
+        """Run ``steps`` on the batcher's thread one step (one ``next``) at a time, each only while no
+        request waits or runs; block until it returns, and return its return value (or raise its error)."""
+        if threading.current_thread() is self._thread:  # already there: no traffic can run meanwhile anyway
+            return _run_all(steps)
+        job = _Background(steps)
+        with self._wake:
+            self._ensure_running()
+            self.background_jobs.append(job)
             self._wake.notify()
         job.done.wait()
         if job.error is not None:
@@ -167,13 +191,15 @@ class Batcher:
         self.running.clear()
         while self.jobs:
             self.jobs.popleft().fail(BackendError("the local engine closed before the work ran"))
+        while self.background_jobs:
+            self.background_jobs.popleft().fail(BackendError("the local engine closed before the warm-up ended"))
 
     # --- the loop -----------------------------------------------------------------
 
     def _loop(self) -> None:
         while True:
             with self._wake:
-                while not self._closed and not self.waiting and not self.running and not self.jobs:
+                while not (self._closed or self.waiting or self.running or self.jobs or self.background_jobs):
                     self._wake.wait()
                 if self._closed:
                     return
@@ -182,6 +208,18 @@ class Batcher:
                 job.run()
             self._admit()
             self._decode()
+            self._background_step()
+
+    def _background_step(self) -> None:
+        """One step of the oldest background job, only if no request waits or runs (live traffic first)."""
+        with self._wake:
+            if self.waiting or self.running or not self.background_jobs:
+                return
+            job = self.background_jobs[0]
+        self.background_steps += 1
+        if job.step():
+            with self._wake:
+                self.background_jobs.popleft()
 
     def _take_waiting(self) -> list[Sequence]:
         """The waiting sequences that fit in the batch (cancelled ones end here)."""
@@ -283,6 +321,41 @@ class _Job:
     def fail(self, error: BaseException) -> None:
         self.error = error
         self.done.set()
+
+
+class _Background(_Job):
+    """Work in steps (a generator); the caller waits on ``done`` for its return value."""
+
+    def __init__(self, steps: Generator[None, None, Any]) -> None:
+        super().__init__(lambda: None)
+        self.steps = steps
+
+    def step(self) -> bool:
+        """Advance one step; True once the work is over (returned or raised)."""
+        try:
+            next(self.steps)
+        except StopIteration as stop:
+            self.result = stop.value
+        except BaseException as exc:  # handed to the caller
+            self.error = exc
+        else:
+            return False
+        self.done.set()
+        return True
+
+    def fail(self, error: BaseException) -> None:
+        with contextlib.suppress(ValueError):  # still executing on a thread that did not stop in time
+            self.steps.close()
+        super().fail(error)
+
+
+def _run_all(steps: Generator[None, None, T]) -> T:
+    """Every step of ``steps`` now; its return value."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as stop:
+            return stop.value
 
 
 def plan_prefill(spans: list[tuple[int, int]], budget: int) -> list[list[tuple[int, int, int]]]:

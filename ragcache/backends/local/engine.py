@@ -29,7 +29,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ragcache.backends.base import (
@@ -186,7 +186,26 @@ class LocalBackend(Backend):
             raise UnsupportedError("the local prefix cache is disabled (cache.enabled: false); nothing to warm")
         encoded = self.encoder.encode(prompt).stable_only()
         self._check_length(encoded.length)
-        return self.batcher.call(lambda: self._prefill([encoded])[0][2])  # the model runs on one thread
+        return self.batcher.background(self._warm_steps(encoded))  # live requests go first (batcher.py)
+
+    def _warm_steps(self, encoded: EncodedPrompt) -> Generator[None, None, CacheUsage]:
+        """A warm-up's prefill, one forward of at most ``prefill_chunk`` tokens per step (background work:
+        the batcher runs a step only while no request waits or runs). A live request that stored the
+        prefix meanwhile ends it early."""
+        assert self.store is not None
+        match = self.store.match(encoded.block_keys)
+        if match.tokens >= encoded.length:
+            return CacheUsage(input_tokens=encoded.length, cached_tokens=match.tokens)
+        cache = self.past_cache(match.blocks, encoded.length - match.tokens)
+        for pieces in plan_prefill([(match.tokens, encoded.length)], self.prefill_chunk):
+            ((_, start, end),) = pieces
+            self._forward(encoded.ids[start:end], cache, start)
+            yield
+            if encoded.blocks and encoded.blocks[-1].key in self.store:  # a request computed it meanwhile
+                return CacheUsage(input_tokens=encoded.length, cached_tokens=encoded.length)
+        written = self._store_blocks(encoded, cache, len(match.blocks))
+        raw = {"matched_blocks": len(match.blocks), "prefix_key": match.key}
+        return CacheUsage(encoded.length, match.tokens, cache_write_tokens=written, raw=raw)
 
     def queue_depth(self) -> int:
         """Requests waiting for a place in the decode batch (``ragcache_queue_depth``)."""
