@@ -1,15 +1,16 @@
 """ragcache: long-context RAG over a stable, cached corpus.
 
 The public API is re-exported here lazily: :class:`RagCache`, :class:`Answer`,
-:func:`build_corpus`, :func:`load_corpus`, :func:`load_config`.
+:class:`ChatSession`, :class:`Conversation`, :class:`Message`, :func:`build_corpus`,
+:func:`load_corpus`, :func:`load_config`.
 
 Layers, top to bottom. A module imports only from its own layer or a lower one,
 never from a layer above it (``tests/unit/test_layering.py`` checks the source)::
 
     cli                              every typer/rich command; the only user of typer and rich
     server, bench, integrations      the REST endpoint, benchmarks, LlamaIndex adapters
-    app                              the RagCache facade: wires corpus, router, backend, cache
-    router, cache                    routing policy and chunk index; warm-up, pricing
+    app, conversation                the RagCache facade; a conversation's history, route and budget
+    router, cache, conversation_store    routing policy and chunk index; warm-up, pricing; stores
     backends, corpus, lint           engines behind one protocol; compiling and storing corpora
     prompt, config, errors, hashing, models    shared types, settings, errors, content hashes
 
@@ -24,16 +25,30 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["Answer", "RagCache", "build_corpus", "load_config", "load_corpus"]
+__all__ = [
+    "Answer",
+    "ChatSession",
+    "Conversation",
+    "Message",
+    "RagCache",
+    "build_corpus",
+    "load_config",
+    "load_corpus",
+]
 
 if TYPE_CHECKING:
-    from ragcache.app import Answer, RagCache
+    from ragcache.app import Answer, ChatSession, RagCache
     from ragcache.config import load_config
+    from ragcache.conversation import Conversation
     from ragcache.corpus.compile import build_corpus
     from ragcache.corpus.store import load_corpus
+    from ragcache.prompt import Message
 
 _LAZY = {
     "Answer": "ragcache.app",
+    "ChatSession": "ragcache.app",
+    "Conversation": "ragcache.conversation",
+    "Message": "ragcache.prompt",
     "RagCache": "ragcache.app",
     "load_config": "ragcache.config",
     "build_corpus": "ragcache.corpus.compile",

@@ -117,7 +117,9 @@ class ServerConfig(_Strict):
     port: int = Field(8000, gt=0, lt=65536)
     api_keys_env: str = "RAGCACHE_API_KEYS"
     max_body_bytes: int = Field(1_000_000, gt=0)
-    max_history_messages: int = Field(64, gt=0)
+    # A guard on request size, not on conversation length (compaction keeps every turn in the window):
+    # a stateless chat may send this many earlier messages.
+    max_history_messages: int = Field(512, gt=0)
     workers: int = Field(1, ge=1)
     # Require the API key on /metrics and the dashboard too (probes stay open).
     protect_metrics: bool = False

@@ -180,6 +180,7 @@ class TurnPlan:
     anchor: bool
     compaction: Compaction | None = None
     moved: bool = False
+    rederived: int = 0  # earlier turns this request had to re-derive (no store held them)
 
     @property
     def turn(self) -> int:
@@ -199,6 +200,7 @@ class TurnPlan:
             "moved": self.moved,
             "compacted": self.compaction.to_dict() if self.compaction is not None else None,
             "compactions": self.conversation.compactions,
+            "rederived_turns": self.rederived,
             "history_documents": list(self.conversation.sent_documents()),
         }
 
@@ -302,10 +304,11 @@ class ConversationPlanner:
         if sizes.stable + sizes.question <= sizes.usable:
             return
         raise ContextLengthError(
-            f"turn {conversation.turns + 1} cannot fit the {self.window}-token window: stable prefix "
-            f"{sizes.stable} + question {sizes.question} tokens, with {self.window - sizes.usable} reserved for "
-            f"the answer ({self.reserved_output}) and the session context; the history ({sizes.history} tokens) "
-            "would be compacted, but these parts cannot be: shorten the question or the context"
+            f"turn {conversation.turns + 1}: the stable prefix ({sizes.stable} tokens) and the question "
+            f"({sizes.question} tokens) do not fit the {self.window}-token context window with "
+            f"{self.window - sizes.usable} tokens reserved for the answer ({self.reserved_output}) and the session "
+            f"context; the history ({sizes.history} tokens) can be compacted, these parts cannot: shorten the "
+            "question or the context"
         )
 
     def _compact(self, conversation: Conversation, sizes: _Sizes, wanted: int) -> tuple[Conversation, Compaction]:
@@ -404,7 +407,7 @@ class Conversations:
             conversation = self._with_answer(plan.conversation, words, users, n)
         plan = self.planner.plan(conversation, question, context=context, observe=observe)
         self._save(turn_key(self.fingerprint, self._settings_key, context, [*words, Message("user", question)]), plan)
-        return plan
+        return replace(plan, rederived=len(users) - start)
 
     def load_session(self, key: str) -> Conversation | None:
         """A server-held conversation (``/v1/ask`` sessions) by key."""

@@ -1,4 +1,4 @@
-"""Prompts ordered from stable to volatile (DESIGN.md, invariant 3).
+"""Prompts ordered from stable to volatile (docs/architecture.md, invariant 3).
 
 A prompt is the stable prefix (instructions, corpus blocks, tools, examples —
 each may end in a cache breakpoint), then the volatile tail: session context,

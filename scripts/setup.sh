@@ -26,11 +26,13 @@ fi
 .venv/bin/ragcache model install
 
 if [ "$with_tests" = 1 ]; then
-  # Debian packages for the test tiers: chromium (dashboard browser test) and
-  # prometheus (its promtool checks the shipped alerting rules).
+  # Debian packages for the test tiers: chromium (dashboard browser test),
+  # prometheus (its promtool checks the shipped alerting rules) and redis-server
+  # (the shared conversation store of the multi-worker tests).
   missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null

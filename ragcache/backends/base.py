@@ -6,7 +6,7 @@ defaults that either fall back sensibly or raise :class:`UnsupportedError`
 saying so. A backend declares what the router and warmer plan with in
 :class:`Capabilities`, and its ``backend.options`` in a pydantic ``Options``
 model (unknown keys are errors naming the key and the config file). Vendor
-usage is normalised into one :class:`CacheUsage` (DESIGN.md, invariant 5).
+usage is normalised into one :class:`CacheUsage` (docs/architecture.md, invariant 5).
 """
 
 from __future__ import annotations

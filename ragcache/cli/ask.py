@@ -42,13 +42,29 @@ def cache_report(answer: Answer) -> str:
     return (
         f"cache: {usage.cached_tokens}/{usage.input_tokens} prompt tokens cached ({usage.cached_ratio:.0%}), "
         f"{usage.cache_write_tokens} written · TTFT {answer.ttft_s:.2f}s · total {answer.latency_s:.2f}s · "
-        f"{usage.output_tokens} output tokens · route {route}{cost}"
+        f"{usage.output_tokens} output tokens · route {route}{_turn_note(answer)}{cost}"
     )
 
 
+def _turn_note(answer: Answer) -> str:
+    """`` · turn N`` from the second turn on, and what a compaction dropped."""
+    turn = answer.turn
+    if turn is None or turn.turn < 2:
+        return ""
+    note = f" · turn {turn.turn}"
+    if turn.compaction is not None:
+        dropped = turn.compaction
+        note += f" (compacted: {dropped.snippet_turns} turns' excerpts, {dropped.dropped_turns} oldest turns dropped)"
+    return note
+
+
 def load_app(
-    config: Path | None, corpus: Path | None, backend: str | None = None, base_url: str | None = None,
-    model: str | None = None, max_tokens: int | None = None,
+    config: Path | None,
+    corpus: Path | None,
+    backend: str | None = None,
+    base_url: str | None = None,
+    model: str | None = None,
+    max_tokens: int | None = None,
 ) -> RagCache:
     """The facade for a command, with its CLI overrides applied."""
     from ragcache.app import RagCache
@@ -141,10 +157,13 @@ def demo(
         console.print(f"[dim]{escape(DEMO_NOTE)}[/]")
     corpus_dir = cfg.resolved_corpus() if (cfg.resolved_corpus() / "corpus.yaml").exists() else REPO_CORPUS
     build_if_stale(corpus_dir, cfg.router.embedding_model)
-    cfg = cfg.model_copy(update={
-        "corpus": corpus_dir, "build_dir": default_build_dir(corpus_dir),
-        "backend": cfg.backend.model_copy(update={"max_output_tokens": max_tokens}),
-    })
+    cfg = cfg.model_copy(
+        update={
+            "corpus": corpus_dir,
+            "build_dir": default_build_dir(corpus_dir),
+            "backend": cfg.backend.model_copy(update={"max_output_tokens": max_tokens}),
+        }
+    )
     rag = RagCache.from_config(cfg)
     try:
         answers = []

@@ -1,6 +1,6 @@
 """Text normalization: the same document always becomes the same bytes.
 
-DESIGN.md invariant 1: Unicode NFC, ``\\r\\n``/``\\r`` → ``\\n``, trailing
+docs/architecture.md, invariant 1: Unicode NFC, ``\\r\\n``/``\\r`` → ``\\n``, trailing
 whitespace stripped from every line, runs of blank lines collapsed to one,
 no leading or trailing blank lines, exactly one final newline (an empty or
 all-blank text becomes ``""``). A byte-order mark is dropped.

@@ -9,7 +9,7 @@ document first, so related topics sit next to each other in the canonical block
 order and the order still follows the paths where topics do not decide it.
 
 Why lexical and integer arithmetic: the build must be byte-identical on any
-machine (DESIGN.md, invariant 1). Neural embeddings and BLAS reductions change in
+machine (docs/architecture.md, invariant 1). Neural embeddings and BLAS reductions change in
 the last bits with the CPU and the thread count, and one flipped document
 reshuffles a subtree. Here term weights are computed with Python's ``math`` on
 sorted terms, quantized to integers, and every dot product and centroid is an

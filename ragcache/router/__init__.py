@@ -1,4 +1,4 @@
-"""Routing: which stable prefix answers a question (see DESIGN.md, invariant 4).
+"""Routing: which stable prefix answers a question (docs/architecture.md, invariant 4).
 
 Every router satisfies :class:`Router`: ``route(question) -> Route``, the
 enumerable prefix set ``prefixes()``, and what a conversation needs to keep its

@@ -1,7 +1,7 @@
 """Prometheus metrics of the REST server, and the totals the dashboard reads.
 
 Counters are labelled by corpus, backend and route mode (a bounded set,
-DESIGN.md invariant 4). With several uvicorn workers, set
+docs/architecture.md, invariant 4). With several uvicorn workers, set
 ``PROMETHEUS_MULTIPROC_DIR`` (``ragcache serve --workers N`` does it for you):
 every worker writes its samples there and ``/metrics`` and the dashboard read
 the sum over all workers, so no number depends on which worker answered.
@@ -122,6 +122,12 @@ class ServerMetrics:
             ("corpus", "backend", "kind"),
             registry=reg,
         )
+        self.rederived = Counter(
+            "ragcache_conversation_rederived_turns",
+            "Earlier turns of stateless chats that no conversation store held, re-derived from their words",
+            ("corpus", "backend"),
+            registry=reg,
+        )
         self.warm_misses = Counter(
             "ragcache_warm_prefix_misses",
             "Answers on a warmed prefix that read fewer cached tokens than its warm-up proved (a cache write again)",
@@ -156,10 +162,18 @@ class ServerMetrics:
             self.saved.labels(*labels).inc(max(answer.cost.saved_usd, 0.0))  # a counter cannot fall
         self.ttft.labels(*labels).observe(max(answer.ttft_s, 0.0))
         self.latency.labels(*labels).observe(max(answer.latency_s, 0.0))
-        compaction = answer.turn.compaction if answer.turn is not None else None
-        if compaction is not None:  # kind: what had to go (excerpts only, or whole turns too)
-            self.compactions.labels(corpus, backend, "turns" if compaction.dropped_turns else "excerpts").inc()
+        self._observe_turn(corpus, backend, answer)
         self.sample()
+
+    def _observe_turn(self, corpus: str, backend: str, answer: Answer) -> None:
+        """Compactions (kind: excerpts only, or whole turns too) and re-derived earlier turns."""
+        turn = answer.turn
+        if turn is None:
+            return
+        if turn.compaction is not None:
+            self.compactions.labels(corpus, backend, "turns" if turn.compaction.dropped_turns else "excerpts").inc()
+        if turn.rederived:
+            self.rederived.labels(corpus, backend).inc(turn.rederived)
 
     def observe_warm_miss(self, corpus: str, backend: str, route: str) -> None:
         """A warmed prefix was answered with fewer cached tokens than its warm-up proved."""

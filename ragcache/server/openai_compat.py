@@ -1,6 +1,6 @@
 """The OpenAI chat wire format, written once: requests in, answers out.
 
-A chat request maps onto :meth:`RagCache.ask` like this (DESIGN.md, invariant 3):
+A chat request maps onto :meth:`RagCache.ask` like this (docs/architecture.md, invariant 3):
 the last message is the question; earlier user/assistant turns are history,
 kept verbatim; every system (or developer) message becomes session context,
 placed *after* the corpus so it can never break the cached prefix.

@@ -120,7 +120,7 @@ class CompletionUsage(BaseModel):
 
 
 class RagcacheInfo(BaseModel):
-    """What the cache did for this answer (DESIGN.md, invariant 5)."""
+    """What the cache did for this answer (docs/architecture.md, invariant 5)."""
 
     corpus: str
     fingerprint: str

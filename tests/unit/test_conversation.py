@@ -8,6 +8,7 @@ are fixed strings the test stands in for.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -73,7 +74,7 @@ def prompt_tokens(rag: RagCache, plan: TurnPlan) -> int:
 def test_every_turn_fits_and_begins_with_the_previous_turn_as_sent(corpus: CompiledCorpus, window: int) -> None:
     rag = make_rag(corpus, window)
     plans = list(play(rag, TURNS))
-    for before, plan in zip(plans, plans[1:], strict=False):
+    for before, plan in itertools.pairwise(plans):
         assert prompt_tokens(rag, plan) + OUT <= window
         expected = (*before.history, Message("user", before.user_text), Message("assistant", ANSWER))
         if plan.compaction is None:
@@ -155,7 +156,10 @@ def test_a_follow_up_retrieves_with_the_questions_before_it(corpus: CompiledCorp
 def test_a_question_that_cannot_fit_is_refused_with_the_sizes(corpus: CompiledCorpus) -> None:
     rag = make_rag(corpus, 900)
     plans = list(play(rag, TURNS[:3]))
-    with pytest.raises(ContextLengthError, match=r"stable prefix \d+ \+ question \d+ tokens"):
+    with pytest.raises(
+        ContextLengthError,
+        match=r"stable prefix \(\d+ tokens\) and the question \(\d+ tokens\) do not fit the 900-token context",
+    ):
         rag.plan_turn("why? " * 600, conversation=plans[-1].conversation.answered("ok"))
 
 
