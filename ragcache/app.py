@@ -30,6 +30,7 @@ from ragcache.corpus.store import load_corpus
 from ragcache.errors import BackendError
 from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
 from ragcache.router import Router, create_router
+from ragcache.text import check_text
 
 __all__ = ["Answer", "ChatSession", "RagCache"]
 
@@ -178,6 +179,11 @@ class RagCache:
         it, else of ``history``, the conversation as a stateless client sends it (its own words and
         the answers it got); no history and no conversation: a new conversation. ``observe``: a new
         conversation's first question counts as router demand."""
+        check_text(question, "question")  # every backend: text no engine can take is named here
+        if context is not None:
+            check_text(context, "context")
+        for index, message in enumerate(history):
+            check_text(message.content, f"history[{index}].content")
         conversations = self.conversations
         if conversation is not None:
             plan = conversations.plan(conversation, question, context=context, observe=observe)
@@ -195,7 +201,10 @@ class RagCache:
     def turn_prompt(self, plan: TurnPlan, context: str | None = None) -> Prompt:
         """The prompt of a planned turn: its stable prefix, the history as sent, its excerpts, the question."""
         stable = self.stable_segments(plan.route.block_ids)
-        return assemble_prompt(stable, plan.question, route=plan.route, context=context, history=plan.history)
+        return assemble_prompt(
+            stable, plan.question, route=plan.route, context=context, history=plan.history,
+            conversation_id=plan.conversation.origin or None,
+        )  # fmt: skip
 
     def prefixes(self) -> list[Prompt]:
         """A stable-only prompt for every prefix the router can emit."""

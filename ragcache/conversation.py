@@ -93,6 +93,7 @@ class Conversation:
     turns: int = 0  # turns planned so far (dropped ones included)
     compactions: int = 0
     questions: tuple[str, ...] = ()  # the latest user questions, for the retrieval query
+    origin: str = ""  # names the conversation for its whole life (its first words), whatever compaction drops
 
     def history(self) -> tuple[Message, ...]:
         """Every exchange as sent (the last one without its answer while it is being answered)."""
@@ -123,6 +124,7 @@ class Conversation:
             "turns": self.turns,
             "compactions": self.compactions,
             "questions": list(self.questions),
+            "origin": self.origin,
         }
         return canonical_json(body)
 
@@ -144,6 +146,7 @@ class Conversation:
                 int(body["turns"]),
                 int(body["compactions"]),
                 tuple(body["questions"]),
+                str(body["origin"]),
             )
         except (ValueError, KeyError, TypeError):
             return None
@@ -245,7 +248,8 @@ class ConversationPlanner:
         first = conversation is None or conversation.turns == 0
         if conversation is None or first:
             routed = self.router.route(question, observe=observe)
-            conversation = Conversation(routed.mode, routed.block_ids, context)
+            origin = content_hash(canonical_json([context, question]))[:24]
+            conversation = Conversation(routed.mode, routed.block_ids, context, origin=origin)
         fused = None if conversation.mode == "full" else self.router.fused_scores(self.query(conversation, question))
         moved = False
         if not first and fused is not None and conversation.mode == "blocks":

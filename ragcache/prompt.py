@@ -152,6 +152,7 @@ class Prompt:
     history: tuple[Message, ...] = ()
     snippets: tuple[Snippet, ...] = ()
     route: Route | None = field(default=None, compare=False)
+    conversation_id: str | None = field(default=None, compare=False)  # a conversation's name for its whole life
 
     @property
     def system_text(self) -> str:
@@ -203,13 +204,14 @@ def assemble_prompt(
     route: Route | None = None,
     context: str | None = None,
     history: tuple[Message, ...] = (),
+    conversation_id: str | None = None,
 ) -> Prompt:
     """Build a prompt; snippets come from the route and go after the stable prefix."""
     for segment in stable:
         if segment.kind not in STABLE_KINDS:
             raise ValueError(f"segment kind {segment.kind.value!r} cannot be part of the stable prefix")
     snippets = route.snippets if route is not None else ()
-    return Prompt(stable=stable, question=question, context=context, history=history, snippets=snippets, route=route)
+    return Prompt(stable, question, context, history, snippets, route, conversation_id)
 
 
 def warm_prompt(prompt: Prompt) -> Prompt:

@@ -109,9 +109,11 @@ def _sampling(body: dict[str, Any], options: GenerationOptions, reasoning: bool)
 
 
 def session_of(prompt: Prompt, options: GenerationOptions) -> str:
-    """The session a request belongs to: the caller's id, else its first user turn."""
+    """The session a request belongs to: the caller's id, else its conversation's, else its first user turn."""
     if options.session_id:
         return options.session_id
+    if prompt.conversation_id:
+        return prompt.conversation_id
     first = next((m.content for m in prompt.history if m.role == "user"), prompt.question)
     return first
 
