@@ -12,10 +12,10 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -105,10 +105,19 @@ class RagCache:
         self.backend = backend
         self.router = router
         self._store = store
+        self._conversations: Conversations | None = None
+        self._conversations_lock = threading.Lock()
 
-    @cached_property
+    @property
     def conversations(self) -> Conversations:
-        """Every conversation over this corpus: planned turns, remembered in ``conversation.store``."""
+        """Every conversation over this corpus: planned turns, remembered in ``conversation.store``
+        (made on first use: it loads the corpus's tokenizer)."""
+        with self._conversations_lock:
+            if self._conversations is None:
+                self._conversations = self._make_conversations()
+            return self._conversations
+
+    def _make_conversations(self) -> Conversations:
         settings = self.config.conversation
         planner = ConversationPlanner.for_corpus(
             self.corpus, self.router, settings, self.config.backend.max_output_tokens

@@ -47,6 +47,7 @@ only on the corpus, the settings and the sequence of questions seen.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -163,6 +164,7 @@ class HybridRouter:
         chunk_block = np.array([position.get(c.block_id, -1) for c in corpus.chunks], dtype=np.int64)
         self._position, self._chunk_block = position, chunk_block
         self._fused_memo: LRUCache[tuple[str, float], np.ndarray] = LRUCache(FUSED_MEMO)
+        self._memo_lock = threading.Lock()
         self._in_run = member[:, chunk_block]  # (runs, chunks): the run's prefix holds the chunk
         self._chunk_tokens = np.array([c.tokens for c in corpus.chunks], dtype=np.int64)
 
@@ -422,10 +424,12 @@ class HybridRouter:
     def _fused_of(self, text: str) -> np.ndarray:
         """One text's fused scores, remembered (a conversation re-scores its recent questions every turn)."""
         key = (text, self.config.dense_weight)
-        fused = self._fused_memo.get(key)
+        with self._memo_lock:  # requests route on their own threads
+            fused = self._fused_memo.get(key)
         if fused is None:
             fused = np.asarray(self.index.scores(text, self.config.dense_weight).fused, dtype=np.float64)
-            self._fused_memo[key] = fused
+            with self._memo_lock:
+                self._fused_memo[key] = fused
         return fused
 
     def _chunks_in(self, block_ids: tuple[str, ...]) -> np.ndarray:
