@@ -40,7 +40,8 @@ def plot_chat(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel(f"$ per 1,000 turns ({report['vendor_model']}, prompt cache replayed)")
     ax.set_ylabel("per-turn recall (new question's gold documents in the prompt)")
-    ax.set_ylim(0, 1.02)
+    lowest = min(row[key]["recall"] for row in report["windows"] for key in MARKERS)
+    ax.set_ylim(max(0.0, lowest - 0.03), 1.005)  # the differences are small: zoom on them
     ax.set_title(
         f"{report['corpus']}: {report['conversations']} conversations of ≤{report['turns']} turns", fontsize=10
     )
