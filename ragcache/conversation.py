@@ -14,11 +14,13 @@ reads the stable prefix *and* the history from the cache. Here:
   question Q, a *later* turn's tail is at most ``turn_tail_share`` of the window
   and whatever room is left. An *anchor* turn (the first, a compaction, a move)
   fills the window but leaves ``growth_share`` of it free for the turns to come.
-- **Compaction** happens when a later turn would not get its whole tail: first the
-  earlier turns' excerpts go, then (if still short) the oldest turns, until the
-  anchor has its tail and room to grow again (``growth_share`` of the window, at most
-  half of what the prefix and question leave). The stable prefix is never touched,
-  so it stays cached.
+- **Compaction** happens when a later turn would not get its whole tail. First the
+  excerpts of the turns after the last anchor go; when that leaves this turn and the
+  next their tails, the anchor turn stays whole and everything up to its answer stays
+  cached. Otherwise every excerpt goes, then (if still short) the oldest turns, until
+  the turn has its tail and room to grow again (``growth_share`` of the window, at
+  most half of what the prefix and question leave), and it becomes the new anchor.
+  The stable prefix is never touched, so it stays cached.
   Only when the stable prefix, context and question alone exceed the window is
   the turn refused (:class:`~ragcache.errors.ContextLengthError`, naming sizes).
 - **The retrieval query** is the new question plus the ``query_turns`` previous
@@ -62,7 +64,7 @@ __all__ = [
 ]
 
 MESSAGE_OVERHEAD = 8  # chat-template tokens around one message (role header, end marker), rounded up
-FORMAT = 1  # the stored conversation's format
+FORMAT = 2  # the stored conversation's format
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Exchange:
     question: str
     snippets: tuple[Snippet, ...] = ()
     answer: str | None = None  # None: the turn is being answered
+    anchor: bool = False  # its excerpts filled the window (first turn, re-anchored): kept longest
 
     @property
     def user_text(self) -> str:
@@ -119,7 +122,8 @@ class Conversation:
             "blocks": list(self.block_ids),
             "context": self.context,
             "exchanges": [
-                {"q": e.question, "chunks": [s.chunk_id for s in e.snippets], "a": e.answer} for e in self.exchanges
+                {"q": e.question, "chunks": [s.chunk_id for s in e.snippets], "a": e.answer, "anchor": e.anchor}
+                for e in self.exchanges
             ],
             "turns": self.turns,
             "compactions": self.compactions,
@@ -136,7 +140,8 @@ class Conversation:
             if body.get("format") != FORMAT or body.get("corpus") != corpus.fingerprint:
                 return None
             exchanges = tuple(
-                Exchange(str(e["q"]), tuple(chunks[c] for c in e["chunks"]), e["a"]) for e in body["exchanges"]
+                Exchange(str(e["q"]), tuple(chunks[c] for c in e["chunks"]), e["a"], bool(e["anchor"]))
+                for e in body["exchanges"]
             )
             return cls(
                 body["mode"],
@@ -154,19 +159,25 @@ class Conversation:
 
 @dataclass(frozen=True)
 class Compaction:
-    """What a compaction removed from the history: excerpts of earlier turns, then whole turns."""
+    """What a compaction removed from the history: excerpts of earlier turns, then whole turns.
+
+    ``reanchored`` is False when dropping the later turns' excerpts was enough: the anchor turn
+    (with its excerpts) stays, and so does everything cached up to its answer.
+    """
 
     snippet_turns: int
     dropped_turns: int
     tokens_before: int
     tokens_after: int
+    reanchored: bool = True
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | bool]:
         return {
             "snippet_turns": self.snippet_turns,
             "dropped_turns": self.dropped_turns,
             "tokens_before": self.tokens_before,
             "tokens_after": self.tokens_after,
+            "reanchored": self.reanchored,
         }
 
 
@@ -262,10 +273,9 @@ class ConversationPlanner:
         growth = int(self.settings.growth_share * self.window)
         compaction = None
         if (not first and sizes.room < tail_cap) or sizes.room < 0:
-            free = sizes.usable - sizes.stable - sizes.question  # the room with no history at all
-            conversation, compaction = self._compact(conversation, sizes, tail_cap + min(growth, free // 2))
+            conversation, compaction = self._compact(conversation, sizes, tail_cap, growth)
             sizes = self._sizes(conversation, question, context)
-        anchor = first or moved or compaction is not None
+        anchor = first or moved or (compaction is not None and compaction.reanchored)
         budget = min(tail_cap, sizes.room)
         if anchor and conversation.mode != "full":
             budget = max(budget, sizes.room - growth)
@@ -280,7 +290,7 @@ class ConversationPlanner:
         after = replace(
             conversation,
             context=context,
-            exchanges=(*conversation.exchanges, Exchange(question, snippets)),
+            exchanges=(*conversation.exchanges, Exchange(question, snippets, anchor=anchor)),
             turns=conversation.turns + 1,
             compactions=conversation.compactions + (compaction is not None),
             questions=(*conversation.questions, question)[-keep:] if keep else (),
@@ -315,18 +325,31 @@ class ConversationPlanner:
             "question or the context"
         )
 
-    def _compact(self, conversation: Conversation, sizes: _Sizes, wanted: int) -> tuple[Conversation, Compaction]:
-        """Drop earlier turns' excerpts, then the oldest turns, until ``wanted`` tokens are free."""
+    def _compact(
+        self, conversation: Conversation, sizes: _Sizes, tail_cap: int, growth: int
+    ) -> tuple[Conversation, Compaction]:
+        """Make room, oldest first (module docstring). First the excerpts of the turns after the
+        last anchor: enough when this turn and the next get their excerpts, and then everything
+        up to the anchor's answer stays cached. Else every excerpt, then the oldest turns, until
+        the turn has its excerpts and room to grow; this turn becomes the new anchor."""
+        room = sizes.usable - sizes.stable - sizes.question  # with no history at all
+        last = max((i for i, e in enumerate(conversation.exchanges) if e.anchor and e.snippets), default=-1)
+        if last >= 0:
+            kept = tuple(e if i <= last else replace(e, snippets=()) for i, e in enumerate(conversation.exchanges))
+            light = replace(conversation, exchanges=kept)
+            history = self._history_tokens(light)
+            if room - history >= 2 * tail_cap > 0:
+                dropped = sum(1 for e in conversation.exchanges[last + 1 :] if e.snippets)
+                return light, Compaction(dropped, 0, sizes.history, history, reanchored=False)
+        wanted = tail_cap + min(growth, room // 2)
         snippet_turns = sum(1 for e in conversation.exchanges if e.snippets)
-        exchanges = tuple(replace(e, snippets=()) for e in conversation.exchanges)
-        compacted = replace(conversation, exchanges=exchanges)
-        history = self._history_tokens(compacted)
+        exchanges = tuple(replace(e, snippets=(), anchor=False) for e in conversation.exchanges)
+        history = self._history_tokens(replace(conversation, exchanges=exchanges))
         dropped = 0
-        while exchanges and sizes.usable - sizes.stable - sizes.question - history < wanted:
+        while exchanges and room - history < wanted:
             exchanges, dropped = exchanges[1:], dropped + 1
-            compacted = replace(conversation, exchanges=exchanges)
-            history = self._history_tokens(compacted)
-        return compacted, Compaction(snippet_turns, dropped, sizes.history, history)
+            history = self._history_tokens(replace(conversation, exchanges=exchanges))
+        return replace(conversation, exchanges=exchanges), Compaction(snippet_turns, dropped, sizes.history, history)
 
     @staticmethod
     def _reason(conversation: Conversation, first: bool, moved: bool, compaction: Compaction | None) -> str:
@@ -336,9 +359,10 @@ class ConversationPlanner:
         if moved:
             return f"turn {turn}: moved to {'+'.join(conversation.block_ids)} (the question is clearly elsewhere)"
         if compaction is not None:
+            kept = "" if compaction.reanchored else ", the anchor turn kept"
             return (
                 f"turn {turn}: kept the prefix; compacted the history ({compaction.snippet_turns} turns' excerpts, "
-                f"{compaction.dropped_turns} oldest turns dropped)"
+                f"{compaction.dropped_turns} oldest turns dropped{kept})"
             )
         return f"turn {turn}: kept the conversation's prefix; new excerpts after the history"
 

@@ -18,11 +18,11 @@ from router_corpus import build_topics
 from ragcache.app import RagCache
 from ragcache.backends.base import Capabilities
 from ragcache.config import BackendConfig, Config, ConversationConfig, RouterConfig
-from ragcache.conversation import Conversation, TurnPlan
+from ragcache.conversation import Conversation, Exchange, TurnPlan
 from ragcache.conversation_store import MemoryStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import ConfigError, ContextLengthError
-from ragcache.prompt import Message
+from ragcache.prompt import Message, Snippet
 from ragcache.router.policy import HybridRouter
 
 OUT = 60
@@ -79,8 +79,12 @@ def test_every_turn_fits_and_begins_with_the_previous_turn_as_sent(corpus: Compi
         expected = (*before.history, Message("user", before.user_text), Message("assistant", ANSWER))
         if plan.compaction is None:
             assert plan.history == expected  # turn N+1 begins with turn N's prompt, byte for byte
-        else:
+        elif plan.compaction.reanchored:
             assert plan.anchor and plan.history != expected
+        else:  # the later turns' excerpts went: everything up to the anchor turn's answer is unchanged
+            anchor = max(i for i, e in enumerate(before.conversation.exchanges) if e.anchor)
+            kept = 2 * (anchor + 1)
+            assert plan.history[:kept] == expected[:kept] and plan.history != expected and not plan.anchor
         if not plan.moved:
             assert plan.route.block_ids == before.route.block_ids and plan.route.sticky
     compacted = [p for p in plans if p.compaction is not None]
@@ -97,10 +101,49 @@ def test_compaction_drops_excerpts_first_then_the_oldest_turns_never_the_prefix(
         before = plans[plan.turn - 2]
         assert plan.route.block_ids == before.route.block_ids  # the stable prefix is untouched
         kept = plan.history
-        assert all("Additional excerpts" not in m.content for m in kept)  # excerpts went first
-        asked = [m.content for m in kept if m.role == "user"]
+        with_excerpts = [m for m in kept if "Additional excerpts" in m.content]
+        if plan.compaction.reanchored:
+            assert not with_excerpts  # every excerpt went before any turn
+        else:  # only the anchor turn keeps its excerpts, and no turn was dropped
+            assert len(with_excerpts) <= 1 and plan.compaction.dropped_turns == 0
+        asked = [m.content.rsplit("\n\n", 1)[-1] for m in kept if m.role == "user"]
         assert asked == TURNS[plan.turn - 1 - len(asked) : plan.turn - 1]  # the most recent turns stay, in order
         assert plan.compaction.tokens_after < plan.compaction.tokens_before
+
+
+def test_a_light_compaction_keeps_the_anchor_turn_and_its_cache(corpus: CompiledCorpus) -> None:
+    """When dropping the later turns' excerpts leaves this turn and the next their tails, the
+    anchor turn stays whole: everything up to its answer is sent byte for byte (still cached)."""
+    chunks = [Snippet(c.id, c.doc_id, c.text, 0.0, c.tokens) for c in corpus.chunks]
+    state = Conversation(
+        "topk",
+        (),
+        exchanges=(
+            Exchange(TURNS[0], tuple(chunks[0:6]), "ok " * 40, anchor=True),
+            Exchange(TURNS[1], tuple(chunks[6:8]), "ok " * 40),
+            Exchange(TURNS[2], tuple(chunks[8:10]), "ok " * 40),
+        ),
+        turns=3,
+        questions=tuple(TURNS[1:3]),
+    )
+    outcomes = {}
+    for window in range(400, 2400, 20):  # from too small for even a light compaction to no compaction at all
+        rag = make_rag(corpus, window, mode="topk", turn_tail_share=0.05, growth_share=0.2)
+        try:
+            plan = rag.plan_turn(TURNS[3], conversation=state)
+        except ContextLengthError:  # the question alone does not fit this window
+            continue
+        kind = "none" if plan.compaction is None else "light" if not plan.compaction.reanchored else "re-anchor"
+        outcomes.setdefault(kind, plan)
+    assert set(outcomes) == {"none", "light", "re-anchor"}, list(outcomes)
+    light = outcomes["light"]
+    assert light.history[:2] == state.history()[:2]  # the anchor turn, with its excerpts, unchanged
+    assert all("Additional excerpts" not in m.content for m in light.history[2:])
+    assert not light.anchor and light.compaction.dropped_turns == 0 and light.compaction.snippet_turns == 2
+    assert light.conversation.exchanges[0].anchor and not light.conversation.exchanges[-1].anchor
+    again = outcomes["re-anchor"]
+    assert again.anchor and all("Additional excerpts" not in m.content for m in again.history)
+    assert again.conversation.exchanges[-1].anchor and not any(e.anchor for e in again.conversation.exchanges[:-1])
 
 
 def test_excerpts_go_before_turns_when_that_is_enough(corpus: CompiledCorpus) -> None:
