@@ -32,6 +32,7 @@ import random
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcache.cache.replay import CacheRules, ReplayRequest, ReplayResult, arrivals, replay
@@ -216,6 +217,13 @@ def strategy_figures(records: Sequence[TurnRecord], costs: dict[str, ReplayResul
     return out
 
 
+def planner_source() -> str:
+    """SHA-256 prefix of ragcache/conversation.py as it ran: which planner a report measured."""
+    import ragcache.conversation
+
+    return content_hash(Path(ragcache.conversation.__file__).read_bytes())[:16]
+
+
 def _ragcache(
     corpus: CompiledCorpus,
     make_router: Callable[[int], Router],
@@ -278,6 +286,7 @@ def evaluate_chat(
             name: {"conversations": len(sets[name]), "turns": sum(len(c.items) for c in sets[name])} for name in SETS
         },
         "shuffle_seed": SHUFFLE_SEED,
+        "planner_sha256": planner_source(),
         "answer_tokens": answer_tokens,
         "vendor_model": rules.model,
         "cache_ttl_s": rules.ttl_s,
