@@ -26,6 +26,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from ragcache import cancel
 from ragcache.app import Answer, RagCache
 from ragcache.backends.base import GenerationOptions
 from ragcache.errors import BackendError
@@ -77,17 +78,24 @@ class GenerationStream:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, (kind, value))
 
     def _run(self) -> None:
+        """Pull the iterator here, with the cancel event as its :func:`ragcache.cancel.current`: a backend
+        waiting for its engine stops waiting on cancel (issue 27 item 7: a request still queued when its
+        client left stayed queued until its first token), and that end counts as stopped early."""
         iterator: Iterator[Any] | None = None
         stopped_early = False
         try:
-            iterator = self._make_iterator()
-            for item in iterator:
-                if self._cancelled.is_set():
-                    stopped_early = True
-                    break
-                self._put(_ITEM, item)
+            with cancel.scope(self._cancelled):
+                iterator = self._make_iterator()
+                for item in iterator:
+                    if self._cancelled.is_set():
+                        stopped_early = True
+                        break
+                    self._put(_ITEM, item)
         except BaseException as exc:
-            self._put(_ERROR, exc)
+            if self._cancelled.is_set():  # the backend stopped because of the cancel: not an error
+                stopped_early = True
+            else:
+                self._put(_ERROR, exc)
         finally:
             close = getattr(iterator, "close", None)
             if close is not None:

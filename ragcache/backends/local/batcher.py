@@ -48,12 +48,17 @@ from typing import Any, TypeVar
 from ragcache.backends.base import CacheUsage, GenerationOptions
 from ragcache.errors import BackendError
 
-__all__ = ["Batcher", "Sequence", "plan_prefill"]
+__all__ = ["Batcher", "Cancelled", "Sequence", "plan_prefill"]
 
 log = logging.getLogger(__name__)
 
 _TOKEN, _END, _ERROR = "token", "end", "error"
+CANCEL_POLL_S = 0.1  # how often a consumer waiting for a token looks at its cancel event
 T = TypeVar("T")
+
+
+class Cancelled(BackendError):
+    """The consumer went away (its cancel event was set) before the answer was complete."""
 
 
 @dataclass(eq=False)
@@ -80,10 +85,20 @@ class Sequence:
         """The consumer is gone: the batcher drops the sequence before its next step."""
         self.cancelled = True
 
-    def tokens(self) -> Iterator[int]:
-        """Token ids as the batcher produces them (blocking); raises what the engine raised."""
+    def tokens(self, cancelled: threading.Event | None = None) -> Iterator[int]:
+        """Token ids as the batcher produces them (blocking); raises what the engine raised.
+
+        The wait looks at ``cancelled`` every ``CANCEL_POLL_S`` and raises :class:`Cancelled` once it
+        is set: a consumer whose client left must not wait for a token (a queued request's first
+        comes only after its prefill) to learn that it can stop.
+        """
         while True:
-            kind, value = self.outbox.get()
+            try:
+                kind, value = self.outbox.get(timeout=CANCEL_POLL_S if cancelled is not None else None)
+            except queue.Empty:
+                if cancelled is not None and cancelled.is_set():
+                    raise Cancelled("the consumer went away before the answer was complete") from None
+                continue
             if kind == _TOKEN:
                 yield value
             elif kind == _END:
@@ -169,6 +184,17 @@ class Batcher:
             self._thread = threading.Thread(target=self._loop, name="ragcache-batcher", daemon=True)
             self._thread.start()
             _LIVE.add(self)
+
+    def cancel(self, seq: Sequence) -> None:
+        """The consumer of ``seq`` is gone: a queued sequence leaves the queue now, never prefilled (its
+        consumer's wait ends); a running one leaves before the next step."""
+        seq.cancel()
+        with self._wake:
+            try:
+                self.waiting.remove(seq)
+            except ValueError:  # running, finished, or taken for a prefill: the loop drops it
+                return
+        seq.finish()
 
     def queue_depth(self) -> int:
         """Sequences waiting for a place in the batch (not yet prefilled)."""

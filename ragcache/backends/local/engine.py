@@ -32,6 +32,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ragcache import cancel
 from ragcache.backends.base import (
     Backend,
     CacheUsage,
@@ -132,7 +133,10 @@ class LocalBackend(Backend):
     def stream(self, prompt: Prompt, options: GenerationOptions) -> Iterator[str | Generation]:
         """Queue the request in the batcher and yield its text deltas as its tokens come.
 
-        Closing this generator early (a client went away) takes the sequence out of the batch.
+        Closing this generator early (a client went away) takes the sequence out of the batch; so does
+        the caller's cancel event (:func:`ragcache.cancel.current`) while it waits for a token, which
+        raises :class:`~ragcache.backends.local.batcher.Cancelled`: a request still queued leaves the
+        queue at once instead of waiting for a prefill nobody will read.
         """
         started = time.perf_counter()
         encoded = self.encoder.encode(prompt)
@@ -140,19 +144,22 @@ class LocalBackend(Backend):
         max_new = min(options.max_tokens, self.capabilities.context_window - encoded.length)
         seq = Sequence(encoded, options, max_new, generator=sampler(options))
         seq.timings["encode"] = time.perf_counter() - started
+        cancelled = cancel.current()
         self.batcher.submit(seq)
         try:
-            yield from self._text(seq, options, started)
+            yield from self._text(seq, options, started, cancelled)
         finally:
-            seq.cancel()
+            self.batcher.cancel(seq)  # a no-op once it ended
 
-    def _text(self, seq: Sequence, options: GenerationOptions, started: float) -> Iterator[str | Generation]:
+    def _text(
+        self, seq: Sequence, options: GenerationOptions, started: float, cancelled: threading.Event | None = None
+    ) -> Iterator[str | Generation]:
         """Detokenize ``seq``'s tokens into deltas (held back at a possible stop string), then the Generation."""
         stops = StopMatcher(options.stop)
         ids: list[int] = []
         first_token_at: float | None = None
         emitted, finish = "", "stop"
-        for token in seq.tokens():
+        for token in seq.tokens(cancelled):
             if first_token_at is None:
                 first_token_at = time.perf_counter()
                 seq.timings["first_token"] = first_token_at - seq.prefilled_at
