@@ -9,8 +9,8 @@ never from a layer above it (``tests/unit/test_layering.py`` checks the source):
 
     cli                              every typer/rich command; the only user of typer and rich
     server, bench, integrations      the REST endpoint, benchmarks, LlamaIndex adapters
-    app, conversation                the RagCache facade; a conversation's history, route and budget
-    router, cache, conversation_store    routing policy and chunk index; warm-up, pricing; stores
+    app, conversation(_store)        the RagCache facade; a conversation's history, route, budget, store
+    router, cache                    routing policy and chunk index; warm-up, pricing
     backends, corpus, lint           engines behind one protocol; compiling and storing corpora
     prompt, config, errors, hashing, models    shared types, settings, errors, content hashes
 

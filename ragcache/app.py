@@ -23,8 +23,8 @@ from ragcache.backends.base import Backend, CacheUsage, Generation, GenerationOp
 from ragcache.cache.pricing import Cost, price_usage
 from ragcache.cache.warmset import TrafficLog, WarmSetLimits, parse_pins, router_guess, select_warm_set, traffic_path
 from ragcache.config import Config, load_config
-from ragcache.conversation import Conversation, ConversationPlanner, Conversations, TurnPlan, stable_tokens
-from ragcache.conversation_store import ConversationStore, create_store
+from ragcache.conversation import Conversation, ConversationPlanner, TurnPlan, stable_tokens
+from ragcache.conversation_store import Conversations, ConversationStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.corpus.store import load_corpus
 from ragcache.errors import BackendError

@@ -28,9 +28,9 @@ reads the stable prefix *and* the history from the cache. Here:
 
 Planning is a pure function of (corpus, settings, pinned route, the conversation's
 own words), so a stateless client's earlier turns are re-derived byte for byte by
-any worker; :class:`Conversations` remembers each planned turn in a
-:class:`~ragcache.conversation_store.ConversationStore` (this process, or Redis
-shared by all workers) so a request plans only its new turn.
+any worker; :class:`~ragcache.conversation_store.Conversations` remembers each
+planned turn in a store (this process, or Redis shared by all workers) so a
+request plans only its new turn.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Route, RouteMode, Snippe
 
 if TYPE_CHECKING:
     from ragcache.config import ConversationConfig
-    from ragcache.conversation_store import ConversationStore
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.router import Router
 
@@ -55,12 +54,10 @@ __all__ = [
     "Compaction",
     "Conversation",
     "ConversationPlanner",
-    "Conversations",
     "Exchange",
     "TurnPlan",
     "stable_tokens",
     "token_counter",
-    "turn_key",
 ]
 
 MESSAGE_OVERHEAD = 8  # chat-template tokens around one message (role header, end marker), rounded up
@@ -383,77 +380,3 @@ def stable_tokens(corpus: CompiledCorpus, block_ids: Sequence[str]) -> int:
     """The manifest's tokens of a stable prefix: its corpus blocks and the instructions, tools, examples."""
     ids = [*block_ids, *(b for b in NON_CORPUS_BLOCKS if b in corpus.blocks)]
     return sum(corpus.blocks[b].tokens for b in ids if b in corpus.blocks)
-
-
-def turn_key(fingerprint: str, settings: str, context: str | None, messages: Sequence[Message]) -> str:
-    """The store key of a stateless conversation's turn: its corpus build, planner settings and words so far."""
-    body = [fingerprint, settings, context, [[m.role, m.content] for m in messages]]
-    return "turn:" + content_hash(canonical_json(body))
-
-
-class Conversations:
-    """Turns of every conversation over one corpus: planned once, remembered in a store, re-derived on a miss."""
-
-    def __init__(self, planner: ConversationPlanner, store: ConversationStore) -> None:
-        self.planner = planner
-        self.store = store
-        self._chunks = {c.id: Snippet(c.id, c.doc_id, c.text, 0.0, c.tokens) for c in planner.corpus.chunks}
-        settings = planner.settings.model_dump(exclude={"store", "max_conversations", "store_ttl_s"})
-        self._settings_key = canonical_json({**settings, "window": planner.window, "out": planner.reserved_output})
-
-    @property
-    def fingerprint(self) -> str:
-        return self.planner.corpus.fingerprint
-
-    def plan(
-        self, conversation: Conversation | None, question: str, *, context: str | None = None, observe: bool = True
-    ) -> TurnPlan:
-        """The next turn of a conversation held by the caller (``RagCache.session``, ``/v1/ask`` sessions)."""
-        return self.planner.plan(conversation, question, context=context, observe=observe)
-
-    def plan_stateless(
-        self, history: Sequence[Message], question: str, *, context: str | None = None, observe: bool = True
-    ) -> TurnPlan:
-        """The next turn of a conversation a client sends whole (its own words and the answers it got).
-
-        Earlier turns come from the store; a turn it does not hold (another worker without a
-        shared store, a restart, an evicted turn) is re-derived from the words, without
-        counting demand.
-        """
-        words = [m for m in history if m.role in ("user", "assistant")]
-        users = [i for i, m in enumerate(words) if m.role == "user"]
-        conversation, start = None, 0
-        for n in range(len(users) - 1, -1, -1):  # the latest remembered turn
-            conversation = self._load(turn_key(self.fingerprint, self._settings_key, context, words[: users[n] + 1]))
-            if conversation is not None:
-                start = n + 1
-                conversation = self._with_answer(conversation, words, users, n)
-                break
-        for n in range(start, len(users)):  # re-derive the turns nobody remembers
-            plan = self.planner.plan(conversation, words[users[n]].content, context=context, observe=False)
-            self._save(turn_key(self.fingerprint, self._settings_key, context, words[: users[n] + 1]), plan)
-            conversation = self._with_answer(plan.conversation, words, users, n)
-        plan = self.planner.plan(conversation, question, context=context, observe=observe)
-        self._save(turn_key(self.fingerprint, self._settings_key, context, [*words, Message("user", question)]), plan)
-        return replace(plan, rederived=len(users) - start)
-
-    def load_session(self, key: str) -> Conversation | None:
-        """A server-held conversation (``/v1/ask`` sessions) by key."""
-        return self._load(key)
-
-    def save_session(self, key: str, conversation: Conversation) -> None:
-        self.store.put(key, conversation.to_json(self.fingerprint))
-
-    def _load(self, key: str) -> Conversation | None:
-        text = self.store.get(key)
-        return None if text is None else Conversation.from_json(text, self.planner.corpus, self._chunks)
-
-    def _save(self, key: str, plan: TurnPlan) -> None:
-        self.store.put(key, plan.conversation.to_json(self.fingerprint))
-
-    @staticmethod
-    def _with_answer(conversation: Conversation, words: list[Message], users: list[int], n: int) -> Conversation:
-        """The turn after user message ``n`` answered as the client says (empty when it sent no answer)."""
-        following = words[users[n] + 1] if users[n] + 1 < len(words) else None
-        answer = following.content if following is not None and following.role == "assistant" else ""
-        return conversation.answered(answer)
