@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from test_batcher import Script, batcher, submit
@@ -27,7 +27,7 @@ def engine_stream(b: Batcher, prompt: int, max_new: int) -> Iterator[int]:
         b.cancel(seq)
 
 
-def wait_until(condition, timeout_s: float = 5.0) -> bool:  # noqa: ANN001 - a test helper
+def wait_until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
