@@ -24,7 +24,8 @@ reads the stable prefix *and* the history from the cache. Here:
   Only when the stable prefix, context and question alone exceed the window is
   the turn refused (:class:`~ragcache.errors.ContextLengthError`, naming sizes).
 - **The retrieval query** is the new question plus the ``query_turns`` previous
-  user questions, weighted ``query_decay`` per step back (no model call).
+  user questions, weighted ``query_decay`` per step back and by how little the new
+  question says on its own (:func:`context_need`; no model call).
 
 Planning is a pure function of (corpus, settings, pinned route, the conversation's
 own words), so a stateless client's earlier turns are re-derived byte for byte by
@@ -56,12 +57,14 @@ __all__ = [
     "ConversationPlanner",
     "Exchange",
     "TurnPlan",
+    "context_need",
     "stable_tokens",
     "token_counter",
 ]
 
 MESSAGE_OVERHEAD = 8  # chat-template tokens around one message (role header, end marker), rounded up
 FORMAT = 2  # the stored conversation's format
+SELF_CONTAINED_TERMS = 6  # distinct content words from which a question retrieves on its own
 
 
 @dataclass(frozen=True)
@@ -295,10 +298,12 @@ class ConversationPlanner:
         return TurnPlan(after, route, question, history, sizes.history, max(budget, 0), anchor, compaction, moved)
 
     def query(self, conversation: Conversation, question: str) -> list[tuple[str, float]]:
-        """The retrieval query: the question, then the recent ones, each step back weighted ``query_decay``."""
+        """The retrieval query: the question, then the recent ones, each step back weighted ``query_decay``
+        and by how little the question says on its own (:func:`context_need`)."""
         earlier = conversation.questions[-self.settings.query_turns :] if self.settings.query_turns else ()
-        weights = [self.settings.query_decay**step for step in range(1, len(earlier) + 1)]
-        return [(question, 1.0), *zip(reversed(earlier), weights, strict=True)]
+        need = context_need(question)
+        weights = [need * self.settings.query_decay**step for step in range(1, len(earlier) + 1)]
+        return [(question, 1.0), *((q, w) for q, w in zip(reversed(earlier), weights, strict=True) if w > 0)]
 
     def _sizes(self, conversation: Conversation, question: str, context: str | None) -> _Sizes:
         safety = self.window // 100 + 32  # estimates (vendor tokenizers, templates) must not overflow
@@ -362,6 +367,19 @@ class ConversationPlanner:
                 f"{compaction.dropped_turns} oldest turns dropped{kept})"
             )
         return f"turn {turn}: kept the conversation's prefix; new excerpts after the history"
+
+
+def context_need(question: str) -> float:
+    """How much a question leans on the ones before it: 1 with no content word ("And then?"),
+    falling to 0 at ``SELF_CONTAINED_TERMS`` distinct content words (it names its own subject).
+
+    Mixing earlier questions into a self-contained one only dilutes its retrieval (measured
+    by ``ragcache eval-chat``'s question-only ablation, docs/bench/chat); a short follow-up
+    ("And how do I close it again?") needs them.
+    """
+    from ragcache.router.index import tokenize
+
+    return max(0.0, 1.0 - len(set(tokenize(question))) / SELF_CONTAINED_TERMS)
 
 
 def token_counter(corpus: CompiledCorpus) -> Callable[[str], int]:

@@ -18,7 +18,7 @@ from router_corpus import build_topics
 from ragcache.app import RagCache
 from ragcache.backends.base import Capabilities
 from ragcache.config import BackendConfig, Config, ConversationConfig, RouterConfig
-from ragcache.conversation import Conversation, Exchange, TurnPlan
+from ragcache.conversation import Conversation, Exchange, TurnPlan, context_need
 from ragcache.conversation_store import MemoryStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import ConfigError, ContextLengthError
@@ -186,10 +186,14 @@ def test_a_follow_up_retrieves_with_the_questions_before_it(corpus: CompiledCorp
     alone = router.ranking(router.fused_scores([(follow, 1.0)]))[0]
     assert corpus.chunks[alone].doc_id != "networking/tcp.md"
     first, second = play(rag, ["What happens in the TCP three-way handshake?", follow])
+    assert context_need(follow) == pytest.approx(2 / 3)  # two content words: "comes", "after"
     assert rag.conversations.planner.query(first.conversation, follow) == [
         (follow, 1.0),
-        ("What happens in the TCP three-way handshake?", 0.5),
+        ("What happens in the TCP three-way handshake?", pytest.approx(0.5 * 2 / 3)),
     ]
+    self_contained = "How does a reflecting telescope gather faint starlight from distant galaxies?"
+    assert context_need(self_contained) == 0.0  # names its own subject: retrieved alone
+    assert rag.conversations.planner.query(first.conversation, self_contained) == [(self_contained, 1.0)]
     assert "networking/tcp.md" in second.route.documents
     blind = make_rag(corpus, 900, query_turns=0)
     _, alone_turn = play(blind, ["What happens in the TCP three-way handshake?", follow])
