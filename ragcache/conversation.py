@@ -45,8 +45,11 @@ from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ConfigError, ContextLengthError, ModelError
 from ragcache.hashing import canonical_json, content_hash
 from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Route, RouteMode, Snippet, render_user_turn
+from ragcache.router.policy import CACHED_READ_PRICE
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from ragcache.config import ConversationConfig
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.router import Router
@@ -271,16 +274,19 @@ class ConversationPlanner:
         self._check_fits(conversation, sizes)
         tail_cap = 0 if conversation.mode == "full" else int(self.settings.turn_tail_share * self.window)
         growth = int(self.settings.growth_share * self.window)
-        compaction = None
-        if (not first and sizes.room < tail_cap) or sizes.room < 0:
-            conversation, compaction = self._compact(conversation, sizes, tail_cap, growth)
-            sizes = self._sizes(conversation, question, context)
-        anchor = first or moved or (compaction is not None and compaction.reanchored)
-        budget = min(tail_cap, sizes.room)
-        if anchor and conversation.mode != "full":
-            budget = max(budget, sizes.room - growth)
-        exclude = frozenset(s.chunk_id for e in conversation.exchanges for s in e.snippets)
-        snippets = () if fused is None else self.router.tail(fused, conversation.block_ids, max(budget, 0), exclude)
+        compaction, snippets = None, None
+        if not first and not moved:  # a later turn: the walk over what the prompt carries, compacting if it must
+            snippets = self._follow(conversation, fused, sizes, tail_cap)
+            if snippets is None:
+                conversation, compaction, snippets = self._compact(conversation, fused, sizes, tail_cap, growth)
+                sizes = self._sizes(conversation, question, context)
+        anchor = snippets is None
+        budget = max(min(tail_cap, sizes.room), sizes.room - growth, 0)
+        if anchor:  # first turn, a move or a re-anchoring compaction: fill, leaving room to grow
+            snippets = () if fused is None else self.router.tail(fused, conversation.block_ids, budget)
+        else:
+            budget = sum(s.tokens for s in snippets or ())
+        assert snippets is not None
         route = self.router.make_route(
             conversation.mode, conversation.block_ids, snippets, self._reason(conversation, first, moved, compaction),
             sticky=not first and not moved,
@@ -295,7 +301,7 @@ class ConversationPlanner:
             compactions=conversation.compactions + (compaction is not None),
             questions=(*conversation.questions, question)[-keep:] if keep else (),
         )
-        return TurnPlan(after, route, question, history, sizes.history, max(budget, 0), anchor, compaction, moved)
+        return TurnPlan(after, route, question, history, sizes.history, budget, anchor, compaction, moved)
 
     def query(self, conversation: Conversation, question: str) -> list[tuple[str, float]]:
         """The retrieval query: the question, then the recent ones, each step back weighted ``query_decay``
@@ -327,22 +333,41 @@ class ConversationPlanner:
             "question or the context"
         )
 
+    def _follow(
+        self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int
+    ) -> tuple[Snippet, ...] | None:
+        """A later turn's excerpts (module docstring), or None when they do not fit the room left."""
+        if sizes.room < tail_cap or sizes.room < 0:
+            return None
+        if fused is None:  # the whole corpus is in the prompt: nothing to add
+            return ()
+        carried = {s.chunk_id: s.tokens for e in conversation.exchanges for s in e.snippets}
+        if self.settings.excerpts == "fixed":
+            return self.router.tail(fused, conversation.block_ids, min(tail_cap, sizes.room), frozenset(carried))
+        corpus_tokens = sum(self.corpus.blocks[b].tokens for b in conversation.block_ids if b in self.corpus.blocks)
+        allowance = CACHED_READ_PRICE * (corpus_tokens + sum(carried.values()))
+        snippets, complete = self.router.walk_tail(
+            fused, conversation.block_ids, frozenset(carried), allowance, tail_cap, minimum=tail_cap
+        )
+        return snippets if complete else None
+
     def _compact(
-        self, conversation: Conversation, sizes: _Sizes, tail_cap: int, growth: int
-    ) -> tuple[Conversation, Compaction]:
+        self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int, growth: int
+    ) -> tuple[Conversation, Compaction, tuple[Snippet, ...] | None]:
         """Make room, oldest first (module docstring). First the excerpts of the turns after the
-        last anchor: enough when this turn and the next get their excerpts, and then everything
-        up to the anchor's answer stays cached. Else every excerpt, then the oldest turns, until
-        the turn has its excerpts and room to grow; this turn becomes the new anchor."""
+        last anchor: enough when this turn's walk then fits, and everything up to the anchor's
+        answer stays cached. Else every excerpt, then the oldest turns, until the turn has its
+        excerpts and room to grow; this turn becomes the new anchor (no excerpts returned)."""
         room = sizes.usable - sizes.stable - sizes.question  # with no history at all
         last = max((i for i, e in enumerate(conversation.exchanges) if e.anchor and e.snippets), default=-1)
-        if last >= 0:
+        if last >= 0 and last < len(conversation.exchanges) - 1:
             kept = tuple(e if i <= last else replace(e, snippets=()) for i, e in enumerate(conversation.exchanges))
             light = replace(conversation, exchanges=kept)
             history = self._history_tokens(light)
-            if room - history >= 2 * tail_cap > 0:
+            snippets = self._follow(light, fused, replace(sizes, history=history), tail_cap)
+            if snippets is not None:
                 dropped = sum(1 for e in conversation.exchanges[last + 1 :] if e.snippets)
-                return light, Compaction(dropped, 0, sizes.history, history, reanchored=False)
+                return light, Compaction(dropped, 0, sizes.history, history, reanchored=False), snippets
         wanted = tail_cap + min(growth, room // 2)
         snippet_turns = sum(1 for e in conversation.exchanges if e.snippets)
         exchanges = tuple(replace(e, snippets=(), anchor=False) for e in conversation.exchanges)
@@ -351,7 +376,8 @@ class ConversationPlanner:
         while exchanges and room - history < wanted:
             exchanges, dropped = exchanges[1:], dropped + 1
             history = self._history_tokens(replace(conversation, exchanges=exchanges))
-        return replace(conversation, exchanges=exchanges), Compaction(snippet_turns, dropped, sizes.history, history)
+        compaction = Compaction(snippet_turns, dropped, sizes.history, history)
+        return replace(conversation, exchanges=exchanges), compaction, None
 
     @staticmethod
     def _reason(conversation: Conversation, first: bool, moved: bool, compaction: Compaction | None) -> str:

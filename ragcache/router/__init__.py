@@ -2,8 +2,8 @@
 
 Every router satisfies :class:`Router`: ``route(question) -> Route``, the
 enumerable prefix set ``prefixes()``, and what a conversation needs to keep its
-route and retrieve each turn's tail (``fused_scores``, ``tail``, ``preferred_run``,
-``make_route``); :func:`create_router` is the one place that picks the implementation.
+route and retrieve each turn's tail (``fused_scores``, ``tail``, ``walk_tail``,
+``preferred_run``, ``make_route``); :func:`create_router` is the one place that picks the implementation.
 """
 
 from __future__ import annotations
@@ -42,6 +42,18 @@ class Router(Protocol):
         self, fused: np.ndarray, block_ids: Sequence[str], tokens: int, exclude: frozenset[str] = frozenset()
     ) -> tuple[Snippet, ...]:
         """The best chunks outside ``block_ids`` and ``exclude`` within ``tokens``."""
+        ...
+
+    def walk_tail(
+        self,
+        fused: np.ndarray,
+        block_ids: Sequence[str],
+        carried: frozenset[str],
+        allowance: float,
+        room: int,
+        minimum: int = 0,
+    ) -> tuple[tuple[Snippet, ...], bool]:
+        """A later turn's excerpts: superset of top-k at the read price of what the prompt carries."""
         ...
 
     def preferred_run(self, fused: np.ndarray, pinned: Sequence[str]) -> tuple[str, ...] | None:

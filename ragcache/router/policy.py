@@ -245,6 +245,45 @@ class HybridRouter:
             left -= chunk.tokens
         return self._snippets(fused, picked)
 
+    def walk_tail(
+        self,
+        fused: np.ndarray,
+        block_ids: Sequence[str],
+        carried: frozenset[str],
+        allowance: float,
+        room: int,
+        minimum: int = 0,
+    ) -> tuple[tuple[Snippet, ...], bool]:
+        """A later conversation turn's excerpts: the walk of module docstring, 4, over what its prompt
+        already carries (``block_ids`` and ``carried``, the chunks sent with earlier turns).
+
+        Walking the ranking best first, a carried chunk uses up ``allowance`` (the read price of what
+        is carried: a top-k prompt of the same cost would have had to buy it) and any other chunk joins
+        the excerpts. The walk is complete when the allowance is used up within ``room`` tokens: the
+        prompt then holds every chunk such a top-k prompt would. The excerpts are then topped up with
+        the next best chunks to ``minimum`` tokens. Returns the excerpts and whether it completed.
+        """
+        inside = self._chunks_in(tuple(block_ids))
+        cap = self.config.top_k or len(fused)
+        picked: list[int] = []
+        used, left, complete = 0, allowance, allowance <= 0
+        for i in self.ranking(fused):
+            chunk = self.corpus.chunks[i]
+            if inside[i] or chunk.id in carried:
+                left -= chunk.tokens
+                complete = complete or left <= 0
+            elif len(picked) >= cap or (complete and used + chunk.tokens > minimum):
+                complete = True
+                break
+            elif used + chunk.tokens <= room:
+                picked.append(int(i))
+                used += chunk.tokens
+            elif not complete:
+                return self._snippets(fused, picked), False
+            if complete and used >= minimum:
+                break
+        return self._snippets(fused, picked), True
+
     def preferred_run(self, fused: np.ndarray, pinned: Sequence[str]) -> tuple[str, ...] | None:
         """The run a conversation pinned to ``pinned`` should move to, or None to stay.
 

@@ -269,3 +269,46 @@ def test_stores_are_bounded_and_an_unknown_store_url_is_a_config_error() -> None
 def test_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="growth_share"):
         ConversationConfig(growth_share=1.5)
+
+
+def test_walk_keeps_the_cache_only_while_the_carried_excerpts_pay_for_themselves(corpus: CompiledCorpus) -> None:
+    """``conversation.excerpts: walk``: a later turn whose best chunks the prompt already carries keeps
+    the cache; one about something the conversation does not hold starts over (re-anchors)."""
+    rag = make_rag(corpus, 1400, mode="topk", excerpts="walk", turn_tail_share=0.05)
+    router = rag.router
+    question = "What happens in the TCP three-way handshake?"
+    ranked = [corpus.chunks[i] for i in router.ranking(router.fused_scores([(question, 1.0)]))]
+    as_snippets = [Snippet(c.id, c.doc_id, c.text, 0.0, c.tokens) for c in ranked]
+    related = as_snippets[:3]  # what the question needs most is already in the history
+    unrelated = [s for s in as_snippets if s.doc_id.startswith("gardening/")][:3]
+    for carried, keeps in ((related, True), (unrelated, False)):
+        state = Conversation(
+            "topk", (), exchanges=(Exchange(TURNS[0], tuple(carried), "ok", anchor=True),), turns=1,
+            questions=(TURNS[0],),
+        )  # fmt: skip
+        plan = rag.plan_turn(question, conversation=state)
+        assert (not plan.anchor) is keeps, (carried, plan.compaction)
+        if keeps:
+            assert plan.history == state.history() and plan.tail_budget <= int(0.05 * 1400)
+        else:
+            assert plan.compaction is not None and plan.compaction.reanchored
+            assert ranked[0].id in {s.chunk_id for s in plan.route.snippets}  # it gets its evidence afresh
+
+
+def test_walk_tail_holds_every_chunk_ranked_above_where_it_stopped(corpus: CompiledCorpus) -> None:
+    rag = make_rag(corpus, 1400, mode="topk")
+    router = rag.router
+    fused = router.fused_scores([("How long should bread dough be kneaded?", 1.0)])
+    order = [corpus.chunks[i] for i in router.ranking(fused)]
+    carried = frozenset(c.id for c in order[1:6:2])  # every other of the next chunks is already sent
+    tail, complete = router.walk_tail(fused, (), carried, allowance=30, room=10_000)
+    assert complete
+    held = carried | {s.chunk_id for s in tail}
+    used = 0
+    for chunk in order:  # up to the carried chunk that used the allowance up, nothing is missing
+        assert chunk.id in held
+        used += chunk.tokens if chunk.id in carried else 0
+        if used >= 30:
+            break
+    _, fits = router.walk_tail(fused, (), frozenset(), allowance=30, room=order[0].tokens - 1)
+    assert not fits  # the best chunk alone does not fit the room: the walk cannot complete
