@@ -280,6 +280,9 @@ class ConversationPlanner:
             if snippets is None:
                 conversation, compaction, snippets = self._compact(conversation, fused, sizes, tail_cap, growth)
                 sizes = self._sizes(conversation, question, context)
+        elif moved and sizes.room < tail_cap:  # the new prefix is larger: make room as a re-anchor does
+            conversation, compaction = self._reanchor(conversation, sizes, tail_cap, growth)
+            sizes = self._sizes(conversation, question, context)
         anchor = snippets is None
         budget = max(min(tail_cap, sizes.room), sizes.room - growth, 0)
         if anchor:  # first turn, a move or a re-anchoring compaction: fill, leaving room to grow
@@ -358,7 +361,6 @@ class ConversationPlanner:
         last anchor: enough when this turn's walk then fits, and everything up to the anchor's
         answer stays cached. Else every excerpt, then the oldest turns, until the turn has its
         excerpts and room to grow; this turn becomes the new anchor (no excerpts returned)."""
-        room = sizes.usable - sizes.stable - sizes.question  # with no history at all
         last = max((i for i, e in enumerate(conversation.exchanges) if e.anchor and e.snippets), default=-1)
         if last >= 0 and last < len(conversation.exchanges) - 1:
             kept = tuple(e if i <= last else replace(e, snippets=()) for i, e in enumerate(conversation.exchanges))
@@ -368,6 +370,13 @@ class ConversationPlanner:
             if snippets is not None:
                 dropped = sum(1 for e in conversation.exchanges[last + 1 :] if e.snippets)
                 return light, Compaction(dropped, 0, sizes.history, history, reanchored=False), snippets
+        return (*self._reanchor(conversation, sizes, tail_cap, growth), None)
+
+    def _reanchor(
+        self, conversation: Conversation, sizes: _Sizes, tail_cap: int, growth: int
+    ) -> tuple[Conversation, Compaction]:
+        """Every excerpt goes, then the oldest turns, until the turn has its excerpts and room to grow."""
+        room = sizes.usable - sizes.stable - sizes.question  # with no history at all
         wanted = tail_cap + min(growth, room // 2)
         snippet_turns = sum(1 for e in conversation.exchanges if e.snippets)
         exchanges = tuple(replace(e, snippets=(), anchor=False) for e in conversation.exchanges)
@@ -376,8 +385,7 @@ class ConversationPlanner:
         while exchanges and room - history < wanted:
             exchanges, dropped = exchanges[1:], dropped + 1
             history = self._history_tokens(replace(conversation, exchanges=exchanges))
-        compaction = Compaction(snippet_turns, dropped, sizes.history, history)
-        return replace(conversation, exchanges=exchanges), compaction, None
+        return replace(conversation, exchanges=exchanges), Compaction(snippet_turns, dropped, sizes.history, history)
 
     @staticmethod
     def _reason(conversation: Conversation, first: bool, moved: bool, compaction: Compaction | None) -> str:
