@@ -6,7 +6,8 @@ reads the stable prefix *and* the history from the cache. Here:
 
 - **The route is pinned.** The first turn is routed like a single question; later
   turns keep its blocks (the stable prefix) and get a tail of new excerpts after
-  the history. A conversation moves to another run only when
+  the history. A conversation moves to another run only at a turn that re-anchors
+  (its history is sent anew anyway), and only when
   :meth:`~ragcache.router.Router.preferred_run` says the new question is clearly
   elsewhere; that decision depends on the questions alone.
 - **Each turn is budgeted from the real history.** With ``usable`` = window −
@@ -265,24 +266,32 @@ class ConversationPlanner:
             origin = content_hash(canonical_json([context, question]))[:24]
             conversation = Conversation(routed.mode, routed.block_ids, context, origin=origin)
         fused = None if conversation.mode == "full" else self.router.fused_scores(self.query(conversation, question))
-        moved = False
-        if not first and fused is not None and conversation.mode == "blocks":
-            target = self.router.preferred_run(fused, conversation.block_ids)
-            if target is not None:
-                conversation, moved = replace(conversation, block_ids=target), True
         sizes = self._sizes(conversation, question, context)
         self._check_fits(conversation, sizes)
         tail_cap = 0 if conversation.mode == "full" else int(self.settings.turn_tail_share * self.window)
         growth = int(self.settings.growth_share * self.window)
-        compaction, snippets = None, None
-        if not first and not moved:  # a later turn: the walk over what the prompt carries, compacting if it must
+        compaction, snippets, moved = None, None, False
+        if not first:  # a later turn: its excerpts after the history, compacting if it must
             snippets = self._follow(conversation, fused, sizes, tail_cap)
             if snippets is None:
                 conversation, compaction, snippets = self._compact(conversation, fused, sizes, tail_cap, growth)
                 sizes = self._sizes(conversation, question, context)
-        elif moved and sizes.room < tail_cap:  # the new prefix is larger: make room as a re-anchor does
-            conversation, compaction = self._reanchor(conversation, sizes, tail_cap, growth)
-            sizes = self._sizes(conversation, question, context)
+            if snippets is None and fused is not None and conversation.mode == "blocks":
+                conversation, moved = self._move(conversation, fused)  # its history is sent anew anyway
+                sizes = self._sizes(conversation, question, context)
+                self._check_fits(conversation, sizes)
+                if moved and sizes.room < tail_cap:  # the new run is larger: drop more of the oldest turns
+                    conversation, more = self._reanchor(conversation, sizes, tail_cap, growth)
+                    compaction = (
+                        more
+                        if compaction is None
+                        else replace(
+                            compaction,
+                            dropped_turns=compaction.dropped_turns + more.dropped_turns,
+                            tokens_after=more.tokens_after,
+                        )
+                    )
+                    sizes = self._sizes(conversation, question, context)
         anchor = snippets is None
         budget = max(min(tail_cap, sizes.room), sizes.room - growth, 0)
         if anchor:  # first turn, a move or a re-anchoring compaction: fill, leaving room to grow
@@ -335,6 +344,11 @@ class ConversationPlanner:
             f"context; the history ({sizes.history} tokens) can be compacted, these parts cannot: shorten the "
             "question or the context"
         )
+
+    def _move(self, conversation: Conversation, fused: np.ndarray) -> tuple[Conversation, bool]:
+        """At a re-anchoring turn, the run the question is clearly in (``Router.preferred_run``), if another."""
+        target = self.router.preferred_run(fused, conversation.block_ids)
+        return (conversation, False) if target is None else (replace(conversation, block_ids=target), True)
 
     def _follow(
         self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int
