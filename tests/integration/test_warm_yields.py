@@ -68,7 +68,8 @@ def test_a_live_request_during_a_warm_up_waits_for_one_step_at_most(sqlite_rag: 
     warm_up.join(timeout=600)
     queue_s = live.usage.raw["timings_s"]["queue"]
     print(f"warm-up: {tokens} tokens in {steps} steps of {step_s:.2f} s; the request ({small_tokens}-token prefix): "
-          f"cold TTFT {cold.ttft_s:.2f} s, during the warm-up {live.ttft_s:.2f} s (queued {queue_s:.2f} s)")  # fmt: skip
+          f"cold TTFT {cold.ttft_s:.2f} s, during the warm-up {live.ttft_s:.2f} s "
+          f"(queued {queue_s:.2f} s)")  # fmt: skip
     assert live.text == cold.text and not warm_up.is_alive()
     assert queue_s <= 1.5 * step_s, "the request waited for more than the warm-up step in progress"
     # The bound is cold TTFT + one step; the shared 2-core test machine's speed drifts by half
