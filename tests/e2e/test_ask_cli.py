@@ -24,7 +24,8 @@ def test_ask_json_prints_one_object_with_usage_route_and_sources(small_build: Pa
     result = ragcache("ask", "--json", "--corpus", str(small_build), "--max-tokens", "8", "Is SQLite a server?")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert set(data) == {"answer", "route", "sources", "usage", "ttft_s", "latency_s", "cost_usd"}
+    assert set(data) == {"answer", "route", "sources", "usage", "ttft_s", "latency_s", "cost_usd", "conversation"}
+    assert data["conversation"]["turn"] == 1 and data["conversation"]["compacted"] is None
     assert set(data["usage"]) == {"input_tokens", "cached_tokens", "cache_write_tokens", "output_tokens"}
     assert data["answer"] and data["route"]["blocks"] == ["full"]
     assert "overview/serverless.html" in data["sources"]
