@@ -82,7 +82,7 @@ def turn_queries(planner: ConversationPlanner, sets: dict[str, list[ChatConversa
             for turn, item in enumerate(conversation.items, start=1):
                 state = Conversation("topk", (), questions=tuple(asked[-keep:]) if keep else ())
                 fused = planner.router.fused_scores(planner.query(state, item.question))
-                order = planner.router.ranking(fused).astype(np.int32)  # type: ignore[attr-defined]
+                order = planner.router.ranking(fused).astype(np.int32)
                 out.append(TurnQuery(name, conversation.name, turn, item.question, item.gold, order))
                 asked.append(item.question)
     return out

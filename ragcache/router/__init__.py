@@ -38,6 +38,10 @@ class Router(Protocol):
         """Per chunk, the weighted relevance of ``(text, weight)`` queries."""
         ...
 
+    def ranking(self, fused: np.ndarray) -> np.ndarray:
+        """Chunk indexes best first."""
+        ...
+
     def tail(
         self, fused: np.ndarray, block_ids: Sequence[str], tokens: int, exclude: frozenset[str] = frozenset()
     ) -> tuple[Snippet, ...]:
