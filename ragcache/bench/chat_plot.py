@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ragcache.router.eval_plot import save_figure, short_window
+
 __all__ = ["plot_chat"]
 
 MARKERS = {
@@ -31,12 +33,12 @@ def plot_chat(report: dict[str, Any], path: str | Path) -> Path:
         for key, (marker, _) in MARKERS.items():
             f = row[key]
             ax.plot(f["usd_per_1k_turns"], f["recall"], marker=marker, ls="none", ms=7, color=colours(n), alpha=0.85)
-        ax.annotate(_short(row["window"]), (row["ragcache"]["usd_per_1k_turns"], row["ragcache"]["recall"]),
+        ax.annotate(short_window(row["window"]), (row["ragcache"]["usd_per_1k_turns"], row["ragcache"]["recall"]),
                     textcoords="offset points", xytext=(6, 4), fontsize=8, color=colours(n))  # fmt: skip
     for marker, label in MARKERS.values():  # legend: shapes are strategies, colours windows
         ax.plot([], [], marker=marker, ls="none", color="tab:gray", label=label)
     for n, row in enumerate(report["windows"]):
-        ax.plot([], [], marker="o", ls="none", color=colours(n), label=f"window {_short(row['window'])}")
+        ax.plot([], [], marker="o", ls="none", color=colours(n), label=f"window {short_window(row['window'])}")
     ax.set_xscale("log")
     ax.set_xlabel(f"$ per 1,000 turns ({report['vendor_model']}, prompt cache replayed)")
     ax.set_ylabel("per-turn recall (new question's gold documents in the prompt)")
@@ -45,14 +47,4 @@ def plot_chat(report: dict[str, Any], path: str | Path) -> Path:
     ax.set_title(
         f"{report['corpus']}: {report['conversations']} conversations of ≤{report['turns']} turns", fontsize=10
     )
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
-def _short(window: int) -> str:
-    return f"{window // 1024}k" if window % 1024 == 0 else f"{window // 1000}k"
+    return save_figure(fig, ax, path, legend_size=7, columns=2)

@@ -31,7 +31,7 @@ def plot_report(report: dict[str, Any], curve: list[tuple[float, float]], path: 
         if key == "router":
             labels: dict[tuple[float, float], list[str]] = {}
             for x, y, window in points:  # windows with the same figures share one label
-                labels.setdefault((x, y), []).append(_short(window))
+                labels.setdefault((x, y), []).append(short_window(window))
             for (x, y), names in labels.items():
                 ax.annotate("/".join(names), (x, y), textcoords="offset points", xytext=(5, -11), fontsize=8)
     ax.set_xscale("log")
@@ -39,8 +39,15 @@ def plot_report(report: dict[str, Any], curve: list[tuple[float, float]], path: 
     ax.set_ylabel("recall (share of gold documents in the prompt)")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"{report['corpus']}: {report['questions']} questions", fontsize=10)
+    return save_figure(fig, ax, path, legend_size=8)
+
+
+def save_figure(fig: Any, ax: Any, path: str | Path, *, legend_size: int, columns: int = 1) -> Path:
+    """Grid, legend, layout, write the PNG, free the figure (every evaluation plot ends the same way)."""
+    import matplotlib.pyplot as plt
+
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=legend_size, ncol=columns)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
@@ -48,5 +55,6 @@ def plot_report(report: dict[str, Any], curve: list[tuple[float, float]], path: 
     return path
 
 
-def _short(window: int) -> str:
+def short_window(window: int) -> str:
+    """``8192`` → ``8k``, ``200000`` → ``200k``."""
     return f"{window // 1024}k" if window % 1024 == 0 else f"{window // 1000}k"

@@ -26,6 +26,7 @@ from fault_harness import (
     assert_openai_error,
     child_env,
     closed_port,
+    mounted_tmpfs,
     ragcache_cli,
     serve,
     tiny_corpus,
@@ -160,19 +161,10 @@ def test_second_build_fails_clearly_when_told_not_to_wait(previous: tuple[Path, 
 
 @contextlib.contextmanager
 def small_disk(path: Path, size: str) -> Iterator[bool]:
-    """A real tmpfs of ``size`` at ``path`` when we may mount (root); yields False when we may not."""
+    """A real tmpfs of ``size`` at a new folder ``path`` when we may mount (root); False when we may not."""
     path.mkdir(parents=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        yield False
-        return
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
-    if mounted.returncode != 0:
-        yield False
-        return
-    try:
-        yield True
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+    with mounted_tmpfs(path, size) as mounted:
+        yield mounted
 
 
 def limit_file_size() -> None:
