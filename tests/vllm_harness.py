@@ -96,3 +96,22 @@ def start(
         stop(process)
         raise
     return server, process
+
+
+def fresh_small_corpus(folder: Path) -> Path:
+    """corpora/small copied to ``folder`` with a per-run first line in its instructions (so its prefix
+    is new to a long-running vLLM server) and built with ``ragcache build``."""
+    import shutil
+    import sys
+    import uuid
+
+    import yaml
+
+    shutil.copytree(ROOT / "corpora" / "small", folder, ignore=shutil.ignore_patterns(".ragcache"))
+    spec = yaml.safe_load((folder / "corpus.yaml").read_text())
+    spec["instructions"] = f"Run {uuid.uuid4().hex[:8]}.\n{spec['instructions']}"
+    (folder / "corpus.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    command = [sys.executable, "-m", "ragcache.cli", "build", str(folder)]
+    built = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    return folder

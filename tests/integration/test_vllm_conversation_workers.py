@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,7 @@ import openai
 import pytest
 import yaml
 from server_harness import free_port, metric_value, serve_command
+from vllm_harness import fresh_small_corpus
 
 from ragcache.bench.loadserver import RunningServer, launch
 
@@ -44,14 +42,7 @@ QUESTIONS = [
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("workers") / "small"
-    shutil.copytree(ROOT / "corpora" / "small", folder, ignore=shutil.ignore_patterns(".ragcache"))
-    spec = yaml.safe_load((folder / "corpus.yaml").read_text())
-    spec["instructions"] = f"Run {uuid.uuid4().hex[:8]}.\n{spec['instructions']}"
-    (folder / "corpus.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    built = subprocess.run([sys.executable, "-m", "ragcache.cli", "build", str(folder)], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
-    return folder
+    return fresh_small_corpus(tmp_path_factory.mktemp("workers") / "small")
 
 
 def start_workers(tmp: Path, corpus: Path, vllm_url: str, store: str | None, count: int) -> list[RunningServer]:

@@ -8,14 +8,12 @@ its prefix is new to the server: only the warm-up can have cached it.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
+from vllm_harness import fresh_small_corpus
 
 pytestmark = pytest.mark.vllm
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,14 +26,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def fresh_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    corpus = tmp_path_factory.mktemp("warmcli") / "small"
-    shutil.copytree(ROOT / "corpora" / "small", corpus, ignore=shutil.ignore_patterns(".ragcache"))
-    spec = yaml.safe_load((corpus / "corpus.yaml").read_text())
-    spec["instructions"] = f"Run {uuid.uuid4().hex[:8]}.\n{spec['instructions']}"
-    (corpus / "corpus.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    built = run("build", str(corpus))
-    assert built.returncode == 0, built.stderr
-    return corpus
+    return fresh_small_corpus(tmp_path_factory.mktemp("warmcli") / "small")
 
 
 def test_warm_before_the_first_question_makes_it_a_hit(vllm_server, fresh_corpus: Path) -> None:
