@@ -94,11 +94,18 @@ def test_oversized_content_length_is_a_413_at_once(ragcache_server: ServerProces
 
 @pytest.mark.parametrize(("content", "what"), BAD_TEXT)
 def test_the_library_raises_a_ragcache_error_naming_the_text(small_rag: object, content: str, what: str) -> None:
-    """``RagCache.ask`` (local backend) used to raise the tokenizer's TypeError."""
+    """``RagCache.ask`` (local backend) used to raise the tokenizer's TypeError; the facade checks the
+    caller's text before planning, for every backend, and names the argument."""
     from ragcache.errors import InvalidTextError
+    from ragcache.prompt import Message
 
     with pytest.raises(InvalidTextError, match=what) as caught:
         small_rag.ask(content)  # type: ignore[attr-defined]
-    assert "user" in str(caught.value) and caught.value.field, caught.value
-    with pytest.raises(InvalidTextError, match=what):
+    assert caught.value.field == "question" and str(caught.value).startswith("question "), caught.value
+    with pytest.raises(InvalidTextError, match=what) as caught:
         small_rag.ask("Is SQLite a server?", context=content)  # type: ignore[attr-defined]
+    assert caught.value.field == "context"
+    history = [Message("user", content), Message("assistant", "ok")]
+    with pytest.raises(InvalidTextError, match=what) as caught:
+        small_rag.ask("Is SQLite a server?", history=history)  # type: ignore[attr-defined]
+    assert caught.value.field == "history[0].content"
