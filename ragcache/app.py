@@ -57,7 +57,6 @@ class Answer:
     cost: Cost | None
     model: str = ""
     finish_reason: str = "stop"
-    user_text: str = ""  # the final user turn exactly as sent (snippets, then the question): session history
     turn: TurnPlan | None = None  # the conversation turn this answers (None: a prompt answered as given)
 
     @property
@@ -207,11 +206,12 @@ class RagCache:
             )  # fmt: skip
         return plan
 
-    def turn_prompt(self, plan: TurnPlan, context: str | None = None) -> Prompt:
-        """The prompt of a planned turn: its stable prefix, the history as sent, its excerpts, the question."""
+    def turn_prompt(self, plan: TurnPlan) -> Prompt:
+        """The prompt of a planned turn: its stable prefix, the session context the conversation holds,
+        the history as sent, its excerpts, the question."""
         stable = self.stable_segments(plan.route.block_ids)
         return assemble_prompt(
-            stable, plan.question, route=plan.route, context=context, history=plan.history,
+            stable, plan.question, route=plan.route, context=plan.conversation.context, history=plan.history,
             conversation_id=plan.conversation.origin or None,
         )  # fmt: skip
 
@@ -311,13 +311,13 @@ class RagCache:
         """Yield text deltas, then the final :class:`Answer` (arguments as :meth:`ask`)."""
         started = time.perf_counter()
         plan = self.plan_turn(question, context=context, history=history, conversation=conversation)
-        yield from self.stream_turn(plan, context, options, started=started)
+        yield from self.stream_turn(plan, options, started=started)
 
     def stream_turn(
-        self, plan: TurnPlan, context: str | None, options: GenerationOptions | None = None, *, started: float
+        self, plan: TurnPlan, options: GenerationOptions | None = None, *, started: float
     ) -> Iterator[str | Answer]:
         """Answer a planned turn: deltas, then the :class:`Answer` (which carries the turn)."""
-        for item in self.stream_prompt(self.turn_prompt(plan, context), options, started=started):
+        for item in self.stream_prompt(self.turn_prompt(plan), options, started=started):
             yield dataclasses.replace(item, turn=plan) if isinstance(item, Answer) else item
 
     def stream_prompt(
@@ -344,7 +344,6 @@ class RagCache:
             cost=price_usage(self.config.backend, generation.usage, generation.model),
             model=generation.model,
             finish_reason=generation.finish_reason,
-            user_text=prompt.user_text,
         )
 
     def default_options(self) -> GenerationOptions:
@@ -379,7 +378,7 @@ class ChatSession:
         """One turn: deltas, then the Answer; the turn joins the conversation once it finished."""
         started = time.perf_counter()
         plan = self.rag.plan_turn(question, context=self.context, conversation=self.conversation)
-        for item in self.rag.stream_turn(plan, self.context, options, started=started):
+        for item in self.rag.stream_turn(plan, options, started=started):
             if isinstance(item, Answer):
                 self.conversation = item.conversation
             yield item

@@ -196,7 +196,9 @@ class HybridRouter:
         if not self.runs:
             reason = "no run of blocks fits the budget" if self.config.mode != "topk" else "router.mode is topk"
             tokens = self.config.snippet_tokens if self.config.mode == "topk" else fill
-            return self.make_route("topk", (), self._snippets(fused, self._top_chunks(order, tokens)), reason)
+            return self.make_route(
+                "topk", (), self._snippets(fused, self._top_chunks(order, min(tokens, self.budget))), reason
+            )
         coverage = self.coverage(self.relevance(fused, order))
         ranked = np.lexsort((np.arange(len(coverage)), -coverage))
         best = int(ranked[0])
@@ -232,18 +234,10 @@ class HybridRouter:
     ) -> tuple[Snippet, ...]:
         """The best chunks outside ``block_ids`` and ``exclude`` (chunk ids already sent) within ``tokens``,
         at most ``router.top_k`` of them: the tail of a route whose blocks are already decided."""
-        inside = self._chunks_in(tuple(block_ids))
-        left, picked = tokens, []
-        cap = self.config.top_k or len(fused)
-        for i in self.ranking(fused):
-            if len(picked) >= cap or left <= 0:
-                break
-            chunk = self.corpus.chunks[i]
-            if inside[i] or chunk.id in exclude or chunk.tokens > left:
-                continue
-            picked.append(int(i))
-            left -= chunk.tokens
-        return self._snippets(fused, picked)
+        eligible = ~self._chunks_in(tuple(block_ids))
+        for chunk_id in exclude:
+            eligible[self._chunk_position[chunk_id]] = False
+        return self._snippets(fused, self._top_chunks(self.ranking(fused), tokens, eligible))
 
     def walk_tail(
         self,
@@ -415,18 +409,23 @@ class HybridRouter:
             reason += f"; below the backend's {self.min_cacheable}-token minimum cacheable prefix"
         return self.make_route("blocks", chosen.block_ids, self._snippets(fused, picked), reason, scores)
 
-    def _top_chunks(self, order: np.ndarray, tokens: int) -> list[int]:
-        """The best chunks that fit ``tokens`` (a chunk too big for what is left is skipped), at most ``top_k``."""
-        picked, left = [], min(tokens, self.budget)
+    def _top_chunks(self, order: np.ndarray, tokens: int, eligible: np.ndarray | None = None) -> list[int]:
+        """The best (``eligible``) chunks that fit ``tokens`` (a chunk too big for what is left is
+        skipped), at most ``top_k``: every route's top-k and every conversation turn's excerpts."""
+        picked, left = [], tokens
         smallest = int(self._chunk_tokens.min()) if len(self._chunk_tokens) else 1
         cap = self.config.top_k or len(order)
         for i in order:
             if left < smallest or len(picked) >= cap:
                 break
-            if self._chunk_tokens[i] <= left:
+            if (eligible is None or eligible[i]) and self._chunk_tokens[i] <= left:
                 picked.append(int(i))
                 left -= int(self._chunk_tokens[i])
         return picked
+
+    @cached_property
+    def _chunk_position(self) -> dict[str, int]:
+        return {c.id: i for i, c in enumerate(self.corpus.chunks)}
 
     def _snippets(self, fused: np.ndarray, picked: list[int]) -> tuple[Snippet, ...]:
         """Chunks as tail snippets, in corpus order (so the same set renders the same bytes)."""
