@@ -1,4 +1,4 @@
-"""CLI commands for caches: ``warm`` and ``vllm-command``.
+"""CLI commands for caches: ``warm``, ``cache info``/``cache clear`` (the local KV folder) and ``vllm-command``.
 
 ``max_model_len``, ``vllm_serve_command`` and ``vllm_router_command`` are plain
 functions so they can be called (and tested) without the CLI.
@@ -25,7 +25,14 @@ if TYPE_CHECKING:
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.prompt import Prompt
 
-__all__ = ["max_model_len", "register", "vllm_router_command", "vllm_serve_command"]
+__all__ = [
+    "kv_events_args",
+    "kv_offloading_args",
+    "max_model_len",
+    "register",
+    "vllm_router_command",
+    "vllm_serve_command",
+]
 
 _SEGMENT_ROUNDING = 1024
 
@@ -132,10 +139,43 @@ def max_model_len(corpus: CompiledCorpus, config: Config) -> int:
     return -(-need // _SEGMENT_ROUNDING) * _SEGMENT_ROUNDING
 
 
+KV_OFFLOADING_BACKENDS = ("native", "lmcache")
+KV_EVENTS_BLOCK_SIZE = 64  # llm-d's precise prefix scorer hashes 64-token blocks by default (docs/deploy.md)
+
+
+def kv_offloading_args(size_gib: float, backend: str = "native") -> list[str]:
+    """vLLM's KV offloading to CPU memory: blocks evicted from the GPU are kept in ``size_gib`` GiB of
+    host memory and loaded back on a prefix hit, so a prefix set larger than the GPU's KV stays cached
+    (slower to read than GPU-resident, much faster than a prefill; docs/deploy.md)."""
+    if backend not in KV_OFFLOADING_BACKENDS:
+        raise ValueError(f"unknown KV offloading backend {backend!r}; valid: {', '.join(KV_OFFLOADING_BACKENDS)}")
+    if not size_gib > 0:
+        raise ValueError(f"the KV offloading size must be a positive number of GiB, got {size_gib}")
+    return ["--kv-offloading-backend", backend, "--kv-offloading-size", f"{size_gib:g}"]
+
+
+def kv_events_args(endpoint: str, topic: str, block_size: int = KV_EVENTS_BLOCK_SIZE) -> list[str]:
+    """KV-cache events over ZMQ for a router that indexes each replica's blocks (llm-d's precise prefix
+    scorer), with the ``--block-size`` the scorer must be configured with too."""
+    if not endpoint.startswith(("tcp://", "ipc://")):
+        raise ValueError(f"the KV events endpoint must be a ZMQ tcp:// or ipc:// address, got {endpoint!r}")
+    if block_size <= 0 or block_size % 16:
+        raise ValueError(f"the KV block size must be a positive multiple of 16 tokens, got {block_size}")
+    events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": endpoint, "topic": topic}
+    return ["--kv-events-config", json.dumps(events, separators=(",", ":")), "--block-size", str(block_size)]
+
+
 def vllm_serve_command(
-    hf_model: str, served_name: str, length: int, *, port: int = 8000, tensor_parallel: int = 1
+    hf_model: str,
+    served_name: str,
+    length: int,
+    *,
+    port: int = 8000,
+    tensor_parallel: int = 1,
+    extra: list[str] | None = None,
 ) -> list[str]:
-    """The ``vllm serve`` argv for a GPU deployment with prefix caching and cache usage reporting."""
+    """The ``vllm serve`` argv for a GPU deployment with prefix caching and cache usage reporting;
+    ``extra`` appends flags (``kv_offloading_args``, ``kv_events_args``)."""
     argv = [
         "vllm", "serve", hf_model,
         "--served-model-name", served_name,
@@ -147,7 +187,7 @@ def vllm_serve_command(
     ]  # fmt: skip
     if tensor_parallel > 1:
         argv += ["--tensor-parallel-size", str(tensor_parallel)]
-    return argv
+    return argv + list(extra or [])
 
 
 def vllm_router_command(replica_urls: list[str], *, port: int = 9000) -> list[str]:
@@ -171,6 +211,20 @@ def vllm_command(
         int, typer.Option("--replicas", min=1, help="Replicas: one serve line each (PORT, PORT+1…) and a router line.")
     ] = 1,
     router_port: Annotated[int, typer.Option("--router-port", help="Router port (with --replicas > 1).")] = 9000,
+    kv_offload_gib: Annotated[
+        float | None,
+        typer.Option("--kv-offload-gib", help="Offload evicted KV blocks to this many GiB of CPU memory per replica."),
+    ] = None,
+    kv_offload_backend: Annotated[
+        str, typer.Option("--kv-offload-backend", help="native (vLLM's own CPU offloading) or lmcache.")
+    ] = "native",
+    kv_events: Annotated[
+        str | None,
+        typer.Option("--kv-events", help="Publish KV-cache events on this ZMQ endpoint (e.g. tcp://*:5557)."),
+    ] = None,
+    kv_block_size: Annotated[
+        int, typer.Option("--kv-block-size", help="KV block size with --kv-events (the scorer's blockSize).")
+    ] = KV_EVENTS_BLOCK_SIZE,
 ) -> None:
     """Print the `vllm serve` command line a GPU deployment of the built corpus should use
     (with --replicas N: N of them and the vllm-router line in front; docs/deploy.md)."""
@@ -182,14 +236,26 @@ def vllm_command(
     length = max_model_len(compiled, cfg)
     served = cfg.backend.model or "smollm2"
     ports = [port + i for i in range(replicas)]
+    try:
+        extra = kv_offloading_args(kv_offload_gib, kv_offload_backend) if kv_offload_gib is not None else []
+        if kv_events is not None:  # the topic names the replica: the indexer keys blocks by pod and model
+            extra += kv_events_args(kv_events, f"kv@POD_IP@{served}", kv_block_size)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     for p in ports:
-        typer.echo(shlex.join(vllm_serve_command(hf_model, served, length, port=p, tensor_parallel=tensor_parallel)))
+        argv = vllm_serve_command(hf_model, served, length, port=p, tensor_parallel=tensor_parallel, extra=extra)
+        typer.echo(shlex.join(argv))
     if replicas > 1:
         urls = [f"http://127.0.0.1:{p}" for p in ports]
         typer.echo(shlex.join(vllm_router_command(urls, port=router_port)))
         err_console.print(
             f"# then point ragcache at the router: backend.base_url http://<router-host>:{router_port}, "
             "backend.options.router: true (replica URLs: use each host's address on several machines)"
+        )
+    if kv_events is not None:
+        err_console.print(
+            f"# KV events: put each replica's address for POD_IP in the topic; block size {kv_block_size}",
+            highlight=False,
         )
     err_console.print(
         f"# max-model-len {length}: whole corpus (the full route, no tail) + history "
@@ -198,7 +264,43 @@ def vllm_command(
     )
 
 
+def _kv_dir(config: Path | None) -> tuple[Path, int]:
+    """The local KV folder the config names (or the default) and its bound in bytes."""
+    from ragcache.backends.local.persist import resolve_dir
+    from ragcache.config import load_config
+
+    cfg = load_config(config).cache
+    return resolve_dir(cfg.persist_dir), cfg.persist_max_mb * 1024 * 1024
+
+
+def cache_info(config: ConfigOpt = None) -> None:
+    """Show where the local backend keeps its prefix KV on disk, how much it holds and its bound."""
+    from ragcache.backends.local.persist import disk_usage
+
+    folder, bound = _kv_dir(config)
+    used = disk_usage(folder)
+    console.print(f"local KV folder: {escape(str(folder))}")
+    console.print(f"{used.files} file(s), {_mb(used.bytes)} of {_mb(bound)} (cache.persist_max_mb; LRU beyond it)")
+
+
+def cache_clear(config: ConfigOpt = None) -> None:
+    """Delete every prefix KV file of the local backend (the next ask starts cold)."""
+    from ragcache.backends.local.persist import clear
+
+    folder, _ = _kv_dir(config)
+    removed = clear(folder)
+    console.print(f"removed {removed.files} file(s), {_mb(removed.bytes)} from {escape(str(folder))}")
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):,.1f} MB"
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``warm`` and ``vllm-command`` to the main app."""
+    """Add ``warm``, ``cache info``/``cache clear`` and ``vllm-command`` to the main app."""
     app.command("warm")(handle_errors(warm))
     app.command("vllm-command")(handle_errors(vllm_command))
+    group = typer.Typer(help="The local backend's prefix KV folder: info, clear.", no_args_is_help=True)
+    group.command("info")(handle_errors(cache_info))
+    group.command("clear")(handle_errors(cache_clear))
+    app.add_typer(group, name="cache")
