@@ -99,7 +99,12 @@ class CacheConfig(_Strict):
 
     kv_budget_mb: int = Field(2048, ge=0)
     ttl_s: float | None = Field(None, gt=0)
+    # The local KV store's stable prefixes on disk, so the next process starts warm (docs/architecture.md):
+    # on by default under $RAGCACHE_KV_DIR or $RAGCACHE_HOME/kv, the least recently used files beyond
+    # persist_max_mb deleted.
+    persist: bool = True
     persist_dir: str | None = None
+    persist_max_mb: int = Field(4096, ge=1)
     enabled: bool = True
     warm_on_start: bool = True
     keep_warm: bool = True
@@ -128,6 +133,9 @@ class ServerConfig(_Strict):
     protect_metrics: bool = False
     # Requests per minute per API key (per client address when no keys); None: no limit.
     rate_limit_per_min: int | None = Field(None, gt=0)
+    # Seconds between checks of each served build's manifest for a rebuild (one stat; 0: off).
+    # A new build is loaded in the background and swapped in atomically (server/reload.py).
+    reload_poll_s: float = Field(2.0, ge=0)
 
 
 class Config(_Strict):
@@ -135,6 +143,9 @@ class Config(_Strict):
 
     corpus: Path = Path("corpora/small")
     build_dir: Path | None = None
+    # When the corpus's sources changed since its build (corpus/staleness.py): warn, fail (a
+    # CorpusError naming the files), or off (no check).
+    stale_build: Literal["warn", "fail", "off"] = "warn"
     backend: BackendConfig = Field(default_factory=BackendConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,27 @@ def ragcache_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 
 # --- end REST server ------------------------------------------------------------
+
+
+# --- the local KV folder: never the user's own (ragcache/backends/local/persist.py) ---
+# The local engine persists its stable prefixes by default. The whole suite (and every process it
+# starts) writes them into one temporary folder, emptied after each test so each test starts cold.
+KV_DIR = Path(tempfile.mkdtemp(prefix="ragcache-test-kv-"))
+os.environ["RAGCACHE_KV_DIR"] = str(KV_DIR)
+
+
+@pytest.fixture(autouse=True)
+def _empty_kv_dir() -> Iterator[None]:
+    yield
+    for path in KV_DIR.iterdir() if KV_DIR.is_dir() else ():
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    shutil.rmtree(KV_DIR, ignore_errors=True)
+
+
+# --- end local KV folder --------------------------------------------------------
 
 
 # --- the local model and corpora/small, built once (ragcache/app.py, backends/local/) ---

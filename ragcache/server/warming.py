@@ -11,8 +11,9 @@ every corpus is ready. The warm-up runs in the background and never holds a
 live request back (the local engine runs its steps only while no request waits
 or runs: backends/local/batcher.py), so requests are answered while it runs. One warmer per deployment: the process
 that takes the exclusive lock beside the traffic file warms and keeps warm; the
-other workers skip and say so in ``/readyz``'s ``warm_detail``. The exception is
-the local backend without ``cache.persist_dir``: its KV store lives in each
+other workers skip and say so in ``/readyz``'s ``warm_detail`` (the local
+backend's workers load the warmed prefixes from its KV folder). The exception is
+the local backend with ``cache.persist: false``: its KV store lives in each
 process, so each worker warms its own.
 """
 
@@ -74,6 +75,43 @@ class Warming:
             if self.states[name] == "ready" and rag.config.cache.keep_warm:
                 self._warmers[name].start()
 
+    async def replace(self, name: str, rag: RagCache) -> None:
+        """``name`` is now served from ``rag`` (a reload; :meth:`retire` ran first): delete the previous
+        build's prefix caches, and warm the new build's warm set when warm-up is on. The corpus stays
+        ready throughout: the previous build served until now, the new one answers while it warms."""
+        self.traffic[name] = _traffic(rag)
+        self._warmers[name] = _warmer(rag, self._refreshable(name))
+        if not self._is_warmer(name, rag):
+            return
+        if not rag.config.cache.warm_on_start:
+            await asyncio.to_thread(self._retire_stale, name, rag)
+            return
+        state = await self._warm(name, rag, progress=self._reload_progress(name))
+        self.states[name] = state
+        if state == "ready" and rag.config.cache.keep_warm:
+            self._warmers[name].start()
+
+    def retire(self, name: str) -> None:
+        """Stop keeping ``name``'s current build warm, save its traffic, release its warm lock and forget
+        what its warm-up found (before the corpus is swapped: the traffic goes to that build's file)."""
+        self._warmers[name].stop()
+        if self.traffic[name].unsaved:
+            self._save(name)
+        lock = self._locks.pop(name, None)
+        if lock is not None:
+            lock.close()
+        for found in (self._warm_sets, self.results, self.proven):
+            found.pop(name, None)
+
+    def _reload_progress(self, name: str) -> Callable[[str, int, int], None]:
+        """A reload's warm-up shows in ``warm_detail`` only: the corpus is answering, so it stays ready."""
+        detail = self.detail.get(name, "")
+
+        def report(stage: str, done: int, total: int) -> None:
+            self.detail[name] = f"{detail}; new build: {done} of {total} prefixes warm ({stage})"
+
+        return report
+
     def _is_warmer(self, name: str, rag: RagCache) -> bool:
         """Whether this process warms ``name``: it holds the deployment's warm lock (or has its own cache)."""
         if _per_process_cache(rag):
@@ -104,20 +142,22 @@ class Warming:
 
         return allowed
 
-    async def _warm(self, name: str, rag: RagCache) -> str:
+    async def _warm(self, name: str, rag: RagCache, progress: Callable[[str, int, int], None] | None = None) -> str:
         if not rag.config.cache.warm_on_start:
             return "ready"
         try:
             prompts = await asyncio.to_thread(rag.warm_set, self.traffic[name])
             self._warm_sets[name] = {p.prefix_fingerprint for p in prompts}
             await asyncio.to_thread(self._retire_stale, name, rag)
-            results = await asyncio.to_thread(self._warmers[name].warm, prompts, progress=self._progress(name))
+            report = progress or self._progress(name)
+            results = await asyncio.to_thread(self._warmers[name].warm, prompts, progress=report)
         except Exception as exc:
             log.error("warming corpus %r failed: %s", name, exc)
             return redact(f"failed: {type(exc).__name__}: {exc}")
         self.results[name] = [{**r.to_dict(), "detail": redact(r.detail)} for r in results]
-        self.proven[name] = {r.fingerprint: r.expected_cached for r in results
-                             if r.status == "cached" and r.expected_cached > 0}
+        self.proven[name] = {
+            r.fingerprint: r.expected_cached for r in results if r.status == "cached" and r.expected_cached > 0
+        }
         for result in results:
             level = logging.WARNING if result.status in {"error", "not-cached"} else logging.INFO
             log.log(level, "warm %s: %s (%s)", result.label, result.status, result.detail)
@@ -201,5 +241,5 @@ def _traffic(rag: RagCache) -> TrafficLog:
 
 
 def _per_process_cache(rag: RagCache) -> bool:
-    """The local backend without a persist dir keeps its KV in each process: every worker warms its own."""
-    return rag.backend.name == "local" and not rag.config.cache.persist_dir
+    """The local backend without persistence keeps its KV in each process: every worker warms its own."""
+    return rag.backend.name == "local" and not rag.config.cache.persist

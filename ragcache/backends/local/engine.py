@@ -45,7 +45,7 @@ from ragcache.backends.local.batcher import Batcher, Sequence, plan_prefill
 from ragcache.backends.local.decoding import StopMatcher, choose, sampler
 from ragcache.backends.local.kvstore import KVBlock, KVStore, MatchResult
 from ragcache.backends.local.model import LocalOptions, eos_ids, load_model, model_fingerprint
-from ragcache.backends.local.persist import KVFiles
+from ragcache.backends.local.persist import KVFiles, resolve_dir
 from ragcache.backends.local.prompt import EncodedPrompt, PromptEncoder
 from ragcache.errors import ContextLengthError, UnsupportedError
 from ragcache.prompt import Prompt
@@ -100,7 +100,10 @@ class LocalBackend(Backend):
         if cache.enabled and not self._cascade:
             log.warning("model %s has sliding-window/shared cache layers or no SDPA: prefix KV reuse is off", path.name)
         elif cache.enabled:
-            files = KVFiles(cache.persist_dir, fingerprint, device=self.device) if cache.persist_dir else None
+            files = None
+            if cache.persist:
+                files = KVFiles(resolve_dir(cache.persist_dir), fingerprint, device=self.device,
+                                max_bytes=cache.persist_max_mb * 1024 * 1024)  # fmt: skip
             self.store = KVStore(cache.kv_budget_mb * 1024 * 1024, ttl_s=cache.ttl_s, files=files)
         window = config.context_window or int(getattr(self.model.config, "max_position_embeddings", 2048))
         self._capabilities = Capabilities(

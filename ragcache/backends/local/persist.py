@@ -1,10 +1,18 @@
 """Prefix KV blocks on disk: one safetensors file per block, checked before use.
 
+The local engine persists its stable prefixes by default, under
+``$RAGCACHE_KV_DIR`` or ``<cache home>/kv`` (:func:`resolve_dir`), so the next
+``ragcache ask`` process starts warm. The folder is bounded
+(``cache.persist_max_mb``): after each write the least recently used files
+(by modification time, which a load refreshes) are deleted until it fits.
+Several processes may share the folder: every write is a rename, every removal
+tolerates a file already gone.
+
 A file carries its block key, parent, token count, the fingerprint of the
 model the KV was computed with, and a SHA-256 of its tensors. A file that
 cannot be read, whose checksum does not match (a torn or corrupted write) or
-that belongs to another model is ignored with a log line: the engine then
-recomputes the prefix, it never crashes on a cache file. Writes go to a
+that belongs to another model is ignored with a warning and removed: the engine
+then recomputes the prefix, it never crashes on a cache file. Writes go to a
 temporary file that is renamed into place. A file already at a block's path is
 kept only if it is known good (this process loaded or wrote it, or it passes
 the checks); a torn or stale one is replaced, so the next start does not pay the
@@ -21,17 +29,66 @@ import hashlib
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ragcache.backends.local.kvstore import KVBlock
 
-__all__ = ["FORMAT", "KVFiles", "PersistStats"]
+__all__ = [
+    "FORMAT",
+    "KV_DIR_ENV",
+    "DiskUsage",
+    "KVFiles",
+    "PersistStats",
+    "clear",
+    "disk_usage",
+    "resolve_dir",
+]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "ragcache-kv/1"
+KV_DIR_ENV = "RAGCACHE_KV_DIR"  # the folder, apart from RAGCACHE_HOME (tests move it without moving the model)
+_SUFFIX = ".safetensors"
+_STALE_TEMP_S = 3600.0  # a temporary file this old belongs to a writer that died
+
+
+def resolve_dir(configured: str | Path | None = None) -> Path:
+    """The KV folder: ``cache.persist_dir`` if set, else ``$RAGCACHE_KV_DIR``, else ``<cache home>/kv``."""
+    from ragcache.models import cache_home
+
+    if configured:
+        return Path(configured).expanduser()
+    env = os.environ.get(KV_DIR_ENV)
+    return Path(env).expanduser() if env else cache_home() / "kv"
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    """Block files in a KV folder and their bytes."""
+
+    files: int
+    bytes: int
+
+
+def disk_usage(directory: str | Path) -> DiskUsage:
+    """What the KV folder holds now (block files only; a missing folder holds nothing)."""
+    sizes = [size for _, _, size in _block_files(Path(directory))]
+    return DiskUsage(len(sizes), sum(sizes))
+
+
+def clear(directory: str | Path) -> DiskUsage:
+    """Delete every block file (and leftover temporary file) in the KV folder; what was removed."""
+    folder = Path(directory)
+    removed = disk_usage(folder)
+    if folder.is_dir():
+        for path in folder.iterdir():
+            if path.is_file() and (path.suffix == _SUFFIX or path.name.startswith(".")):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+    return removed
 
 
 @dataclass
@@ -48,9 +105,12 @@ class PersistStats:
 class KVFiles:
     """The folder of persisted blocks for one model (named by its fingerprint)."""
 
-    def __init__(self, directory: str | Path, fingerprint: str, *, device: Any = None) -> None:
+    def __init__(
+        self, directory: str | Path, fingerprint: str, *, device: Any = None, max_bytes: int | None = None
+    ) -> None:
         self.directory = Path(directory).expanduser()
         self.fingerprint = fingerprint
+        self.max_bytes = max_bytes  # None: unbounded; else the LRU files beyond it are deleted after a write
         self.device = device  # where loaded blocks go: requests read them in place, on the model's device
         self.stats = PersistStats()
         self._good: set[str] = set()  # keys whose file on disk this process loaded or wrote whole
@@ -69,6 +129,10 @@ class KVFiles:
                 self._good.add(block.key)
                 return True
             replacing = True  # a torn or corrupt file: replace it, or every start recomputes the prefix
+        if self.max_bytes is not None and block.nbytes > self.max_bytes:
+            self.stats.not_persisted.add(block.key)
+            log.info("KV block %s (%d bytes) exceeds cache.persist_max_mb: not persisted", block.key[:12], block.nbytes)
+            return False
         tensors = {}
         for i, (keys, values) in enumerate(block.layers):
             tensors[f"k.{i}"], tensors[f"v.{i}"] = keys.contiguous().cpu(), values.contiguous().cpu()
@@ -103,7 +167,35 @@ class KVFiles:
         if replacing:
             self.stats.replaced += 1
             log.info("replaced the unusable KV file %s", path)
+        self.evict(keep=path)
         return True
+
+    def evict(self, keep: Path | None = None) -> DiskUsage:
+        """Delete the least recently used files until the folder fits :attr:`max_bytes`; what was removed.
+
+        ``keep`` (the file just written) goes last. Temporary files older than an hour (a writer that
+        died mid-write) go too. Another process may evict at the same time: a file already gone is skipped.
+        """
+        now, files, removed = time.time(), 0, 0
+        for path in self.directory.glob(".*") if self.directory.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > _STALE_TEMP_S:
+                    path.unlink()
+        if self.max_bytes is None:
+            return DiskUsage(0, 0)
+        entries = sorted(_block_files(self.directory), key=lambda e: (e[0] == keep, e[1], e[0].name))
+        total = sum(size for _, _, size in entries)
+        for path, _, size in entries:
+            if total <= self.max_bytes:
+                break
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                files, removed = files + 1, removed + size
+                self._good.discard(path.name[: -len(_SUFFIX)])
+            total -= size
+        if files:
+            log.info("evicted %d least recently used KV file(s) (%d bytes) from %s", files, removed, self.directory)
+        return DiskUsage(files, removed)
 
     def _usable(self, key: str) -> bool:
         """Whether the file at ``key``'s path passes every check (read and checksummed)."""
@@ -120,21 +212,30 @@ class KVFiles:
             return None
         try:
             meta, tensors = _read(path)
+        except FileNotFoundError:  # another process evicted it meanwhile
+            return None
         except Exception as exc:  # safetensors raises its own error types for torn headers
-            log.warning("ignoring unreadable KV file %s (replaced on the next save): %s", path, exc)
-            self._good.discard(key)
+            self._drop(path, key, f"ignoring unreadable KV file {path} (removed): {exc}")
             return None
         problem = self._problem(key, meta, tensors)
         if problem:
-            log.warning("ignoring KV file %s (replaced on the next save): %s", path, problem)
-            self._good.discard(key)
+            self._drop(path, key, f"ignoring KV file {path} (removed): {problem}")
             return None
         self._good.add(key)
+        with contextlib.suppress(OSError):
+            os.utime(path)  # most recently used: the size bound evicts by modification time
         count = len(tensors) // 2
         layers = tuple((tensors[f"k.{i}"], tensors[f"v.{i}"]) for i in range(count))
         if self.device is not None:
             layers = tuple((k.to(self.device), v.to(self.device)) for k, v in layers)
         return KVBlock(key, meta["parent"] or None, int(meta["tokens"]), layers, persist=True)
+
+    def _drop(self, path: Path, key: str, message: str) -> None:
+        """Warn about an unusable file and remove it (its block is recomputed and written anew)."""
+        log.warning("%s", message)
+        self._good.discard(key)
+        with contextlib.suppress(OSError):
+            path.unlink()
 
     def _problem(self, key: str, meta: dict[str, str], tensors: dict[str, Any]) -> str | None:
         """Why a file's content cannot be used as the block ``key`` (None: it can)."""
@@ -149,6 +250,16 @@ class KVFiles:
         if meta.get("sha256") != _checksum(tensors):
             return "checksum mismatch (a torn or corrupted write)"
         return None
+
+
+def _block_files(folder: Path) -> list[tuple[Path, float, int]]:
+    """(path, modification time, bytes) of each block file; files removed meanwhile are left out."""
+    out = []
+    for path in folder.glob(f"*{_SUFFIX}") if folder.is_dir() else ():
+        with contextlib.suppress(FileNotFoundError):
+            stat = path.stat()
+            out.append((path, stat.st_mtime, stat.st_size))
+    return out
 
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, Any]]:
