@@ -138,6 +138,7 @@ class RagCache:
                 config.router,
                 backend.capabilities,
                 config.backend.max_output_tokens,
+                profile=backend.profile,
             )
         except Exception:
             backend.close()

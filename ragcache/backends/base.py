@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ragcache.backends.profile import CacheProfile, profile_for
 from ragcache.config import format_validation_error
 from ragcache.errors import ConfigError, UnsupportedError
 from ragcache.prompt import Prompt
@@ -149,11 +150,26 @@ class Backend(ABC):
     needs_key: ClassVar[bool] = False
     key_env_var: ClassVar[str | None] = None
     Options: ClassVar[type[BackendOptions]] = BackendOptions
+    cache_ttl: str | None = None  # the TTL option of the profile (None: the vendor table's default)
 
     @property
     @abstractmethod
     def capabilities(self) -> Capabilities:
         """Context window, minimum cacheable size, TTL and breakpoint limits."""
+
+    @property
+    def profile(self) -> CacheProfile:
+        """This backend's cache economics for its model, from its vendor's dated table (the table
+        registered under the backend's ``name``); every price and plan reads it, never the kind
+        (docs/architecture.md, invariant 7). Backends with a TTL option override it."""
+        caps = self.capabilities
+        return profile_for(
+            self.name,
+            str(getattr(self, "model", "") or ""),
+            self.cache_ttl,
+            min_cacheable_tokens=caps.min_cacheable_tokens,
+            context_window=caps.context_window,
+        )
 
     @abstractmethod
     def generate(self, prompt: Prompt, options: GenerationOptions) -> Generation:
@@ -203,29 +219,17 @@ def timed_generation(
 
 BackendFactory = Callable[["BackendConfig", "CacheConfig"], Backend]
 _REGISTRY: dict[str, BackendFactory] = {}
-_BUILTIN = {
-    "local": "ragcache.backends.local:create",
-    "vllm": "ragcache.backends.vllm:create",
-    "openai": "ragcache.backends.openai:create",
-    "anthropic": "ragcache.backends.anthropic:create",
-    "gemini": "ragcache.backends.gemini:create",
-}
+BACKEND_GROUP = "ragcache.backends"  # built-in backends register here too (pyproject.toml)
 
 
 def register_backend(name: str, factory: BackendFactory) -> None:
-    """Register a backend factory under ``name`` (third parties may use the
-    ``ragcache.backends`` entry-point group instead)."""
+    """Register a backend factory under ``name`` in this process (a package uses the
+    ``ragcache.backends`` entry-point group, as the built-in backends do)."""
     _REGISTRY[name] = factory
 
 
-def _load(spec: str) -> BackendFactory:
-    module_name, _, attr = spec.partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)
-
-
 def available_backends() -> list[str]:
-    names = set(_REGISTRY) | set(_BUILTIN) | {ep.name for ep in entry_points(group="ragcache.backends")}
+    names = set(_REGISTRY) | {ep.name for ep in entry_points(group=BACKEND_GROUP)}
     return sorted(names)
 
 
@@ -234,9 +238,7 @@ def create_backend(config: BackendConfig, cache: CacheConfig) -> Backend:
     kind = config.kind
     if kind in _REGISTRY:
         return _REGISTRY[kind](config, cache)
-    if kind in _BUILTIN:
-        return _load(_BUILTIN[kind])(config, cache)
-    for ep in entry_points(group="ragcache.backends"):
+    for ep in entry_points(group=BACKEND_GROUP):
         if ep.name == kind:
             return ep.load()(config, cache)
     raise ConfigError(f"unknown backend kind {kind!r}; valid kinds: {', '.join(available_backends())}")

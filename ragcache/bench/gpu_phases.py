@@ -27,7 +27,7 @@ import httpx
 
 from ragcache.app import RagCache
 from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, create_backend
-from ragcache.backends.vllm import read_prefix_cache_stats
+from ragcache.backends.vllm.backend import read_prefix_cache_stats
 from ragcache.cache.warmer import KeepWarmPolicy, Warmer
 from ragcache.config import BackendConfig, CacheConfig, Config, RouterConfig
 

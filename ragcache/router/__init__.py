@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ragcache.backends.base import Capabilities
+    from ragcache.backends.profile import CacheProfile
     from ragcache.config import RouterConfig
     from ragcache.corpus.manifest import CompiledCorpus
 
@@ -28,6 +29,9 @@ class Router(Protocol):
     """What :class:`~ragcache.app.RagCache` needs from a router."""
 
     window: int  # the context window it routes for (tokens)
+    profile: CacheProfile  # the backend's cache economics every price is read from
+    read_price: float  # a cached read, relative to an uncached input token (profile.read_multiplier)
+    write_price: float  # a cache write at the profile's TTL, relative to an uncached input token
 
     def route(self, question: str, *, observe: bool = True) -> Route:
         """The route for ``question``; ``observe``: count the question as traffic (a real request),
@@ -86,8 +90,10 @@ def create_router(
     router_config: RouterConfig,
     capabilities: Capabilities,
     reserved_output: int,
+    profile: CacheProfile | None = None,
 ) -> Router:
-    """The router for ``corpus`` on a backend with ``capabilities``."""
+    """The router for ``corpus`` on a backend with ``capabilities``, pricing with ``profile``
+    (the backend's cache economics; None: claude-sonnet-4-5 at 5 minutes)."""
     from ragcache.router.policy import HybridRouter
 
-    return HybridRouter(corpus, router_config, capabilities, reserved_output)
+    return HybridRouter(corpus, router_config, capabilities, reserved_output, profile=profile)

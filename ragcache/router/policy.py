@@ -13,8 +13,10 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    of the cap is topped up with the corpus's leading blocks, so it nests on the
    first run's prefix (``runs.py``). The runs are the enumerable prefix set
    (:meth:`HybridRouter.prefixes`): few at large windows, each filling most of the cap.
-3. **What a run costs.** A cached token is read at ``CACHED_READ_PRICE`` of an
-   uncached one, but a prefix that expired is written again at ``WRITE_PRICE``. The
+3. **What a run costs.** A cached token is read at the backend profile's read
+   multiplier of an uncached one (``HybridRouter.read_price``), but a prefix that
+   expired is written again at its write multiplier for the TTL in use
+   (``HybridRouter.write_price``; ``ragcache.backends.profile``). The
    router prices run r per request at READ + WRITE × P(write), with P(write) =
    exp(−share_r × ``router.questions_per_ttl``): a run asked for by a share s of the
    questions sees s × q questions per cache lifetime and stays warm when that is
@@ -62,18 +64,17 @@ from ragcache.router.runs import DEMAND_HALF_LIFE, BlockRun, Demand, plan_runs
 
 if TYPE_CHECKING:
     from ragcache.backends.base import Capabilities
+    from ragcache.backends.profile import CacheProfile
     from ragcache.config import RouterConfig
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.router.index import ChunkIndex
 
 __all__ = [
-    "CACHED_READ_PRICE",
     "CANDIDATES",
     "DEMAND_HALF_LIFE",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
     "TAIL_SHARE",
-    "WRITE_PRICE",
     "BlockRun",
     "Demand",
     "HybridRouter",
@@ -82,14 +83,23 @@ __all__ = [
     "tail_reserve",
 ]
 
-CACHED_READ_PRICE = 0.1  # a cached input token costs about a tenth of an uncached one at every vendor
 RELEVANCE_POOL = 32  # top chunks whose fused scores are the relevance a route can cover
 RELEVANCE_POWER = 4.0  # weight = (score / best score) ** power
-WRITE_PRICE = 1.25  # a cache write (5-minute TTL) costs 1.25x an uncached token
 TAIL_SHARE = 0.3  # runs leave at least this share of the budget to the tail (room for the walk)
 CANDIDATES = 8  # runs, best covered first, whose walk is tried per question
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 FUSED_MEMO = 256  # question texts whose chunk scores are remembered
+
+
+def __getattr__(name: str) -> float:
+    """``CACHED_READ_PRICE`` / ``WRITE_PRICE``: the default profile's multipliers, for code not yet
+    reading ``router.read_price`` / ``router.write_price`` (the prices of the router's own profile)."""
+    if name in ("CACHED_READ_PRICE", "WRITE_PRICE"):
+        from ragcache.backends.profile import default_profile
+
+        profile = default_profile()
+        return profile.read_multiplier if name == "CACHED_READ_PRICE" else profile.write_multiplier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def context_budget(
@@ -101,13 +111,13 @@ def context_budget(
     return window - reserved_output - config.history_allowance - overhead
 
 
-def tail_reserve(budget: int, snippet_tokens: int) -> int:
+def tail_reserve(budget: int, snippet_tokens: int, read_price: float) -> int:
     """Tokens a run leaves for the tail: room for the walk of module docstring, 4.
 
     At least ``TAIL_SHARE`` of the budget, and at least what solves r = snippet_tokens +
-    CACHED_READ_PRICE × (budget − r) (top-k at a warm run's read price, plus snippets).
+    read_price × (budget − r) (top-k at a warm run's read price, plus snippets).
     """
-    priced = int((snippet_tokens + CACHED_READ_PRICE * budget) / (1 + CACHED_READ_PRICE))
+    priced = int((snippet_tokens + read_price * budget) / (1 + read_price))
     return min(budget, max(priced, int(TAIL_SHARE * budget)))
 
 
@@ -131,7 +141,14 @@ class HybridRouter:
         *,
         index: ChunkIndex | None = None,
         demand: Demand | None = None,
+        profile: CacheProfile | None = None,
     ) -> None:
+        from ragcache.backends.profile import default_profile
+
+        # The cache economics every price below uses (None: claude-sonnet-4-5 at 5 minutes).
+        self.profile = profile if profile is not None else default_profile()
+        self.read_price = self.profile.read_multiplier
+        self.write_price = self.profile.write_multiplier
         self.corpus = corpus
         self.config = config
         self.window = config.window_tokens or capabilities.context_window
@@ -149,7 +166,7 @@ class HybridRouter:
             )
         self._full = self._full_prefix()
         tokens = [corpus.block(b).tokens for b in self.blocks]
-        cap = self.budget - tail_reserve(self.budget, config.snippet_tokens)
+        cap = self.budget - tail_reserve(self.budget, config.snippet_tokens, self.read_price)
         runs = [] if self._full is not None or config.mode == "topk" else self._runs(tokens, cap)
         self.runs: list[BlockRun] = runs
         self._run_by_blocks = {run.block_ids: run.index for run in runs}
@@ -301,7 +318,7 @@ class HybridRouter:
         per_ttl = self.config.questions_per_ttl
         counts = self.demand.counts
         share = (counts + per_ttl / len(counts)) / (float(counts.sum()) + per_ttl)
-        price = CACHED_READ_PRICE + WRITE_PRICE * np.exp(-share * per_ttl)
+        price = self.read_price + self.write_price * np.exp(-share * per_ttl)
         tokens = np.array([run.tokens for run in self.runs])
         return np.where(tokens < self.min_cacheable, 1.0, np.round(price, 6))  # too short to cache: plain input
 

@@ -23,7 +23,7 @@ import pytest
 
 from ragcache.app import RagCache
 from ragcache.backends.base import GenerationOptions
-from ragcache.backends.gemini import GeminiBackend
+from ragcache.backends.gemini.backend import GeminiBackend
 from ragcache.cache.pricing import cost_of
 from ragcache.cache.warmer import Warmer, policy_for
 from ragcache.config import BackendConfig, CacheConfig, Config

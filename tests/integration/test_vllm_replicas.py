@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from ragcache.backends.base import GenerationOptions
-from ragcache.backends.vllm import PrefixCacheStats, VllmBackend, read_prefix_cache_stats
+from ragcache.backends.vllm.backend import PrefixCacheStats, VllmBackend, read_prefix_cache_stats
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.prompt import Prompt, Segment, SegmentKind
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from ragcache.backends.base import GenerationOptions, create_backend
-from ragcache.backends.vllm_ids import PromptIds, TemplateRejected
+from ragcache.backends.vllm.ids import PromptIds, TemplateRejected
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
@@ -130,7 +130,7 @@ def test_a_prefix_that_does_not_decompose_falls_back_to_chat_logged_once(vllm_se
     engine = backend(vllm_server.url)
     engine.prompt_ids = PromptIds(tokenizer(vllm_server.url))
     prefix = stable(f"fallback {why}")
-    with caplog.at_level(logging.WARNING, logger="ragcache.backends.vllm_ids"):
+    with caplog.at_level(logging.WARNING, logger="ragcache.backends.vllm.ids"):
         assert engine.request(Prompt(stable=prefix, question="Hi"), OPTS).api == "chat"
         answer = engine.generate(Prompt(stable=prefix, question="What are the storage classes?"), OPTS)
     assert answer.usage.input_tokens > 4 * BLOCK and answer.text  # answered through the chat endpoint

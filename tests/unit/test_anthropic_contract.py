@@ -17,7 +17,7 @@ import anthropic
 import httpx2
 import pytest
 
-from ragcache.backends.anthropic import AnthropicBackend, usage_from_message
+from ragcache.backends.anthropic.backend import AnthropicBackend, usage_from_message
 from ragcache.backends.base import GenerationOptions
 from ragcache.backends.retry import RetryPolicy
 from ragcache.cache.pricing import cost_of

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from ragcache.backends.anthropic import AnthropicBackend, AnthropicOptions
+from ragcache.backends.anthropic.backend import AnthropicBackend, AnthropicOptions
 from ragcache.backends.base import create_backend
-from ragcache.backends.openai import OpenAIBackend, OpenAIOptions
-from ragcache.backends.vllm import VllmBackend, VllmOptions
+from ragcache.backends.openai.backend import OpenAIBackend, OpenAIOptions
+from ragcache.backends.vllm.backend import VllmBackend, VllmOptions
 from ragcache.config import load_config
 from ragcache.errors import ConfigError
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ragcache.backends.anthropic import AnthropicBackend
+from ragcache.backends.anthropic.backend import AnthropicBackend
 from ragcache.backends.limits import distinct_minimums, min_cacheable_tokens
-from ragcache.backends.openai import OpenAIBackend
+from ragcache.backends.openai.backend import OpenAIBackend
 from ragcache.config import BackendConfig, CacheConfig
 
 

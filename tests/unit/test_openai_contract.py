@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from ragcache.backends.base import GenerationOptions
-from ragcache.backends.openai import OpenAIBackend
-from ragcache.backends.openai_wire import CacheKeyer, usage_from_responses
+from ragcache.backends.openai.backend import OpenAIBackend
+from ragcache.backends.openai.wire import CacheKeyer, usage_from_responses
 from ragcache.backends.retry import RetryPolicy
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.errors import (

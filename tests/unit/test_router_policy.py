@@ -17,10 +17,11 @@ import pytest
 from router_corpus import build_topics
 
 from ragcache.backends.base import Capabilities
+from ragcache.backends.profile import default_profile, profile_for
 from ragcache.config import RouterConfig
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import RoutingError
-from ragcache.router.policy import CACHED_READ_PRICE, Demand, HybridRouter, context_budget, plan_runs, tail_reserve
+from ragcache.router.policy import Demand, HybridRouter, context_budget, plan_runs, tail_reserve
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = 100  # reserved output tokens
@@ -48,7 +49,7 @@ def window_for(corpus: CompiledCorpus, budget: int, config: RouterConfig = CONFI
 def budget_for_runs(run_tokens: int, config: RouterConfig = CONFIG) -> int:
     """The smallest routing budget whose runs may hold ``run_tokens`` (after the tail's reserve)."""
     budget = run_tokens
-    while budget - tail_reserve(budget, config.snippet_tokens) < run_tokens:
+    while budget - tail_reserve(budget, config.snippet_tokens, default_profile().read_multiplier) < run_tokens:
         budget += 1
     return budget
 
@@ -140,7 +141,7 @@ def test_runs_at_a_large_window_fill_most_of_the_budget(corpus: CompiledCorpus) 
     router = HybridRouter(corpus, CONFIG, window_for(corpus, budget_for_runs(two)), OUT)
     assert router.prefixes()[0] == tuple(blocks[:2]) and len(router.prefixes()) <= 3
     route = router.route("Which planets orbit the sun?")
-    runs_cap = router.budget - tail_reserve(router.budget, CONFIG.snippet_tokens)
+    runs_cap = router.budget - tail_reserve(router.budget, CONFIG.snippet_tokens, router.read_price)
     assert route.block_ids == tuple(blocks[:2]) and route.tokens.stable >= 0.8 * runs_cap
 
 
@@ -154,7 +155,7 @@ def test_forced_full_that_does_not_fit_is_a_routing_error(corpus: CompiledCorpus
 
 def test_runs_that_would_be_written_per_question_lose_to_top_k(corpus: CompiledCorpus) -> None:
     warm = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
-    assert max(warm.run_prices()) < CACHED_READ_PRICE + 0.01  # four runs, 50 questions per TTL: all stay warm
+    assert max(warm.run_prices()) < warm.read_price + 0.01  # four runs, 50 questions per TTL: all stay warm
     rare = CONFIG.model_copy(update={"questions_per_ttl": 0.01, "top_k": 0})  # a question per 100 cache lifetimes
     router = HybridRouter(corpus, rare, one_block_each(corpus), OUT)
     assert min(router.run_prices()) > 1.3  # every run is written again for each question
@@ -163,6 +164,22 @@ def test_runs_that_would_be_written_per_question_lose_to_top_k(corpus: CompiledC
     assert route.tokens.tail >= 0.8 * router.budget and "pays" in route.reason
     assert max(route.snippets, key=lambda s: s.score).doc_id == "networking/tcp.md"
     assert route.documents == tuple(dict.fromkeys(s.doc_id for s in route.snippets))
+
+
+@pytest.mark.parametrize(
+    ("vendor", "model", "ttl"),
+    [("anthropic", "claude-sonnet-4-5", "1h"), ("openai", "gpt-4o", None), ("vllm", "any", None)],
+)
+def test_runs_are_priced_with_the_profile_the_router_is_built_with(
+    corpus: CompiledCorpus, vendor: str, model: str, ttl: str | None
+) -> None:
+    profile = profile_for(vendor, model, ttl)
+    rare = CONFIG.model_copy(update={"questions_per_ttl": 0.01})  # every run is written again per question
+    router = HybridRouter(corpus, rare, one_block_each(corpus), OUT, profile=profile)
+    assert (router.read_price, router.write_price) == (profile.read_multiplier, profile.write_multiplier)
+    expected = profile.read_multiplier + profile.write_multiplier * np.exp(-0.01 / len(router.runs))
+    assert router.run_prices() == pytest.approx(np.full(len(router.runs), expected), abs=1e-5)
+    assert HybridRouter(corpus, rare, one_block_each(corpus), OUT).profile == default_profile()
 
 
 def test_a_question_of_stop_words_only_is_routed(corpus: CompiledCorpus) -> None:
@@ -241,6 +258,7 @@ def test_prefixes_bounded_and_cover_every_emitted_route(corpus: CompiledCorpus) 
 SCRIPT = """
 import json, sys
 from ragcache.backends.base import Capabilities
+from ragcache.backends.profile import default_profile, profile_for
 from ragcache.config import RouterConfig
 from ragcache.corpus.store import load_corpus
 from ragcache.router.policy import HybridRouter

@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from ragcache.backends.anthropic import AnthropicBackend
+from ragcache.backends.anthropic.backend import AnthropicBackend
 from ragcache.backends.base import GenerationOptions
-from ragcache.backends.openai import OpenAIBackend
-from ragcache.backends.vllm import VllmBackend
+from ragcache.backends.openai.backend import OpenAIBackend
+from ragcache.backends.vllm.backend import VllmBackend
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, Snippet, assemble_prompt
 

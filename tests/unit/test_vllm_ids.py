@@ -1,4 +1,4 @@
-"""The pure logic of :class:`ragcache.backends.vllm_ids.PromptIds`: learning, verifying, remembering.
+"""The pure logic of :class:`ragcache.backends.vllm.ids.PromptIds`: learning, verifying, remembering.
 
 ``/tokenize`` is scripted here by a ChatML renderer with a character-level tokenizer
 (one id per character, one per special token), as httpx's MockTransport stands in for
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ragcache.backends.vllm_ids import PromptIds, TemplateRejected
+from ragcache.backends.vllm.ids import PromptIds, TemplateRejected
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
 SPECIAL = {"<|im_start|>": 1, "<|im_end|>": 2}

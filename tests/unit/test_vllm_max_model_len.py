@@ -6,7 +6,7 @@ reading it from a live server is tested in tests/integration/test_vllm_window.py
 
 from __future__ import annotations
 
-from ragcache.backends.vllm import max_model_len_of
+from ragcache.backends.vllm.backend import max_model_len_of
 
 MODELS = {
     "object": "list",
@@ -36,7 +36,7 @@ def test_a_server_that_is_down_is_asked_again_only_after_retry_down_s() -> None:
     """A refused connection (a loopback port with no listener) falls back to 8192 without hanging."""
     import socket
 
-    from ragcache.backends.vllm import VllmBackend
+    from ragcache.backends.vllm.backend import VllmBackend
     from ragcache.config import BackendConfig, CacheConfig
 
     with socket.socket() as s:

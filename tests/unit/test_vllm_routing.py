@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from ragcache.backends.base import GenerationOptions
-from ragcache.backends.vllm import EndpointRouter, VllmBackend, parse_prefix_cache_stats
+from ragcache.backends.vllm.backend import EndpointRouter, VllmBackend, parse_prefix_cache_stats
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
@@ -199,7 +199,7 @@ def test_a_token_id_request_is_posted_as_built_and_parsed_like_chat() -> None:
     import httpx
     import openai
 
-    from ragcache.backends.openai_wire import Endpoint, OpenAIWire
+    from ragcache.backends.openai.wire import Endpoint, OpenAIWire
     from ragcache.backends.retry import RetryPolicy
 
     sent: list[httpx.Request] = []

@@ -203,6 +203,7 @@ class AnthropicBackend(Backend):
         self.config = config
         self.model = config.model or DEFAULT_MODEL
         self.ttl = self.options.ttl or cache.anthropic_ttl
+        self.cache_ttl = self.ttl
         self.min_tokens = min_cacheable_tokens("anthropic", self.model, self.options.min_cacheable_tokens)
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
         self._capabilities = Capabilities(

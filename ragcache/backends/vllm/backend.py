@@ -1,6 +1,6 @@
 """A vLLM deployment (one or many OpenAI-compatible servers).
 
-A *provider* of :mod:`ragcache.backends.openai_wire` (the wire format is
+A *provider* of :mod:`ragcache.backends.openai.wire` (the wire format is
 written there once); this module supplies one endpoint per replica, the
 ``cache_salt`` extra body and the model default, and adds what a self-hosted
 fleet needs: every request of one prefix goes to the same replica
@@ -20,7 +20,7 @@ so the router keeps each prefix on one replica (docs/deploy.md).
 With ``prompt_format: token_ids`` (the default) the prompt goes to
 ``/v1/completions`` as token ids: the stable prefix's ids are learned once per
 prefix from the server's own ``/tokenize`` and verified
-(:mod:`ragcache.backends.vllm_ids`), so a cached request skips the server's
+(:mod:`ragcache.backends.vllm.ids`), so a cached request skips the server's
 chat-template rendering and tokenization of the whole corpus (~105 ms of a
 cached 32k-token request on an H100) and still shares its KV with chat requests.
 A prefix that does not decompose goes as chat messages, logged once.
@@ -51,9 +51,9 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
-from ragcache.backends.openai_wire import Endpoint, OpenAIWire, WireRequest, affinity_headers, make_client
+from ragcache.backends.openai.wire import Endpoint, OpenAIWire, WireRequest, affinity_headers, make_client
 from ragcache.backends.retry import RetryPolicy
-from ragcache.backends.vllm_ids import PromptIds, tokenize_at
+from ragcache.backends.vllm.ids import PromptIds, tokenize_at
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash

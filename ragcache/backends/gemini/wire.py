@@ -1,7 +1,7 @@
 """The Gemini API's shapes, once: prompt → contents, usage → CacheUsage, errors → ragcache's.
 
 Pure functions over the ``google-genai`` SDK's objects (imported lazily), used
-by :mod:`ragcache.backends.gemini`.
+by :mod:`ragcache.backends.gemini.backend`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """OpenAI (or any OpenAI-compatible server) through the official ``openai`` SDK.
 
-This backend is a *provider* of :mod:`ragcache.backends.openai_wire`: it
+This backend is a *provider* of :mod:`ragcache.backends.openai.wire`: it
 supplies the endpoint and its client, the model default and a
 ``prompt_cache_key``. OpenAI caches prefixes automatically (≥ 1024 tokens,
 :mod:`ragcache.backends.limits`); ragcache helps it by keeping the prefix
@@ -38,7 +38,7 @@ from ragcache.backends.base import (
     parse_options,
 )
 from ragcache.backends.limits import is_reasoning_model, min_cacheable_tokens
-from ragcache.backends.openai_wire import (
+from ragcache.backends.openai.wire import (
     KEY_RATE_LIMIT_PER_MIN,
     CacheKeyer,
     Endpoint,

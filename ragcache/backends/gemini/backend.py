@@ -1,7 +1,7 @@
 """Google Gemini through the official ``google-genai`` SDK, on explicit context caches.
 
 Each stable prefix at or above the model's minimum gets one explicit cache
-(:mod:`ragcache.backends.gemini_caches`): the instructions become the cache's
+(:mod:`ragcache.backends.gemini.caches`): the instructions become the cache's
 system instruction, the corpus blocks, tools and examples its contents, and a
 request sends only ``cached_content`` plus the volatile tail (context, history,
 snippets, question) — never ``system_instruction``, ``tools`` or
@@ -19,7 +19,7 @@ the cache reports those tokens as a cache *write* (Google bills the creation at
 the input price and that request's read at the cached price: prices.json's
 Gemini ``cache_write_5m`` is their sum), and ``raw["cache_storage_token_hours"]``
 carries the storage it committed to (priced per 1M token-hours). The wire
-shapes (contents, usage, error mapping) live in :mod:`ragcache.backends.gemini_wire`.
+shapes (contents, usage, error mapping) live in :mod:`ragcache.backends.gemini.wire`.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ from ragcache.backends.base import (
     parse_options,
     timed_generation,
 )
-from ragcache.backends.gemini_caches import CacheEntry, CacheRegistry
-from ragcache.backends.gemini_wire import (
+from ragcache.backends.gemini.caches import CacheEntry, CacheRegistry
+from ragcache.backends.gemini.wire import (
     KEY_ENVS,
     MIN_CACHEABLE_TOKENS,
     estimate_tokens,

@@ -1,0 +1,1 @@
+"""Anthropic: the backend (``backend``), its wire format and its dated table of cache economics (``table``)."""
