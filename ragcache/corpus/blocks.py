@@ -5,11 +5,14 @@ its id (its path under ``docs/``) and title, so an answer can cite it; each
 category's documents sit inside a ``<category>`` wrapper. Categories smaller
 than ``min_block_tokens`` share a block with their neighbour; a category larger
 than ``max_block_tokens`` is cut into topics (``topics.py``: deterministic
-balanced bisection of its documents), each topic one part, numbered
-``category:<id>/1``, ``/2`` … in the topic tree's depth-first order; inside a part
-documents keep path order, and a document larger than a part is cut, in document
-order, into parts of its own. The ``full`` block is the concatenation of the
-category blocks' texts, so a category route and the full route share bytes.
+balanced bisection of its documents), kept from build to build by the topic lock
+(``topic_lock.py``). A block is named after everything it holds and its topic:
+``category:<id>`` (or ``category:<id>+<id>…`` for merged small categories), then
+``/<topic>`` when the group has several topics (``/3``, ``/3.2`` after a split);
+inside a block documents keep path order, and a document larger than a block is
+cut, in document order, into parts of its own (``/<topic>-1``, ``-2`` …). The
+``full`` block is the concatenation of the category blocks' texts, so a category
+route and the full route share bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass, field
 from ragcache.corpus.docwork import DocWork
 from ragcache.corpus.spec import BuildSettings
 from ragcache.corpus.tokens import Tokenizer
-from ragcache.corpus.topics import topic_leaves
+from ragcache.corpus.topic_lock import GroupLock, Topic, TopicLock, assign_topics
 
 __all__ = ["CategoryDocs", "PlannedBlock", "plan_category_blocks", "render_document"]
 
@@ -43,7 +46,7 @@ class PlannedBlock:
 
     id: str
     category: str
-    part: int | None
+    part: str | None
     sections: list[tuple[CategoryDocs, list[str]]] = field(default_factory=list)  # (category, rendered docs)
     pieces: list[tuple[str, int]] = field(default_factory=list)  # (doc id, piece index)
 
@@ -72,13 +75,28 @@ def _attr(value: str) -> str:
 
 
 def plan_category_blocks(
-    categories: list[CategoryDocs], settings: BuildSettings, tokenizer: Tokenizer
-) -> list[PlannedBlock]:
-    """Group small categories, then cut large groups into topic leaves; canonical order throughout."""
+    categories: list[CategoryDocs], settings: BuildSettings, tokenizer: Tokenizer, lock: TopicLock | None = None
+) -> tuple[list[PlannedBlock], TopicLock]:
+    """Group small categories, then cut large groups into topics (kept from ``lock``); canonical order throughout.
+
+    Returns the blocks and the lock for the next build.
+    """
     blocks: list[PlannedBlock] = []
-    for group in _merge_small(categories, settings.min_block_tokens):
-        blocks.extend(_plan_group(group, settings.max_block_tokens, tokenizer))
-    return blocks
+    groups: list[GroupLock] = []
+    for group in _groups(categories, settings.min_block_tokens, lock):
+        locked = lock.group([c.id for c in group]) if lock is not None else None
+        planned, topics = _plan_group(group, settings.max_block_tokens, tokenizer, locked)
+        blocks.extend(planned)
+        groups.append(GroupLock(tuple(c.id for c in group), topics))
+    return blocks, TopicLock(tuple(groups))
+
+
+def _groups(categories: list[CategoryDocs], min_tokens: int, lock: TopicLock | None) -> list[list[CategoryDocs]]:
+    """The locked grouping while the set of categories is the same, else small neighbours merged afresh."""
+    if lock is not None and sorted(c for g in lock.groups for c in g.categories) == sorted(c.id for c in categories):
+        by_id = {c.id: c for c in categories}
+        return [[by_id[c] for c in g.categories] for g in lock.groups]
+    return _merge_small(categories, min_tokens)
 
 
 def _merge_small(categories: list[CategoryDocs], min_tokens: int) -> list[list[CategoryDocs]]:
@@ -105,21 +123,23 @@ class _Doc:
         return sum(tokens for _, tokens in self.rendered)
 
 
-def _plan_group(group: list[CategoryDocs], max_tokens: int, tokenizer: Tokenizer) -> list[PlannedBlock]:
-    """One block when the group fits, else one or more parts per topic leaf (see topics.py)."""
+def _plan_group(
+    group: list[CategoryDocs], max_tokens: int, tokenizer: Tokenizer, locked: GroupLock | None
+) -> tuple[list[PlannedBlock], tuple[Topic, ...]]:
+    """The group's blocks, one per topic (or several for a document larger than a block), and its topics."""
     budget = max_tokens - 32 * len(group)  # category wrappers and token merges at the seams
     docs = [_render(category, doc_id, work, tokenizer) for category in group for doc_id, work in category.docs]
-    if sum(d.cost for d in docs) <= budget:
-        leaves = [list(range(len(docs)))]
-    else:
-        texts = [f"{d.work.title}\n{d.work.text}" for d in docs]
-        leaves = topic_leaves(texts, [d.cost for d in docs], budget)
-    base = f"category:{group[0].id}"
-    parts = [part for leaf in leaves for part in _pack([docs[i] for i in leaf], base, group[0].id, budget)]
-    if len(parts) > 1:
+    texts = [f"{d.work.title}\n{d.work.text}" for d in docs]
+    topics = assign_topics([d.doc_id for d in docs], texts, [d.cost for d in docs], budget, locked)
+    base = "category:" + "+".join(c.id for c in group)
+    blocks: list[PlannedBlock] = []
+    for tid, members in topics:
+        parts = _pack([docs[i] for i in members], base, group[0].id, budget)
         for number, part in enumerate(parts, start=1):
-            part.id, part.part = f"{base}/{number}", number
-    return parts
+            label = tid if len(parts) == 1 else f"{tid}-{number}" if tid else str(number)
+            part.id, part.part = (f"{base}/{label}", label) if label else (base, None)
+        blocks.extend(parts)
+    return blocks, tuple(Topic(tid, tuple(docs[i].doc_id for i in members)) for tid, members in topics)
 
 
 def _render(category: CategoryDocs, doc_id: str, work: DocWork, tokenizer: Tokenizer) -> _Doc:

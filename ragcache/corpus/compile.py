@@ -29,22 +29,45 @@ from ragcache.corpus.manifest import (
     Manifest,
 )
 from ragcache.corpus.normalize import normalize_text
-from ragcache.corpus.sources import SourceFile, discover
+from ragcache.corpus.sources import SkippedFile, SourceFile, discover, skipped_files
 from ragcache.corpus.spec import CorpusSpec, load_spec
 from ragcache.corpus.store import default_build_dir
 from ragcache.corpus.tokens import Tokenizer, get_tokenizer
+from ragcache.corpus.topic_lock import LOCK_FILE, TopicLock
 from ragcache.errors import CorpusError, EmptyCorpusError
 from ragcache.hashing import canonical_json, chain_hash, content_hash
 
-__all__ = ["BuildResult", "BuildStep", "ProgressFn", "build_corpus"]
+__all__ = ["BlockChanges", "BuildResult", "BuildStep", "ProgressFn", "build_corpus"]
 
 BuildStep = Callable[[Path, CompiledCorpus, "Path | None"], None]
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
+class BlockChanges:
+    """Which blocks a build added, changed (same id, other bytes) and removed against the build it replaced."""
+
+    added: tuple[str, ...]
+    changed: tuple[str, ...]
+    removed: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.changed) + len(self.removed)
+
+    @classmethod
+    def between(cls, before: dict[str, str], after: dict[str, str]) -> BlockChanges:
+        """From block id → sha256 of the previous and the new build (ids in the new build's order)."""
+        return cls(
+            tuple(b for b in after if b not in before),
+            tuple(b for b in after if b in before and before[b] != after[b]),
+            tuple(b for b in before if b not in after),
+        )
+
+
+@dataclass(frozen=True)
 class BuildResult:
-    """A finished build and what it cost."""
+    """A finished build, what it cost, and what it changed."""
 
     corpus: CompiledCorpus
     build_dir: Path
@@ -52,6 +75,9 @@ class BuildResult:
     documents: int
     document_tokens: int
     reused_documents: int
+    changes: BlockChanges | None = None  # None: there was no previous build
+    retopic: bool = False
+    skipped: tuple[SkippedFile, ...] = ()
 
     @property
     def docs_per_s(self) -> float:
@@ -70,11 +96,13 @@ def build_corpus(
     steps: Sequence[BuildStep] = (),
     work_dir: str | Path | None = None,
     wait: bool = True,
+    retopic: bool = False,
 ) -> BuildResult:
     """Build ``corpus_dir`` into ``out`` (default ``<corpus>/.ragcache/build``), atomically.
 
     One build at a time per ``out`` (see buildlock.py): a second one waits, or
-    raises CorpusError naming the folder when ``wait`` is False.
+    raises CorpusError naming the folder when ``wait`` is False. Topics are kept
+    from the previous build's topic lock unless ``retopic`` (topic_lock.py).
     """
     started = time.perf_counter()
     corpus_dir = Path(corpus_dir)
@@ -88,15 +116,30 @@ def build_corpus(
     out.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(out, wait=wait, progress=progress):
         _check_replaceable(out)  # again: the build we waited for may have changed it
-        _write_and_swap(out, steps, lambda root: _write_build(root, spec, tokenizer, sources, works))
+        before = _previous_blocks(out)
+        lock = None if retopic else TopicLock.read(out / LOCK_FILE)
+        _write_and_swap(out, steps, lambda root: _write_build(root, spec, tokenizer, sources, works, lock))
+    corpus = CompiledCorpus.load(out)
+    after = {b.id: b.sha256 for b in corpus.manifest.blocks}
     return BuildResult(
-        corpus=CompiledCorpus.load(out),
+        corpus=corpus,
         build_dir=out,
         seconds=time.perf_counter() - started,
         documents=len(works),
         document_tokens=sum(w.tokens for w in works),
         reused_documents=cache.reused,
+        changes=BlockChanges.between(before, after) if before is not None else None,
+        retopic=retopic,
+        skipped=tuple(skipped_files(corpus_dir, spec)),
     )
+
+
+def _previous_blocks(out: Path) -> dict[str, str] | None:
+    """Block id → sha256 of the build at ``out``, or None when there is none (or it is unreadable)."""
+    try:
+        return {b.id: b.sha256 for b in CompiledCorpus.load(out).manifest.blocks}
+    except (CorpusError, OSError, ValueError):
+        return None
 
 
 def _write_and_swap(out: Path, steps: Sequence[BuildStep], write: Callable[[Path], None]) -> None:
@@ -145,12 +188,18 @@ def _read_all(sources: list[SourceFile], cache: WorkCache, progress: ProgressFn 
 
 
 def _write_build(
-    root: Path, spec: CorpusSpec, tokenizer: Tokenizer, sources: list[SourceFile], works: list[DocWork]
+    root: Path,
+    spec: CorpusSpec,
+    tokenizer: Tokenizer,
+    sources: list[SourceFile],
+    works: list[DocWork],
+    lock: TopicLock | None,
 ) -> None:
-    """Write blocks/, chunks.jsonl and manifest.json into ``root``."""
+    """Write blocks/, chunks.jsonl, topics.json (the topic lock) and manifest.json into ``root``."""
     (root / "blocks").mkdir()
     categories = _category_docs(spec, sources, works)
-    planned = plan_category_blocks(categories, spec.build, tokenizer)
+    planned, new_lock = plan_category_blocks(categories, spec.build, tokenizer, lock)
+    (root / LOCK_FILE).write_text(new_lock.to_json(), encoding="utf-8")
     blocks = [b for b in _stable_blocks(spec, tokenizer, root) if b is not None]
     category_blocks = [
         _write_block(root, tokenizer, p.text(), p.id, "category", p.documents, p.category) for p in planned

@@ -22,7 +22,7 @@ from ragcache.corpus.spec import CorpusSpec, glob_match
 from ragcache.errors import CorpusError, EmptyCorpusError
 from ragcache.hashing import canonical_json
 
-__all__ = ["DOCS_DIR", "SUPPORTED_SUFFIXES", "SourceFile", "discover", "read_document"]
+__all__ = ["DOCS_DIR", "SUPPORTED_SUFFIXES", "SkippedFile", "SourceFile", "discover", "read_document", "skipped_files"]
 
 DOCS_DIR = "docs"
 DEFAULT_CATEGORY = "general"
@@ -39,6 +39,14 @@ class SourceFile:
     @property
     def spec_path(self) -> str:
         return f"{DOCS_DIR}/{self.rel}"
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file under ``docs/`` that is not part of the corpus, and why (shown by ``ragcache build``)."""
+
+    rel: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +192,26 @@ def _included(docs_dir: Path, spec: CorpusSpec) -> list[str]:
                 )
             rels.append(rel)
     return sorted(rels)
+
+
+def skipped_files(corpus_dir: Path, spec: CorpusSpec) -> list[SkippedFile]:
+    """Files under ``docs/`` the build leaves out, in path order: hidden, excluded, or matched by no include glob."""
+    docs_dir = Path(corpus_dir) / DOCS_DIR
+    out = []
+    for path in sorted(docs_dir.rglob("*")) if docs_dir.is_dir() else []:
+        rel = path.relative_to(docs_dir).as_posix()
+        if path.is_dir() or any(part.startswith(".") for part in rel.split("/")[:-1]):
+            continue
+        if rel.split("/")[-1].startswith("."):
+            out.append(SkippedFile(rel, "hidden file"))
+        elif any(glob_match(g, rel) for g in spec.exclude):
+            out.append(SkippedFile(rel, "excluded in corpus.yaml"))
+        elif not any(glob_match(g, rel) for g in spec.include):
+            if path.suffix.lower() not in _READERS:
+                out.append(SkippedFile(rel, f"unsupported type {path.suffix or '(no suffix)'}"))
+            else:
+                out.append(SkippedFile(rel, "matches no include glob in corpus.yaml"))
+    return sorted(out, key=lambda f: f.rel)
 
 
 def category_order(spec: CorpusSpec, rels: list[str]) -> list[str]:

@@ -152,8 +152,8 @@ def topic_docs() -> dict[str, str]:
 
 def test_large_category_is_cut_into_topic_parts(tmp_path: Path) -> None:
     corpus = build(make_corpus(tmp_path / "c", topic_docs(), TOPIC_SPEC), tmp_path).corpus
-    parts = [bid for bid in corpus.category_block_ids() if bid.startswith("category:big/")]
-    assert len(parts) > 4 and parts == [f"category:big/{n}" for n in range(1, len(parts) + 1)]
+    parts = [bid for bid in corpus.category_block_ids() if bid.startswith("category:big+small/")]
+    assert len(parts) > 4 and parts == [f"category:big+small/{n}" for n in range(1, len(parts) + 1)]
     assert all(corpus.block(bid).tokens <= 1000 for bid in corpus.blocks)
     topic = {f"big/doc{i:02d}.md": i % 2 for i in range(24)}
     for bid in parts:  # each part is one topic, documents in path order inside it
