@@ -26,8 +26,9 @@ from ragcache.config import Config, load_config
 from ragcache.conversation import Conversation, ConversationPlanner, TurnPlan, stable_tokens
 from ragcache.conversation_store import Conversations, ConversationStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
+from ragcache.corpus.staleness import SourceChanges, source_changes
 from ragcache.corpus.store import load_corpus
-from ragcache.errors import BackendError
+from ragcache.errors import BackendError, CorpusError
 from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
 from ragcache.router import Router, create_router
 from ragcache.text import check_text
@@ -106,6 +107,7 @@ class RagCache:
         self._store = store
         self._conversations: Conversations | None = None
         self._conversations_lock = threading.Lock()
+        self.stale: SourceChanges | None = None  # sources changed since the build (from_config checks)
 
     @property
     def conversations(self) -> Conversations:
@@ -125,13 +127,27 @@ class RagCache:
         return Conversations(planner, store)
 
     @classmethod
-    def from_config(cls, source: str | Path | Config | None = None, *, corpus: str | Path | None = None) -> RagCache:
-        """Load the config (a path, a Config or the defaults), its compiled corpus, backend and router."""
+    def from_config(
+        cls,
+        source: str | Path | Config | None = None,
+        *,
+        corpus: str | Path | None = None,
+        backend: Backend | None = None,
+    ) -> RagCache:
+        """Load the config (a path, a Config or the defaults), its compiled corpus, backend and router.
+
+        ``backend``: an engine already loaded (several corpora served by one process share it, and a
+        reloaded build keeps it). A build older than its sources is reported in ``stale`` (or refused:
+        ``stale_build: fail``)."""
         config = source if isinstance(source, Config) else load_config(source)
         if corpus is not None:
             config = config.model_copy(update={"corpus": Path(corpus), "build_dir": None})
         compiled = load_corpus(config.resolved_build_dir() if config.build_dir else config.resolved_corpus())
-        backend = create_backend(config.backend, config.cache)
+        stale = None if config.stale_build == "off" else source_changes(config.resolved_corpus(), compiled)
+        if stale is not None and config.stale_build == "fail":
+            raise CorpusError(f"{stale.message()} (stale_build: fail)")
+        owned = backend is None
+        backend = create_backend(config.backend, config.cache) if backend is None else backend
         try:
             router = create_router(
                 compiled,
@@ -141,9 +157,12 @@ class RagCache:
                 profile=backend.profile,
             )
         except Exception:
-            backend.close()
+            if owned:
+                backend.close()
             raise
-        return cls(config, compiled, backend, router)
+        rag = cls(config, compiled, backend, router)
+        rag.stale = stale
+        return rag
 
     # --- prompts ----------------------------------------------------------------
 

@@ -9,6 +9,9 @@ message and the error's exit code in :func:`ragcache.cli.output.handle_errors`.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
 
 from ragcache.cli import ask, bench, cache, chat_eval, corpus, router
@@ -36,8 +39,15 @@ def serve(
     backend: BackendOpt = None,
     base_url: str | None = typer.Option(None, "--base-url", help="Override backend.base_url."),
     model: str | None = typer.Option(None, "--model", help="Override backend.model."),
+    corpus: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--corpus",
+            help="Corpus folder (or build) to serve; repeat for several. Each one's model id is its corpus.yaml name.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the OpenAI-compatible REST endpoint, metrics and dashboard."""
+    """Serve the OpenAI-compatible REST endpoint, metrics and dashboard (a rebuild is picked up live)."""
     import os
 
     from ragcache.server import serve as run_server
@@ -46,7 +56,7 @@ def serve(
     for name, value in {"KIND": backend, "BASE_URL": base_url, "MODEL": model}.items():
         if value is not None:
             os.environ[f"RAGCACHE_BACKEND__{name}"] = value
-    run_server(str(config) if config is not None else None, host, port, workers)
+    run_server(str(config) if config is not None else None, host, port, workers, corpus or ())
 
 
 for _module in (corpus, ask, bench, cache, router, chat_eval):

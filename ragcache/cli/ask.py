@@ -71,7 +71,10 @@ def load_app(
     from ragcache.config import load_config
 
     cfg = load_config(config).with_backend(kind=backend, base_url=base_url, model=model, max_output_tokens=max_tokens)
-    return RagCache.from_config(cfg, corpus=corpus)
+    rag = RagCache.from_config(cfg, corpus=corpus)
+    if rag.stale is not None:
+        err_console.print(f"[yellow]warning:[/] {escape(rag.stale.message())}")
+    return rag
 
 
 def _print_stream(items: Iterator[Any]) -> Answer:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from ragcache.app import Answer
-from ragcache.config import load_config
+from ragcache.app import Answer, RagCache
+from ragcache.config import Config, load_config
 from ragcache.server.corpora import ServeTarget, corpus_summary
 from ragcache.server.dashboard import dashboard_data, render_dashboard
 from ragcache.server.errors import ErrorReply, install_error_handlers
@@ -53,15 +55,18 @@ from ragcache.server.schemas import (
     ModelCard,
     ModelList,
     RagcacheInfo,
+    ReloadReply,
 )
 from ragcache.server.sessions import open_session, save_session
 from ragcache.server.state import ServerState
 from ragcache.server.stream import chat_events, collect, first_item, sse_response, start_generation
 from ragcache.server.warming import WORKERS_ENV
 
-__all__ = ["create_app", "create_app_from_env", "serve"]
+__all__ = ["create_app", "create_app_from_env", "serve", "serve_target"]
 
 CONFIG_ENV = "RAGCACHE_CONFIG"
+CORPORA_ENV = "RAGCACHE_SERVE_CORPORA"
+URL_ENV = "RAGCACHE_SERVE_URL"
 
 
 # --- dependencies -----------------------------------------------------------
@@ -94,6 +99,7 @@ def protect_metrics(request: Request, state: State, authorization: Annotated[str
 v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_api_key)], responses={400: {"model": ErrorResponse}})
 probes = APIRouter()  # liveness and readiness: always open, like health checks
 observability = APIRouter(dependencies=[Depends(protect_metrics)])
+admin = APIRouter(dependencies=[Depends(require_api_key)])  # changes what is served: the key whenever keys are set
 
 
 @v1.post("/chat/completions", response_model=ChatCompletion)
@@ -114,7 +120,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request, state: 
 
     def finish(answer: Answer) -> RagcacheInfo:
         """Count the finished answer; its ``ragcache`` object (route, sources, cost, saving)."""
-        state.observe(req.model, answer)
+        state.observe(req.model, answer, rag)
         return ragcache_info(req.model, rag.corpus.fingerprint, rag.backend.name, answer)
 
     if req.stream:
@@ -142,7 +148,7 @@ async def ask(req: AskRequest, request: Request, state: State) -> AskResponse:
     answer = await collect(request, start_generation(rag, inputs, options, state.metrics))
     if session_id and answer.conversation is not None:
         await asyncio.to_thread(save_session, rag, session_id, answer.conversation)
-    state.observe(name, answer)
+    state.observe(name, answer, rag)
     return AskResponse(
         answer=answer.text,
         corpus=name,
@@ -196,6 +202,13 @@ async def readyz(state: State) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+@admin.post("/admin/reload", response_model=ReloadReply)
+async def reload_corpora(state: State) -> ReloadReply:
+    """Load every corpus's build again now and swap in the rebuilt ones (as the poll and SIGHUP do)."""
+    results = await state.reloader.reload_all()
+    return ReloadReply(data=[r.to_dict() for r in results])
+
+
 @observability.get("/metrics")
 async def metrics(state: State) -> Response:
     """Prometheus metrics, summed over workers in multiprocess mode."""
@@ -218,18 +231,27 @@ async def dashboard(state: State) -> HTMLResponse:
 # --- the app ----------------------------------------------------------------
 
 
-def create_app(target: ServeTarget = None) -> FastAPI:
-    """A FastAPI app over a Config or its path (loads the RagCache), a RagCache, or several."""
+def create_app(target: ServeTarget = None, *, url: str | None = None) -> FastAPI:
+    """A FastAPI app over a Config or its path (loads the RagCache), a RagCache, or several.
+
+    ``url``: where it will listen, for the startup lines naming each corpus, its model id and the
+    dashboard and metrics URLs."""
     install_log_redaction()
     state = ServerState.create(target)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        warming = asyncio.create_task(state.start())
+        state.announce(url)
+        tasks = [asyncio.create_task(state.start())]
+        if state.reloader.poll_s > 0:
+            tasks.append(asyncio.create_task(state.reloader.watch()))
+        on_hangup = _reload_on_sighup(state)
         try:
             yield
         finally:
-            warming.cancel()
+            on_hangup()
+            for task in tasks:
+                task.cancel()
             await asyncio.to_thread(state.close)
 
     app = FastAPI(
@@ -241,19 +263,62 @@ def create_app(target: ServeTarget = None) -> FastAPI:
     app.include_router(v1)
     app.include_router(probes)
     app.include_router(observability)
+    app.include_router(admin)
     install_error_handlers(app, state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=state.settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     return app
 
 
+def _reload_on_sighup(state: ServerState) -> Callable[[], None]:
+    """Reload on SIGHUP where this loop can take signals (the main thread, not Windows); the undo."""
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(state.reloader.reload_all())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    try:
+        loop.add_signal_handler(signal.SIGHUP, hangup)
+    except (AttributeError, NotImplementedError, RuntimeError, ValueError):
+        return lambda: None
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+
 def create_app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` and multi-worker serving: config from ``$RAGCACHE_CONFIG``."""
-    path = os.environ.get(CONFIG_ENV) or None
-    return create_app(load_config(path))
+    """Factory for ``uvicorn --factory`` and multi-worker serving: config from ``$RAGCACHE_CONFIG``,
+    corpora from ``$RAGCACHE_SERVE_CORPORA`` (``serve --corpus``, joined by the path separator)."""
+    config = load_config(os.environ.get(CONFIG_ENV) or None)
+    paths = [p for p in os.environ.get(CORPORA_ENV, "").split(os.pathsep) if p]
+    return create_app(serve_target(config, paths), url=os.environ.get(URL_ENV) or None)
 
 
-def serve(config_path: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+def serve_target(config: Config, corpora: Sequence[str | os.PathLike[str]] = ()) -> ServeTarget:
+    """What ``serve`` serves: the config's corpus, or each of ``corpora`` (one model id per corpus, its
+    ``name``) with the config's settings and one backend shared by all of them."""
+    if not corpora:
+        return config
+    rags: list[RagCache] = []
+    try:
+        for path in corpora:
+            shared = rags[0].backend if rags else None
+            rags.append(RagCache.from_config(config, corpus=path, backend=shared))
+    except Exception:
+        if rags:
+            rags[0].close()
+        raise
+    return rags
+
+
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    corpora: Sequence[str | os.PathLike[str]] = (),
+) -> None:
     """Run the server with uvicorn (several workers share metrics through files)."""
     import shutil
     import tempfile
@@ -264,10 +329,14 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     host = host or config.server.host
     port = port or config.server.port
     workers = workers or config.server.workers
+    url = f"http://{host}:{port}"
     if workers == 1:
-        uvicorn.run(create_app(config), host=host, port=port, log_level="info", log_config=_log_config())
+        app = create_app(serve_target(config, corpora), url=url)
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=_log_config())
         return
     os.environ[WORKERS_ENV] = str(workers)
+    os.environ[URL_ENV] = url
+    os.environ[CORPORA_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in corpora)
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(config.source)
     created = None

@@ -12,7 +12,7 @@ from ragcache.config import Config, load_config
 from ragcache.errors import ConfigError, CorpusNotFoundError
 from ragcache.server.schemas import CorpusSummary
 
-__all__ = ["Corpora", "ServeTarget", "corpus_summary"]
+__all__ = ["Corpora", "ServeTarget", "corpus_summary", "preload"]
 
 log = logging.getLogger("ragcache.server")
 
@@ -65,6 +65,13 @@ class Corpora:
                 f"model {name!r} does not exist: models are the served corpus names ({served})"
             ) from None
 
+    def replace(self, name: str, rag: RagCache) -> RagCache:
+        """Serve ``name`` from ``rag`` from now on (one dict store: requests that already hold the
+        previous facade finish on it); the previous facade."""
+        previous = self.get(name)
+        self._rags[name] = rag
+        return previous
+
     def names(self) -> list[str]:
         return list(self._rags)
 
@@ -73,6 +80,16 @@ class Corpora:
 
     def __iter__(self) -> Iterator[RagCache]:
         return iter(self._rags.values())
+
+
+def preload(rag: RagCache) -> None:
+    """Read everything a request may need from the build folder into memory (block texts, chunks, the
+    router index), so the facade keeps answering after a rebuild replaces that folder."""
+    for block_id in rag.corpus.blocks:
+        rag.corpus.block_text(block_id)
+    _ = rag.corpus.chunks
+    if rag.corpus.chunks and (rag.corpus.root / "index").is_dir():
+        getattr(rag.router, "index", None)  # HybridRouter opens it on first use
 
 
 def corpus_summary(rag: RagCache, ready: bool) -> CorpusSummary:

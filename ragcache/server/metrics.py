@@ -141,6 +141,19 @@ class ServerMetrics:
             multiprocess_mode="livesum",
             registry=reg,
         )
+        self.build_info = Gauge(
+            "ragcache_corpus_build_info",
+            "The build each corpus is served from (1 for its fingerprint; a reload moves it)",
+            ("corpus", "fingerprint"),
+            multiprocess_mode="liveall",
+            registry=reg,
+        )
+        self.reloads = Counter(
+            "ragcache_corpus_reloads",
+            "Rebuilt corpora loaded without a restart (outcome: reloaded, failed)",
+            ("corpus", "outcome"),
+            registry=reg,
+        )
         self._queues: Callable[[], Iterable[tuple[str, str, int]]] | None = None
         self.history: deque[dict[str, float]] = deque(maxlen=history_points)
 
@@ -178,6 +191,18 @@ class ServerMetrics:
     def observe_warm_miss(self, corpus: str, backend: str, route: str) -> None:
         """A warmed prefix was answered with fewer cached tokens than its warm-up proved."""
         self.warm_misses.labels(corpus, backend, route).inc()
+
+    def observe_build(self, corpus: str, fingerprint: str, previous: str | None = None) -> None:
+        """``corpus`` is now served from ``fingerprint`` (after ``previous``: a reload)."""
+        if previous is not None:
+            self.build_info.labels(corpus, previous).set(0)
+            if not self.multiprocess:  # the files of multiprocess mode keep the series: 0 says it is gone
+                self.build_info.remove(corpus, previous)
+            self.reloads.labels(corpus, "reloaded").inc()
+        self.build_info.labels(corpus, fingerprint).set(1)
+
+    def observe_reload_failure(self, corpus: str) -> None:
+        self.reloads.labels(corpus, "failed").inc()
 
     def watch_queues(self, depths: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
         """Read ``(corpus, backend, depth)`` rows from ``depths`` whenever metrics are read."""

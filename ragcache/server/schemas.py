@@ -38,6 +38,7 @@ __all__ = [
     "ModelCard",
     "ModelList",
     "RagcacheInfo",
+    "ReloadReply",
 ]
 
 
@@ -216,6 +217,14 @@ class CorpusSummary(BaseModel):
 class CorpusList(BaseModel):
     object: Literal["list"] = "list"
     data: list[CorpusSummary]
+
+
+class ReloadReply(BaseModel):
+    """``POST /admin/reload``: per corpus, ``reloaded`` / ``unchanged`` / ``failed``, the fingerprint
+    served now and the one before."""
+
+    object: Literal["list"] = "list"
+    data: list[dict[str, str]]
 
 
 # --- native ask -------------------------------------------------------------
