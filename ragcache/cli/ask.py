@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, MaxTokensOpt, ModelOpt
-from ragcache.cli.output import console, err_console, handle_errors, progress
+from ragcache.cli.output import console, err_console, generation_progress, handle_errors, progress
 
 if TYPE_CHECKING:
     from ragcache.app import Answer, RagCache
@@ -78,17 +78,20 @@ def load_app(
 
 
 def _print_stream(items: Iterator[Any]) -> Answer:
-    """Print deltas as they come; return the final Answer."""
+    """Print deltas as they come, with the prefill's progress on stderr until the first; return the Answer."""
     from ragcache.app import Answer
 
     answer = None
-    for item in items:
-        if isinstance(item, Answer):
-            answer = item
-        else:
-            sys.stdout.write(item)
-            sys.stdout.flush()
+    with generation_progress() as shown:
+        for item in items:
+            if isinstance(item, Answer):
+                answer = item
+            else:
+                shown.stop()
+                sys.stdout.write(item)
+                sys.stdout.flush()
     sys.stdout.write("\n")
+    sys.stdout.flush()  # before any note on stderr: each on its own line when both reach one terminal
     assert answer is not None
     return answer
 
@@ -107,7 +110,9 @@ def ask(
     rag = load_app(config, corpus, backend, base_url, model, max_tokens)
     try:
         if as_json:
-            typer.echo(json.dumps(rag.ask(question).to_dict(), ensure_ascii=False))
+            with generation_progress():
+                answer = rag.ask(question)
+            typer.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
         answer = _print_stream(rag.stream(question))
         err_console.print(escape(cache_report(answer)))

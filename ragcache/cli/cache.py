@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, ModelOpt
-from ragcache.cli.output import console, err_console, handle_errors, progress
+from ragcache.cli.output import console, err_console, generation_progress, handle_errors
 
 if TYPE_CHECKING:
     from ragcache.app import RagCache
@@ -92,7 +92,7 @@ def warm(
     try:
         prompts = rag.warm_set()
         retired = _retire_stale(rag, prompts)
-        with progress() as report:
+        with generation_progress() as report:
             results = Warmer(rag.backend).warm(prompts, verify=verify, progress=report)
         plan = getattr(rag.backend, "last_plan", None)
     finally:

@@ -3,6 +3,10 @@
 The library reports progress through a plain callback ``(stage, done, total)``;
 :class:`ProgressReporter` renders it as a rich bar on a terminal and as a
 one-line status at most every few seconds otherwise (logs of CI runs, pipes).
+A generation's prefill and decoding (:mod:`ragcache.progress`, heard from the
+local engine) are :class:`TokenProgress`: one live line with the rate and ETA on
+a terminal, the same words as status lines on stderr otherwise; a backend that
+reports nothing (a vendor API) shows "waiting for first token…".
 """
 
 from __future__ import annotations
@@ -20,9 +24,21 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ragcache import progress as hooks
 from ragcache.errors import RagCacheError
 
-__all__ = ["ProgressReporter", "StageTiming", "console", "err_console", "handle_errors", "progress", "quiet_libraries"]
+__all__ = [
+    "ProgressReporter",
+    "StageTiming",
+    "TokenProgress",
+    "console",
+    "err_console",
+    "generation_progress",
+    "handle_errors",
+    "progress",
+    "quiet_libraries",
+    "token_status",
+]
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -155,3 +171,85 @@ def progress(transient: bool = True) -> Iterator[ProgressReporter]:
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=transient) as bar:
         yield ProgressReporter(bar)
+
+
+WAITING = "waiting for first token…"
+
+
+def token_status(stage: str, done: int, total: int, rate: float = 0.0) -> str:
+    """``prefill 12,288/37,250 tokens (33%), 410 tok/s, ETA 61 s``; ``generate 20 tokens (limit 256), 3.1 tok/s``."""
+    if stage == hooks.PREFILL and total > 0:
+        text = f"prefill {done:,}/{total:,} tokens ({done / total:.0%})"
+        if rate > 0:
+            text += f", {rate:,.0f} tok/s"
+            if done < total:
+                text += f", ETA {(total - done) / rate:,.0f} s"
+        return text
+    if stage == hooks.GENERATE:
+        return f"generate {done:,} tokens (limit {total:,})" + (f", {rate:,.1f} tok/s" if rate > 0 else "")
+    return f"{stage} {done:,}/{total:,}" if total else stage
+
+
+class TokenProgress:
+    """The ``(stage, done, total)`` hook of :mod:`ragcache.progress`, rendered with rates and an ETA.
+
+    ``live`` is a rich status (a terminal): every report updates its one line. Without it, a line
+    goes to stderr when a prefill starts and ends and at most every ``interval_s`` in between.
+    :meth:`stop` silences it once the answer's own text streams (the text is then the progress).
+    """
+
+    def __init__(self, live: Any | None, interval_s: float = STATUS_INTERVAL_S) -> None:
+        self._live = live
+        self._interval_s = interval_s
+        self._first: dict[str, tuple[float, int]] = {}  # stage: (when, done) at its first report
+        self._last_line = float("-inf")
+        self._context = ""  # "prefix 2/3: " while the warmer walks its prefixes
+        self._stopped = False
+
+    def waiting(self) -> None:
+        """Say that the backend was asked and nothing came back yet."""
+        self._show(WAITING, force=True)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in (hooks.PREFILL, hooks.GENERATE):  # the warmer's own stage: prefixes done
+            self._context = f"prefix {min(done + 1, total)}/{total}: " if done < total else ""
+            self._first.clear()  # the next prefix's prefill starts its own rate
+            return
+        now = time.monotonic()
+        started, first_done = self._first.setdefault(stage, (now, done))
+        elapsed = now - started
+        rate = (done - first_done) / elapsed if elapsed > 0 and done > first_done else 0.0
+        edge = stage == hooks.PREFILL and (elapsed == 0 or done >= total)
+        self._show(self._context + token_status(stage, done, total, rate), force=edge)
+
+    def stop(self) -> None:
+        """Stop showing anything (the answer's text is about to stream)."""
+        self._stopped = True
+        if self._live is not None:
+            self._live.stop()
+
+    def _show(self, text: str, *, force: bool) -> None:
+        if self._stopped:
+            return
+        if self._live is not None:
+            self._live.update(escape(text))
+            return
+        now = time.monotonic()
+        if force or now - self._last_line >= self._interval_s:
+            self._last_line = now
+            err_console.print(escape(text))
+
+
+@contextmanager
+def generation_progress() -> Iterator[TokenProgress]:
+    """A :class:`TokenProgress` heard by the backend for the block (a live line on a terminal)."""
+    if not err_console.is_terminal:
+        reporter = TokenProgress(None)
+        reporter.waiting()
+        with hooks.scope(reporter):
+            yield reporter
+        return
+    with err_console.status(WAITING) as status:
+        reporter = TokenProgress(status)
+        with hooks.scope(reporter):
+            yield reporter

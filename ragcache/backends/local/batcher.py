@@ -79,6 +79,7 @@ class Sequence:
     submitted_at: float = 0.0  # perf_counter at submit, and when the prefill ended
     prefilled_at: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for usage.raw
+    progress: Callable[[str, int, int], None] | None = None  # the caller's ragcache.progress hook
     outbox: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
 
     def cancel(self) -> None:

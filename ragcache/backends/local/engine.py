@@ -32,7 +32,7 @@ import time
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
-from ragcache import cancel
+from ragcache import cancel, progress
 from ragcache.backends.base import (
     Backend,
     CacheUsage,
@@ -145,7 +145,7 @@ class LocalBackend(Backend):
         encoded = self.encoder.encode(prompt)
         self._check_length(encoded.length)
         max_new = min(options.max_tokens, self.capabilities.context_window - encoded.length)
-        seq = Sequence(encoded, options, max_new, generator=sampler(options))
+        seq = Sequence(encoded, options, max_new, generator=sampler(options), progress=progress.current())
         seq.timings["encode"] = time.perf_counter() - started
         cancelled = cancel.current()
         self.batcher.submit(seq)
@@ -167,6 +167,7 @@ class LocalBackend(Backend):
                 first_token_at = time.perf_counter()
                 seq.timings["first_token"] = first_token_at - seq.prefilled_at
             ids.append(token)
+            progress.report(seq.progress, progress.GENERATE, len(ids), seq.max_new)
             done, visible = stops.visible(self.tokenizer.decode(ids, skip_special_tokens=True))
             if visible.startswith(emitted) and len(visible) > len(emitted):
                 yield visible[len(emitted) :]
@@ -196,20 +197,23 @@ class LocalBackend(Backend):
             raise UnsupportedError("the local prefix cache is disabled (cache.enabled: false); nothing to warm")
         encoded = self.encoder.encode(prompt).stable_only()
         self._check_length(encoded.length)
-        return self.batcher.background(self._warm_steps(encoded))  # live requests go first (batcher.py)
+        hook = progress.current()
+        return self.batcher.background(self._warm_steps(encoded, hook))  # live requests go first (batcher.py)
 
-    def _warm_steps(self, encoded: EncodedPrompt) -> Generator[None, None, CacheUsage]:
+    def _warm_steps(self, encoded: EncodedPrompt, hook: progress.Hook | None) -> Generator[None, None, CacheUsage]:
         """A warm-up's prefill, one forward of at most ``prefill_chunk`` tokens per step (background work:
         the batcher runs a step only while no request waits or runs). A live request that stored the
-        prefix meanwhile ends it early."""
+        prefix meanwhile ends it early. ``hook`` hears the prefill's progress (ragcache.progress)."""
         assert self.store is not None
         match = self.store.match(encoded.block_keys)
         if match.tokens >= encoded.length:
             return CacheUsage(input_tokens=encoded.length, cached_tokens=match.tokens)
         cache = self.past_cache(match.blocks, encoded.length - match.tokens)
+        progress.report(hook, progress.PREFILL, match.tokens, encoded.length)
         for pieces in plan_prefill([(match.tokens, encoded.length)], self.prefill_chunk):
             ((_, start, end),) = pieces
             self._forward(encoded.ids[start:end], cache, start)
+            progress.report(hook, progress.PREFILL, end, encoded.length)
             yield
             if encoded.blocks and encoded.blocks[-1].key in self.store:  # a request computed it meanwhile
                 return CacheUsage(input_tokens=encoded.length, cached_tokens=encoded.length)
@@ -241,7 +245,8 @@ class LocalBackend(Backend):
         for seq in seqs:
             seq.timings["queue"] = now - seq.submitted_at
         prompts, reserve = [seq.encoded for seq in seqs], [seq.max_new for seq in seqs]
-        results = self._prefill(prompts, reserve=reserve, timings=[seq.timings for seq in seqs])
+        hooks = [seq.progress for seq in seqs]
+        results = self._prefill(prompts, reserve=reserve, timings=[seq.timings for seq in seqs], hooks=hooks)
         now = time.perf_counter()
         for seq, (cache, _, usage) in zip(seqs, results, strict=True):
             seq.cache, seq.usage, seq.position, seq.prefilled_at = cache, usage, seq.encoded.length, now
@@ -272,7 +277,12 @@ class LocalBackend(Backend):
             )
 
     def _prefill(
-        self, prompts: list[EncodedPrompt], *, reserve: list[int] | None = None, timings: list[dict] | None = None
+        self,
+        prompts: list[EncodedPrompt],
+        *,
+        reserve: list[int] | None = None,
+        timings: list[dict] | None = None,
+        hooks: list[progress.Hook | None] | None = None,
     ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
         """Per prompt: reuse the longest cached chain of blocks, compute the rest, store the new blocks.
 
@@ -283,22 +293,23 @@ class LocalBackend(Backend):
         (request cache, last logits, usage) per prompt; None, None for a fully
         cached one. ``timings`` (seconds, a dict per prompt) get the batch's
         ``match``, ``cache`` (the request caches over the matched blocks),
-        ``forward`` and ``store`` (the new blocks into the store).
+        ``forward`` and ``store`` (the new blocks into the store). ``hooks`` (one per prompt, or None)
+        hear each prompt's prefill progress (ragcache.progress).
         """
         clock = _Phases(self.device, timings or [])
         matches = [self.store.match(p.block_keys) if self.store is not None else MatchResult() for p in prompts]
         clock.done("match")
         if self.store is not None and (later := _waiting_for_others(prompts, matches)):
             first = [i for i in range(len(prompts)) if i not in later]
-            results = dict(zip(first, self._prefill_part(first, prompts, reserve, timings), strict=True))
-            results.update(zip(later, self._prefill_part(later, prompts, reserve, timings), strict=True))
+            results = dict(zip(first, self._prefill_part(first, prompts, reserve, timings, hooks), strict=True))
+            results.update(zip(later, self._prefill_part(later, prompts, reserve, timings, hooks), strict=True))
             return [results[i] for i in range(len(prompts))]
         caches = [  # None: a fully cached prompt (warm), nothing to compute
             self.past_cache(match.blocks, own + extra) if (own := prompt.length - match.tokens) > 0 else None
             for prompt, match, extra in zip(prompts, matches, reserve or [0] * len(prompts), strict=True)
         ]
         clock.done("cache")
-        logits = self._compute(prompts, caches, [match.tokens for match in matches])
+        logits = self._compute(prompts, caches, [match.tokens for match in matches], hooks)
         clock.done("forward", sync=True)
         results = []
         for prompt, match, cache, last in zip(prompts, matches, caches, logits, strict=True):
@@ -316,22 +327,38 @@ class LocalBackend(Backend):
         return results
 
     def _prefill_part(
-        self, part: list[int], prompts: list[EncodedPrompt], reserve: list[int] | None, timings: list[dict] | None
+        self,
+        part: list[int],
+        prompts: list[EncodedPrompt],
+        reserve: list[int] | None,
+        timings: list[dict] | None,
+        hooks: list[progress.Hook | None] | None,
     ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
         """:meth:`_prefill` of the prompts ``part`` indexes."""
         return self._prefill(
             [prompts[i] for i in part],
             reserve=[reserve[i] for i in part] if reserve else None,
             timings=[timings[i] for i in part] if timings else None,
+            hooks=[hooks[i] for i in part] if hooks else None,
         )
 
-    def _compute(self, prompts: list[EncodedPrompt], caches: list[Any], starts: list[int]) -> list[torch.Tensor | None]:
+    def _compute(
+        self,
+        prompts: list[EncodedPrompt],
+        caches: list[Any],
+        starts: list[int],
+        hooks: list[progress.Hook | None] | None = None,
+    ) -> list[torch.Tensor | None]:
         """Prompt i's tokens from ``starts[i]`` on into ``caches[i]`` (skipped when None); its last logits.
 
         The prompts are cut into forwards of at most :attr:`prefill_chunk` tokens
-        (:func:`~ragcache.backends.local.batcher.plan_prefill`), several prompts packed into one.
+        (:func:`~ragcache.backends.local.batcher.plan_prefill`), several prompts packed into one;
+        ``hooks[i]`` hears prompt i's tokens done after each of its forwards.
         """
         todo = [i for i, cache in enumerate(caches) if cache is not None]
+        hooks = hooks or [None] * len(prompts)
+        for i in todo:
+            progress.report(hooks[i], progress.PREFILL, starts[i], prompts[i].length)
         last: list[torch.Tensor | None] = [None] * len(prompts)
         for pieces in plan_prefill([(starts[i], prompts[i].length) for i in todo], self.prefill_chunk):
             rows = [todo[piece] for piece, _, _ in pieces]
@@ -342,6 +369,7 @@ class LocalBackend(Backend):
             else:  # transformers' caches: one prompt per forward
                 logits = [self._forward(*row) for row in zip(ids, (caches[i] for i in rows), positions, strict=True)]
             for i, (_, _, end), row in zip(rows, pieces, logits, strict=True):
+                progress.report(hooks[i], progress.PREFILL, end, prompts[i].length)
                 if end == prompts[i].length:
                     last[i] = row
         return last
