@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ragcache.corpus.compile import BuildResult
     from ragcache.corpus.manifest import CompiledCorpus
 
-__all__ = ["CACHE_MIN_TOKENS", "cacheable_on", "register"]
+__all__ = ["CACHE_MIN_TOKENS", "cacheable_on", "print_build_summary", "register"]
 
 # Smallest prefix each backend caches, in tokens (vendors: every minimum in the dated table of
 # ragcache.backends.limits). Vendor counts are estimates here: measured with the corpus tokenizer.
@@ -56,6 +56,13 @@ def build(
             "the backend (default: onnx-int8 when onnxruntime is installed).",
         ),
     ] = None,
+    retopic: Annotated[
+        bool, typer.Option("--retopic", help="Cluster topics afresh instead of keeping the previous build's topics.")
+    ] = False,
+    blocks: Annotated[bool, typer.Option("--blocks", help="Also print the table of every block.")] = False,
+    changes: Annotated[
+        bool, typer.Option("--changes", help="List the blocks added, changed or removed (not only their counts).")
+    ] = False,
 ) -> None:
     """Compile a corpus into deterministic, content-addressed prefix blocks (and the router's index)."""
     from ragcache.config import DEFAULT_EMBEDDING_MODEL
@@ -64,17 +71,71 @@ def build(
 
     with progress() as report:
         steps = () if no_index else (index_step(embedding_model or DEFAULT_EMBEDDING_MODEL, progress=report),)
-        result = build_corpus(corpus_dir, out, progress=report, steps=steps)
+        result = build_corpus(corpus_dir, out, progress=report, steps=steps, retopic=retopic)
     if as_json:
         typer.echo(json.dumps(_summary(result.corpus, result), indent=2, sort_keys=True))
         return
-    _print_corpus(result.corpus)
+    print_build_summary(result, list_changes=changes, every_block=blocks)
     console.print(
         f"built {result.documents} documents ({result.document_tokens:,} tokens) into {result.build_dir} in "
         f"{result.seconds:.2f}s: {result.docs_per_s:,.1f} docs/s, {result.tokens_per_s:,.0f} tokens/s "
         f"({result.reused_documents} documents reused from the work cache)"
     )
     console.print(_index_line(report, no_index, len(result.corpus.chunks), embedding_model or DEFAULT_EMBEDDING_MODEL))
+
+
+def print_build_summary(
+    result: BuildResult, *, list_changes: bool = False, every_block: bool = False, largest: int = 5
+) -> None:
+    """What a build made, in lines that do not grow with the number of blocks (``every_block``: the block table)."""
+    if every_block:
+        _print_corpus(result.corpus)
+    else:
+        _print_categories(result, largest)
+    console.print(_changes_line(result, list_changes))
+    for skipped in result.skipped[:20]:
+        console.print(f"skipped docs/{escape(skipped.rel)}: {escape(skipped.reason)}")
+    if len(result.skipped) > 20:
+        console.print(f"skipped {len(result.skipped) - 20} more files")
+
+
+def _print_categories(result: BuildResult, largest: int) -> None:
+    m = result.corpus.manifest
+    category_blocks = [b for b in m.blocks if b.kind == "category"]
+    table = Table(title=f"{m.title} — fingerprint {m.fingerprint[:12]}", title_justify="left")
+    for column in ("category", "docs", "tokens", "blocks"):
+        table.add_column(column, justify="left" if column == "category" else "right")
+    docs_of: dict[str, int] = {}
+    for doc in m.documents:
+        docs_of[doc.category] = docs_of.get(doc.category, 0) + 1
+    for c in m.categories:
+        table.add_row(escape(c.id), str(docs_of.get(c.id, 0)), f"{c.tokens:,}", str(len(c.block_ids)))
+    console.print(table)
+    sizes = sorted(category_blocks, key=lambda b: (-b.tokens, b.id))[:largest]
+    console.print("largest blocks: " + ", ".join(f"{escape(b.id)} ({b.tokens:,} tokens)" for b in sizes))
+    console.print(
+        f"{len(m.documents)} documents, {len(m.categories)} categories, {len(category_blocks)} topic blocks, "
+        f"{m.chunk_count} chunks; full block: {'yes' if result.corpus.full_block_id else 'no'}; "
+        "every block: --blocks or `ragcache inspect`"
+    )
+
+
+def _changes_line(result: BuildResult, list_changes: bool) -> str:
+    changes = result.changes
+    if changes is None:
+        return "blocks since the last build: first build here"
+    how = " (--retopic: topics clustered afresh)" if result.retopic else ""
+    line = (
+        f"blocks since the last build{how}: {changes.count} changed "
+        f"({len(changes.added)} added, {len(changes.changed)} changed, {len(changes.removed)} removed)"
+    )
+    if list_changes:
+        for label, ids in (("added", changes.added), ("changed", changes.changed), ("removed", changes.removed)):
+            if ids:
+                line += f"\n  {label}: " + ", ".join(escape(i) for i in ids)
+    elif changes.count:
+        line += "; names: --changes"
+    return line
 
 
 def _index_line(report: ProgressReporter, no_index: bool, chunks: int, embedding_model: str) -> str:
@@ -166,6 +227,15 @@ def _summary(corpus: CompiledCorpus, result: BuildResult | None = None) -> dict[
             "tokens_per_s": round(result.tokens_per_s, 1),
             "document_tokens": result.document_tokens,
             "reused_documents": result.reused_documents,
+            "retopic": result.retopic,
+            "changes": None
+            if result.changes is None
+            else {
+                "added": list(result.changes.added),
+                "changed": list(result.changes.changed),
+                "removed": list(result.changes.removed),
+            },
+            "skipped": [{"path": f"docs/{s.rel}", "reason": s.reason} for s in result.skipped],
         }
     return summary
 

@@ -93,3 +93,22 @@ def test_model_install_prints_the_model_folder() -> None:
     result = ragcache("model", "install")
     assert result.returncode == 0, result.stderr
     assert (Path(result.stdout.strip()) / "tokenizer.json").exists()
+
+
+def test_build_prints_a_summary_changes_and_skipped_files(small_copy: Path) -> None:
+    """Output that does not grow with the blocks: per-category rows, largest blocks, changes, skipped files."""
+    first = ragcache("build", str(small_copy), "--no-index")
+    assert first.returncode == 0, first.stderr
+    assert "largest blocks: " in first.stdout and "first build here" in first.stdout
+    assert "sha256" not in first.stdout  # the per-block table is behind --blocks
+    (small_copy / "docs/faq/notes.docx").write_bytes(b"PK\x03\x04 not a supported document")
+    faq = small_copy / "docs/faq/typing.md"
+    faq.write_text(faq.read_text(encoding="utf-8") + "\nOne more line.\n", encoding="utf-8")
+    second = ragcache("build", str(small_copy), "--no-index", "--changes")
+    assert second.returncode == 0, second.stderr
+    assert "2 changed (0 added, 2 changed, 0 removed)" in second.stdout  # its block and full
+    assert "changed: category:faq, full" in second.stdout
+    assert "skipped docs/faq/notes.docx: unsupported type .docx" in second.stdout
+    table = ragcache("build", str(small_copy), "--no-index", "--blocks", "--retopic")
+    assert table.returncode == 0 and "sha256" in table.stdout
+    assert "--retopic: topics clustered afresh): 0 changed" in table.stdout
