@@ -95,6 +95,7 @@ class VendorTable:
     self_hosted: bool = False
     read_multiplier: float | None = None  # self-hosted: a read's prefill work per token
     write_multiplier: float = 1.0  # a write with no price of its own: plain input
+    write_multipliers: Mapping[str, float] = field(default_factory=dict)  # per TTL, for unpriced models
     supports_salt: bool = False
     supports_prewarm: bool = False
     supports_diagnostics: bool = False
@@ -105,6 +106,7 @@ class VendorTable:
         object.__setattr__(self, "ttls", _frozen(self.ttls))
         object.__setattr__(self, "models", _frozen(self.models))
         object.__setattr__(self, "reasoning_models", _frozen(self.reasoning_models))
+        object.__setattr__(self, "write_multipliers", _frozen(self.write_multipliers))
         if self.default_ttl not in self.ttls:
             raise ValueError(f"{self.vendor}: default TTL {self.default_ttl!r} is not one of {list(self.ttls)}")
 
@@ -169,12 +171,12 @@ class CacheProfile:
     @property
     def cached_read_price(self) -> float | None:
         """USD per 1M tokens read from the cache."""
-        return None if self.input_price is None else self.input_price * self.read_multiplier
+        return None if self.input_price is None else round(self.input_price * self.read_multiplier, 9)
 
     def write_price(self, ttl: str | None = None) -> float | None:
         """USD per 1M tokens written at ``ttl`` (default: the TTL in use)."""
         multiplier = self.write_multipliers[ttl or self.ttl]
-        return None if self.input_price is None else self.input_price * multiplier
+        return None if self.input_price is None else round(self.input_price * multiplier, 9)
 
     def with_ttl(self, ttl: str | None) -> CacheProfile:
         """This profile at another TTL option (None: the model's default); unknown TTLs are a ConfigError."""
@@ -300,6 +302,8 @@ def _read_multiplier(table: VendorTable, row: ModelRow) -> float:
 def _write_multiplier(table: VendorTable, row: ModelRow, ttl: str) -> float:
     if row.input and ttl in row.cache_write:
         return round(row.cache_write[ttl] / row.input, 6)
+    if row.input is None and ttl in table.write_multipliers:
+        return table.write_multipliers[ttl]
     return table.write_multiplier
 
 

@@ -87,7 +87,7 @@ def vendor_prices(models: Sequence[str] = PRICED_MODELS) -> dict[str, PriceFn]:
     for model in models:
         price = price_for(model)
         if price is None:
-            raise ConfigError(f"no price for model {model!r} in ragcache/cache/prices.json")
+            raise ConfigError(f"no price for model {model!r} in its vendor table (ragcache/backends/<vendor>/table.py)")
         out[f"{price.vendor} {model}"] = lambda usage, p=price: cost_at(usage, p).usd
     return out
 

@@ -1,35 +1,33 @@
 """What a request cost, and what it would have cost without the cache.
 
-Prices live in ``prices.json`` beside this module (USD per 1M tokens, each
-model with the date its figures were taken from the vendor's page). A model
-name resolves to an entry only exactly or as a dated snapshot of it
+Prices come from each vendor's dated table (``ragcache/backends/<vendor>/table.py``,
+read through :mod:`ragcache.backends.profile`; USD per 1M tokens). A model name
+resolves to a row only exactly or as a dated snapshot of it
 (``claude-sonnet-4-5-20250929`` → ``claude-sonnet-4-5``, ``gpt-4o-mini-2024-07-18``
-→ ``gpt-4o-mini``): never by a looser prefix, so a model the table does not know
-(``claude-opus-4-9``, ``gpt-5.6``) is *unpriced* rather than billed as a cousin.
-Self-hosted engines (``local``, ``vllm``) cost 0 here: their cost is hardware,
-not tokens.
+→ ``gpt-4o-mini``): never by a looser prefix, so a model no table knows
+(``claude-opus-4-9``) is *unpriced* rather than billed as a cousin. A backend
+whose profile is self-hosted costs 0 here: its cost is hardware, not tokens.
+``load_prices(path)`` reads a JSON table of the same fields for a private price list.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcache.backends.base import CacheUsage
+from ragcache.backends.profile import profile_for, resolve_row, vendor_table, vendor_tables
 from ragcache.errors import ConfigError
 
 if TYPE_CHECKING:
     from ragcache.config import BackendConfig
 
 __all__ = [
-    "SELF_HOSTED",
     "Cost",
     "ModelPrice",
     "cost_at",
@@ -42,10 +40,7 @@ __all__ = [
 
 log = logging.getLogger("ragcache.pricing")
 
-SELF_HOSTED = frozenset({"local", "vllm"})
 _PER = 1_000_000
-# A snapshot suffix: Anthropic's ``-20250929``, OpenAI's ``-2024-07-18``.
-_DATE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2})$")
 
 
 @dataclass(frozen=True)
@@ -58,8 +53,8 @@ class ModelPrice:
     input: float
     cached_read: float
     output: float
-    cache_write_5m: float
-    cache_write_1h: float
+    cache_write_5m: float  # a write at the model's default TTL
+    cache_write_1h: float  # a write at the 1-hour TTL (Anthropic's ``ephemeral_1h``), else the default's
     cache_storage_1h: float = 0.0  # per 1M token-hours of explicit cache storage (Gemini)
 
 
@@ -108,7 +103,7 @@ def _price(model: str, entry: dict[str, Any], where: str) -> ModelPrice:
 
 
 def load_prices(path: str | Path | None = None) -> dict[str, ModelPrice]:
-    """Read a price table (default: the packaged ``prices.json``)."""
+    """Read a price table: a JSON file of ``models`` (default: every vendor table's priced rows)."""
     if path is None:
         return dict(_packaged())
     where = str(path)
@@ -121,16 +116,32 @@ def load_prices(path: str | Path | None = None) -> dict[str, ModelPrice]:
 
 @cache
 def _packaged() -> dict[str, ModelPrice]:
-    text = resources.files("ragcache.cache").joinpath("prices.json").read_text(encoding="utf-8")
-    return {name: _price(name, entry, "prices.json") for name, entry in json.loads(text)["models"].items()}
+    """Every priced row of every vendor table, at the model's default TTL."""
+    prices: dict[str, ModelPrice] = {}
+    for vendor, table in vendor_tables().items():
+        for name, row in table.models.items():
+            if row.input is None:
+                continue
+            profile = profile_for(vendor, name)
+            default = profile.write_price() or 0.0
+            hour = profile.write_price("1h") if "1h" in profile.ttl_options else default
+            prices[name] = ModelPrice(
+                model=name,
+                vendor=vendor,
+                as_of=profile.as_of,
+                input=row.input,
+                cached_read=profile.cached_read_price or 0.0,
+                output=row.output or 0.0,
+                cache_write_5m=default,
+                cache_write_1h=hour or default,
+                cache_storage_1h=profile.storage_per_token_hour,
+            )
+    return prices
 
 
 def resolve_model(model: str, names: Any) -> str | None:
     """The table entry ``model`` names: itself, or the model it is a dated snapshot of."""
-    if model in names:
-        return model
-    base = _DATE_SUFFIX.sub("", model)
-    return base if base != model and base in names else None
+    return resolve_row(model, names)
 
 
 def price_for(model: str, prices: dict[str, ModelPrice] | None = None) -> ModelPrice | None:
@@ -183,7 +194,7 @@ def price_usage(backend: BackendConfig, usage: CacheUsage, reported_model: str =
     reported. An unpriced model is logged once per process, not per answer.
     """
     model = backend.model or reported_model
-    if backend.kind in SELF_HOSTED:
+    if _self_hosted(backend.kind):
         return Cost(0.0, 0.0, model)
     cost = cost_of(usage, model)
     if cost is None:
@@ -192,9 +203,18 @@ def price_usage(backend: BackendConfig, usage: CacheUsage, reported_model: str =
             _warned.add(model)
         if first:
             log.warning(
-                "no price for model %r (backend %s) in ragcache/cache/prices.json: its answers are unpriced "
+                "no price for model %r (backend %s) in its vendor table (ragcache/backends/<vendor>/table.py): "
+                "its answers are unpriced "
                 "(cost null); add the model there to price them",
                 model,
                 backend.kind,
             )
     return cost
+
+
+def _self_hosted(kind: str) -> bool:
+    """Whether the backend ``kind``'s vendor table declares it self-hosted (a kind with no table: hosted)."""
+    try:
+        return vendor_table(kind).self_hosted
+    except ConfigError:
+        return False

@@ -6,14 +6,22 @@ prefixes with expiry times and charges every request with the vendor's rules:
 
 - the **hit** is the longest leading block sequence shared with a live cached
   prefix (block boundaries are where breakpoints sit), read at ``cached_read``;
-- the rest of the stable prefix is **written** at the TTL's write price
-  (Anthropic 1.25x input for 5 minutes, 2x for an hour; OpenAI and Gemini bill a
-  write as plain input), and the tail is plain input;
+  where the vendor looks back only so many content blocks from the breakpoint at
+  the end of the stable prefix (``CacheProfile.max_lookback_blocks``: Anthropic's
+  20), a shared prefix further back is not found;
+- the rest of the stable prefix is **written** at the TTL's write price, and the
+  tail is plain input;
 - nothing is cached or read when the stable prefix (or the shared part) is
   below the model's minimum cacheable tokens;
 - a hit or a write sets the expiry of the prefixes involved to now + TTL;
 - where the vendor bills **storage** (Gemini's explicit caches, per token-hour),
-  each cached prefix is billed from its write to its last expiry.
+  each cached prefix is billed from its write to its last expiry;
+- a self-hosted engine has no TTL and no token price: the replay counts prefill
+  work (an uncached token is 1, a read and a write the profile's multipliers, per
+  1M tokens) and keeps every prefix (the KV memory bound is not modelled).
+
+Every figure comes from the model's :class:`~ragcache.backends.profile.CacheProfile`
+(docs/architecture.md, invariant 7).
 
 Question and output tokens are the same for every strategy over the same
 questions, so callers usually leave them out. Pure and deterministic: no clock,
@@ -22,23 +30,26 @@ no I/O beyond reading the price table.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from importlib import resources
-from typing import Literal
 
+from ragcache.backends.profile import CacheProfile, profile_for
 from ragcache.errors import ConfigError
 
-__all__ = ["TTLS", "CacheRules", "ReplayRequest", "ReplayResult", "arrivals", "replay", "rules_for", "stable_blocks"]
+__all__ = [
+    "CacheRules",
+    "ReplayRequest",
+    "ReplayResult",
+    "arrivals",
+    "replay",
+    "rules_for",
+    "rules_from",
+    "stable_blocks",
+]
 
-Ttl = Literal["5m", "1h"]
-TTLS: dict[str, float] = {"5m": 300.0, "1h": 3600.0}
 _PER = 1_000_000
-# Gemini's explicit caches default to one hour and bill writes as plain input.
-_VENDOR_TTL: dict[str, Ttl] = {"anthropic": "5m", "openai": "5m", "gemini": "1h"}
-_MIN_CACHEABLE = {"gemini": 1024}  # vendors without a row in ragcache.backends.limits
+_PLANNING_DAY_S = 86_400.0  # a prefix with no TTL, for the router's questions-per-lifetime: a day of traffic
 
 
 @dataclass(frozen=True)
@@ -50,9 +61,16 @@ class CacheRules:
     input: float
     cached_read: float
     cache_write: float
-    ttl_s: float
+    ttl_s: float  # inf: no TTL (a self-hosted engine's LRU)
     min_cacheable_tokens: int = 0
     storage_per_hour: float = 0.0  # USD per 1M cached tokens per hour (0: not billed)
+    max_lookback_blocks: int | None = None
+    profile: CacheProfile | None = field(default=None, compare=False)
+
+    @property
+    def planning_ttl_s(self) -> float:
+        """The TTL the router plans demand with: the TTL, or a day for a cache with none."""
+        return min(self.ttl_s, _PLANNING_DAY_S)
 
 
 @dataclass(frozen=True)
@@ -100,45 +118,34 @@ class ReplayResult:
         }
 
 
-@cache
-def _price_entries() -> dict[str, dict]:
-    text = resources.files("ragcache.cache").joinpath("prices.json").read_text(encoding="utf-8")
-    return dict(json.loads(text)["models"])
+def rules_for(model: str, ttl: str | None = None, min_cacheable_tokens: int | None = None) -> CacheRules:
+    """The rules of ``model`` (exact name or dated snapshot, found in its vendor's table) at ``ttl``
+    (default: the model's); a model no table prices is a ConfigError."""
+    profile = profile_for(None, model, ttl, min_cacheable_tokens=min_cacheable_tokens)
+    return rules_from(profile)
 
 
-def rules_for(model: str, ttl: Ttl | None = None, min_cacheable_tokens: int | None = None) -> CacheRules:
-    """The rules for ``model`` (longest-prefix match in prices.json); unknown models are a ConfigError."""
-    entries = _price_entries()
-    matches = [name for name in entries if model.startswith(name)]
-    if not matches:
-        raise ConfigError(f"no price for model {model!r} in ragcache/cache/prices.json; known: {', '.join(entries)}")
-    name = max(matches, key=len)
-    entry = entries[name]
-    vendor = str(entry["vendor"])
-    ttl = ttl or _VENDOR_TTL.get(vendor, "5m")
-    if ttl not in TTLS:
-        raise ConfigError(f"cache TTL {ttl!r}: expected one of {', '.join(TTLS)}")
-    write = entry.get(f"cache_write_{ttl}", entry.get("cache_write_5m", entry["input"]))
-    storage = entry.get("cache_storage_per_hour", entry.get("storage_per_hour", 0.0))
+def rules_from(profile: CacheProfile) -> CacheRules:
+    """The replay's rules for ``profile``: USD per 1M tokens, or prefill work for a self-hosted engine."""
+    if profile.self_hosted:
+        base = 1.0  # an uncached token's prefill
+    elif profile.input_price is None:
+        raise ConfigError(f"no price for {profile.vendor} model {profile.model!r} in its vendor table")
+    else:
+        base = profile.input_price
+    ttl_s = profile.ttl_s
     return CacheRules(
-        model=name,
-        vendor=vendor,
-        input=float(entry["input"]),
-        cached_read=float(entry["cached_read"]),
-        cache_write=float(write),
-        ttl_s=TTLS[ttl],
-        min_cacheable_tokens=_min_cacheable(vendor, model) if min_cacheable_tokens is None else min_cacheable_tokens,
-        storage_per_hour=float(storage),
+        model=profile.priced_model or profile.model,
+        vendor=profile.vendor,
+        input=base,
+        cached_read=round(base * profile.read_multiplier, 9),
+        cache_write=round(base * profile.write_multiplier, 9),
+        ttl_s=float("inf") if ttl_s is None else ttl_s,
+        min_cacheable_tokens=profile.min_cacheable_tokens,
+        storage_per_hour=profile.storage_per_token_hour,
+        max_lookback_blocks=profile.max_lookback_blocks,
+        profile=profile,
     )
-
-
-def _min_cacheable(vendor: str, model: str) -> int:
-    """The dated per-model table of ragcache.backends.limits, else this module's vendor default."""
-    from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
-
-    if vendor in MIN_CACHEABLE:
-        return int(min_cacheable_tokens(vendor, model))
-    return _MIN_CACHEABLE.get(vendor, 0)
 
 
 def arrivals(count: int, rate_per_min: float) -> list[float]:
@@ -168,6 +175,9 @@ class _Cache:
         best, owner = 0, None
         for key in sorted(self.entries):  # sorted: ties resolve the same way on every run
             n = _shared(key, ids)
+            lookback = self.rules.max_lookback_blocks
+            if lookback is not None and len(ids) - n > lookback:
+                continue  # the breakpoint at the prefix's end does not look back that far
             if n > best and cumulative[n] >= self.rules.min_cacheable_tokens:
                 best, owner = n, key
         return best, owner
@@ -187,7 +197,8 @@ class _Cache:
 
     def _retire(self, key: tuple[str, ...]) -> None:
         entry = self.entries.pop(key)
-        self.token_seconds += entry.tokens * (entry.expires_s - entry.written_s)
+        if math.isfinite(entry.expires_s):  # a cache with no TTL bills no storage
+            self.token_seconds += entry.tokens * (entry.expires_s - entry.written_s)
 
 
 def _shared(a: tuple[str, ...], b: tuple[str, ...]) -> int:

@@ -119,14 +119,16 @@ def router_factory(
     from ragcache.router.policy import HybridRouter
 
     index = open_index(corpus, load_embedder(config.router.embedding_model))
-    per_ttl = rate_per_min * rules.ttl_s / 60
+    per_ttl = rate_per_min * rules.planning_ttl_s / 60
 
     def make_router(window: int) -> Router:
         settings = config.router.model_copy(update={"window_tokens": window, "questions_per_ttl": per_ttl})
         capabilities = Capabilities(
-            context_window=window, min_cacheable_tokens=rules.min_cacheable_tokens, ttl_s=rules.ttl_s
+            context_window=window, min_cacheable_tokens=rules.min_cacheable_tokens, ttl_s=rules.planning_ttl_s
         )
-        return HybridRouter(corpus, settings, capabilities, config.backend.max_output_tokens, index=index)
+        return HybridRouter(
+            corpus, settings, capabilities, config.backend.max_output_tokens, index=index, profile=rules.profile
+        )
 
     return make_router
 

@@ -31,7 +31,9 @@ def eval_router(
     vendor_model: Annotated[str, typer.Option("--vendor-model", help="Model whose cache prices are replayed.")] = (
         "claude-sonnet-4-5"
     ),
-    ttl: Annotated[str | None, typer.Option("--ttl", help="Cache TTL: 5m or 1h (default: the vendor's).")] = None,
+    ttl: Annotated[
+        str | None, typer.Option("--ttl", help="TTL option of the model's cache profile, e.g. 5m or 1h (default: its own).")
+    ] = None,
     rate_per_min: Annotated[float, typer.Option("--rate-per-min", min=0.001, help="Question arrival rate.")] = 10.0,
     snippet_tokens: Annotated[int | None, typer.Option("--snippet-tokens", min=0)] = None,
     dense_weight: Annotated[float | None, typer.Option("--dense-weight", min=0.0, max=1.0)] = None,

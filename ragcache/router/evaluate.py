@@ -25,6 +25,7 @@ same for both strategies and are left out of tokens and cost.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -276,7 +277,8 @@ def evaluate_windows(
         "corpus_tokens": corpus.total_tokens,
         "questions": len(items),
         "vendor_model": rules.model,
-        "cache_ttl_s": rules.ttl_s,
+        "cache_ttl_s": rules.ttl_s if math.isfinite(rules.ttl_s) else None,  # None: no TTL (self-hosted LRU)
+        "profile": rules.profile.to_dict() if rules.profile is not None else None,
         "rate_per_min": rate_per_min,
         "windows": rows,
     }
@@ -316,12 +318,12 @@ def evaluate_corpus(
         settings = router_config
         if "window_tokens" in type(router_config).model_fields:  # the config override must not beat the window
             # The router prices cold runs by the traffic this replay assumes: questions per cache lifetime.
-            per_ttl = rate_per_min * rules.ttl_s / 60
+            per_ttl = rate_per_min * rules.planning_ttl_s / 60
             settings = router_config.model_copy(update={"window_tokens": window, "questions_per_ttl": per_ttl})
         capabilities = Capabilities(
-            context_window=window, min_cacheable_tokens=rules.min_cacheable_tokens, ttl_s=rules.ttl_s
+            context_window=window, min_cacheable_tokens=rules.min_cacheable_tokens, ttl_s=rules.planning_ttl_s
         )
-        return create_router(corpus, settings, capabilities, reserved)
+        return create_router(corpus, settings, capabilities, reserved, profile=rules.profile)
 
     index = open_index(corpus, load_embedder(router_config.embedding_model))
     topk = TopK(corpus, index, items, router_config.dense_weight)

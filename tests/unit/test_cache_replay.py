@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragcache.cache.replay import CacheRules, ReplayRequest, arrivals, replay, rules_for, stable_blocks
+from ragcache.backends.profile import profile_for
+from ragcache.cache.replay import CacheRules, ReplayRequest, arrivals, replay, rules_for, rules_from, stable_blocks
 from ragcache.errors import ConfigError
 
 # USD per 1M tokens: input 10, read 1 (0.1x), write 12.5 (1.25x); 5-minute TTL; 1,000-token minimum.
@@ -72,8 +73,49 @@ def test_rules_from_the_price_table() -> None:
     assert (hour.cache_write, hour.ttl_s) == (6.0, 3600.0)
     gpt = rules_for("gpt-5")
     assert (gpt.cache_write, gpt.min_cacheable_tokens) == (gpt.input, 1024)  # OpenAI bills writes as input
-    with pytest.raises(ConfigError, match="no price for model 'nope'"):
+    with pytest.raises(ConfigError, match="no vendor table has a row for model 'nope'"):
         rules_for("nope")
+
+
+def test_models_match_exactly_or_as_a_dated_snapshot_as_pricing_does() -> None:
+    assert rules_for("gpt-4o-2024-08-06").model == "gpt-4o"
+    for cousin in ("gpt-4o-audio-preview", "claude-sonnet-4-5-beta"):
+        with pytest.raises(ConfigError, match="no vendor table"):
+            rules_for(cousin)
+
+
+def test_gemini_bills_storage_with_its_own_ttl_and_minimum() -> None:
+    flash = rules_for("gemini-2.5-flash")
+    assert (flash.vendor, flash.ttl_s, flash.storage_per_hour, flash.min_cacheable_tokens) == (
+        "gemini",
+        3600.0,
+        1.0,
+        2048,
+    )
+    out = replay([req(0, ("c", 4000)), req(600, ("c", 4000))], flash)
+    assert out.storage_token_hours == pytest.approx(4000 * (600 + 3600) / 3600)
+    assert out.storage_usd > 0 and out.usd == pytest.approx(
+        (4000 * flash.cache_write + 4000 * flash.cached_read) / 1e6 + out.storage_usd
+    )
+
+
+def test_anthropic_looks_back_at_most_twenty_blocks_from_the_breakpoint() -> None:
+    rules = rules_for("claude-sonnet-4-5", min_cacheable_tokens=0)
+    assert rules.max_lookback_blocks == 20
+    head = tuple((f"b{i}", 100) for i in range(5))
+    near = head + tuple((f"n{i}", 100) for i in range(20))  # the shared 5 blocks are 20 back: found
+    far = head + tuple((f"f{i}", 100) for i in range(21))  # 21 back: not found
+    out = replay([ReplayRequest(0, head), ReplayRequest(1, near), ReplayRequest(2, far)], rules)
+    assert out.cached_read_tokens == 500
+    assert out.cache_write_tokens == 500 + 2000 + 2600
+
+
+def test_a_self_hosted_engine_is_priced_in_prefill_work_with_no_ttl() -> None:
+    rules = rules_for_profile("vllm")
+    assert (rules.input, rules.cached_read, rules.cache_write, rules.ttl_s) == (1.0, 0.0, 1.0, float("inf"))
+    out = replay([req(0, ("c", 1000)), req(10 * 86_400, ("c", 1000))], rules)  # ten days later: still cached
+    assert (out.cache_write_tokens, out.cached_read_tokens, out.storage_usd) == (1000, 1000, 0.0)
+    assert rules.planning_ttl_s == 86_400.0
 
 
 def test_bad_input_is_refused() -> None:
@@ -84,3 +126,7 @@ def test_bad_input_is_refused() -> None:
     assert arrivals(3, 30) == [0.0, 2.0, 4.0]
     with pytest.raises(ValueError, match="2 block ids but 1"):
         stable_blocks(["a", "b"], [1])
+
+
+def rules_for_profile(vendor: str) -> CacheRules:
+    return rules_from(profile_for(vendor, "any-model"))

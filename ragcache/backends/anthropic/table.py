@@ -40,6 +40,8 @@ TABLE = VendorTable(
     min_cacheable=1024,
     max_lookback_blocks=20,
     supports_prewarm=True,
+    read_multiplier=0.1,  # every model: reads 0.1x, writes 1.25x (5m) / 2x (1h) of input
+    write_multipliers={"5m": 1.25, "1h": 2.0},
     models={
         "claude-opus-5": _row(5.0, 25.0, window=_M1, min_cacheable=512, as_of="2026-06-01"),
         "claude-fable-5": _row(10.0, 50.0, window=_M1, min_cacheable=512, as_of="2026-06-01"),

@@ -16,8 +16,8 @@ extends a live cache with ``caches.update(ttl=…)`` or creates a missing one.
 Usage: ``prompt_token_count`` already includes ``cached_content_token_count``,
 so it maps straight to ``CacheUsage.input_tokens``. The request that created
 the cache reports those tokens as a cache *write* (Google bills the creation at
-the input price and that request's read at the cached price: prices.json's
-Gemini ``cache_write_5m`` is their sum), and ``raw["cache_storage_token_hours"]``
+the input price and that request's read at the cached price: the table's
+Gemini write price is their sum), and ``raw["cache_storage_token_hours"]``
 carries the storage it committed to (priced per 1M token-hours). The wire
 shapes (contents, usage, error mapping) live in :mod:`ragcache.backends.gemini.wire`.
 """
@@ -48,7 +48,6 @@ from ragcache.backends.base import (
 from ragcache.backends.gemini.caches import CacheEntry, CacheRegistry
 from ragcache.backends.gemini.wire import (
     KEY_ENVS,
-    MIN_CACHEABLE_TOKENS,
     estimate_tokens,
     finish_reason,
     map_error,
@@ -70,7 +69,6 @@ if TYPE_CHECKING:
     from ragcache.config import BackendConfig, CacheConfig
 
 __all__ = [
-    "MIN_CACHEABLE_TOKENS",
     "GeminiBackend",
     "GeminiOptions",
     "create",

@@ -36,8 +36,9 @@ TABLE = VendorTable(
     ttls={"5m": 300.0, "1h": 3600.0},
     default_ttl="1h",
     window=_M1,
-    min_cacheable=1024,
+    min_cacheable=4096,  # an unknown model: the larger documented figure (a too-small create is a 400)
     supports_prewarm=True,
+    read_multiplier=0.1,  # an unpriced model: the 2.5/3.x families' read discount
     models={
         "gemini-3-pro-preview": _row(2.0, 0.2, 12.0, 4.5, min_cacheable=4096, as_of="2025-12-01"),
         "gemini-3-flash-preview": _row(0.5, 0.05, 3.0, 1.0, min_cacheable=4096, as_of="2025-12-01"),

@@ -20,7 +20,6 @@ from ragcache.prompt import Prompt, SegmentKind
 
 __all__ = [
     "KEY_ENVS",
-    "MIN_CACHEABLE_TOKENS",
     "estimate_tokens",
     "finish_reason",
     "map_error",
@@ -31,26 +30,14 @@ __all__ = [
 ]
 
 KEY_ENVS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
-# Minimum tokens of an explicit cache, per model family, as the Gemini API caching
-# page listed them when read for this table (2026-11): the page has changed several
-# times (32,768 for the 1.5 models in 2024, 4,096 later; 2.5 Pro has moved too), so
-# backend.options.min_cacheable_tokens overrides it. Longest matching prefix wins.
-MIN_CACHEABLE_TOKENS: dict[str, int] = {
-    "gemini-3-pro": 4096,
-    "gemini-3-flash": 1024,
-    "gemini-2.5-pro": 4096,
-    "gemini-2.5-flash": 1024,
-}
-DEFAULT_MIN_CACHEABLE = 4096  # an unknown model: the larger documented figure (a too-small create is a 400)
 _TOO_LONG = ("exceeds the maximum number of tokens", "input token count", "too many tokens", "context window")
 
 
 def min_cacheable_tokens(model: str, override: int | None = None) -> int:
-    """The model's minimum explicit-cache size (override > table > default)."""
-    if override is not None:
-        return override
-    matches = [name for name in MIN_CACHEABLE_TOKENS if model.removeprefix("models/").startswith(name)]
-    return MIN_CACHEABLE_TOKENS[max(matches, key=len)] if matches else DEFAULT_MIN_CACHEABLE
+    """The model's minimum explicit-cache size: override > its row in the dated table > the default."""
+    from ragcache.backends.profile import profile_for
+
+    return profile_for("gemini", model.removeprefix("models/"), min_cacheable_tokens=override).min_cacheable_tokens
 
 
 def estimate_tokens(text: str) -> int:

@@ -37,7 +37,8 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
-from ragcache.backends.limits import is_reasoning_model, min_cacheable_tokens
+from ragcache.backends.limits import min_cacheable_tokens
+from ragcache.backends.openai.table import is_reasoning_model
 from ragcache.backends.openai.wire import (
     KEY_RATE_LIMIT_PER_MIN,
     CacheKeyer,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ragcache.backends.profile import ModelRow, VendorTable
 
-__all__ = ["RESPONSES_MIN_OUTPUT_TOKENS", "TABLE"]
+__all__ = ["RESPONSES_MIN_OUTPUT_TOKENS", "TABLE", "is_reasoning_model"]
 
 RESPONSES_MIN_OUTPUT_TOKENS = 16  # the Responses API rejects max_output_tokens below this
 
@@ -32,6 +32,7 @@ TABLE = VendorTable(
     window=_K128,
     min_cacheable=1024,
     supports_diagnostics=False,
+    read_multiplier=0.1,  # an unpriced model (an OpenAI-compatible server): the gpt-5 family's read discount
     models={
         "gpt-5.5": _row(5.0, 0.5, 30.0, window=_K400, as_of="2026-06-01"),
         "gpt-5.4-nano": _row(0.2, 0.02, 1.25, window=_K400, as_of="2026-06-01"),
@@ -51,5 +52,15 @@ TABLE = VendorTable(
     # Reasoning models reject temperature/top_p other than their defaults and take
     # max_completion_tokens. Model-name prefix → is a reasoning model; the longest
     # matching prefix wins, no match is not.
-    reasoning_models={"gpt-5": True, "gpt-5-chat": False, "o1": True, "o3": True, "o4": True},
+    reasoning_models={"gpt-5": True, "gpt-5-chat": False, "gpt-6": True, "o1": True, "o3": True, "o4": True},
 )
+
+
+def is_reasoning_model(model: str, override: bool | None = None) -> bool:
+    """Whether ``model`` takes only the reasoning-model parameters: ``override`` > the table
+    (the longest matching name prefix wins; no match is not a reasoning model)."""
+    if override is not None:
+        return override
+    rows = TABLE.reasoning_models
+    matches = [name for name in rows if model.startswith(name)]
+    return rows[max(matches, key=len)] if matches else False

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, timed_generation
-from ragcache.backends.limits import RESPONSES_MIN_OUTPUT_TOKENS
+from ragcache.backends.openai.table import RESPONSES_MIN_OUTPUT_TOKENS
 from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
 from ragcache.errors import BackendUnavailableError
 from ragcache.hashing import content_hash
