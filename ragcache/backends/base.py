@@ -14,13 +14,13 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ragcache.backends.profile import CacheProfile, profile_for
+from ragcache.backends.profile import CacheProfile, default_profile, profile_for, vendor_tables
 from ragcache.config import format_validation_error
 from ragcache.errors import ConfigError, UnsupportedError
 from ragcache.prompt import Prompt
@@ -163,9 +163,21 @@ class Backend(ABC):
         registered under the backend's ``name``); every price and plan reads it, never the kind
         (docs/architecture.md, invariant 7). Backends with a TTL option override it."""
         caps = self.capabilities
+        model = str(getattr(self, "model", "") or "")
+        if self.name not in vendor_tables():  # a backend with no table prices as the router's default
+            default = default_profile()
+            return replace(
+                default,
+                vendor=self.name,
+                model=model,
+                context_window=caps.context_window,
+                input_price=None,
+                output_price=None,
+                priced_model=None,
+            )
         return profile_for(
             self.name,
-            str(getattr(self, "model", "") or ""),
+            model,
             self.cache_ttl,
             min_cacheable_tokens=caps.min_cacheable_tokens,
             context_window=caps.context_window,

@@ -24,7 +24,7 @@ from ragcache.backends.base import CacheUsage, GenerationOptions, create_backend
 from ragcache.bench.metrics import PriceFn, RequestRecord, StrategySummary, summarize
 from ragcache.bench.replay import ProgressFn, replay
 from ragcache.bench.report import BenchResult, write_report
-from ragcache.bench.strategies import SALTED_KINDS, RagcacheStrategy, Strategy, create_strategies
+from ragcache.bench.strategies import RagcacheStrategy, Strategy, create_strategies
 from ragcache.bench.workload import WorkloadItem
 from ragcache.config import Config
 from ragcache.errors import ConfigError
@@ -97,7 +97,7 @@ def _apps(config: Config, strategies: Sequence[str]) -> tuple[RagCache, RagCache
     the KV cache lives in the process, so strategies cannot evict each other's prefixes."""
     app = RagCache.from_config(config)
     uncached = None
-    if "no-cache" in strategies and config.backend.kind not in SALTED_KINDS:
+    if "no-cache" in strategies and not app.backend.profile.supports_salt:
         cache = config.cache.model_copy(update={"enabled": False, "warm_on_start": False, "keep_warm": False})
         plain = config.model_copy(update={"cache": cache})  # ragcache's router, so both send the same prompts
         uncached = RagCache(plain, app.corpus, create_backend(plain.backend, plain.cache), app.router)

@@ -42,7 +42,6 @@ __all__ = ["NAIVE_MATCHES", "STRATEGIES", "Outcome", "Strategy", "add_usage", "c
 
 STRATEGIES = ("ragcache", "naive-rag", "full", "no-cache")
 NAIVE_MATCHES = ("cost", "tokens")
-SALTED_KINDS = frozenset({"vllm"})
 WARM_MODES = ("traffic", "all", "none")
 
 
@@ -288,7 +287,7 @@ def _create(name: str, app: RagCache, options: GenerationOptions, uncached: RagC
         return NaiveRagStrategy(app, options, budget=naive_budget, match=naive_match)
     if name == "full":
         return FullStrategy(app, options)
-    salted = app.config.backend.kind in SALTED_KINDS
+    salted = app.backend.profile.supports_salt
     if not salted and uncached is None:
         raise ConfigError("strategy 'no-cache': needs a salted engine (vllm) or an app with the cache disabled")
     return NoCacheStrategy(app if salted else uncached, options, salted=salted)

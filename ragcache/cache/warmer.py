@@ -339,6 +339,6 @@ def policy_for(backend: Backend, model: str | None = None, ttl_s: float | None =
         keep = price.cache_storage_1h * ttl / 3600
         return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=keep, write_price=keep + price.input)
     if price is not None and price.input > 0:
-        write = price.cache_write_1h if ttl >= 3600 and price.vendor == "anthropic" else price.cache_write_5m
+        write = backend.profile.write_price() or price.cache_write_5m  # the write at the backend's TTL option
         return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=price.cached_read, write_price=write)
     return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=0.1, write_price=1.0)

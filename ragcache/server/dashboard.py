@@ -14,7 +14,6 @@ from functools import lru_cache
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from ragcache.cache.pricing import SELF_HOSTED
 from ragcache.server.corpora import corpus_summary
 from ragcache.server.metrics import snapshot_dict
 
@@ -34,7 +33,7 @@ def dashboard_data(state: ServerState) -> dict[str, Any]:
         summary = corpus_summary(rag, state.warming.is_ready(name)).model_dump()
         summary["state"] = state.warming.states.get(name, "unknown")
         summary["backend"] = rag.backend.name
-        summary["self_hosted"] = rag.config.backend.kind in SELF_HOSTED
+        summary["self_hosted"] = rag.backend.profile.self_hosted
         summary["warm"] = state.warming.results.get(name, [])
         corpora.append(summary)
     return {
