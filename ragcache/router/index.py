@@ -2,10 +2,15 @@
 
 Built at ``ragcache build`` time as a build step and stored in ``<build>/index/``::
 
-    index.json     format, key, embedding model id, chunk count, dimension
-    dense.faiss    inner-product flat index over L2-normalised chunk embeddings
+    index.json     format, key, embedding model id, chunk count, dimension, dense kind
+    dense.faiss    inner-product index over L2-normalised chunk embeddings: exact (flat)
+                   below ``search.APPROX_MIN_CHUNKS`` chunks, IVF above (search.py)
     rows.json      the content hash of each row's embedded text, in row order
     bm25/          bm25s index over the same chunk texts
+
+Both are opened by memory-mapping. On the IVF kind a question scores a pool of
+dense candidates and its BM25 postings only (:meth:`ChunkIndex.top`); chunks
+outside the pool score 0 on the dense side.
 
 The *key* is a hash of the embedding model id and every chunk's hash (and the
 title it is embedded with), so an unchanged corpus reuses its index: it is copied
@@ -35,6 +40,7 @@ import numpy as np
 from ragcache.errors import CorpusError
 from ragcache.hashing import canonical_json, content_hash
 from ragcache.router.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, embedder_model_id, load_embedder
+from ragcache.router.search import DENSE_POOL, Candidates, build_dense, fuse, is_approximate, postings, read_dense
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -158,13 +164,14 @@ class ChunkIndex:
         embedder: Embedder,
         progress: ProgressFn | None = None,
         known: dict[str, NDArray[np.float32]] | None = None,
+        approximate: bool | None = None,
     ) -> ChunkIndex:
-        """Embed and index every chunk (the slow part of a build; README "Build throughput" has the rates).
+        """Embed and index every chunk (the slow part of a build; docs/bench/build.md has the rates).
 
         ``known`` maps text hashes to vectors this embedder made before: those texts are not embedded again.
+        ``approximate``: force the dense kind (default: by chunk count, search.py).
         """
         import bm25s
-        import faiss
 
         texts = [chunk_text(corpus, c) for c in corpus.chunks]
         hashes = [content_hash(t) for t in texts]
@@ -181,9 +188,7 @@ class ChunkIndex:
         for i, h in enumerate(hashes):
             if h in known:
                 vectors[i] = known[h]
-        dense = faiss.IndexFlatIP(dim)
-        if len(vectors):
-            dense.add(vectors)
+        dense = build_dense(vectors, approximate)
         bm25 = bm25s.BM25()
         bm25.index([tokenize(t) or [""] for t in texts], show_progress=False)
         index = cls(corpus, embedder, dense, bm25, index_key(corpus, embedder.model_id))
@@ -192,9 +197,8 @@ class ChunkIndex:
 
     @classmethod
     def load(cls, corpus: CompiledCorpus, embedder: Embedder, root: Path | None = None) -> ChunkIndex:
-        """Read ``<build>/index``; a missing or stale index is a :class:`CorpusError` saying how to fix it."""
+        """Open ``<build>/index`` by memory-mapping; a missing or stale index is a :class:`CorpusError`."""
         import bm25s
-        import faiss
 
         root = root or corpus.root / INDEX_DIR
         meta = read_meta(root)
@@ -206,8 +210,8 @@ class ChunkIndex:
                 f"{root}: router index was built for other chunks or another embedding model "
                 f"({meta.get('model_id')!r}, want {embedder.model_id!r}); run `ragcache build` again"
             )
-        dense = faiss.read_index(str(root / "dense.faiss"))
-        bm25 = bm25s.BM25.load(str(root / "bm25"), show_progress=False, verbosity=0)
+        dense = read_dense(str(root / "dense.faiss"))
+        bm25 = bm25s.BM25.load(str(root / "bm25"), mmap=True, show_progress=False, verbosity=0)
         return cls(corpus, embedder, dense, bm25, expected)
 
     def save(self, root: Path) -> None:
@@ -223,22 +227,55 @@ class ChunkIndex:
             "model_id": self.embedder.model_id,
             "chunks": len(self.chunk_ids),
             "dim": int(self._dense.d),
+            "dense": "ivf" if self.approximate else "flat",
         }
         (root / "index.json").write_text(canonical_json(meta, indent=2) + "\n", encoding="utf-8")
         if self.row_hashes is not None:
             (root / ROWS_FILE).write_text(canonical_json(self.row_hashes) + "\n", encoding="utf-8")
 
+    @property
+    def approximate(self) -> bool:
+        """Whether the dense side is the IVF kind (search.py)."""
+        return is_approximate(self._dense)
+
     def scores(self, question: str, dense_weight: float = 0.5) -> QueryScores:
-        """Dense cosine and BM25 for every chunk, min-max normalised per question and mixed."""
+        """Dense cosine and BM25 for every chunk, min-max normalised per question and mixed.
+
+        On the IVF kind only a pool of ``DENSE_POOL`` chunks has a cosine (the rest 0) and the
+        min-max runs over that pool: linear in chunks only through the arrays it returns.
+        """
         n = len(self.chunk_ids)
         dense = np.zeros(n, dtype=np.float32)
+        pool = np.zeros(n, dtype=bool)
         if n:
-            sims, ids = self._dense.search(self.embedder.embed_query(question)[None, :], n)
-            dense[ids[0]] = sims[0]
+            k = min(n, DENSE_POOL) if self.approximate else n
+            sims, ids = self._dense.search(self.embedder.embed_query(question)[None, :], k)
+            found = ids[0] >= 0
+            dense[ids[0][found]] = sims[0][found]
+            pool[ids[0][found]] = True
         terms = tokenize(question)  # may be empty ("why?", only stop words): bm25s cannot score no terms
         lexical = np.asarray(self._bm25.get_scores(terms), dtype=np.float32) if n and terms else np.zeros_like(dense)
-        fused = dense_weight * _minmax(dense) + (1.0 - dense_weight) * _scale(lexical)
+        normalised = _minmax(dense) if not self.approximate else np.where(pool, _minmax_of(dense, pool), 0.0)
+        fused = dense_weight * normalised + (1.0 - dense_weight) * _scale(lexical)
         return QueryScores(dense, lexical, np.round(fused, 6))  # rounding: stable ties across machines
+
+    def top(self, question: str, k: int, dense_weight: float = 0.5) -> list[tuple[str, float]]:
+        """The ``k`` best chunks by fused score, touching only a dense pool and the question's BM25
+        postings on the IVF kind (sublinear in chunks); on the exact kind, the same as :meth:`search`."""
+        if not self.approximate:
+            return self.search(question, k, dense_weight)
+        found = self.candidates(self.embedder.embed_query(question), tokenize(question), k, dense_weight)
+        return [(self.chunk_ids[int(i)], float(f)) for i, f in zip(found.rows, found.fused, strict=True)]
+
+    def candidates(
+        self, vector: NDArray[np.float32], terms: list[str], k: int, dense_weight: float = 0.5
+    ) -> Candidates:
+        """The fused best ``k`` rows from a pool of dense neighbours of ``vector`` and the postings of ``terms``."""
+        pool = min(len(self.chunk_ids), max(k, DENSE_POOL))
+        sims, ids = self._dense.search(vector[None, :], pool) if pool else (np.zeros((1, 0)), np.zeros((1, 0)))
+        found = ids[0] >= 0
+        rows, lexical = postings(self._bm25, terms)
+        return fuse(ids[0][found].astype(np.int64), sims[0][found], rows, lexical, dense_weight, k)
 
     def dense_search(self, question: str, k: int) -> list[tuple[str, float]]:
         """Top ``k`` chunk ids by cosine similarity alone (what plain vector RAG does)."""
@@ -268,6 +305,15 @@ def embed_texts(embedder: Embedder, texts: list[str], progress: ProgressFn | Non
         if progress:
             progress(EMBED_STAGE, min(start + _EMBED_BATCH, len(texts)), len(texts))
     return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def _minmax_of(values: NDArray[np.float32], pool: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Min-max over the ``pool`` entries only."""
+    values = values.astype(np.float64)
+    if not pool.any():
+        return np.zeros_like(values)
+    low, high = float(values[pool].min()), float(values[pool].max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
 def _minmax(values: NDArray[np.float32]) -> NDArray[np.float64]:
@@ -337,14 +383,12 @@ def known_vectors(root: Path, embedder: Embedder) -> dict[str, NDArray[np.float3
     Empty when the embedder's vectors depend on their batch (torch), the model differs, or
     the folder is missing, old (no rows.json) or unreadable: then everything is embedded.
     """
-    import faiss
-
     meta = read_meta(root)
     if not getattr(embedder, "per_text", False) or meta is None or meta.get("model_id") != embedder.model_id:
         return {}
     try:
         hashes = json.loads((root / ROWS_FILE).read_text(encoding="utf-8"))
-        dense = faiss.read_index(str(root / "dense.faiss"))
+        dense = read_dense(str(root / "dense.faiss"))
     except (OSError, ValueError, RuntimeError):
         return {}
     if not isinstance(hashes, list) or len(hashes) != dense.ntotal:
