@@ -46,7 +46,7 @@ from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ConfigError, ContextLengthError, ModelError
 from ragcache.hashing import canonical_json, content_hash
 from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Route, RouteMode, Snippet, render_user_turn
-from ragcache.router.policy import CACHED_READ_PRICE
+from ragcache.router.policy import CACHED_READ_PRICE, WRITE_PRICE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -276,8 +276,8 @@ class ConversationPlanner:
             if snippets is None:
                 conversation, compaction, snippets = self._compact(conversation, fused, sizes, tail_cap, growth)
                 sizes = self._sizes(conversation, question, context)
-            if snippets is None and fused is not None and conversation.mode == "blocks":
-                conversation, moved = self._move(conversation, fused)  # its history is sent anew anyway
+            if snippets is None and fused is not None and conversation.mode != "full":
+                conversation, moved = self._move(conversation, fused, sizes, growth)  # its history is sent anew
                 sizes = self._sizes(conversation, question, context)
                 self._check_fits(conversation, sizes)
                 if moved and sizes.room < tail_cap:  # the new run is larger: drop more of the oldest turns
@@ -345,10 +345,24 @@ class ConversationPlanner:
             "question or the context"
         )
 
-    def _move(self, conversation: Conversation, fused: np.ndarray) -> tuple[Conversation, bool]:
-        """At a re-anchoring turn, the run the question is clearly in (``Router.preferred_run``), if another."""
-        target = self.router.preferred_run(fused, conversation.block_ids)
-        return (conversation, False) if target is None else (replace(conversation, block_ids=target), True)
+    def _move(
+        self, conversation: Conversation, fused: np.ndarray, sizes: _Sizes, growth: int
+    ) -> tuple[Conversation, bool]:
+        """At a re-anchoring turn, where the conversation goes. ``fixed``: the run the question is clearly
+        in (``Router.preferred_run``), if another. ``walk``: the run that holds what top-k at the same
+        price would, within what the window leaves after the history (``Router.reanchor_run``): the
+        pinned one while it does, else another, else none (the conversation goes on as top-k)."""
+        if self.settings.excerpts == "fixed":
+            if conversation.mode != "blocks":
+                return conversation, False
+            target = self.router.preferred_run(fused, conversation.block_ids)
+        else:
+            instructions = self.stable_tokens(()) + MESSAGE_OVERHEAD
+            room = sizes.usable - instructions - sizes.history - sizes.question
+            target = self.router.reanchor_run(fused, conversation.block_ids, max(room - growth, room // 2))
+        if target is None or tuple(target) == tuple(conversation.block_ids):
+            return conversation, False
+        return replace(conversation, mode="blocks" if target else "topk", block_ids=tuple(target)), True
 
     def _follow(
         self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int
@@ -364,7 +378,7 @@ class ConversationPlanner:
         corpus_tokens = sum(self.corpus.blocks[b].tokens for b in conversation.block_ids if b in self.corpus.blocks)
         allowance = CACHED_READ_PRICE * (corpus_tokens + sum(carried.values()))
         snippets, complete = self.router.walk_tail(
-            fused, conversation.block_ids, frozenset(carried), allowance, tail_cap, minimum=tail_cap
+            fused, conversation.block_ids, frozenset(carried), allowance, tail_cap, tail_cap, WRITE_PRICE - 1.0
         )
         return snippets if complete else None
 
@@ -406,6 +420,8 @@ class ConversationPlanner:
         turn = conversation.turns + 1
         if first:
             return f"turn 1: routed ({conversation.mode}); later turns keep this prefix"
+        if moved and not conversation.block_ids:
+            return f"turn {turn}: left its run for top-k (no run holds what top-k would at the same price)"
         if moved:
             return f"turn {turn}: moved to {'+'.join(conversation.block_ids)} (the question is clearly elsewhere)"
         if compaction is not None:

@@ -264,6 +264,7 @@ class HybridRouter:
         allowance: float,
         room: int,
         minimum: int = 0,
+        premium: float = 0.0,
     ) -> tuple[tuple[Snippet, ...], bool]:
         """A later conversation turn's excerpts: the walk of module docstring, 4, over what its prompt
         already carries (``block_ids`` and ``carried``, the chunks sent with earlier turns).
@@ -273,6 +274,8 @@ class HybridRouter:
         the excerpts. The walk is complete when the allowance is used up within ``room`` tokens: the
         prompt then holds every chunk such a top-k prompt would. The excerpts are then topped up with
         the next best chunks to ``minimum`` tokens. Returns the excerpts and whether it completed.
+        ``premium``: what writing an excerpt to the cache costs above an uncached token (the same
+        money buys a top-k prompt that much more), so each excerpt walked adds it to the allowance.
         """
         inside = self._chunks_in(tuple(block_ids))
         cap = self.config.top_k or len(fused)
@@ -289,6 +292,7 @@ class HybridRouter:
             elif used + chunk.tokens <= room:
                 picked.append(int(i))
                 used += chunk.tokens
+                left += 0.0 if complete else premium * chunk.tokens
             elif not complete:
                 return self._snippets(fused, picked), False
             if complete and used >= minimum:
@@ -313,10 +317,39 @@ class HybridRouter:
         top = self.run_scores(fused, order)
         return self.runs[best].block_ids if float(top[best] - top[kept]) >= self.config.sticky_margin else None
 
+    def reanchor_run(self, fused: np.ndarray, pinned: Sequence[str], budget: int) -> tuple[str, ...]:
+        """The blocks a conversation re-anchors on when a later turn's walk failed (``()``: top-k).
+
+        The same admissibility as :meth:`route` (module docstring, 4), with the tail walked within
+        ``budget`` (what the window leaves for blocks and excerpts after the history): the pinned
+        run is priced as warm (the conversation has just read it), other runs at the demand-free
+        prior, so every worker derives the same answer. The pinned run stays while it is
+        admissible; else the best covered admissible run; else none, and the turn is top-k.
+        """
+        if not self.runs:
+            return tuple(pinned)
+        order = self.ranking(fused)
+        coverage = self.coverage(self.relevance(fused, order))
+        candidates = [int(i) for i in np.lexsort((np.arange(len(coverage)), -coverage))[:CANDIDATES]]
+        price = self._prices(np.zeros(len(self.runs)))
+        kept = self._run_by_blocks.get(tuple(pinned))
+        if kept is not None:
+            price[kept] = self.read_price if self.runs[kept].tokens >= self.min_cacheable else 1.0
+            candidates.append(kept)
+        walks = self._walks(order, candidates, price, budget)
+        admissible = [r for r, walk in walks.items() if walk.complete]
+        if kept in admissible:
+            return tuple(pinned)
+        if not admissible:
+            return ()
+        return self.runs[min(admissible, key=lambda r: (-coverage[r], r))].block_ids
+
     def run_prices(self) -> np.ndarray:
         """Each run's price per stable token and request, relative to an uncached token (module docstring, 3)."""
+        return self._prices(self.demand.counts)
+
+    def _prices(self, counts: np.ndarray) -> np.ndarray:
         per_ttl = self.config.questions_per_ttl
-        counts = self.demand.counts
         share = (counts + per_ttl / len(counts)) / (float(counts.sum()) + per_ttl)
         price = self.read_price + self.write_price * np.exp(-share * per_ttl)
         tokens = np.array([run.tokens for run in self.runs])
@@ -386,14 +419,18 @@ class HybridRouter:
             return None
         return ("full",) if self.corpus.full_block_id else tuple(self.blocks)
 
-    def _walks(self, order: np.ndarray, runs: list[int], price: np.ndarray) -> dict[int, _Walk]:
-        """The walk of module docstring, 4, for each of ``runs`` over the ranked chunks."""
+    def _walks(
+        self, order: np.ndarray, runs: list[int], price: np.ndarray, budget: int | None = None
+    ) -> dict[int, _Walk]:
+        """The walk of module docstring, 4, for each of ``runs`` over the ranked chunks, within ``budget``
+        tokens of run and tail (default: the router's)."""
+        budget = self.budget if budget is None else budget
         sizes = self._chunk_tokens[order]
         total = np.cumsum(sizes)
         out: dict[int, _Walk] = {}
         for r in dict.fromkeys(runs):
             inside = np.cumsum(np.where(self._in_run[r, order], sizes, 0))
-            room = self.budget - self.runs[r].tokens
+            room = budget - self.runs[r].tokens
             allowance = price[r] * self.runs[r].tokens
             depth = int(np.searchsorted(inside, allowance, side="left"))  # first rank where the price is used up
             complete = depth < len(order) and int(total[depth] - inside[depth]) <= room

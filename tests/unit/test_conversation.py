@@ -157,8 +157,8 @@ def test_excerpts_go_before_turns_when_that_is_enough(corpus: CompiledCorpus) ->
 
 def test_route_documents_are_exactly_what_each_prompt_holds(corpus: CompiledCorpus) -> None:
     """After every sticky decision (kept, moved, compacted) the route describes the prompt sent."""
-    for window in (900, 1400):
-        rag = make_rag(corpus, window)
+    for window, excerpts in itertools.product((900, 1400), ("fixed", "walk")):
+        rag = make_rag(corpus, window, excerpts=excerpts)
         for plan in play(rag, TURNS):
             prompt = rag.turn_prompt(plan)
             assert plan.route.documents == rag.sources(prompt)
@@ -312,3 +312,47 @@ def test_walk_tail_holds_every_chunk_ranked_above_where_it_stopped(corpus: Compi
             break
     _, fits = router.walk_tail(fused, (), frozenset(), allowance=30, room=order[0].tokens - 1)
     assert not fits  # the best chunk alone does not fit the room: the walk cannot complete
+
+
+def test_a_written_excerpt_walks_further_by_its_write_premium(corpus: CompiledCorpus) -> None:
+    """Excerpts written to the cache cost more than plain input, so the same money buys top-k that
+    much more: with a premium the walk must go deeper before the carried chunks pay for the prompt."""
+    rag = make_rag(corpus, 1400, mode="topk")
+    router = rag.router
+    fused = router.fused_scores([("How long should bread dough be kneaded?", 1.0)])
+    order = [corpus.chunks[i] for i in router.ranking(fused)]
+    carried = frozenset(c.id for c in order[1::2])
+    plain, _ = router.walk_tail(fused, (), carried, allowance=30, room=10_000)
+    priced, complete = router.walk_tail(fused, (), carried, allowance=30, room=10_000, premium=0.5)
+    assert complete and len(priced) > len(plain)
+    walked = excerpts = 0
+    for chunk in order:  # the carried chunks walked cover the allowance plus the premium on the excerpts
+        if chunk.id in carried:
+            walked += chunk.tokens
+        elif chunk.id in {s.chunk_id for s in priced}:
+            excerpts += chunk.tokens
+        if walked >= 30 + 0.5 * excerpts:
+            break
+    else:
+        pytest.fail("the walk stopped before the carried chunks paid for its excerpts")
+
+
+def test_a_walk_conversation_keeps_its_run_only_while_it_holds_what_top_k_would(corpus: CompiledCorpus) -> None:
+    """``Router.reanchor_run``: a re-anchoring turn keeps the pinned run while it is admissible at the
+    read price, goes to another run or to top-k otherwise; and the route says what was sent."""
+    rag = make_rag(corpus, 900, excerpts="walk")
+    router = rag.router
+    assert len(router.runs) > 1
+    first = router.route(TURNS[0], observe=False)
+    pinned = first.block_ids
+    same = router.fused_scores([(TURNS[3], 1.0)])
+    assert router.reanchor_run(same, pinned, router.budget) == tuple(pinned)
+    elsewhere = router.fused_scores([(TURNS[5], 1.0)])
+    targets = {router.reanchor_run(elsewhere, pinned, budget) for budget in range(0, router.budget + 1, 16)}
+    assert () in targets and tuple(pinned) in targets  # none fits a small budget; a large one holds it all
+    assert any(corpus.blocks[b].category == "astronomy" for t in targets for b in t)  # in between: it moves
+    assert router.reanchor_run(elsewhere, pinned, 0) == ()  # no room for any walk: top-k
+    modes = {
+        plan.conversation.mode == ("blocks" if plan.conversation.block_ids else "topk") for plan in play(rag, TURNS)
+    }
+    assert modes == {True}
