@@ -15,10 +15,11 @@ from rich.table import Table
 
 from ragcache.cli.output import console, handle_errors
 
-__all__ = ["DEFAULT_WINDOWS", "eval_router", "register"]
+__all__ = ["DEFAULT_WINDOWS", "eval_router", "parse_rates", "register"]
 
 DEFAULT_WINDOWS = "8192,32768,131072,200000"
 DEFAULT_QA = Path("tests/data/sqlite_qa.jsonl")
+DEFAULT_RATE = 10.0
 
 
 def eval_router(
@@ -32,9 +33,15 @@ def eval_router(
         "claude-sonnet-4-5"
     ),
     ttl: Annotated[
-        str | None, typer.Option("--ttl", help="TTL option of the model's cache profile, e.g. 5m or 1h (default: its own).")
+        str | None,
+        typer.Option("--ttl", help="TTL option of the model's cache profile, e.g. 5m or 1h (default: its own)."),
     ] = None,
-    rate_per_min: Annotated[float, typer.Option("--rate-per-min", min=0.001, help="Question arrival rate.")] = 10.0,
+    rate_per_min: Annotated[
+        float | None, typer.Option("--rate-per-min", min=0.001, help="Question arrival rate per minute (default 10).")
+    ] = None,
+    rates: Annotated[
+        str | None, typer.Option("--rates", help="Several arrival rates per minute in one run, e.g. 2,10,60.")
+    ] = None,
     snippet_tokens: Annotated[int | None, typer.Option("--snippet-tokens", min=0)] = None,
     dense_weight: Annotated[float | None, typer.Option("--dense-weight", min=0.0, max=1.0)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
@@ -58,23 +65,40 @@ def eval_router(
     compiled = load_corpus(corpus)
     qa_path = qa or (corpus / "qa.jsonl" if (corpus / "qa.jsonl").is_file() else DEFAULT_QA)
     items = load_qa(qa_path, compiled)
+    if rates is not None and rate_per_min is not None:
+        raise typer.BadParameter("give --rates or --rate-per-min, not both", param_hint="--rates")
+    arrival_rates = parse_rates(rates) if rates is not None else [rate_per_min or DEFAULT_RATE]
     rules = rules_for(vendor_model, ttl)  # type: ignore[arg-type]
-    report, topk = evaluate_corpus(compiled, items, sizes, config=cfg, rules=rules, rate_per_min=rate_per_min)
+    report, topk = evaluate_corpus(compiled, items, sizes, config=cfg, rules=rules, rates_per_min=arrival_rates)
     report["qa"] = str(qa_path)
     budgets = sorted({int(b) for b in _sweep(max(w["corpus_budget"] for w in report["windows"]))})
-    curve = topk_curve(topk, budgets, rate_per_min, rules)
+    curves = {rate: topk_curve(topk, budgets, rate, rules) for rate in report["rates_per_min"]}
     report["topk_curve"] = [
-        {"corpus_budget": b, "usd_per_1k": round(x, 4), "recall": round(y, 4)}
+        {"rate_per_min": rate, "corpus_budget": b, "usd_per_1k": round(x, 4), "recall": round(y, 4)}
+        for rate, curve in curves.items()
         for b, (x, y) in zip(budgets, curve, strict=True)
     ]
     if plot is not None:
         from ragcache.router.eval_plot import plot_report
 
-        plot_report(report, curve, plot)
+        plot_report(report, curves, plot)
     if as_json:
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return
     print_report(report)
+
+
+def parse_rates(text: str) -> list[float]:
+    """``"2,10,60"`` → ``[2.0, 10.0, 60.0]`` (sorted, distinct); anything else is a ``--rates`` error."""
+    try:
+        values = sorted({float(r) for r in text.split(",") if r.strip()})
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated questions per minute, got {text!r}", param_hint="--rates"
+        ) from None
+    if not values or not all(0 < v < float("inf") for v in values):
+        raise typer.BadParameter(f"rates must be positive questions per minute, got {text!r}", param_hint="--rates")
+    return values
 
 
 def _sweep(high: int) -> list[float]:
@@ -85,16 +109,17 @@ def _sweep(high: int) -> list[float]:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    """One row per window and strategy."""
+    """One row per rate, window and strategy."""
     title = f"eval-router: {report['corpus']} ({report['questions']} questions, {report['corpus_tokens']:,} tokens)"
     table = Table(title=title, title_justify="left")
-    for column in ("window", "strategy", "recall", "any gold", "tokens", "budget", "prefixes", "$/1k q"):
+    for column in ("rate/min", "window", "strategy", "recall", "any gold", "tokens", "budget", "prefixes", "$/1k q"):
         table.add_column(column, justify="left" if column == "strategy" else "right")
     labels = {"router": "router", "topk_equal_tokens": "top-k =tokens", "topk_equal_cost": "top-k =cost"}
     for row in report["windows"]:
         for key, label in labels.items():
             f = row[key]
             table.add_row(
+                f"{row['rate_per_min']:g}" if key == "router" else "",
                 f"{row['window']:,}" if key == "router" else "",
                 label,
                 f"{f['recall']:.3f}",
@@ -106,9 +131,10 @@ def print_report(report: dict[str, Any]) -> None:
                 end_section=key == "topk_equal_cost",
             )
     console.print(table)
+    rates = ", ".join(f"{r:g}" for r in report["rates_per_min"])
     console.print(
         f"cost: {report['vendor_model']} prompt cache replayed cold, questions in file order at "
-        f"{report['rate_per_min']:g}/min, TTL {report['cache_ttl_s']:g} s; question and output tokens left out. "
+        f"{rates}/min, TTL {report['cache_ttl_s']:g} s; question and output tokens left out. "
         "recall = share of a question's gold documents in the prompt; any gold = at least one; tokens = mean "
         "prompt tokens; budget = the router's share of the window's corpus budget.",
         highlight=False,

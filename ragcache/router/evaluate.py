@@ -38,7 +38,7 @@ from ragcache.errors import CorpusError
 from ragcache.prompt import INSTRUCTIONS_BLOCK, NON_CORPUS_BLOCKS
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ragcache.corpus.manifest import CompiledCorpus
     from ragcache.router import Router
@@ -49,6 +49,7 @@ __all__ = [
     "TopK",
     "budget_for_cost",
     "evaluate_corpus",
+    "evaluate_rates",
     "evaluate_windows",
     "gold_recall",
     "load_qa",
@@ -266,6 +267,7 @@ def evaluate_windows(
         rows.append(
             {
                 "window": window,
+                "rate_per_min": rate_per_min,
                 "corpus_budget": budget,
                 "router": router,
                 "topk_equal_tokens": topk_figures(topk, equal_tokens, times, rules),
@@ -282,6 +284,47 @@ def evaluate_windows(
         "rate_per_min": rate_per_min,
         "windows": rows,
     }
+
+
+def evaluate_rates(
+    corpus: CompiledCorpus,
+    items: list[QAItem],
+    make_router: Callable[[int, float], Router],
+    topk: TopK,
+    windows: list[int],
+    *,
+    rules: CacheRules,
+    rates_per_min: Sequence[float],
+    reserved_tokens: int,
+) -> dict[str, Any]:
+    """:func:`evaluate_windows` at each arrival rate, one report whose rows carry ``rate_per_min``.
+
+    The rows are ordered by rate, then window; ``rates_per_min`` lists the rates. With
+    one rate the report is :func:`evaluate_windows`'s, so ``--rate-per-min`` keeps its shape.
+    A router is built per (window, rate): its prices depend on the traffic it expects.
+    """
+    rates = sorted(set(rates_per_min))
+    if not rates or rates[0] <= 0:
+        raise ValueError(f"arrival rates must be positive questions per minute, got {list(rates_per_min)}")
+    reports = [
+        evaluate_windows(
+            corpus,
+            items,
+            lambda window, rate=rate: make_router(window, rate),
+            topk,
+            windows,
+            rules=rules,
+            rate_per_min=rate,
+            reserved_tokens=reserved_tokens,
+        )
+        for rate in rates
+    ]
+    report = dict(reports[0])
+    report["rates_per_min"] = rates
+    report["windows"] = [row for r in reports for row in r["windows"]]
+    if len(rates) > 1:
+        del report["rate_per_min"]  # one figure no longer describes the run; each row names its rate
+    return report
 
 
 def topk_curve(topk: TopK, budgets: list[int], rate_per_min: float, rules: CacheRules) -> list[tuple[float, float]]:
@@ -301,9 +344,9 @@ def evaluate_corpus(
     *,
     config: Any,
     rules: CacheRules,
-    rate_per_min: float,
+    rates_per_min: Sequence[float],
 ) -> tuple[dict[str, Any], TopK]:
-    """Build one router per window from ``config`` (a :class:`~ragcache.config.Config`) and evaluate them all."""
+    """Build one router per window and rate from ``config`` (a :class:`~ragcache.config.Config`), evaluate them all."""
     from ragcache.backends.base import Capabilities
     from ragcache.router import create_router
     from ragcache.router.embeddings import load_embedder
@@ -314,7 +357,7 @@ def evaluate_corpus(
     router_config = config.router
     reserved = config.backend.max_output_tokens
 
-    def make_router(window: int) -> Router:
+    def make_router(window: int, rate_per_min: float) -> Router:
         settings = router_config
         if "window_tokens" in type(router_config).model_fields:  # the config override must not beat the window
             # The router prices cold runs by the traffic this replay assumes: questions per cache lifetime.
@@ -327,14 +370,14 @@ def evaluate_corpus(
 
     index = open_index(corpus, load_embedder(router_config.embedding_model))
     topk = TopK(corpus, index, items, router_config.dense_weight)
-    report = evaluate_windows(
+    report = evaluate_rates(
         corpus,
         items,
         make_router,
         topk,
         sorted(set(windows)),
         rules=rules,
-        rate_per_min=rate_per_min,
+        rates_per_min=rates_per_min,
         reserved_tokens=reserved + router_config.history_allowance,
     )
     return report, topk
