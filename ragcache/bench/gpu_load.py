@@ -1,0 +1,311 @@
+"""The GPU run's load and offloading phases (issue 25); see :mod:`ragcache.bench.gpu` for the machine.
+
+    python -m ragcache.bench.gpu_load run --root DIR --out F --phases load,offload,replicas
+    python -m ragcache.bench.gpu_load serve --vllm URL --corpora DIR --names a,b --port P   # one worker
+
+``load``: ``ragcache serve`` (the ``vllm`` backend, token-id prompts, several corpora) in front
+of one vLLM; N concurrent multi-turn chats through it, then the same requests straight to vLLM
+(:mod:`ragcache.bench.chatload`). vLLM's prefix cache is reset between the two and the corpus
+prefixes warmed again, so each side starts from the same cache. The ragcache worker's CPU time
+is read from ``/proc`` around its run (a worker at one core is the limit).
+
+``replicas``: two ragcache workers in front of two vLLM replicas behind vllm-router (consistent
+hashing on the backend's affinity header), the same comparison through the router.
+
+``offload``: a KV cache capped at a third of the four 8k prefixes, the prefixes asked in turn,
+without and with vLLM's native KV offloading to CPU memory; cached share and TTFT of each
+request, and what the warmer reports for each prefix afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ragcache.bench import chatload
+from ragcache.bench.gpu import SERVED_NAME, Server, environment, start_router, vllm_argv
+
+__all__ = ["load_phase", "main", "offload_phase", "serve_corpora", "worker_cpu_s"]
+
+LOAD_CORPORA = ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d", "gpu-32k")
+OFFLOAD_CORPORA = ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d")
+
+
+def _config(url: str, corpus: Path, max_tokens: int, model: str, **options: Any) -> Any:
+    from ragcache.config import BackendConfig, CacheConfig, Config, RouterConfig
+
+    options = {"prompt_format": "token_ids", **options}
+    backend = BackendConfig(kind="vllm", model=model, base_url=url, max_output_tokens=max_tokens, timeout_s=600,
+                            max_retries=0, options=options)  # fmt: skip
+    return Config(corpus=corpus, backend=backend, router=RouterConfig(mode="auto"), cache=CacheConfig(keep_warm=False))
+
+
+def open_rags(
+    url: str, corpora: Path, names: Sequence[str], max_tokens: int, model: str = SERVED_NAME, **options: Any
+) -> dict[str, Any]:
+    """A RagCache per corpus on the ``vllm`` backend at ``url`` (token ids; ``router=True`` behind a router)."""
+    from ragcache.app import RagCache
+
+    return {name: RagCache.from_config(_config(url, corpora / name, max_tokens, model, **options)) for name in names}
+
+
+def serve_corpora(
+    url: str, corpora: Path, names: Sequence[str], port: int, max_tokens: int, router: bool, model: str = SERVED_NAME
+) -> None:
+    """One ``ragcache serve`` worker over several corpora (each a ``model``), as ``serve`` runs it."""
+    import uvicorn
+
+    from ragcache.server.app import _log_config, create_app
+
+    rags = open_rags(url, corpora, names, max_tokens, model, **({"router": True} if router else {}))
+    uvicorn.run(create_app(list(rags.values())), host="127.0.0.1", port=port, log_level="info",
+                log_config=_log_config())  # fmt: skip
+
+
+def start_worker(url: str, corpora: Path, names: Sequence[str], port: int, logs: Path, *, max_tokens: int,
+                 router: bool = False, model: str = SERVED_NAME) -> Server:  # fmt: skip
+    """A ragcache worker process on ``port`` (the module's ``serve`` command)."""
+    argv = [sys.executable, "-m", "ragcache.bench.gpu_load", "serve", "--vllm", url, "--corpora", str(corpora),
+            "--names", ",".join(names), "--port", str(port), "--max-tokens", str(max_tokens),
+            "--model", model]  # fmt: skip
+    return Server(argv + (["--router"] if router else []), f"http://127.0.0.1:{port}", logs / f"ragcache-{port}.log")
+
+
+def worker_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_prefix_cache(urls: Sequence[str]) -> dict[str, int]:
+    """``POST /reset_prefix_cache`` on each vLLM (dev mode); the status each answered."""
+    out = {}
+    for url in urls:
+        try:
+            out[url] = httpx.post(
+                f"{url}/reset_prefix_cache", params={"reset_external": "true"}, timeout=60
+            ).status_code
+        except httpx.HTTPError:
+            out[url] = 0
+    return out
+
+
+def warm_all(rags: dict[str, Any]) -> dict[str, list[str]]:
+    """Every corpus prefix warmed and checked (``ragcache warm``); the statuses."""
+    from ragcache.cache.warmer import Warmer
+
+    return {name: [r.status for r in Warmer(rag.backend).warm(rag.prefixes())] for name, rag in rags.items()}
+
+
+def load_phase(
+    vllm_urls: Sequence[str],
+    workers: Sequence[Server],
+    rags: dict[str, Any],
+    *,
+    sessions: int,
+    turns: int,
+    max_tokens: int,
+    raw_url: str | None = None,
+) -> dict[str, Any]:
+    """N chats through the ragcache ``workers``, then the same requests raw (to ``raw_url``, default the first vLLM)."""
+    scripts = chatload.chat_scripts(sessions, list(rags), turns)
+    out: dict[str, Any] = {"sessions": sessions, "turns": turns, "max_tokens": max_tokens, "corpora": list(rags),
+                           "workers": [w.url for w in workers]}  # fmt: skip
+    out["reset_before_ragcache"] = reset_prefix_cache(vllm_urls)
+    out["warm_before_ragcache"] = warm_all(rags)
+    cpu0 = [worker_cpu_s(w.proc.pid) for w in workers]
+    records, wall = asyncio.run(chatload.run_ragcache([w.url for w in workers], "none", scripts, max_tokens=max_tokens))
+    cpu = [round(worker_cpu_s(w.proc.pid) - c, 3) for w, c in zip(workers, cpu0, strict=True)]
+    shares = [round(c / wall, 3) for c in cpu]  # near 1.0: a worker's one core (the GIL) is the limit
+    out["ragcache"] = chatload.summarize(records, wall) | {"worker_cpu_s": cpu, "worker_cpu_share_of_wall": shares}
+    started = time.perf_counter()
+    bodies = chatload.raw_bodies(rags, scripts, records, max_tokens=max_tokens)
+    out["raw_bodies_built_s"] = round(time.perf_counter() - started, 2)
+    out["reset_before_raw"] = reset_prefix_cache(vllm_urls)
+    out["warm_before_raw"] = warm_all(rags)
+    raw, raw_wall = asyncio.run(chatload.run_raw(raw_url or vllm_urls[0], scripts, bodies))
+    out["raw"] = chatload.summarize(raw, raw_wall)
+    out["compare"] = chatload.compare(out["ragcache"], out["raw"])
+    out["same_prompts"] = chatload.same_prompts(records, raw)
+    out["turns_ragcache"] = chatload.records_json(records)
+    out["turns_raw"] = chatload.records_json(raw)
+    return out
+
+
+@contextmanager
+def vllm(model: Path, port: int, logs: Path, *, gpu_util: float, blocks: int | None, max_len: int,
+         extra: Sequence[str] = (), tag: str = "") -> Iterator[Server]:  # fmt: skip
+    """The recipe's vLLM (dev mode: ``/reset_prefix_cache``) with ``extra`` flags, stopped after the block."""
+    env = {**os.environ, "VLLM_USE_FLASHINFER_SAMPLER": "0", "VLLM_NO_USAGE_STATS": "1", "HF_HUB_OFFLINE": "1",
+           "VLLM_SERVER_DEV_MODE": "1"}  # fmt: skip
+    argv = vllm_argv(model, port, gpu_util=gpu_util, blocks=blocks, max_len=max_len) + list(extra)
+    server = Server(argv, f"http://127.0.0.1:{port}", logs / f"vllm-{port}{tag}.log", env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _metrics(url: str) -> dict[str, float]:
+    """vLLM's prefix-cache counters (local and external, i.e. offloaded)."""
+    out: dict[str, float] = {}
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("vllm:") and "prefix_cache" in line and "_total" in line and not line.startswith("#"):
+            name, value = line.split("{")[0], float(line.rsplit(" ", 1)[1])
+            out[name] = out.get(name, 0.0) + value
+    return out
+
+
+def offload_workload(url: str, rags: dict[str, Any], rounds: int) -> dict[str, Any]:
+    """Warm every prefix, then ``rounds`` of one new question per prefix in turn, one at a time."""
+    from ragcache.backends.base import GenerationOptions
+
+    one = GenerationOptions(max_tokens=1, temperature=0.0)
+    out: dict[str, Any] = {"warm": warm_all(rags), "metrics_before": _metrics(url), "requests": []}
+    for r in range(rounds):
+        for name, rag in rags.items():
+            answer = rag.ask(f"What does the documentation say about locking? (round {r})", options=one)
+            usage = answer.usage
+            out["requests"].append({"corpus": name, "round": r, "ttft_s": round(answer.ttft_s, 4),
+                                    "prompt": usage.input_tokens, "cached": usage.cached_tokens})  # fmt: skip
+    out["metrics_after"] = _metrics(url)
+    out["warm_after"] = warm_all(rags)
+    later = [q for q in out["requests"] if q["round"] > 0]  # round 0 follows the warm-up of the last prefix
+    prompt = sum(q["prompt"] for q in later)
+    out["summary"] = {"requests": len(later), "cached_share": round(sum(q["cached"] for q in later) / prompt, 4),
+                      "ttft_median_s": round(statistics.median(q["ttft_s"] for q in later), 4)}  # fmt: skip
+    return out
+
+
+def offload_phase(model: Path, corpora: Path, logs: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same workload on a capped KV cache without and with ``--kv-offloading-size``."""
+    from ragcache.cli.cache import kv_offloading_args
+
+    out: dict[str, Any] = {"kv_tokens": args.offload_blocks * 16, "offload_gib": args.offload_gib}
+    for label, extra in (("without", []), ("with", kv_offloading_args(args.offload_gib))):
+        with vllm(model, 8000, logs, gpu_util=0.85, blocks=args.offload_blocks, max_len=args.offload_max_len,
+                  extra=extra, tag=f"-offload-{label}") as server:  # fmt: skip
+            ready = server.wait_ready()
+            rags = open_rags(server.url, corpora, OFFLOAD_CORPORA, 1)
+            try:
+                row = offload_workload(server.url, rags, args.offload_rounds)
+            finally:
+                for rag in rags.values():
+                    rag.close()
+            out[label] = {"argv": server.argv, "ready_s": round(ready, 1),
+                          "prefix_tokens": {n: r.corpus.total_tokens for n, r in rags.items()}, **row}  # fmt: skip
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Start what each phase needs, run it, save after each."""
+    root, logs = Path(args.root), Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    model, corpora = root / "model", root / "corpora"
+    result: dict[str, Any] = {"environment": environment(), "argv": sys.argv, "phases": {}}
+    wanted = args.phases.split(",")
+    load = {"sessions": args.sessions, "turns": args.turns, "max_tokens": args.max_tokens}
+    if "load" in wanted:
+        with ExitStack() as stack:
+            server = stack.enter_context(vllm(model, 8000, logs, gpu_util=0.85, blocks=None, max_len=40960))
+            ready = server.wait_ready()
+            worker = start_worker(server.url, corpora, LOAD_CORPORA, 8100, logs, max_tokens=args.max_tokens)
+            stack.callback(worker.stop)
+            worker.wait_ready("/readyz", timeout_s=600)
+            rags = open_rags(server.url, corpora, LOAD_CORPORA, args.max_tokens)
+            result["phases"]["load"] = {"vllm": server.argv, "vllm_ready_s": round(ready, 1),
+                                        **load_phase([server.url], [worker], rags, **load)}  # fmt: skip
+        _save(args.out, result)
+    if "offload" in wanted:
+        result["phases"]["offload"] = offload_phase(model, corpora, logs, args)
+        _save(args.out, result)
+    if "replicas" in wanted:
+        result["phases"]["replicas"] = run_replicas(model, corpora, logs, args, load)
+        _save(args.out, result)
+    return result
+
+
+def run_replicas(model: Path, corpora: Path, logs: Path, args: argparse.Namespace, load: dict[str, Any]) -> dict:
+    """Two vLLM replicas on the one GPU behind vllm-router, two ragcache workers in front."""
+    names = LOAD_CORPORA[:4]  # the 8k corpora: the replicas' window is smaller
+    with ExitStack() as stack:
+        replicas = []
+        for port in (8001, 8002):  # one after the other: each sizes its KV from what is free
+            server = stack.enter_context(vllm(model, port, logs, gpu_util=0.42, blocks=None, max_len=16384))
+            server.wait_ready()
+            replicas.append(server.url)
+        router = start_router(replicas, 8010, "consistent_hash", logs)
+        stack.callback(router.stop)
+        router.wait_ready(path="/health", timeout_s=60)
+        workers = [start_worker(router.url, corpora, names, port, logs, max_tokens=args.max_tokens, router=True)
+                   for port in (8101, 8102)]  # fmt: skip
+        for worker in workers:
+            stack.callback(worker.stop)
+            worker.wait_ready("/readyz", timeout_s=600)
+        rags = open_rags(router.url, corpora, names, args.max_tokens, router=True)
+        return {"replicas": replicas, "router": router.url,
+                **load_phase(replicas, workers, rags, raw_url=router.url, **load)}  # fmt: skip
+
+
+def _save(path: str, result: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ragcache.bench.gpu_load", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="start vLLM and ragcache on the GPU machine and run the phases")
+    go.add_argument("--root", required=True, help="what `python -m ragcache.bench.gpu prepare` wrote")
+    go.add_argument("--out", required=True)
+    go.add_argument("--logs", default="/tmp/ragcache-gpu-logs")
+    go.add_argument("--phases", default="load,offload", help="comma list of load, offload, replicas")
+    go.add_argument("--sessions", type=int, default=64)
+    go.add_argument("--turns", type=int, default=4)
+    go.add_argument("--max-tokens", type=int, default=16)
+    go.add_argument("--offload-blocks", type=int, default=640, help="GPU KV blocks (16 tokens) in the offload phase")
+    go.add_argument("--offload-max-len", type=int, default=10240)
+    go.add_argument("--offload-gib", type=float, default=16.0)
+    go.add_argument("--offload-rounds", type=int, default=4)
+    serve = sub.add_parser("serve", help="one ragcache worker over several corpora (started by `run`)")
+    serve.add_argument("--vllm", required=True)
+    serve.add_argument("--corpora", required=True)
+    serve.add_argument("--names", required=True)
+    serve.add_argument("--port", type=int, required=True)
+    serve.add_argument("--max-tokens", type=int, default=16)
+    serve.add_argument("--router", action="store_true")
+    serve.add_argument("--model", default=SERVED_NAME, help="the served model name at --vllm")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        names = args.names.split(",")
+        serve_corpora(args.vllm, Path(args.corpora), names, args.port, args.max_tokens, args.router, args.model)
+        return 0
+    result = run(args)
+    _save(args.out, result)
+    print(json.dumps(digest(result), indent=1, sort_keys=True))
+    return 0
+
+
+def digest(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures of each phase without the per-turn rows (the log's summary)."""
+    out: dict[str, Any] = {}
+    for name, phase in result["phases"].items():
+        if name in ("load", "replicas"):
+            out[name] = {k: phase[k] for k in ("ragcache", "raw", "compare", "same_prompts") if k in phase}
+        else:
+            out[name] = {k: (v.get("summary"), v.get("warm_after")) for k, v in phase.items() if isinstance(v, dict)}
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
