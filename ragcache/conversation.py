@@ -46,7 +46,6 @@ from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ConfigError, ContextLengthError, ModelError
 from ragcache.hashing import canonical_json, content_hash
 from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Route, RouteMode, Snippet, render_user_turn
-from ragcache.router.policy import CACHED_READ_PRICE, WRITE_PRICE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -376,9 +375,15 @@ class ConversationPlanner:
         if self.settings.excerpts == "fixed":
             return self.router.tail(fused, conversation.block_ids, min(tail_cap, sizes.room), frozenset(carried))
         corpus_tokens = sum(self.corpus.blocks[b].tokens for b in conversation.block_ids if b in self.corpus.blocks)
-        allowance = CACHED_READ_PRICE * (corpus_tokens + sum(carried.values()))
+        allowance = self.router.read_price * (corpus_tokens + sum(carried.values()))
         snippets, complete = self.router.walk_tail(
-            fused, conversation.block_ids, frozenset(carried), allowance, tail_cap, tail_cap, WRITE_PRICE - 1.0
+            fused,
+            conversation.block_ids,
+            frozenset(carried),
+            allowance,
+            tail_cap,
+            tail_cap,
+            self.router.write_price - 1.0,
         )
         return snippets if complete else None
 

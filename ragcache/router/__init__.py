@@ -60,12 +60,17 @@ class Router(Protocol):
         allowance: float,
         room: int,
         minimum: int = 0,
+        premium: float = 0.0,
     ) -> tuple[tuple[Snippet, ...], bool]:
         """A later turn's excerpts: superset of top-k at the read price of what the prompt carries."""
         ...
 
     def preferred_run(self, fused: np.ndarray, pinned: Sequence[str]) -> tuple[str, ...] | None:
         """Blocks a conversation pinned to ``pinned`` should move to, or None."""
+        ...
+
+    def reanchor_run(self, fused: np.ndarray, pinned: Sequence[str], budget: int) -> tuple[str, ...]:
+        """Blocks a re-anchoring conversation turn goes on with (``()``: top-k)."""
         ...
 
     def make_route(
