@@ -1,0 +1,100 @@
+"""Issue 26: a new user's first hour, as they run it: progress on stderr, a KV cache that outlives the
+process (and ``ragcache cache info``/``clear``), and ``warm`` that makes the next ``ask`` cached.
+
+Real ``ragcache`` processes on the local model over a two-document corpus of ~800 tokens (one
+prefill chunk: each cold process costs seconds). The suite points ``RAGCACHE_KV_DIR`` at its own
+folder (tests/conftest.py), emptied after each test, so every test starts cold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+WORDS = [
+    "lantern",
+    "river",
+    "copper",
+    "meadow",
+    "signal",
+    "harbor",
+    "velvet",
+    "orbit",
+    "cedar",
+    "quartz",
+    "beacon",
+    "ember",
+    "willow",
+    "summit",
+]
+QUESTION = "What is copper?"
+
+
+def ragcache(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "ragcache.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see the local_model fixture
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_build(tmp_path_factory: pytest.TempPathFactory, local_model: Path) -> Path:
+    """Two made-up notes (deterministic words), built once for the module."""
+    from ragcache.corpus.compile import build_corpus
+
+    corpus = tmp_path_factory.mktemp("tiny") / "tiny"
+    (corpus / "docs").mkdir(parents=True)
+    (corpus / "corpus.yaml").write_text("name: tiny\ninstructions: Answer from the notes below.\n")
+    for n in range(2):
+        paragraphs = [" ".join(WORDS[(n + p * 7 + i * 3) % len(WORDS)] for i in range(50)) for p in range(6)]
+        (corpus / "docs" / f"note{n}.md").write_text(f"# Note {n}\n\n" + ".\n\n".join(paragraphs) + ".\n")
+    out = corpus / ".ragcache" / "build"
+    build_corpus(corpus, out)
+    return out
+
+
+def _ask_json(build: Path) -> dict:
+    result = ragcache("ask", "--json", "--corpus", str(build), "--max-tokens", "4", QUESTION)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_ask_shows_the_prefill_progress_on_stderr_when_not_a_terminal(tiny_build: Path) -> None:
+    result = ragcache("ask", "--corpus", str(tiny_build), "--max-tokens", "4", QUESTION)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == "waiting for first token…"
+    prefill = [line for line in lines if line.startswith("prefill ")]
+    assert re.fullmatch(r"prefill 0/([\d,]+) tokens \(0%\)", prefill[0]), prefill
+    total = prefill[0].split("/")[1].split()[0]
+    assert re.fullmatch(rf"prefill {total}/{total} tokens \(100%\), [\d,]+ tok/s", prefill[-1]), prefill
+    assert lines[-1].startswith("cache: 0/")  # then what the cache did, on its own line
+    assert result.stdout.strip() and "prefill" not in result.stdout  # the answer alone on stdout
+
+
+def test_a_second_ask_process_reads_the_prefix_from_disk_and_cache_clear_empties_it(tiny_build: Path) -> None:
+    first = _ask_json(tiny_build)["usage"]
+    assert first["cached_tokens"] == 0 and first["cache_write_tokens"] > 500
+    second = _ask_json(tiny_build)["usage"]
+    assert second["cached_tokens"] / second["input_tokens"] >= 0.9, second
+
+    info = ragcache("cache", "info")
+    assert info.returncode == 0 and "1 file(s)" in info.stdout and os.environ["RAGCACHE_KV_DIR"] in info.stdout
+    cleared = ragcache("cache", "clear")
+    assert cleared.returncode == 0 and "removed 1 file(s)" in cleared.stdout, cleared.stdout
+    assert not list(Path(os.environ["RAGCACHE_KV_DIR"]).glob("*.safetensors"))
+    assert _ask_json(tiny_build)["usage"]["cached_tokens"] == 0  # cold again
+
+
+def test_warm_on_the_local_backend_makes_the_next_ask_process_cached(tiny_build: Path) -> None:
+    warmed = ragcache("warm", "--corpus", str(tiny_build), "--no-verify", "--json")
+    assert warmed.returncode == 0, warmed.stderr
+    assert [json.loads(line)["status"] for line in warmed.stdout.splitlines()] == ["warmed"]
+    assert "prefill 0/" in warmed.stderr  # the warm-up's prefill shows too
+    usage = _ask_json(tiny_build)["usage"]
+    assert usage["cached_tokens"] / usage["input_tokens"] >= 0.9, usage
