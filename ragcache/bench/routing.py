@@ -2,12 +2,14 @@
 
     python -m ragcache.bench.routing [--corpus corpora/sqlite] [--qa tests/data/sqlite_qa.jsonl]
                                      [--repeat 3] [--window 8192] [--json]
+    python -m ragcache.bench.routing --synthetic 10k,100k,1m [--questions 200] [--json]
 
 Loads a built corpus with its index (build it first with ``ragcache build``),
 warms the embedding model with one question, then times every QA question
 ``--repeat`` times: the whole route, and its parts (query embedding, fused chunk
 scores, policy). Also times a follow-up turn's tail (two questions scored, then ``tail``).
 Prints medians and p95 in milliseconds; it is a benchmark, not a test.
+``--synthetic`` times the index at scale instead (routing_scale.py).
 """
 
 from __future__ import annotations
@@ -83,7 +85,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--window", type=int, default=8192)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--synthetic", help="chunk counts of synthetic corpora, e.g. 10k,100k,1m (routing_scale.py)")
+    parser.add_argument("--questions", type=int, default=200, help="questions per synthetic corpus")
     args = parser.parse_args(argv)
+    if args.synthetic:
+        from ragcache.bench.routing_scale import bench_scale, parse_sizes, print_scale
+
+        try:
+            sizes = parse_sizes(args.synthetic)
+        except ValueError as exc:
+            parser.error(str(exc))
+        print_scale([bench_scale(n, args.questions) for n in sizes], args.json)
+        return
     result = bench_routing(args.corpus, args.qa, repeat=args.repeat, window=args.window)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))

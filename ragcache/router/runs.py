@@ -17,7 +17,7 @@ import numpy as np
 
 from ragcache.cache.decay import DecayedCounts
 
-__all__ = ["CATEGORY_CUT_FILL", "DEMAND_HALF_LIFE", "RUN_FILL", "BlockRun", "Demand", "plan_runs"]
+__all__ = ["CATEGORY_CUT_FILL", "DEMAND_HALF_LIFE", "RUN_FILL", "BlockRun", "Demand", "RunLookup", "plan_runs"]
 
 DEMAND_HALF_LIFE = 200.0  # questions
 CATEGORY_CUT_FILL = 0.8  # cut a run early at a category boundary only if it is at least this full
@@ -105,6 +105,44 @@ def _segments(tokens: list[int], categories: list[str | None], cap: int) -> list
         if start >= len(tokens):
             break
     return segments
+
+
+@dataclass(frozen=True)
+class RunLookup:
+    """Which runs hold a block position, without a runs × chunks matrix: per-question run scoring in
+    O(k log runs + k × padded runs) for k scored chunks.
+
+    Segments are disjoint and ascending, so a position's own run is a binary search; only the few
+    runs topped up with the corpus head (module docstring of plan_runs) hold positions outside it.
+    """
+
+    starts: np.ndarray
+    ends: np.ndarray
+    heads: tuple[tuple[int, np.ndarray], ...]  # (run, its head positions), only for padded runs
+
+    @classmethod
+    def of(cls, runs: list[BlockRun]) -> RunLookup:
+        heads = tuple(
+            (run.index, np.array([p for p in run.positions if not run.start <= p < run.end], dtype=np.int64))
+            for run in runs
+            if run.head
+        )
+        starts = np.array([run.start for run in runs], dtype=np.int64)
+        return cls(starts, np.array([run.end for run in runs], dtype=np.int64), heads)
+
+    def coverage(self, positions: np.ndarray, weights: np.ndarray) -> dict[int, float]:
+        """Run → its share of ``weights`` (one per block position in ``positions``); runs holding none are absent."""
+        total = float(weights.sum()) or 1.0
+        run = np.searchsorted(self.starts, positions, side="right") - 1
+        inside = (run >= 0) & (positions < self.ends[np.maximum(run, 0)])
+        out: dict[int, float] = {}
+        for r, w in zip(run[inside].tolist(), weights[inside].tolist(), strict=True):
+            out[r] = out.get(r, 0.0) + w
+        for r, head in self.heads:
+            held = float(weights[np.isin(positions, head)].sum())
+            if held:
+                out[r] = out.get(r, 0.0) + held
+        return {r: round(v / total, 6) for r, v in sorted(out.items())}
 
 
 class Demand:

@@ -8,6 +8,10 @@ question), whose cost grows with about √chunks. Both are written with faiss an
 opened by memory-mapping (``IO_FLAG_MMAP``), so opening costs no read of the
 vectors; the OS pages in what a search touches.
 
+A question is one vector: faiss's OpenMP threads only spin against each other on
+it (and against every other process on a busy machine), so opening an index for
+search sets faiss to one thread; building sets it back to every core.
+
 BM25 stays bm25s's eager index (a CSC matrix of per-term scores, opened with
 ``mmap=True``); :func:`postings` reads only the query's terms' columns, so
 scoring a question touches its postings and nothing else.
@@ -16,6 +20,7 @@ scoring a question touches its postings and nothing else.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +78,7 @@ def build_dense(vectors: NDArray[np.float32], approximate: bool | None = None) -
     ``approximate`` is False), else IVF with a direct map (its vectors can be read back for reuse)."""
     import faiss
 
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
     n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
     if approximate is None:
         approximate = n >= APPROX_MIN_CHUNKS
@@ -94,9 +100,10 @@ def build_dense(vectors: NDArray[np.float32], approximate: bool | None = None) -
 
 
 def read_dense(path: str) -> Any:
-    """Open a saved dense index by memory-mapping it (read-only)."""
+    """Open a saved dense index by memory-mapping it (read-only), for one-question searches (one thread)."""
     import faiss
 
+    faiss.omp_set_num_threads(1)
     index = faiss.read_index(path, faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
     if isinstance(index, faiss.IndexIVF):
         index.nprobe = nprobe_for(index.nlist)

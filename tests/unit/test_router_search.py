@@ -11,6 +11,7 @@ from router_corpus import build_topics
 
 from ragcache.router.embeddings import DEFAULT_EMBEDDING_MODEL, load_embedder
 from ragcache.router.index import INDEX_DIR, ChunkIndex, known_vectors, tokenize
+from ragcache.router.runs import RunLookup, plan_runs
 from ragcache.router.search import build_dense, fuse, is_approximate, postings, read_dense
 
 
@@ -75,3 +76,18 @@ def test_chunk_index_on_the_ivf_kind_routes_and_reopens(tmp_path: Path) -> None:
     kept = known_vectors(tmp_path / "ivf", embedder)
     assert len(kept) == len(set(index.row_hashes or [])) and tokenize("x y") == ["x", "y"]
     assert (corpus.root / INDEX_DIR / "dense.faiss").exists()
+
+
+def test_run_lookup_scores_runs_like_the_membership_matrix() -> None:
+    rng = np.random.default_rng(3)
+    tokens = rng.integers(50, 400, 60).tolist()
+    runs = plan_runs([f"b{i}" for i in range(60)], tokens, ["c"] * 60, 1500)
+    assert any(run.head for run in runs)  # the last run is topped up with the corpus head
+    member = np.zeros((len(runs), 60), dtype=bool)
+    for run in runs:
+        member[run.index, list(run.positions)] = True
+    positions = rng.integers(0, 60, 32)
+    weights = rng.random(32)
+    expected = member[:, positions].astype(np.float64) @ weights / weights.sum()
+    got = RunLookup.of(runs).coverage(positions, weights)
+    assert got == {r: round(float(v), 6) for r, v in enumerate(expected) if v > 0}
