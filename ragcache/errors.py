@@ -8,6 +8,7 @@
     │   └── CorpusNotFoundError  no served corpus by that name
     ├── ModelError             model missing or cannot be loaded
     ├── RoutingError           no route fits the budget
+    ├── PortInUseError         ``serve``'s address is taken by another process
     └── BackendError           anything an engine or vendor API reports
         ├── AuthenticationError   missing or wrong API key
         ├── RateLimitError        429 / overloaded; retryable
@@ -33,6 +34,7 @@ __all__ = [
     "EmptyCorpusError",
     "InvalidTextError",
     "ModelError",
+    "PortInUseError",
     "RagCacheError",
     "RateLimitError",
     "RoutingError",
@@ -84,6 +86,13 @@ class ModelError(RagCacheError):
 class RoutingError(RagCacheError):
     exit_code = 5
     code = "routing_error"
+
+
+class PortInUseError(RagCacheError):
+    """``serve`` cannot bind its host and port: another process listens there (its own exit code)."""
+
+    exit_code = 7
+    code = "port_in_use"
 
 
 class BackendError(RagCacheError):

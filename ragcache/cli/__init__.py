@@ -4,7 +4,9 @@ One module per concept: ``corpus`` (build, inspect, lint, model install), ``ask`
 (ask, chat, demo), ``cache`` (warm, vllm-command), ``router`` (eval-router), ``chat_eval`` (eval-chat),
 ``bench`` (bench, make-workload, render, ttft) and ``serve`` below. This module
 wires them into one app. Errors from :mod:`ragcache.errors` become a one-line
-message and the error's exit code in :func:`ragcache.cli.output.handle_errors`.
+``error:`` message and the error's exit code in :func:`ragcache.cli.output.handle_errors`;
+usage errors (a bad option) get the same prefix in :func:`main`. Help is click's plain
+layout: full option names, no metavar on flags.
 """
 
 from __future__ import annotations
@@ -13,19 +15,35 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ragcache.cli import ask, bench, cache, chat_eval, corpus, router
 from ragcache.cli.options import BackendOpt, ConfigOpt
-from ragcache.cli.output import handle_errors, quiet_libraries
+from ragcache.cli.output import err_console, handle_errors, quiet_libraries
 
-__all__ = ["app", "main"]
+__all__ = ["EXIT_CODES", "app", "main"]
+
+EXIT_CODES = """\b
+Exit codes:
+  0    success
+  1    failure reported by the command (lint findings, a prefix that did not cache)
+  2    usage or config error (bad option, config key, text)
+  3    corpus error (missing, malformed, not built)
+  4    model error (unknown or unloadable model)
+  5    routing error (no route fits the window)
+  6    backend error (engine or vendor API: auth, rate limit, context length, unavailable)
+  7    serve: the port is already in use
+  130  interrupted (Ctrl-C)
+"""
 
 app = typer.Typer(
     name="ragcache",
     help="Long-context RAG over a stable, cached corpus.",
+    epilog=EXIT_CODES,
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -65,6 +83,22 @@ app.command("serve")(handle_errors(serve))
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: usage errors get the one ``error:`` prefix every error has."""
+    import sys
+
     quiet_libraries()
-    app()
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's usage errors (typer vendors click)
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()  # type: ignore[attr-defined]  # the help text itself
+        else:
+            err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}")
+            if ctx is not None:
+                err_console.print(f"run '{escape(ctx.command_path)} --help' for the options")
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("interrupted")
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -24,6 +24,7 @@ bench_app = typer.Typer(
     help="Replay a workload through ragcache, naive RAG, full context and no cache; report side by side.",
     invoke_without_command=True,
     no_args_is_help=False,
+    rich_markup_mode=None,
 )
 
 

@@ -300,7 +300,9 @@ def register(app: typer.Typer) -> None:
     """Add ``warm``, ``cache info``/``cache clear`` and ``vllm-command`` to the main app."""
     app.command("warm")(handle_errors(warm))
     app.command("vllm-command")(handle_errors(vllm_command))
-    group = typer.Typer(help="The local backend's prefix KV folder: info, clear.", no_args_is_help=True)
+    group = typer.Typer(
+        help="The local backend's prefix KV folder: info, clear.", no_args_is_help=True, rich_markup_mode=None
+    )
     group.command("info")(handle_errors(cache_info))
     group.command("clear")(handle_errors(cache_clear))
     app.add_typer(group, name="cache")

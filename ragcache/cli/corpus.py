@@ -277,6 +277,6 @@ def register(app: typer.Typer) -> None:
     app.command("build")(handle_errors(build))
     app.command("inspect")(handle_errors(inspect))
     app.command("lint")(handle_errors(lint))
-    model_app = typer.Typer(help="Manage the local model.", no_args_is_help=True)
+    model_app = typer.Typer(help="Manage the local model.", no_args_is_help=True, rich_markup_mode=None)
     model_app.command("install")(handle_errors(model_install))
     app.add_typer(model_app, name="model")

@@ -15,17 +15,21 @@ from rich.table import Table
 
 from ragcache.cli.output import console, handle_errors
 
-__all__ = ["DEFAULT_WINDOWS", "eval_router", "parse_rates", "register"]
+__all__ = ["DEFAULT_WINDOWS", "corpus_qa", "eval_router", "parse_rates", "register"]
 
 DEFAULT_WINDOWS = "8192,32768,131072,200000"
-DEFAULT_QA = Path("tests/data/sqlite_qa.jsonl")
 DEFAULT_RATE = 10.0
 
 
 def eval_router(
     corpus: Annotated[Path, typer.Option("--corpus", help="Corpus folder or build folder.")] = Path("corpora/sqlite"),
     qa: Annotated[
-        Path | None, typer.Option("--qa", help="QA JSON lines with gold documents (default: <corpus>/qa.jsonl).")
+        Path | None,
+        typer.Option(
+            "--qa",
+            help="QA JSON lines, one {question, gold_doc_ids} per line (default: <corpus>/qa.jsonl; "
+            "format: docs/routing.md).",
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Config YAML (router, backend).")] = None,
     windows: Annotated[str, typer.Option("--windows", help="Context windows, comma-separated.")] = DEFAULT_WINDOWS,
@@ -62,8 +66,8 @@ def eval_router(
         raise typer.BadParameter(
             f"expected comma-separated token counts, got {windows!r}", param_hint="--windows"
         ) from None
+    qa_path = qa if qa is not None else corpus_qa(corpus)  # before the (slow) corpus load
     compiled = load_corpus(corpus)
-    qa_path = qa or (corpus / "qa.jsonl" if (corpus / "qa.jsonl").is_file() else DEFAULT_QA)
     items = load_qa(qa_path, compiled)
     if rates is not None and rate_per_min is not None:
         raise typer.BadParameter("give --rates or --rate-per-min, not both", param_hint="--rates")
@@ -86,6 +90,21 @@ def eval_router(
         typer.echo(json.dumps(report, indent=2, sort_keys=True))
         return
     print_report(report)
+
+
+def corpus_qa(corpus: Path) -> Path:
+    """``<corpus>/qa.jsonl``, as ``--qa``'s help says; a usage error naming it when absent.
+
+    Never another corpus's set: gold documents of one corpus are not documents of another.
+    """
+    path = corpus / "qa.jsonl"
+    if not path.is_file():
+        raise typer.BadParameter(
+            f"QA file {path} does not exist (the default: <corpus>/qa.jsonl); pass --qa with a QA file "
+            "for this corpus (one JSON object per line: question, gold_doc_ids; see docs/routing.md)",
+            param_hint="--qa",
+        )
+    return path
 
 
 def parse_rates(text: str) -> list[float]:

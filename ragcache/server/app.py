@@ -330,6 +330,7 @@ def serve(
     port = port or config.server.port
     workers = workers or config.server.workers
     url = f"http://{host}:{port}"
+    check_port(host, port)  # before loading anything: uvicorn's own bind failure exits 3, the corpus-error code
     if workers == 1:
         app = create_app(serve_target(config, corpora), url=url)
         uvicorn.run(app, host=host, port=port, log_level="info", log_config=_log_config())
@@ -356,6 +357,27 @@ def serve(
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail with :class:`PortInUseError` when ``host:port`` cannot be bound (as uvicorn binds it)."""
+    import errno
+    import socket
+
+    from ragcache.errors import ConfigError, PortInUseError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise ConfigError(f"server.host/port: cannot bind {host}:{port}: {exc.strerror or exc}") from exc
+            raise PortInUseError(
+                f"port {port} on {host} is already in use (another ragcache serve?); stop that process or pass "
+                "--port (or set server.port)"
+            ) from exc
 
 
 def _log_config() -> dict[str, Any]:
