@@ -26,7 +26,8 @@ may be redistributed with the notice. The package is fetched with apt::
   pages its answer links to (sub-sections included; external links, links to
   other FAQ pages and to pages outside the corpus are dropped). A question whose
   answer links to no corpus page has no gold and is left out (counted on stdout).
-- ``corpus.yaml`` (name, license, package version, folder categories) and ``README.md``.
+- ``corpus.yaml`` (name, license, package version, folder categories), ``README.md``
+  and ``LICENSE`` (the documentation's copyright appendix and Debian's copyright file).
 
 Deterministic: pages and questions sorted by path and document order, no
 timestamps; the folder is replaced whole. Generated, not committed
@@ -50,6 +51,7 @@ from bs4 import BeautifulSoup, Tag
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ragcache.corpus.html import html_to_text  # noqa: E402
 from ragcache.hashing import canonical_json  # noqa: E402
 
 NAME = "sqlalchemy"
@@ -245,6 +247,18 @@ def write_corpus(out: Path, html: Path, copyright_text: str) -> dict:
     }
 
 
+def license_text(source: Path, html: Path) -> str:
+    """The generated LICENSE: the documentation's own copyright appendix, then Debian's copyright file."""
+    parts = [LICENSE]
+    appendix = html / "copyright.html"
+    if appendix.is_file():
+        parts.append(html_to_text(page_html(appendix))[1].strip())
+    debian = source / COPYRIGHT_IN_PACKAGE
+    if debian.is_file():
+        parts.append(f"Debian's {COPYRIGHT_IN_PACKAGE}:\n\n" + debian.read_text(encoding="utf-8").strip())
+    return "\n\n".join(parts) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     group = parser.add_mutually_exclusive_group()
@@ -256,9 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sqlalchemy-doc-") as work:
         source = args.source or fetch_package(Path(work), args.deb)
         html = html_root(source)
-        copyright_file = source / COPYRIGHT_IN_PACKAGE
-        copyright_text = copyright_file.read_text(encoding="utf-8") if copyright_file.is_file() else LICENSE + "\n"
-        print(json.dumps(write_corpus(args.out, html, copyright_text), sort_keys=True))
+        print(json.dumps(write_corpus(args.out, html, license_text(source, html)), sort_keys=True))
     return 0
 
 
