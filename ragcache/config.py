@@ -73,7 +73,12 @@ class RouterConfig(_Strict):
     top_k: int = Field(0, ge=0)  # tail: at most this many chunks (0: as many as top-k at equal cost needs)
     snippet_tokens: int = Field(4096, ge=0)  # tail room at least (runs leave it); mode topk: the top-k budget
     fill: float = Field(0.85, gt=0.0, le=1.0)  # share of the budget a route fills (more of the best chunks)
-    questions_per_ttl: float = Field(50.0, gt=0.0)  # expected questions per cache lifetime: prices cold runs
+    # The prior of observed pricing: questions per cache lifetime before the router has seen a rate
+    # (router v4 measures the rate from the clocks its callers pass; without one, v3 prices with this).
+    questions_per_ttl: float = Field(50.0, gt=0.0)
+    # A self-hosted engine's KV capacity in prefix tokens: the runs most recently sent that fit it are
+    # warm (LRU). Default 400k: an 8B model with 8 KV heads (~128 KiB a token) in ~50 GiB of an 80 GB GPU.
+    kv_capacity_tokens: int = Field(400_000, gt=0)
     sticky_margin: float = Field(0.15, ge=0.0)  # fused-score lead another run needs to move a conversation
     history_allowance: int = Field(1024, ge=0)
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)

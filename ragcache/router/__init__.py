@@ -33,9 +33,10 @@ class Router(Protocol):
     read_price: float  # a cached read, relative to an uncached input token (profile.read_multiplier)
     write_price: float  # a cache write at the profile's TTL, relative to an uncached input token
 
-    def route(self, question: str, *, observe: bool = True) -> Route:
+    def route(self, question: str, *, observe: bool = True, now: float | None = None) -> Route:
         """The route for ``question``; ``observe``: count the question as traffic (a real request),
-        else route without side effects."""
+        else route without side effects. ``now``: the caller's clock (s), so runs are priced by the
+        cache state observed on it (None: by the demand prior)."""
         ...
 
     def fused_scores(self, queries: Sequence[tuple[str, float]]) -> np.ndarray:

@@ -130,14 +130,21 @@ def non_corpus_blocks(corpus: CompiledCorpus) -> tuple[tuple[str, int], ...]:
     return tuple((b, corpus.block(b).tokens) for b in NON_CORPUS_BLOCKS if b in corpus.blocks)
 
 
-def route_all(router: Router, corpus: CompiledCorpus, items: list[QAItem]) -> list[Prompted]:
-    """Route every question in arrival order, each as a single question (``eval-chat`` replays conversations)."""
+def route_all(
+    router: Router, corpus: CompiledCorpus, items: list[QAItem], times: Sequence[float] | None = None
+) -> list[Prompted]:
+    """Route every question in arrival order, each as a single question (``eval-chat`` replays conversations).
+
+    ``times``: each question's arrival (s) on the replay's clock, passed to the router as ``now`` so it
+    prices runs by the cache state of the replay itself (None: by its demand prior)."""
     overhead = non_corpus_blocks(corpus)
     head = tuple(b for b in overhead if b[0] == INSTRUCTIONS_BLOCK)
     rest = tuple(b for b in overhead if b[0] != INSTRUCTIONS_BLOCK)
+    if times is not None and len(times) != len(items):
+        raise ValueError(f"{len(times)} arrival times for {len(items)} questions")
     out = []
-    for item in items:
-        route = router.route(item.question)
+    for n, item in enumerate(items):
+        route = router.route(item.question, now=None if times is None else times[n])
         blocks = tuple((b, corpus.block(b).tokens) for b in route.block_ids)
         docs = frozenset(corpus.documents_of(route.block_ids)) | {s.doc_id for s in route.snippets}
         out.append(Prompted(head + blocks + rest, sum(s.tokens for s in route.snippets), docs))
@@ -256,7 +263,7 @@ def evaluate_windows(
     rows = []
     for window in windows:
         budget = max(window - reserved_tokens - stable, 0)
-        prompts = route_all(make_router(window), corpus, items)
+        prompts = route_all(make_router(window), corpus, items, times)
         cost = replay((ReplayRequest(t, p.blocks, p.tail_tokens) for t, p in zip(times, prompts, strict=True)), rules)
         router = strategy_figures(prompts, items, cost)
         corpus_tokens = [p.tokens - stable for p in prompts]

@@ -50,8 +50,9 @@ only on the corpus, the settings and the sequence of questions seen.
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,9 @@ if TYPE_CHECKING:
 __all__ = [
     "CANDIDATES",
     "DEMAND_HALF_LIFE",
+    "NO_TTL_HORIZON_S",
+    "PRIOR_QUESTIONS",
+    "RATE_WINDOW",
     "RELEVANCE_POOL",
     "RELEVANCE_POWER",
     "TAIL_SHARE",
@@ -89,6 +93,9 @@ TAIL_SHARE = 0.3  # runs leave at least this share of the budget to the tail (ro
 CANDIDATES = 8  # runs, best covered first, whose walk is tried per question
 STICKY_WEIGHTS = (0.6, 0.25, 0.15)  # a run's score for stickiness: its best three chunks, the first dominant
 FUSED_MEMO = 256  # question texts whose chunk scores are remembered
+RATE_WINDOW = 32  # recent arrivals (and self-hosted writes) the observed rates are measured over
+PRIOR_QUESTIONS = 1.0  # weight of the uniform share prior in observed pricing (one question's worth)
+NO_TTL_HORIZON_S = 86_400.0  # the longest a self-hosted prefix is assumed to stay resident (a day)
 
 
 def __getattr__(name: str) -> float:
@@ -184,6 +191,12 @@ class HybridRouter:
         self._memo_lock = threading.Lock()
         self._in_run = member[:, chunk_block]  # (runs, chunks): the run's prefix holds the chunk
         self._chunk_tokens = np.array([c.tokens for c in corpus.chunks], dtype=np.int64)
+        # Observed cache state, on the callers' clock (module docstring, 3).
+        self._state_lock = threading.RLock()
+        self._sent: dict[tuple[str, ...], float] = {}  # TTL: prefix -> when it was last sent or warmed
+        self._resident: OrderedDict[tuple[str, ...], int] = OrderedDict()  # self-hosted: LRU prefix -> tokens
+        self._arrivals: deque[float] = deque(maxlen=RATE_WINDOW)
+        self._writes: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)  # self-hosted: (when, tokens written)
 
     # --- public API -------------------------------------------------------------
 
@@ -202,8 +215,24 @@ class HybridRouter:
             self._index = open_index(self.corpus, load_embedder(self.config.embedding_model))
         return self._index
 
-    def route(self, question: str, *, observe: bool = True) -> Route:
-        """The route for one question (``observe``: count it as demand); conversations pin it (module docstring, 5)."""
+    def route(self, question: str, *, observe: bool = True, now: float | None = None) -> Route:
+        """The route for one question (``observe``: count it as demand, and with ``now`` as a send of its
+        prefix); conversations pin it (module docstring, 5). ``now``: the caller's clock in seconds
+        (server: ``time.monotonic()``; eval: the replay's arrival time), which prices runs by the cache
+        state observed (module docstring, 3); None prices by the demand prior (router v3)."""
+        route = self._route(question, observe, now)
+        if now is None:
+            return route
+        with self._state_lock:
+            charge, warm = self._charge(route.block_ids, route.tokens.stable, now)
+            if observe:
+                self._arrivals.append(now)
+                if route.block_ids and route.tokens.stable >= self.min_cacheable:
+                    self._send(route.block_ids, route.tokens.stable, now, charge, warm)
+        pricing = {**route.pricing, "charge": round(charge, 6), "warm": float(warm)}
+        return replace(route, pricing=pricing)
+
+    def _route(self, question: str, observe: bool, now: float | None) -> Route:
         if self._full is not None:
             reason = f"whole corpus ({self.corpus.total_tokens} tokens) fits the {self.budget}-token budget"
             return self.make_route("full", self._full, (), reason)
@@ -219,7 +248,7 @@ class HybridRouter:
         coverage = self.coverage(self.relevance(fused, order))
         ranked = np.lexsort((np.arange(len(coverage)), -coverage))
         best = int(ranked[0])
-        price = self.run_prices()  # before this question counts: its own run is not warm yet
+        price = self.run_prices(now)  # before this question counts: its own run is not warm yet
         if observe:
             self.demand.observe(best)
         scores = {f"run:{i}": float(coverage[i]) for i in ranked[:5]}
@@ -230,7 +259,8 @@ class HybridRouter:
             return self.make_route("topk", (), self._snippets(fused, self._top_chunks(order, fill)), reason, scores)
         chosen = min(admissible, key=lambda r: (-coverage[r], r))
         reason = f"run {chosen} covers {coverage[chosen]:.3f} at price {price[chosen]:.2f}"
-        return self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
+        route = self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
+        return replace(route, pricing={"price": float(price[chosen])})
 
     def fused_scores(self, queries: Sequence[tuple[str, float]]) -> np.ndarray:
         """Weighted sum of the fused dense+BM25 chunk scores of each ``(text, weight)`` (a conversation's
@@ -344,9 +374,125 @@ class HybridRouter:
             return ()
         return self.runs[min(admissible, key=lambda r: (-coverage[r], r))].block_ids
 
-    def run_prices(self) -> np.ndarray:
-        """Each run's price per stable token and request, relative to an uncached token (module docstring, 3)."""
-        return self._prices(self.demand.counts)
+    def run_prices(self, now: float | None = None) -> np.ndarray:
+        """Each run's price per stable token and request, relative to an uncached token (module docstring, 3):
+        on the cache state observed at ``now``, or by the demand prior when ``now`` is None."""
+        if now is None:
+            return self._prices(self.demand.counts)
+        return self._observed_prices(now)
+
+    def mark_warm(self, block_ids: Sequence[str], now: float) -> None:
+        """The prefix of ``block_ids`` was just written or refreshed outside a route (the warmer, keep-warm),
+        at ``now`` on the clock routes are given. Non-corpus blocks (instructions, tools) are ignored."""
+        key = tuple(b for b in block_ids if b not in NON_CORPUS_BLOCKS)
+        if not key:
+            return
+        tokens = self.corpus.total_tokens if key == ("full",) else sum(self.corpus.block(b).tokens for b in key)
+        with self._state_lock:
+            self._touch(key, tokens, now)
+
+    def observed_rate(self) -> float:
+        """Questions per second over the last ``RATE_WINDOW`` arrivals seen (the prior before two)."""
+        times = self._arrivals
+        span = times[-1] - times[0] if len(times) > 1 else 0.0
+        if span > 0:
+            return (len(times) - 1) / span
+        return self.config.questions_per_ttl / self._horizon_prior
+
+    def _observed_prices(self, now: float) -> np.ndarray:
+        """Warm runs at the read price; a cold one pays the write of what no warm prefix shares with it,
+        spread over the questions expected to reuse it while cached (module docstring, 3)."""
+        counts = self.demand.counts
+        share = (counts + PRIOR_QUESTIONS / len(counts)) / (float(counts.sum()) + PRIOR_QUESTIONS)
+        with self._state_lock:
+            reuses = share * self.observed_rate() * self._horizon(now)
+            cold = np.array([self._cold_share(run.block_ids, run.tokens, now) for run in self.runs])
+        price = self.read_price + (self.write_price - self.read_price) * cold / (1.0 + reuses)
+        tokens = np.array([run.tokens for run in self.runs])
+        return np.where(tokens < self.min_cacheable, 1.0, np.round(price, 6))
+
+    # --- observed cache state (module docstring, 3) ---------------------------------------
+
+    @property
+    def _horizon_prior(self) -> float:
+        ttl = self.profile.ttl_s
+        return NO_TTL_HORIZON_S if ttl is None else ttl
+
+    def _horizon(self, now: float) -> float:
+        """How long a prefix written now stays cached: the TTL, or (self-hosted) the KV capacity over the
+        rate prefills were observed to fill it, at most ``NO_TTL_HORIZON_S``."""
+        if self.profile.ttl_s is not None:
+            return self.profile.ttl_s
+        span = now - self._writes[0][0] if self._writes else 0.0
+        written = sum(t for _, t in self._writes)
+        if span <= 0 or written <= 0:
+            return NO_TTL_HORIZON_S
+        return min(self.config.kv_capacity_tokens / (written / span), NO_TTL_HORIZON_S)
+
+    def _is_warm(self, key: tuple[str, ...], now: float) -> bool:
+        if self.profile.ttl_s is None:
+            return key in self._resident
+        sent = self._sent.get(key)
+        return sent is not None and now - sent < self.profile.ttl_s
+
+    def _shared_owner(self, key: tuple[str, ...], now: float) -> tuple[tuple[str, ...] | None, int]:
+        """The warm prefix sharing the most leading blocks with ``key`` (the replay's lookup: its shared
+        part at least the minimum cacheable, within the vendor's lookback) and how many blocks it shares."""
+        live = self._resident if self.profile.ttl_s is None else self._sent
+        lookback = self.profile.max_lookback_blocks
+        trailing = sum(1 for b in NON_CORPUS_BLOCKS[1:] if b in self.corpus.blocks)
+        best, owner = 0, None
+        for other in sorted(k for k in live if k and k[0] == key[0] and k != key):
+            if not self._is_warm(other, now):
+                continue
+            n = 0
+            for x, y in zip(other, key, strict=False):
+                if x != y:
+                    break
+                n += 1
+            if lookback is not None and len(key) + trailing - n > lookback:
+                continue
+            if n > best and self._tokens_of(key[:n]) >= self.min_cacheable:
+                best, owner = n, other
+        return owner, best
+
+    def _tokens_of(self, key: tuple[str, ...]) -> int:
+        return self.corpus.total_tokens if key == ("full",) else sum(self.corpus.block(b).tokens for b in key)
+
+    def _cold_share(self, key: tuple[str, ...], tokens: int, now: float) -> float:
+        """The share of ``key``'s tokens a send at ``now`` would write (0: warm)."""
+        if self._is_warm(key, now) or tokens <= 0:
+            return 0.0
+        _, shared = self._shared_owner(key, now)
+        return 1.0 - self._tokens_of(key[:shared]) / tokens
+
+    def _charge(self, key: tuple[str, ...], tokens: int, now: float) -> tuple[float, bool]:
+        """What a send of ``key`` at ``now`` pays per stable token, and whether it was wholly warm."""
+        if not key or tokens < self.min_cacheable:
+            return 1.0, False
+        cold = self._cold_share(key, tokens, now)
+        return self.read_price + (self.write_price - self.read_price) * cold, cold == 0.0
+
+    def _send(self, key: tuple[str, ...], tokens: int, now: float, charge: float, warm: bool) -> None:
+        """A route sent ``key`` at ``now``: it is cached from now on, and the prefix it read is refreshed."""
+        if not warm:
+            owner, _ = self._shared_owner(key, now)
+            if owner is not None:
+                self._touch(owner, self._tokens_of(owner), now)
+            written = round(tokens * (charge - self.read_price) / (self.write_price - self.read_price or 1.0))
+            self._writes.append((now, written))
+        self._touch(key, tokens, now)
+
+    def _touch(self, key: tuple[str, ...], tokens: int, now: float) -> None:
+        if self.profile.ttl_s is None:
+            self._resident[key] = tokens
+            self._resident.move_to_end(key)
+            while sum(self._resident.values()) > self.config.kv_capacity_tokens and len(self._resident) > 1:
+                self._resident.popitem(last=False)
+            return
+        self._sent[key] = now
+        for stale in [k for k, t in self._sent.items() if now - t >= self.profile.ttl_s]:
+            del self._sent[stale]
 
     def _prices(self, counts: np.ndarray) -> np.ndarray:
         per_ttl = self.config.questions_per_ttl

@@ -38,7 +38,7 @@ class Scripted:
     def __init__(self, block: str) -> None:
         self.block = block
 
-    def route(self, question: str, *, observe: bool = True) -> Route:
+    def route(self, question: str, *, observe: bool = True, now: float | None = None) -> Route:
         return Route("category", (self.block,))
 
 

@@ -50,7 +50,7 @@ class Scripted:
     def __init__(self, routes: list[Route]) -> None:
         self.routes, self.given, self.i = routes, [], 0
 
-    def route(self, question: str, *, observe: bool = True) -> Route:
+    def route(self, question: str, *, observe: bool = True, now: float | None = None) -> Route:
         self.given.append(question)
         self.i += 1
         return self.routes[self.i - 1]
