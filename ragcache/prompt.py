@@ -157,8 +157,6 @@ class Prompt:
     snippets: tuple[Snippet, ...] = ()
     route: Route | None = field(default=None, compare=False)
     conversation_id: str | None = field(default=None, compare=False)  # a conversation's name for its whole life
-    # Explicit-breakpoint backends: write the final user turn to the cache (None: when there is history).
-    cache_turn: bool | None = field(default=None, compare=False)
 
     @property
     def system_text(self) -> str:
@@ -211,14 +209,13 @@ def assemble_prompt(
     context: str | None = None,
     history: tuple[Message, ...] = (),
     conversation_id: str | None = None,
-    cache_turn: bool | None = None,
 ) -> Prompt:
     """Build a prompt; snippets come from the route and go after the stable prefix."""
     for segment in stable:
         if segment.kind not in STABLE_KINDS:
             raise ValueError(f"segment kind {segment.kind.value!r} cannot be part of the stable prefix")
     snippets = route.snippets if route is not None else ()
-    return Prompt(stable, question, context, history, snippets, route, conversation_id, cache_turn)
+    return Prompt(stable, question, context, history, snippets, route, conversation_id)
 
 
 def warm_prompt(prompt: Prompt) -> Prompt:
