@@ -88,7 +88,7 @@ def main() -> None:
 
     quiet_libraries()
     try:
-        code = app(standalone_mode=False)
+        code = app(prog_name="ragcache", standalone_mode=False)
     except typer.TyperException as exc:  # click's usage errors (typer vendors click)
         ctx = getattr(exc, "ctx", None)
         if type(exc).__name__ == "NoArgsIsHelpError":

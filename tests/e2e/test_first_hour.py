@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,35 @@ def test_warm_on_the_local_backend_makes_the_next_ask_process_cached(tiny_build:
     assert "prefill 0/" in warmed.stderr  # the warm-up's prefill shows too
     usage = _ask_json(tiny_build)["usage"]
     assert usage["cached_tokens"] / usage["input_tokens"] >= 0.9, usage
+
+
+# --- output: one error prefix, exit codes, help (issue 26 item 6) ---------------------------------
+
+
+def test_a_port_in_use_exits_with_its_own_code_naming_the_port() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ragcache("serve", "--host", "127.0.0.1", "--port", str(port), timeout=120)
+    assert result.returncode == 7, result.stderr  # not 3, the corpus-error code
+    assert result.stderr.startswith("error: PortInUseError: ") and f"port {port} on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_share_the_error_prefix_and_help_shows_flags_and_exit_codes() -> None:
+    bad = ragcache("ask", "--max-tokens", "many", "hi")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: Invalid value for '--max-tokens'") and "ragcache ask --help" in bad.stderr
+    warm = ragcache("warm", "--help").stdout
+    assert "<bool>" not in warm and "--verify / --no-verify" in warm and "--max-prefixes" in warm
+    top = ragcache("--help").stdout
+    assert "Exit codes:" in top and "7    serve: the port is already in use" in top and "3    corpus error" in top
+
+
+def test_eval_router_without_qa_on_a_corpus_without_qa_jsonl_names_the_path() -> None:
+    small = Path(__file__).resolve().parents[2] / "corpora" / "small"
+    result = ragcache("eval-router", "--corpus", str(small))
+    assert result.returncode == 2
+    assert f"QA file {small / 'qa.jsonl'} does not exist" in result.stderr and "--qa" in result.stderr
+    assert "Traceback" not in result.stderr and "sqlite_qa" not in result.stderr  # no fallback to another set
