@@ -133,12 +133,13 @@ class RagCache:
         *,
         corpus: str | Path | None = None,
         backend: Backend | None = None,
+        store: ConversationStore | None = None,
     ) -> RagCache:
         """Load the config (a path, a Config or the defaults), its compiled corpus, backend and router.
 
         ``backend``: an engine already loaded (several corpora served by one process share it, and a
-        reloaded build keeps it). A build older than its sources is reported in ``stale`` (or refused:
-        ``stale_build: fail``)."""
+        reloaded build keeps it, and its conversation ``store``). A build older than its sources is
+        reported in ``stale`` (or refused: ``stale_build: fail``)."""
         config = source if isinstance(source, Config) else load_config(source)
         if corpus is not None:
             config = config.model_copy(update={"corpus": Path(corpus), "build_dir": None})
@@ -160,7 +161,7 @@ class RagCache:
             if owned:
                 backend.close()
             raise
-        rag = cls(config, compiled, backend, router)
+        rag = cls(config, compiled, backend, router, store)
         rag.stale = stale
         return rag
 

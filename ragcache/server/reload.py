@@ -117,8 +117,9 @@ class Reloader:
 
 
 def _load(old: RagCache) -> RagCache:
-    """A facade over the build now on disk, with ``old``'s config and backend, read into memory."""
-    rag = RagCache.from_config(old.config, backend=old.backend)
+    """A facade over the build now on disk, with ``old``'s config, backend and conversation store (a
+    ``/v1/ask`` session outlives the reload), read into memory."""
+    rag = RagCache.from_config(old.config, backend=old.backend, store=old.conversations.store)
     preload(rag)
     return rag
 
