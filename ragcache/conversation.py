@@ -207,6 +207,16 @@ class TurnPlan:
     def user_text(self) -> str:
         return self.conversation.exchanges[-1].user_text
 
+    @property
+    def cache_turn(self) -> bool:
+        """Whether a backend with explicit breakpoints writes this turn's user message to the cache now.
+
+        Only a later turn that kept the previous one whole: the conversation reads its turns back,
+        so the write (1.25x) is repaid by the next turn's read. The first turn, and a turn that had
+        to compact or move, go as plain input: the next turn may drop them, and if it keeps them it
+        writes them then (docs/architecture.md, "Conversations")."""
+        return self.turn > 1 and self.compaction is None and not self.moved
+
     def to_dict(self) -> dict[str, Any]:
         """The ``conversation`` object of an answer's metadata."""
         return {
@@ -214,6 +224,7 @@ class TurnPlan:
             "history_tokens": self.history_tokens,
             "tail_budget": self.tail_budget,
             "anchor": self.anchor,
+            "cache_turn": self.cache_turn,
             "moved": self.moved,
             "compacted": self.compaction.to_dict() if self.compaction is not None else None,
             "compactions": self.conversation.compactions,
@@ -245,6 +256,9 @@ class ConversationPlanner:
     reserved_output: int
     count_tokens: Callable[[str], int]
     stable_tokens: Callable[[Sequence[str]], int]
+    # The caller's clock (s): a new conversation's first route is priced by the cache state the router
+    # observed on it (docs/architecture.md "Router"); None: by its demand prior.
+    clock: Callable[[], float] | None = None
 
     @classmethod
     def for_corpus(
@@ -261,7 +275,8 @@ class ConversationPlanner:
         """The next turn of ``conversation`` (None: a new one) asking ``question``."""
         first = conversation is None or conversation.turns == 0
         if conversation is None or first:
-            routed = self.router.route(question, observe=observe)
+            now = self.clock() if observe and self.clock is not None else None
+            routed = self.router.route(question, observe=observe, now=now)
             origin = content_hash(canonical_json([context, question]))[:24]
             conversation = Conversation(routed.mode, routed.block_ids, context, origin=origin)
         fused = None if conversation.mode == "full" else self.router.fused_scores(self.query(conversation, question))

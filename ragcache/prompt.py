@@ -157,6 +157,8 @@ class Prompt:
     snippets: tuple[Snippet, ...] = ()
     route: Route | None = field(default=None, compare=False)
     conversation_id: str | None = field(default=None, compare=False)  # a conversation's name for its whole life
+    # Explicit-breakpoint backends: write the final user turn to the cache (None: when there is history).
+    cache_turn: bool | None = field(default=None, compare=False)
 
     @property
     def system_text(self) -> str:
@@ -209,13 +211,14 @@ def assemble_prompt(
     context: str | None = None,
     history: tuple[Message, ...] = (),
     conversation_id: str | None = None,
+    cache_turn: bool | None = None,
 ) -> Prompt:
     """Build a prompt; snippets come from the route and go after the stable prefix."""
     for segment in stable:
         if segment.kind not in STABLE_KINDS:
             raise ValueError(f"segment kind {segment.kind.value!r} cannot be part of the stable prefix")
     snippets = route.snippets if route is not None else ()
-    return Prompt(stable, question, context, history, snippets, route, conversation_id)
+    return Prompt(stable, question, context, history, snippets, route, conversation_id, cache_turn)
 
 
 def warm_prompt(prompt: Prompt) -> Prompt:

@@ -91,6 +91,7 @@ class TurnRecord:
     compacted: bool = False
     moved: bool = False
     excerpts: tuple[str, ...] = ()  # chunk ids of every excerpt in the prompt, history first (repeats kept)
+    cached_turn: bool = True  # the new user message is written to the cache (else plain input this turn)
 
     @property
     def tokens(self) -> int:
@@ -160,8 +161,11 @@ def ragcache_records(
             compacted = plan.compaction is not None
             excerpts = tuple(s.chunk_id for e in plan.conversation.exchanges for s in e.snippets)
             out.append(
-                TurnRecord(conversation.set, turn, blocks, documents, item.gold, compacted, plan.moved, excerpts)
-            )
+                TurnRecord(
+                    conversation.set, turn, blocks, documents, item.gold, compacted, plan.moved, excerpts,
+                    plan.cache_turn,
+                )
+            )  # fmt: skip
             state = plan.conversation.answered(synthetic_answer(conversation.name, turn, answer_tokens))
     return out
 
@@ -178,6 +182,8 @@ def replay_sets(
         times = arrivals(len(turns), rate_per_min)
         requests = (
             ReplayRequest(t, r.blocks, 0)
+            if cached_blocks is None and r.cached_turn
+            else ReplayRequest(t, r.blocks[:-1], r.blocks[-1][1])
             if cached_blocks is None
             else ReplayRequest(t, r.blocks[:cached_blocks], sum(n for _, n in r.blocks[cached_blocks:]))
             for t, r in zip(times, turns, strict=True)

@@ -356,3 +356,18 @@ def test_a_walk_conversation_keeps_its_run_only_while_it_holds_what_top_k_would(
         plan.conversation.mode == ("blocks" if plan.conversation.block_ids else "topk") for plan in play(rag, TURNS)
     }
     assert modes == {True}
+
+
+def test_only_a_turn_that_kept_the_previous_one_is_written_to_the_cache(corpus: CompiledCorpus) -> None:
+    """A first, compacting or moving turn goes as plain input (``TurnPlan.cache_turn``, and the
+    prompt the backend gets says so); a turn that kept the one before it is written."""
+    rag = make_rag(corpus, 900)
+    plans = list(play(rag, TURNS))
+    assert not plans[0].cache_turn and rag.turn_prompt(plans[0]).cache_turn is False
+    kinds = set()
+    for plan in plans[1:]:
+        kept = plan.compaction is None and not plan.moved
+        assert plan.cache_turn is kept and rag.turn_prompt(plan).cache_turn is kept
+        assert plan.to_dict()["cache_turn"] is kept
+        kinds.add(kept)
+    assert kinds == {True, False}  # the ten turns have both
