@@ -110,7 +110,6 @@ class Route:
         }
 
 
-
 class SegmentKind(StrEnum):
     INSTRUCTIONS = "instructions"
     CORPUS = "corpus"
