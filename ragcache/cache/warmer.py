@@ -142,8 +142,12 @@ class Warmer:
         *,
         clock: Callable[[], float] = time.monotonic,
         refreshable: Callable[[], Collection[str]] | None = None,
+        on_warm: Callable[[Prompt], None] | None = None,
     ) -> None:
         self.backend = backend
+        # Hears each prompt whose prefix was just written or refreshed (the server tells the router,
+        # which prices that run as warm: docs/architecture.md "Router").
+        self.on_warm = on_warm
         # The warm set's fingerprints (cache/warmset.py): keep-warm refreshes nothing outside it.
         self.refreshable = refreshable
         self.policy = policy or KeepWarmPolicy()
@@ -183,6 +187,8 @@ class Warmer:
             return WarmResult(fingerprint, label, "unsupported", detail=f"backend {self.backend.name!r} has no cache")
         try:
             usage = self.backend.warm(prompt)
+            if self.on_warm is not None:
+                self.on_warm(prompt)
             tokens = self._prefix_tokens(prompt, usage)
             self.track(prompt, tokens)
             if not verify:
@@ -301,6 +307,8 @@ class Warmer:
                     continue
                 with self._lock:
                     tracked.last_touch = self.clock()
+                if self.on_warm is not None:
+                    self.on_warm(tracked.prompt)
         return decisions
 
     def start(self, interval_s: float = 5.0) -> None:

@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -30,7 +31,7 @@ from ragcache.app import RagCache
 from ragcache.cache.warmer import Warmer, policy_for
 from ragcache.cache.warmset import TrafficLog, acquire_warm_lock
 from ragcache.errors import RagCacheError
-from ragcache.prompt import Route, assemble_prompt
+from ragcache.prompt import Prompt, Route, assemble_prompt
 from ragcache.server.corpora import Corpora
 from ragcache.server.redact import redact
 
@@ -193,6 +194,7 @@ class Warming:
         rag = self._corpora.get(name)
         prompt = assemble_prompt(rag.stable_segments(route.block_ids), "", route=route)
         self._warmers[name].record(prompt)
+        _mark_warm(rag)(prompt)  # a conversation's later turn re-sends its prefix without a route
         traffic = self.traffic[name]
         traffic.record(route.block_ids)
         if traffic.unsaved >= _SAVE_EVERY:
@@ -228,7 +230,19 @@ class Warming:
 
 def _warmer(rag: RagCache, refreshable: Callable[[], set[str]]) -> Warmer:
     policy = policy_for(rag.backend, rag.config.backend.model, rag.config.cache.ttl_s)
-    return Warmer(rag.backend, policy, refreshable=refreshable)
+    return Warmer(rag.backend, policy, refreshable=refreshable, on_warm=_mark_warm(rag))
+
+
+def _mark_warm(rag: RagCache) -> Callable[[Prompt], None]:
+    """Tell ``rag``'s router that a prompt's prefix is warm now, on the clock its routes are given
+    (``RagCache.route``: ``time.monotonic()``), so it prices that run at the read price."""
+    mark = getattr(rag.router, "mark_warm", None)
+
+    def on_warm(prompt: Prompt) -> None:
+        if mark is not None:
+            mark([s.block_id for s in prompt.stable if s.block_id is not None], time.monotonic())
+
+    return on_warm
 
 
 def _traffic(rag: RagCache) -> TrafficLog:

@@ -8,6 +8,7 @@ so the lock applies); warm-up itself is off here — the lock and the traffic fi
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from ragcache.app import RagCache
@@ -39,6 +40,9 @@ def test_only_one_worker_warms_and_traffic_reaches_the_shared_file(
         blocks = first.router.prefixes()[0]
         one.record(name, Route("full", blocks))
         two.record(name, Route("full", blocks))
+        # Recording an answer's prefix tells the router it is warm (router v4 prices it as a read).
+        assert first.router.route("anything", observe=False, now=time.monotonic()).pricing["warm"] == 1.0
+        assert second.router.route("anything", observe=False, now=time.monotonic()).pricing["warm"] == 1.0
     finally:
         one.stop()
         two.stop()  # both merge their traffic into the file on the way out

@@ -195,3 +195,19 @@ def test_keep_warm_refreshes_nothing_outside_the_capped_warm_set() -> None:
     refreshes = simulate(warmer, backend, [400.0 * i for i in range(1, 8)], until=8000)
     assert refreshes == []  # the same steady traffic as above, but the prefix is not in the warm set
     assert any("outside the capped warm set" in d.reason for d in warmer.decisions)
+
+
+def test_every_warm_up_and_refresh_is_reported_so_the_router_can_price_the_run_warm() -> None:
+    """``on_warm`` (the server passes the router's ``mark_warm``) hears each prefix just written or refreshed."""
+    clock = Clock()
+    backend = ScriptedBackend(clock)
+    heard: list[tuple[float, str | None]] = []
+    warmer = Warmer(
+        backend,
+        KeepWarmPolicy(ttl_s=TTL, margin_s=30, read_price=0.3, write_price=3.75),
+        clock=clock,
+        on_warm=lambda p: heard.append((clock.now, p.stable[0].block_id)),
+    )
+    refreshes = simulate(warmer, backend, [400.0 * i for i in range(1, 8)], until=3000)
+    assert heard[0] == (0.0, "category:a") and len(refreshes) > 0
+    assert [t for t, _ in heard[1:]] == refreshes  # each keep-warm refresh, at its time
