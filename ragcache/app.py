@@ -123,6 +123,7 @@ class RagCache:
         planner = ConversationPlanner.for_corpus(
             self.corpus, self.router, settings, self.config.backend.max_output_tokens
         )
+        planner.clock = time.monotonic
         store = self._store or create_store(settings.store, settings.max_conversations, settings.store_ttl_s)
         return Conversations(planner, store)
 
@@ -193,7 +194,8 @@ class RagCache:
 
     def route(self, question: str, *, observe: bool = False) -> Route:
         """Where ``question`` goes on its own (blocks, tail, documents, tokens), without asking the backend."""
-        return self.router.route(question, observe=observe)
+        # An observed question is priced on this process's clock, the one the warmer marks warm prefixes on.
+        return self.router.route(question, observe=observe, now=time.monotonic() if observe else None)
 
     def plan_turn(
         self,
