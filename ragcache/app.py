@@ -235,7 +235,7 @@ class RagCache:
         stable = self.stable_segments(plan.route.block_ids)
         return assemble_prompt(
             stable, plan.question, route=plan.route, context=plan.conversation.context, history=plan.history,
-            conversation_id=plan.conversation.origin or None,
+            conversation_id=plan.conversation.origin or None, cache_turn=plan.cache_turn,
         )  # fmt: skip
 
     def prefixes(self) -> list[Prompt]:
