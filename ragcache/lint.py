@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-__all__ = ["Finding", "has_errors", "lint_corpus", "lint_json_keys", "lint_text"]
+__all__ = ["Finding", "FindingGroup", "group_findings", "has_errors", "lint_corpus", "lint_json_keys", "lint_text"]
 
 Severity = Literal["error", "warning"]
 Context = Literal["prompt", "spec", "document"]
@@ -45,6 +45,35 @@ class Finding:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.severity}: {self.message} [{self.code}]"
+
+    @property
+    def rule(self) -> str:
+        """The message without the matched text (the same for every finding of one rule)."""
+        suffix = f": {self.match!r}"
+        return self.message[: -len(suffix)] if self.match and self.message.endswith(suffix) else self.message
+
+
+@dataclass(frozen=True)
+class FindingGroup:
+    """The findings of one severity and code: a corpus with a date on every page reads as one line."""
+
+    severity: Severity
+    code: str
+    rule: str
+    findings: tuple[Finding, ...]
+
+    @property
+    def files(self) -> int:
+        return len({f.path for f in self.findings})
+
+
+def group_findings(findings: Iterable[Finding]) -> list[FindingGroup]:
+    """Findings by (severity, code): errors first, then the largest groups; each group in file order."""
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for finding in findings:
+        groups.setdefault((finding.severity, finding.code), []).append(finding)
+    ordered = sorted(groups.items(), key=lambda item: (item[0][0] != "error", -len(item[1]), item[0][1]))
+    return [FindingGroup(sev, code, found[0].rule, tuple(found)) for (sev, code), found in ordered]  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -169,14 +169,29 @@ def inspect(
     _print_corpus(corpus)
 
 
-def lint(corpus_dir: Annotated[Path, typer.Argument(help="Corpus folder.")]) -> None:
-    """Report cache-breaking content in the stable part (exit 1 on errors)."""
-    from ragcache.lint import has_errors, lint_corpus
+LINT_EXAMPLES = 3  # findings shown per kind unless --all
+
+
+def lint(
+    corpus_dir: Annotated[Path, typer.Argument(help="Corpus folder.")],
+    show_all: Annotated[
+        bool, typer.Option("--all", "--verbose", "-v", help="List every finding, not a few per kind.")
+    ] = False,
+) -> None:
+    """Report cache-breaking content in the stable part, grouped by kind (exit 1 on errors)."""
+    from ragcache.lint import group_findings, has_errors, lint_corpus
 
     findings = lint_corpus(corpus_dir)
-    for finding in findings:
-        style = "red" if finding.severity == "error" else "yellow"
-        console.print(f"[{style}]{escape(str(finding))}[/]")
+    for group in group_findings(findings):
+        style = "red" if group.severity == "error" else "yellow"
+        head = f"{group.severity} [{group.code}]: {len(group.findings)} in {group.files} file(s): {group.rule}"
+        console.print(f"[{style}]{escape(head)}[/]")
+        shown = group.findings if show_all else group.findings[:LINT_EXAMPLES]
+        for finding in shown:
+            what = repr(finding.match) if finding.match else finding.message
+            console.print(f"  {escape(finding.path)}:{finding.line}: {escape(what)}")
+        if len(shown) < len(group.findings):
+            console.print(f"  … {len(group.findings) - len(shown)} more (--all lists every one)")
     errors = sum(f.severity == "error" for f in findings)
     console.print(f"{errors} error(s), {len(findings) - errors} warning(s)")
     if has_errors(findings):

@@ -131,3 +131,21 @@ def test_eval_router_without_qa_on_a_corpus_without_qa_jsonl_names_the_path() ->
     assert result.returncode == 2
     assert f"QA file {small / 'qa.jsonl'} does not exist" in result.stderr and "--qa" in result.stderr
     assert "Traceback" not in result.stderr and "sqlite_qa" not in result.stderr  # no fallback to another set
+
+
+def test_lint_groups_its_findings_by_kind_with_counts_and_lists_all_on_request(tmp_path: Path) -> None:
+    corpus = tmp_path / "dated"
+    (corpus / "docs").mkdir(parents=True)
+    (corpus / "corpus.yaml").write_text("name: dated\ninstructions: Answer.\n")
+    for n in range(5):
+        (corpus / "docs" / f"release{n}.md").write_text(f"# Release {n}\n\nReleased on 2020-01-0{n + 1}.\n")
+    grouped = ragcache("lint", str(corpus))
+    assert grouped.returncode == 0, grouped.stderr
+    lines = grouped.stdout.splitlines()
+    assert lines[0].startswith("warning [date]: 5 in 5 file(s): date: ")
+    assert len([line for line in lines if line.startswith("  ") and "release" in line]) == 3
+    assert "  … 2 more (--all lists every one)" in lines and lines[-1] == "0 error(s), 5 warning(s)"
+    every = ragcache("lint", "--all", str(corpus)).stdout.splitlines()
+    assert [line.split("/")[-1] for line in every if "release" in line] == [
+        f"release{n}.md:3: '2020-01-0{n + 1}'" for n in range(5)
+    ]
