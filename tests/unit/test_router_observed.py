@@ -138,3 +138,16 @@ def test_the_price_the_router_assumed_is_what_the_replay_charged(corpus: Compile
     assert charged.cache_write_tokens > 0 and charged.cached_read_tokens > 0  # both kinds were charged
     assert {r.pricing["warm"] for r in routes} == {0.0, 1.0}
     assert math.isclose(assumed, charged.usd, rel_tol=1e-6)
+
+
+def test_a_new_conversation_routes_on_the_planners_clock(corpus: CompiledCorpus) -> None:
+    from ragcache.config import ConversationConfig
+    from ragcache.conversation import ConversationPlanner
+
+    router = router_for(corpus, _nested(corpus), mode="blocks")
+    planner = ConversationPlanner.for_corpus(corpus, router, ConversationConfig(), OUT)
+    planner.clock = lambda: 100.0
+    plan = planner.plan(None, QUESTIONS[0])
+    assert plan.route.mode == "blocks" and router.observed_rate() == pytest.approx(50.0 / TTL)  # one arrival
+    again = router.route(QUESTIONS[0], observe=False, now=100.0 + TTL - 1)
+    assert again.block_ids == plan.route.block_ids and again.pricing["warm"] == 1.0  # the first turn sent it
