@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,13 +32,17 @@ __all__ = [
     "ProgressReporter",
     "StageTiming",
     "TokenProgress",
+    "begin_answer",
     "console",
+    "end_answer",
     "err_console",
     "generation_progress",
     "handle_errors",
     "progress",
     "quiet_libraries",
+    "rate_and_eta",
     "token_status",
+    "write_answer",
 ]
 
 console = Console(highlight=False, soft_wrap=True)
@@ -83,6 +88,14 @@ class _NoteFormatter(logging.Formatter):
         return f"{record.name}: {record.levelname.lower()}: {record.getMessage()}"
 
 
+class _NoteHandler(logging.StreamHandler):
+    """stderr, after ending an answer line left open on stdout (a note never glues onto the answer)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        end_answer()
+        super().emit(record)
+
+
 class _QuietFilter(logging.Filter):
     """Pass ragcache's warnings and every library's errors, whatever level a library set on its own logger."""
 
@@ -111,7 +124,7 @@ def quiet_libraries() -> None:
     level = logging.getLevelName(name) if name else None
     if not isinstance(level, int):
         level = None
-    handler = logging.StreamHandler()
+    handler = _NoteHandler()
     handler.setFormatter(_NoteFormatter())
     handler.addFilter(_QuietFilter(level))
     root = logging.getLogger()
@@ -142,7 +155,7 @@ class ProgressReporter:
 
     def __init__(self, bar: Any | None, interval_s: float = STATUS_INTERVAL_S) -> None:
         self._bar = bar
-        self._task = bar.add_task("starting", total=None) if bar is not None else None
+        self._task = bar.add_task("starting", total=None, rate="") if bar is not None else None
         self._interval_s = interval_s
         self._started = time.monotonic()
         self._last_line = self._started  # a step shorter than the interval prints nothing
@@ -153,11 +166,23 @@ class ProgressReporter:
         timing = self.stages.setdefault(stage, StageTiming(started=now, last=now))
         timing.last, timing.done, timing.total = now, done, total
         if self._bar is not None:
-            self._bar.update(self._task, description=stage, completed=done, total=total or None)
+            rate = f"{timing.rate_per_s:,.1f}/s" if total and done else ""
+            self._bar.update(self._task, description=stage, completed=done, total=total or None, rate=rate)
         elif now - self._last_line >= self._interval_s:
             self._last_line = now
             count = f" {done}/{total}" if total else ""
-            err_console.print(f"{escape(stage)}:{count} ({now - self._started:.0f}s)")
+            err_console.print(f"{escape(stage)}:{count} ({now - self._started:.0f}s{rate_and_eta(timing)})")
+
+
+def rate_and_eta(timing: StageTiming) -> str:
+    """``, 41.2/s, ETA 3m05s`` for a stage with a total that has made progress, else ``""``."""
+    if not timing.total or timing.done <= 0 or timing.seconds <= 0:
+        return ""
+    rate = timing.rate_per_s
+    left = (timing.total - timing.done) / rate if rate > 0 else 0.0
+    minutes, seconds = divmod(int(left), 60)
+    eta = f", ETA {minutes}m{seconds:02d}s" if timing.done < timing.total else ""
+    return f", {rate:,.1f}/s{eta}"
 
 
 @contextmanager
@@ -166,9 +191,24 @@ def progress(transient: bool = True) -> Iterator[ProgressReporter]:
     if not err_console.is_terminal:
         yield ProgressReporter(None)
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    speed = TextColumn("{task.fields[rate]}")
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        speed,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console, transient=transient) as bar:
         yield ProgressReporter(bar)
 
@@ -222,6 +262,10 @@ class TokenProgress:
         edge = stage == hooks.PREFILL and (elapsed == 0 or done >= total)
         self._show(self._context + token_status(stage, done, total, rate), force=edge)
 
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
     def stop(self) -> None:
         """Stop showing anything (the answer's text is about to stream)."""
         self._stopped = True
@@ -253,3 +297,28 @@ def generation_progress() -> Iterator[TokenProgress]:
         reporter = TokenProgress(status)
         with hooks.scope(reporter):
             yield reporter
+
+
+class _AnswerLine:
+    """Whether an answer streamed to stdout still has its line open."""
+
+    open = False
+
+
+def begin_answer() -> None:
+    """An answer starts streaming to stdout: its line is open until :func:`end_answer`."""
+    _AnswerLine.open = True
+
+
+def write_answer(text: str) -> None:
+    """Write a piece of the answer to stdout, at once."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def end_answer() -> None:
+    """End the open answer line (once): after the answer, or before a note or status line on stderr."""
+    if _AnswerLine.open:
+        _AnswerLine.open = False
+        sys.stdout.write("\n")
+        sys.stdout.flush()

@@ -15,10 +15,18 @@ default when onnxruntime is installed: 3–4× the chunks/s of torch on a 2-core
 AVX2 CPU, ``python -m ragcache.bench.embedding``) and ``torch`` (sentence-transformers as shipped; the default for other
 folders, whose ONNX export is untested). A spec picks one with a suffix:
 ``all-MiniLM-L6-v2#torch``, ``/models/foo#onnx-int8``; no suffix means ``auto``.
+
+Where the chunks are embedded (docs/architecture.md, "Embedding at scale"):
+``RAGCACHE_EMBED_DEVICE`` = ``auto`` (default) | ``cpu`` | ``cuda``. With CUDA
+present (auto) or asked for, the torch backend runs on the GPU and ``auto``
+picks torch for the default model (the int8 ONNX recipe is a CPU recipe). On
+CPU, ``RAGCACHE_EMBED_WORKERS`` (default: every core) processes share the
+embedding of a per-text backend (index.py).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -40,6 +48,7 @@ __all__ = [
     "LlamaIndexEmbedder",
     "SentenceTransformerEmbedder",
     "default_model_path",
+    "embed_device",
     "embedder_model_id",
     "embedding_backend",
     "folder_model_id",
@@ -47,6 +56,8 @@ __all__ = [
 ]
 
 EMBEDDING_BACKENDS = ("auto", "torch", ONNX_BACKEND)
+EMBED_DEVICES = ("auto", "cpu", "cuda")
+DEVICE_ENV = "RAGCACHE_EMBED_DEVICE"
 _SMALL_FILES = ("config.json", "modules.json", "sentence_bert_config.json", "tokenizer.json", "1_Pooling/config.json")
 
 
@@ -91,25 +102,46 @@ def _normalise(vectors: Any) -> NDArray[np.float32]:
     return np.ascontiguousarray(array / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-class SentenceTransformerEmbedder:
-    """A sentence-transformers model loaded from a local folder, on CPU."""
+def embed_device() -> str:
+    """``cuda`` or ``cpu``: ``RAGCACHE_EMBED_DEVICE``, with ``auto`` meaning CUDA when torch sees a GPU.
 
-    def __init__(self, folder: str | Path, name: str | None = None) -> None:
+    torch is imported only where an NVIDIA driver is present, so CPU machines pay nothing for the check.
+    """
+    wanted = os.environ.get(DEVICE_ENV, "auto").strip().lower() or "auto"
+    if wanted not in EMBED_DEVICES:
+        raise ConfigError(f"{DEVICE_ENV}={wanted!r}: expected one of {', '.join(EMBED_DEVICES)}")
+    if wanted != "auto":
+        return wanted
+    if not Path("/proc/driver/nvidia/version").exists() and not Path("/dev/nvidiactl").exists():
+        return "cpu"
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    """A sentence-transformers model loaded from a local folder, on the GPU when :func:`embed_device` says so."""
+
+    def __init__(self, folder: str | Path, name: str | None = None, device: str | None = None) -> None:
         folder = Path(folder).expanduser()
         if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
             raise ModelError(f"{folder}: not a sentence-transformers model folder (no modules.json or config.json)")
         from sentence_transformers import SentenceTransformer
 
+        self.device = device or embed_device()
         try:
-            self._model = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+            self._model = SentenceTransformer(str(folder), device=self.device, local_files_only=True)
         except Exception as exc:  # sentence-transformers raises many kinds
-            raise ModelError(f"{folder}: cannot load embedding model: {exc}") from exc
+            raise ModelError(f"{folder}: cannot load embedding model on {self.device}: {exc}") from exc
         self.model_id = folder_model_id(folder, name or folder.name)
+        self._batch = 256 if self.device == "cuda" else 32  # a GPU wants wide batches; a CPU pads less in small ones
 
     def embed(self, texts: list[str]) -> NDArray[np.float32]:
         if not texts:
             return np.zeros((0, self._model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
-        vectors = self._model.encode(texts, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
+        vectors = self._model.encode(texts, batch_size=self._batch, convert_to_numpy=True, show_progress_bar=False)
         return _normalise(vectors)
 
     def embed_query(self, text: str) -> NDArray[np.float32]:
@@ -177,8 +209,10 @@ def _resolve(spec: str) -> tuple[Path, str, str]:
         choices = ", ".join(EMBEDDING_BACKENDS)
         raise ConfigError(f"embedding model {spec!r}: backend {backend!r} is not one of {choices}")
     if model in (DEFAULT_EMBEDDING_MODEL, f"sentence-transformers/{DEFAULT_EMBEDDING_MODEL}"):
-        auto = ONNX_BACKEND if onnx_available() else "torch"  # the int8 export is checked for this model only
-        return default_model_path(), DEFAULT_EMBEDDING_MODEL, auto if backend == "auto" else backend
+        # the int8 export is checked for this model only, and it is a CPU recipe: a GPU runs torch
+        if backend == "auto":
+            backend = ONNX_BACKEND if onnx_available() and embed_device() == "cpu" else "torch"
+        return default_model_path(), DEFAULT_EMBEDDING_MODEL, backend
     backend = "torch" if backend == "auto" else backend
     folder = Path(model).expanduser()
     if folder.is_dir():

@@ -27,17 +27,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ragcache.errors import CorpusError
+from ragcache.errors import ConfigError, CorpusError
 from ragcache.hashing import canonical_json, content_hash
 from ragcache.router.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder, embedder_model_id, load_embedder
 from ragcache.router.search import DENSE_POOL, Candidates, build_dense, fuse, is_approximate, postings, read_dense
@@ -54,6 +55,7 @@ __all__ = [
     "ChunkIndex",
     "QueryScores",
     "embed_texts",
+    "embed_workers",
     "index_key",
     "index_step",
     "open_index",
@@ -63,6 +65,7 @@ INDEX_DIR = "index"
 EMBED_STAGE = "embedding chunks"  # the progress stage name, for callers that time it
 INDEX_FORMAT = 1
 ROWS_FILE = "rows.json"
+WORKERS_ENV = "RAGCACHE_EMBED_WORKERS"
 _EMBED_BATCH = 128
 ProgressFn = Callable[[str, int, int], None]  # (stage, done, total), as build_corpus reports
 log = logging.getLogger(__name__)
@@ -290,21 +293,76 @@ class ChunkIndex:
         return [(self.chunk_ids[i], float(values[i])) for i in order]
 
 
-def embed_texts(embedder: Embedder, texts: list[str], progress: ProgressFn | None = None) -> NDArray[np.float32]:
-    """Vectors in input order, embedded longest first so each batch pads little (order is deterministic)."""
+def embed_workers() -> int:
+    """CPU processes that share a per-text embedder's work: ``RAGCACHE_EMBED_WORKERS``, default every core."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return os.cpu_count() or 1
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ConfigError(f"{WORKERS_ENV}={raw!r}: expected a whole number of processes, at least 1")
+    return workers
+
+
+def embed_texts(
+    embedder: Embedder, texts: list[str], progress: ProgressFn | None = None, workers: int | None = None
+) -> NDArray[np.float32]:
+    """Vectors in input order, embedded longest first so each batch pads little (order is deterministic).
+
+    A per-text embedder with ``worker_args`` (onnx-int8) on CPU is shared by ``workers`` processes
+    (default :func:`embed_workers`) with one thread each, when there are enough texts to pay for
+    starting them; its vectors are the same whichever process makes them.
+    """
     order = sorted(range(len(texts)), key=lambda i: (-len(texts[i]), i))
+    batches = [order[start : start + _EMBED_BATCH] for start in range(0, len(order), _EMBED_BATCH)]
     vectors: NDArray[np.float32] | None = None
     if progress:  # the stage's start, so its rate (chunks/s) counts embedding only
         progress(EMBED_STAGE, 0, len(texts))
-    for start in range(0, len(order), _EMBED_BATCH):
-        batch = order[start : start + _EMBED_BATCH]
-        part = embedder.embed([texts[i] for i in batch])
+    done = 0
+    for batch, part in zip(batches, _embed_batches(embedder, texts, batches, workers), strict=True):
         if vectors is None:
             vectors = np.zeros((len(texts), part.shape[1]), dtype=np.float32)
         vectors[batch] = part
+        done += len(batch)
         if progress:
-            progress(EMBED_STAGE, min(start + _EMBED_BATCH, len(texts)), len(texts))
+            progress(EMBED_STAGE, done, len(texts))
     return vectors if vectors is not None else np.zeros((0, 0), dtype=np.float32)
+
+
+def _embed_batches(
+    embedder: Embedder, texts: list[str], batches: list[list[int]], workers: int | None
+) -> Iterator[NDArray[np.float32]]:
+    """Each batch's vectors, in order: here, or from a pool of worker processes."""
+    workers = embed_workers() if workers is None else workers
+    spawn_args = getattr(embedder, "worker_args", None)
+    if workers <= 1 or spawn_args is None or len(batches) < 4 * workers:
+        for batch in batches:
+            yield embedder.embed([texts[i] for i in batch])
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # no fork of a process holding sessions and threads
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=spawn_args) as pool:
+        yield from pool.map(_worker_embed, [[texts[i] for i in batch] for batch in batches])
+
+
+_WORKER_EMBEDDER: Any = None
+
+
+def _worker_init(folder: str, model_id: str) -> None:
+    """A worker process's own one-thread embedder (the processes are the parallelism)."""
+    global _WORKER_EMBEDDER
+    from ragcache.router.onnx_embed import OnnxEmbedder
+
+    _WORKER_EMBEDDER = OnnxEmbedder(Path(folder), model_id, threads=1)
+
+
+def _worker_embed(texts: list[str]) -> NDArray[np.float32]:
+    return _WORKER_EMBEDDER.embed(texts)
 
 
 def _minmax_of(values: NDArray[np.float32], pool: NDArray[np.bool_]) -> NDArray[np.float64]:

@@ -52,17 +52,18 @@ def onnx_available() -> bool:
 class OnnxEmbedder:
     """Mean-pooled, L2-normalised embeddings from an int8 ONNX copy of a sentence-transformers folder."""
 
-    def __init__(self, folder: Path, model_id: str) -> None:
+    def __init__(self, folder: Path, model_id: str, threads: int | None = None) -> None:
         if not onnx_available():
             raise ModelError(f"embedding backend {ONNX_BACKEND!r} needs onnxruntime and onnx (in ragcache[local])")
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.model_id = model_id
+        self.folder = folder
         self._fp32_path, self._int8_path = _exported_models(folder, model_id)
         self._options = ort.SessionOptions()
         self._options.inter_op_num_threads = 1
-        self._options.intra_op_num_threads = _threads()
+        self._options.intra_op_num_threads = _threads() if threads is None else threads
         self._options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # builds share busy CPUs
         self._options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._options.log_severity_level = 3
@@ -74,6 +75,11 @@ class OnnxEmbedder:
         self.dimension = _config_value(folder / "config.json", "hidden_size", 384)
 
     per_text = True  # a text's vector does not depend on the texts embedded with it
+
+    @property
+    def worker_args(self) -> tuple[str, str]:
+        """What a worker process needs to make the same embedder (index.py's CPU workers)."""
+        return str(self.folder), self.model_id
 
     def embed(self, texts: list[str]) -> NDArray[np.float32]:
         """Vectors in input order, each text run alone (module docstring)."""

@@ -46,3 +46,11 @@ def test_quiet_libraries_hides_library_info_but_keeps_ragcache_warnings(
         root.handlers[:], _, _ = saved
         root.setLevel(saved[1])
         logging.getLogger("bm25s").setLevel(saved[2])
+
+
+def test_progress_lines_say_the_rate_and_what_is_left() -> None:
+    from ragcache.cli.output import StageTiming, rate_and_eta
+
+    assert rate_and_eta(StageTiming(started=0.0, last=10.0, done=400, total=1600)) == ", 40.0/s, ETA 0m30s"
+    assert rate_and_eta(StageTiming(started=0.0, last=10.0, done=1600, total=1600)) == ", 160.0/s"
+    assert rate_and_eta(StageTiming(started=0.0, last=0.0, done=0, total=10)) == ""

@@ -114,3 +114,32 @@ def _default_folder_and_id() -> tuple[Path, str]:
     from ragcache.router.embeddings import default_model_path
 
     return default_model_path(), embedder_model_id(f"all-MiniLM-L6-v2#{ONNX_BACKEND}")
+
+
+def test_worker_processes_give_the_same_bytes_as_one_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RAGCACHE_EMBED_WORKERS: per-text vectors do not depend on which process (or thread count) made them."""
+    import ragcache.router.index as index_module
+
+    embedder = load_embedder("all-MiniLM-L6-v2")
+    monkeypatch.setattr(index_module, "_EMBED_BATCH", 1)  # enough batches for a pool with a few texts
+    seen: list[tuple[int, int]] = []
+    pooled = embed_texts(embedder, TEXTS, lambda _s, done, total: seen.append((done, total)), workers=2)
+    alone = embed_texts(embedder, TEXTS, workers=1)
+    assert pooled.tobytes() == alone.tobytes()
+    assert seen[0] == (0, len(TEXTS)) and seen[-1] == (len(TEXTS), len(TEXTS)) and len(seen) == len(TEXTS) + 1
+
+
+def test_embed_switches_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ragcache.router.embeddings import embed_device
+    from ragcache.router.index import embed_workers
+
+    monkeypatch.setenv("RAGCACHE_EMBED_DEVICE", "tpu")
+    with pytest.raises(ConfigError, match=r"RAGCACHE_EMBED_DEVICE='tpu'.*cuda"):
+        embed_device()
+    monkeypatch.setenv("RAGCACHE_EMBED_DEVICE", "cpu")
+    assert embed_device() == "cpu" and embedding_backend("all-MiniLM-L6-v2") == ONNX_BACKEND
+    monkeypatch.setenv("RAGCACHE_EMBED_WORKERS", "0")
+    with pytest.raises(ConfigError, match="RAGCACHE_EMBED_WORKERS='0'"):
+        embed_workers()
+    monkeypatch.setenv("RAGCACHE_EMBED_WORKERS", "3")
+    assert embed_workers() == 3
