@@ -1,4 +1,5 @@
-"""Router v3: fill the window with a stable run of topic blocks, and never hold less than top-k at equal cost.
+"""Router v4: fill the window with a stable run of topic blocks, priced by the cache state the
+deployment observes, and never hold less than top-k at equal cost.
 
 The corpus is compiled into topic blocks in one canonical order (category, then
 the topic tree's depth-first order; see ``corpus/topics.py``). With the budget
@@ -13,16 +14,28 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    of the cap is topped up with the corpus's leading blocks, so it nests on the
    first run's prefix (``runs.py``). The runs are the enumerable prefix set
    (:meth:`HybridRouter.prefixes`): few at large windows, each filling most of the cap.
-3. **What a run costs.** A cached token is read at the backend profile's read
-   multiplier of an uncached one (``HybridRouter.read_price``), but a prefix that
-   expired is written again at its write multiplier for the TTL in use
-   (``HybridRouter.write_price``; ``ragcache.backends.profile``). The
-   router prices run r per request at READ + WRITE × P(write), with P(write) =
-   exp(−share_r × ``router.questions_per_ttl``): a run asked for by a share s of the
-   questions sees s × q questions per cache lifetime and stays warm when that is
-   well above one. share_r is the run's decayed demand with a uniform prior worth one
-   cache lifetime of questions, so before any traffic a corpus cut into a few runs
-   prices them as warm and one cut into hundreds prices them as writes.
+3. **What a run costs** (per stable token, relative to an uncached one; the backend
+   profile's read R and write W multipliers, ``ragcache.backends.profile``). Callers
+   pass their clock as ``route(..., now=)`` (the server ``time.monotonic()``, the eval
+   its replay's arrival times), and the router keeps, per prefix, when it was last sent
+   by a route or warmed (:meth:`HybridRouter.mark_warm`: the server's warm-up, keep-warm
+   and answered requests). With a TTL a prefix is **warm** while now − last sent < TTL
+   (a read refreshes it, as vendors do) and its run is priced at exactly R. A **cold**
+   run writes what no warm prefix shares with it (a nested run reads the shared head,
+   within the vendor's lookback and minimum, as ``ragcache.cache.replay`` charges), and
+   that write is spread over the questions expected to reuse the run while cached:
+   price = R + (W − R) × cold share / (1 + reuses), reuses = the run's demand share ×
+   the observed question rate (the last ``RATE_WINDOW`` arrivals) × TTL. (R + (W − R)/(1+n)
+   is the mean over the write and n reads; with no reuse it is W, what the request pays.)
+   ``router.questions_per_ttl`` is only the rate's prior before two arrivals; the share's
+   prior is uniform and worth ``PRIOR_QUESTIONS``. A self-hosted engine (no TTL) keeps
+   the most recently sent prefixes that fit ``router.kv_capacity_tokens`` (LRU): those are
+   warm, a cold one is a prefill (W), and its "TTL" is how long the capacity lasts at
+   the observed prefill rate (at most ``NO_TTL_HORIZON_S``). Each route records
+   ``pricing``: the price it chose by and the charge its request pays on the state
+   observed, which is what the replay charges (tests/unit/test_router_observed.py).
+   Without ``now`` a run is priced by the demand prior as in v3:
+   R + W × exp(−share × ``questions_per_ttl``).
 4. **The tail makes the route a superset of top-k at equal cost.** Walking the
    question's fused dense+BM25 chunk ranking best first, a chunk outside the run
    joins the tail (it costs the same in both prompts) and a chunk inside it uses up
@@ -39,12 +52,14 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    until it reaches it, so a route uses the window.
 
 So the router's evidence is never less than top-k's at the same price, it spends a
-stable prefix only where the price says it pays (few, warm runs), and on a corpus
-far larger than the window with no popular region (where no run can pay) it is
-top-k. :meth:`HybridRouter.hot_prefixes` gives the demand-ranked runs for the
-warmer; the demand state (:class:`Demand`) can be shared or saved by a server.
+stable prefix only where the price says it pays (warm runs, or cold ones its own
+traffic will reuse), and where the traffic it sees has no structure a run can capture
+(questions spread over many runs, too rare to reuse one within its TTL) cold runs
+price near W, their walks do not complete, and the route is top-k.
+:meth:`HybridRouter.hot_prefixes` gives the demand-ranked runs for the warmer; the
+demand state (:class:`Demand`) can be shared or saved by a server.
 Everything is deterministic: ties go to the earlier chunk or run, and routes depend
-only on the corpus, the settings and the sequence of questions seen.
+only on the corpus, the settings and the sequence of questions (and clock values) seen.
 """
 
 from __future__ import annotations
