@@ -15,7 +15,16 @@ import typer
 from rich.markup import escape
 
 from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, MaxTokensOpt, ModelOpt
-from ragcache.cli.output import console, err_console, generation_progress, handle_errors, progress
+from ragcache.cli.output import (
+    begin_answer,
+    console,
+    end_answer,
+    err_console,
+    generation_progress,
+    handle_errors,
+    progress,
+    write_answer,
+)
 
 if TYPE_CHECKING:
     from ragcache.app import Answer, RagCache
@@ -87,11 +96,13 @@ def _print_stream(items: Iterator[Any]) -> Answer:
             if isinstance(item, Answer):
                 answer = item
             else:
-                shown.stop()
-                sys.stdout.write(item)
-                sys.stdout.flush()
-    sys.stdout.write("\n")
-    sys.stdout.flush()  # before any note on stderr: each on its own line when both reach one terminal
+                if not shown.stopped:
+                    shown.stop()
+                    begin_answer()  # a note logged from here on ends the answer's line first
+                write_answer(item)
+    if not shown.stopped:  # no text at all: still one (empty) answer line
+        begin_answer()
+    end_answer()
     assert answer is not None
     return answer
 

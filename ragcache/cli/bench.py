@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ragcache.cli.output import console, handle_errors
@@ -115,7 +116,7 @@ def _print_summary(result: Any, out: Path) -> None:
         table.add_column(column)
     for s in result.summaries:
         recall = "–" if s.evidence_recall is None else f"{s.evidence_recall:.2f}"
-        table.add_row(s.strategy, f"{s.ttft_p50_s:.3f}", f"{s.ttft_p95_s:.3f}", f"{s.cached_ratio:.3f}",
+        table.add_row(escape(s.strategy), f"{s.ttft_p50_s:.3f}", f"{s.ttft_p95_s:.3f}", f"{s.cached_ratio:.3f}",
                       f"{s.hit_rate:.2f}", str(s.distinct_prefixes), recall)
     console.print(table)
     for note in result.notes:
