@@ -35,8 +35,9 @@ from ragcache.backends.base import (
     timed_generation,
 )
 from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
+from ragcache.backends.provider import Provider
 from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
-from ragcache.errors import AuthenticationError, BackendError, UnsupportedError
+from ragcache.errors import BackendError, UnsupportedError
 from ragcache.hashing import content_hash
 from ragcache.prompt import Prompt, warm_prompt
 
@@ -55,6 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "claude-sonnet-4-6"
+DEFAULT_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_API_KEY"
 MAX_BREAKPOINTS = 4
 TURN_TTL = "5m"  # the latest turn's breakpoint: after every stable one, so never a 1h after a 5m
@@ -148,7 +150,11 @@ def messages_body(
     count: Callable[[str], int] = estimate_tokens,
 ) -> tuple[dict[str, Any], BreakpointPlan]:
     """The Messages request body (system stable→volatile, then the turns) and its breakpoint plan."""
-    session_turn = bool(prompt.history)
+    # A session turn's own breakpoint goes on its latest user turn, or (``Prompt.cache_turn`` false: the
+    # next turn may drop it) on the end of the history, so what is cached of the history is still read.
+    history = [m for m in prompt.history if m.role != "system"]
+    latest = prompt.cache_turn if prompt.cache_turn is not None else bool(history)
+    session_turn = bool(history) or latest
     plan = _plan(prompt, ttl=ttl, min_tokens=min_tokens, count=count, session_turn=session_turn)
     by_label = iter(plan.breakpoints)
     system: list[dict[str, Any]] = []
@@ -161,12 +167,15 @@ def messages_body(
         system.append(block)
     if prompt.context:
         system.append({"type": "text", "text": prompt.context})
-    messages: list[dict[str, Any]] = [
-        {"role": m.role, "content": m.content} for m in prompt.history if m.role != "system"
-    ]
+    messages: list[dict[str, Any]] = [{"role": m.role, "content": m.content} for m in history]
     last: dict[str, Any] = {"type": "text", "text": prompt.user_text}
     if session_turn:
-        last["cache_control"] = {"type": "ephemeral", "ttl": next(by_label).ttl}
+        marker = {"type": "ephemeral", "ttl": next(by_label).ttl}
+        if latest:
+            last["cache_control"] = marker
+        else:
+            end = messages[-1]
+            end["content"] = [{"type": "text", "text": end["content"], "cache_control": marker}]
     messages.append({"role": "user", "content": [last]})
     body: dict[str, Any] = {"model": model, "max_tokens": options.max_tokens, "system": system, "messages": messages}
     # temperature/top_p are not sent: current Claude models and SDKs no longer take them.
@@ -214,7 +223,9 @@ class AnthropicBackend(Backend):
             max_breakpoints=MAX_BREAKPOINTS,
             ttl_s=TTL_S[self.ttl],
         )
-        self._client = client
+        self.provider = Provider(
+            "anthropic", config, default_url=DEFAULT_URL, key_envs=(KEY_ENV,), make=self._make_client, client=client
+        )
         self._counts: dict[str, int] = {}
         self._warm_tokens = 0  # max_tokens 0 pre-warms without generating where the API allows it
         self._last_id: dict[str, str | None] = {}
@@ -225,22 +236,10 @@ class AnthropicBackend(Backend):
         return self._capabilities
 
     def client(self) -> Any:
-        if self._client is None:
-            import anthropic
-
-            key = self.config.api_key(KEY_ENV)
-            if not key:
-                if self.config.base_url is None:
-                    env = self.config.api_key_env or KEY_ENV
-                    raise AuthenticationError(f"anthropic: no API key; set the {env} environment variable")
-                key = "not-needed"
-            self._client = anthropic.Anthropic(
-                api_key=key, base_url=self.config.base_url, timeout=self.config.timeout_s, max_retries=0
-            )
-        return self._client
+        return self.provider.client()
 
     def _where(self) -> str:
-        return f"anthropic at {self.config.base_url or 'https://api.anthropic.com'}"
+        return self.provider.where
 
     def _segment_tokens(self, text: str) -> int:
         if self.options.count_tokens != "api":
@@ -305,7 +304,7 @@ class AnthropicBackend(Backend):
                 yield delta
             message = events.get_final_message()
         except anthropic.AnthropicError as exc:
-            error = map_sdk_error(exc, anthropic, self._where(), KEY_ENV)
+            error = map_sdk_error(exc, anthropic, self._where(), self.provider.key_env)
             if error is None:
                 raise
             raise error from exc
@@ -356,6 +355,9 @@ class AnthropicBackend(Backend):
         return int(result.input_tokens)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.provider.close()
+
+    def _make_client(self, key: str, base_url: str | None) -> Any:
+        import anthropic
+
+        return anthropic.Anthropic(api_key=key, base_url=base_url, timeout=self.config.timeout_s, max_retries=0)

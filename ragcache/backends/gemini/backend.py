@@ -25,7 +25,6 @@ shapes (contents, usage, error mapping) live in :mod:`ragcache.backends.gemini.w
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -56,9 +55,9 @@ from ragcache.backends.gemini.wire import (
     split_prompt,
     usage_from_metadata,
 )
+from ragcache.backends.provider import Provider
 from ragcache.backends.retry import RetryPolicy, call_with_retries
 from ragcache.errors import (
-    AuthenticationError,
     BackendError,
     ConfigError,
     UnsupportedError,
@@ -79,6 +78,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+DEFAULT_URL = "https://generativelanguage.googleapis.com"
 
 DEFAULT_MODEL = "gemini-2.5-flash"
 CONTEXT_WINDOW = 1_048_576
@@ -123,7 +123,9 @@ class GeminiBackend(Backend):
         self.model = (config.model or DEFAULT_MODEL).removeprefix("models/")
         self.min_tokens = min_cacheable_tokens(self.model, self.options.min_cacheable_tokens)
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
-        self._client = client
+        self.provider = Provider(
+            "gemini", config, default_url=DEFAULT_URL, key_envs=KEY_ENVS, make=self._make_client, client=client
+        )
         now = clock or (lambda: datetime.now(UTC))
         self.registry = CacheRegistry(lambda: self.client().caches, self.model, now, self.options.namespace)
         self._seen: Counter[str] = Counter()
@@ -143,30 +145,10 @@ class GeminiBackend(Backend):
         )
 
     def client(self) -> Any:
-        if self._client is None:
-            try:
-                from google import genai
-                from google.genai import types
-            except ImportError as exc:
-                hint = "the gemini backend needs the 'gemini' extra: pip install 'ragcache[gemini]'"
-                raise ConfigError(hint) from exc
-
-            key = self.config.api_key(KEY_ENVS[0]) or (None if self.config.api_key_env else os.environ.get(KEY_ENVS[1]))
-            if not key:
-                if self.config.base_url is None:
-                    env = self.config.api_key_env or " or ".join(KEY_ENVS)
-                    raise AuthenticationError(f"gemini: no API key; set the {env} environment variable")
-                key = "not-needed"
-            http = types.HttpOptions(
-                base_url=self.config.base_url,
-                timeout=int(self.config.timeout_s * 1000),
-                retry_options=types.HttpRetryOptions(attempts=1),  # ragcache's RetryPolicy decides
-            )
-            self._client = genai.Client(api_key=key, http_options=http)
-        return self._client
+        return self.provider.client()
 
     def _where(self) -> str:
-        return f"gemini at {self.config.base_url or 'https://generativelanguage.googleapis.com'}"
+        return self.provider.where
 
     def _call(self, fn: Callable[[], Any], max_tokens: int) -> Any:
         where = self._where()
@@ -358,6 +340,18 @@ class GeminiBackend(Backend):
         return int(result.total_tokens or 0)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.provider.close()
+
+    def _make_client(self, key: str, base_url: str | None) -> Any:
+        try:
+            from google import genai
+            from google.genai import types
+        except ImportError as exc:
+            hint = "the gemini backend needs the 'gemini' extra: pip install 'ragcache[gemini]'"
+            raise ConfigError(hint) from exc
+        http = types.HttpOptions(
+            base_url=base_url,
+            timeout=int(self.config.timeout_s * 1000),
+            retry_options=types.HttpRetryOptions(attempts=1),  # ragcache's RetryPolicy decides
+        )
+        return genai.Client(api_key=key, http_options=http)

@@ -50,8 +50,9 @@ from ragcache.backends.openai.wire import (
     make_client,
     session_of,
 )
+from ragcache.backends.provider import Provider
 from ragcache.backends.retry import RetryPolicy
-from ragcache.errors import AuthenticationError, UnsupportedError
+from ragcache.errors import UnsupportedError
 from ragcache.prompt import Prompt, warm_prompt
 
 if TYPE_CHECKING:
@@ -128,7 +129,14 @@ class OpenAIBackend(Backend):
             max_breakpoints=MAX_BREAKPOINTS if opts.explicit_breakpoints else None,
             ttl_s=EXTENDED_TTL_S if opts.prompt_cache_retention == "24h" else IN_MEMORY_TTL_S,
         )
-        self._client = client
+        self.provider = Provider(
+            "openai",
+            config,
+            default_url=DEFAULT_URL,
+            key_envs=(KEY_ENV,),
+            make=lambda key, url: make_client(url, key, config.timeout_s),
+            client=client,
+        )
 
     @property
     def capabilities(self) -> Capabilities:
@@ -136,15 +144,7 @@ class OpenAIBackend(Backend):
 
     def endpoint(self) -> Endpoint:
         """The configured server; the client is created on first use (a missing key fails here)."""
-        if self._client is None:
-            key = self.config.api_key(KEY_ENV)
-            if not key:
-                if self.config.base_url is None:
-                    env = self.config.api_key_env or KEY_ENV
-                    raise AuthenticationError(f"openai: no API key; set the {env} environment variable")
-                key = "not-needed"  # a self-hosted compatible server usually takes any key
-            self._client = make_client(self.config.base_url, key, self.config.timeout_s)
-        return Endpoint(self._client, f"openai at {self.config.base_url or DEFAULT_URL}", KEY_ENV)
+        return Endpoint(self.provider.client(), self.provider.where, self.provider.key_env)
 
     def request(self, prompt: Prompt, options: GenerationOptions) -> WireRequest:
         """The request :meth:`generate` sends: the wire body plus this provider's cache key."""
@@ -169,6 +169,4 @@ class OpenAIBackend(Backend):
         return self.generate(warm_prompt(prompt), GenerationOptions(max_tokens=1)).usage
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self.provider.close()
