@@ -6,7 +6,9 @@ Heavy imports (LlamaIndex, tokenizers) happen inside the commands so that
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,31 +16,51 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ragcache.backends.limits import MIN_CACHEABLE, distinct_minimums
+from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
 from ragcache.cli.output import ProgressReporter, console, handle_errors, progress
 
 if TYPE_CHECKING:
     from ragcache.corpus.compile import BuildResult
     from ragcache.corpus.manifest import CompiledCorpus
 
-__all__ = ["CACHE_MIN_TOKENS", "cacheable_on", "print_build_summary", "register"]
+__all__ = ["SHIPPED_CONFIGS", "CacheMinimum", "cache_minimums", "cacheable_on", "print_build_summary", "register"]
 
-# Smallest prefix each backend caches, in tokens (vendors: every minimum in the dated table of
-# ragcache.backends.limits). Vendor counts are estimates here: measured with the corpus tokenizer.
-CACHE_MIN_TOKENS: dict[str, int] = {
-    "local": 0,  # ragcache's own KV store caches any prefix
-    "vllm": 128,  # one KV block on CPU (16 on GPU)
-    **{
-        vendor if i == 0 else f"{vendor}-{minimum}": minimum
-        for vendor in MIN_CACHEABLE
-        for i, minimum in enumerate(distinct_minimums(vendor))
-    },
-}
+SHIPPED_CONFIGS = Path(__file__).resolve().parents[2] / "configs"  # configs/<vendor>.yaml of a checkout
 
 
-def cacheable_on(tokens: int, minimums: dict[str, int] = CACHE_MIN_TOKENS) -> list[str]:
-    """Backends whose minimum cacheable prefix is at most ``tokens``."""
-    return [name for name, minimum in minimums.items() if tokens >= minimum]
+@dataclass(frozen=True)
+class CacheMinimum:
+    """The smallest prefix a backend caches, for the model a shipped config names."""
+
+    tokens: int
+    model: str = ""
+
+
+@functools.cache
+def cache_minimums(config_dir: Path = SHIPPED_CONFIGS) -> dict[str, CacheMinimum]:
+    """Per backend, the smallest prefix it caches as the shipped configs set it up.
+
+    A hosted vendor's figure is its configured model's minimum, read through
+    :func:`ragcache.backends.limits.min_cacheable_tokens`, the function the backends plan
+    with (docs/architecture.md, invariant 7): a block "cacheable on anthropic" is cacheable
+    by the model configs/anthropic.yaml names, not by the vendor's smallest model.
+    """
+    from ragcache.config import load_config
+
+    found = {"local": CacheMinimum(0), "vllm": CacheMinimum(128)}  # any prefix; one KV block on CPU (16 on GPU)
+    for path in sorted(config_dir.glob("*.yaml")):
+        backend = load_config(path).backend
+        if backend.kind in MIN_CACHEABLE and backend.base_url is None and backend.model:  # the vendor's own API
+            override = backend.options.get("min_cacheable_tokens")
+            tokens = min_cacheable_tokens(backend.kind, backend.model, override)
+            found.setdefault(backend.kind, CacheMinimum(tokens, backend.model))
+    return found
+
+
+def cacheable_on(tokens: int, minimums: dict[str, CacheMinimum] | None = None) -> list[str]:
+    """Backends whose minimum cacheable prefix is at most ``tokens`` (vendor counts are estimates here:
+    ``tokens`` comes from the corpus tokenizer)."""
+    return [name for name, minimum in (minimums or cache_minimums()).items() if tokens >= minimum.tokens]
 
 
 def build(
@@ -273,11 +295,13 @@ def _print_corpus(corpus: CompiledCorpus) -> None:
             str(len(b.documents)),
             f"{b.tokens:,}",
             b.sha256[:12],
-            "all" if len(backends) == len(CACHE_MIN_TOKENS) else " ".join(backends),
+            "all" if len(backends) == len(cache_minimums()) else " ".join(backends),
         )
     console.print(table)
     estimate = " (estimated)" if m.tokens_estimated else ""
-    minimums = ", ".join(f"{name} {n}" for name, n in CACHE_MIN_TOKENS.items())
+    minimums = ", ".join(
+        f"{name}{f' ({m.model})' if m.model else ''} {m.tokens}" for name, m in cache_minimums().items()
+    )
     console.print(
         f"{len(m.documents)} documents, {len(m.categories)} categories, {m.chunk_count} chunks; "
         f"tokens counted with {m.tokenizer}{estimate}; full block: "
