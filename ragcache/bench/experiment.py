@@ -119,6 +119,9 @@ def run_bench(
 ) -> BenchResult:
     """Run the strategies over ``items`` on ``config``'s backend and write the report into ``out``."""
     warm_items, measured = split_workload(items, settings.warm_from)
+    # The bench measures the caches it warms itself: the local KV folder (shared by the strategies'
+    # backends and left by earlier runs) would make cold requests warm.
+    config = config.model_copy(update={"cache": config.cache.model_copy(update={"persist": False})})
     app, uncached, own = _apps(config, settings.strategies)
     try:
         options = GenerationOptions(max_tokens=settings.max_tokens, temperature=0.0)
@@ -131,6 +134,10 @@ def run_bench(
         meta["ragcache warm-up"] = _warm_note(strategies, settings.warm_from, len(warm_items))
         meta["KV budget"] = ("one backend per strategy (own KV store each)" if own
                              else "one shared engine: strategies share its cache")
+        if raw.interrupted:
+            done = len({r.index for r in raw.records})
+            meta["interrupted"] = f"Ctrl-C after {done} of {len(measured)} measured requests: partial results"
+            notes = [f"interrupted: {meta['interrupted']}", *notes]
         result = BenchResult(meta=meta, summaries=summaries, records=raw.records,
                              notes=[*notes, *settings.notes])
         write_report(result, out)

@@ -52,7 +52,7 @@ def _load_random(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any]:
 def _rag(model_dir: Path, corpus: Path, device: str, dtype: str) -> RagCache:
     backend_config = BackendConfig(kind="local", model=str(model_dir), max_output_tokens=1,
                                    options={"device": device, "dtype": dtype})  # fmt: skip
-    config = Config(corpus=corpus, backend=backend_config, cache=CacheConfig(kv_budget_mb=40_000))
+    config = Config(corpus=corpus, backend=backend_config, cache=CacheConfig(kv_budget_mb=40_000, persist=False))
     compiled = load_corpus(corpus)
     backend = create_backend(config.backend, config.cache)
     return RagCache(config, compiled, backend, create_router(compiled, config.router, backend.capabilities, 1))

@@ -73,6 +73,8 @@ def _server_config(config_path: str | None, workdir: Path, local_options: dict[s
     data.setdefault("cache", {})["keep_warm"] = False  # load figures without a background warm loop
     if kv_dir is not None:  # the local engine's persisted prefix KV: a second start skips the corpus prefill
         data["cache"]["persist_dir"] = str(kv_dir.resolve())
+    else:  # cold starts measure cold: not the user's KV folder from earlier runs
+        data["cache"]["persist"] = False
     path = workdir / "load-server.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
     return path

@@ -3,7 +3,9 @@
 For request *i* every strategy answers before request *i+1* starts, in an order
 rotated by *i*, so machine drift (other load, thermal, page cache) hits all
 strategies alike. Each strategy keeps its own conversation history, so a
-session's later turns carry that strategy's own earlier answers.
+session's later turns carry that strategy's own earlier answers. Ctrl-C during
+the measured part ends the replay with the requests every strategy answered
+(``Replay.interrupted``), so a long run still leaves comparable partial results.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Replay:
     warmup: dict[str, CacheUsage] = field(default_factory=dict)
     warmup_s: dict[str, float] = field(default_factory=dict)
     wall_s: float = 0.0
+    interrupted: bool = False  # Ctrl-C: ``records`` hold the whole requests before it (every strategy answered)
 
 
 def _wait_for(arrival_s: float, started: float, time_scale: float) -> None:
@@ -78,23 +81,29 @@ def replay(
         result.warmup_s[strategy.name] = time.perf_counter() - began
     histories: dict[tuple[str, str], list[Message]] = {}
     seen = {_normal(i.question) for i in warm_items} if warm_items is not items else set()
-    started = time.perf_counter()
-    for index, item in enumerate(items):
-        repeat = _normal(item.question) in seen
-        seen.add(_normal(item.question))
-        _wait_for(item.arrival_s, started, time_scale)
-        shift = index % len(strategies)
-        for strategy in [*strategies[shift:], *strategies[:shift]]:
-            key = (strategy.name, item.session)
-            if item.turn == 0:
-                histories[key] = []
-            history = histories.setdefault(key, [])
-            record = _one(strategy, item, index, tuple(history), repeat)
-            result.records.append(record)
-            if not record.error:
-                history += [Message("user", item.question), Message("assistant", record.answer)]
-            if progress is not None:
-                progress(strategy.name, index)
+    started, index = time.perf_counter(), 0
+    try:
+        for index, item in enumerate(items):
+            repeat = _normal(item.question) in seen
+            seen.add(_normal(item.question))
+            _wait_for(item.arrival_s, started, time_scale)
+            shift = index % len(strategies)
+            for strategy in [*strategies[shift:], *strategies[:shift]]:
+                key = (strategy.name, item.session)
+                if item.turn == 0:
+                    histories[key] = []
+                history = histories.setdefault(key, [])
+                record = _one(strategy, item, index, tuple(history), repeat)
+                result.records.append(record)
+                if not record.error:
+                    history += [Message("user", item.question), Message("assistant", record.answer)]
+                if progress is not None:
+                    progress(strategy.name, index)
+    except KeyboardInterrupt:
+        result.records = [r for r in result.records if r.index < index]  # a half-answered request would skew
+        if not result.records:
+            raise  # nothing whole to report
+        result.interrupted = True
     result.wall_s = time.perf_counter() - started
     return result
 

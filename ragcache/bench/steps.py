@@ -52,6 +52,7 @@ def measure(variant: str, rows: int, steps: int, rounds: int, seed: int, build_d
     from ragcache.backends.local import linear
 
     config = load_config(ROOT / "configs" / "default.yaml").model_copy(update={"build_dir": build_dir})
+    config = config.model_copy(update={"cache": config.cache.model_copy(update={"persist": False})})  # in memory
     options = {**config.backend.options, "max_batch": max(rows, 1)}
     config = config.model_copy(update={"backend": config.backend.model_copy(update={"options": options})})
     rag = RagCache.from_config(config)

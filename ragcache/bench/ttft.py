@@ -60,7 +60,8 @@ def measure_ttft(cfg: Config, corpus_dir: Path, runs: int) -> TtftRun:
     from ragcache.corpus.store import default_build_dir
 
     build = default_build_dir(corpus_dir)
-    rag = RagCache.from_config(cfg.model_copy(update={"corpus": corpus_dir, "build_dir": build}))
+    cache = cfg.cache.model_copy(update={"persist": False})  # "cold" must not read an earlier run's KV files
+    rag = RagCache.from_config(cfg.model_copy(update={"corpus": corpus_dir, "build_dir": build, "cache": cache}))
     store = getattr(rag.backend, "store", None)
     if store is None:
         rag.close()

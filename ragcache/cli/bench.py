@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ragcache.cli.output import console, handle_errors
+from ragcache.cli.output import console, err_console, handle_errors
 from ragcache.errors import ConfigError
 
 __all__ = ["register"]
@@ -77,6 +77,9 @@ def bench(
                              workload_path=str(workload), command=_command_line(), notes=extra)
     result = _run_with_progress(run_bench, cfg, items, out, settings, len(names))
     _print_summary(result, out)
+    if "interrupted" in result.meta:
+        err_console.print(f"interrupted: {escape(str(result.meta['interrupted']))}, written to {escape(str(out))}")
+        raise typer.Exit(130)
 
 
 def _read_notes(path: Path | None) -> list[str]:
@@ -93,21 +96,42 @@ def _command_line() -> str:
 
 
 def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path, settings: Any, n: int) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Run the bench with a bar (a terminal) or a status line per answer (stderr), each with an ETA."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from ragcache.bench.experiment import split_workload
 
     measured = len(split_workload(items, settings.warm_from)[1])  # the warm-up part is routed, not replayed
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task("loading model and corpus, warming prefixes", total=measured * n)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
+    total, ends = measured * n, []  # ends: when each answer came, for an ETA from the measured part only
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("loading model and corpus, warming prefixes", total=total)
 
         def progress(strategy: str, index: int) -> None:
             bar.update(task, advance=1, description=f"request {index + 1}/{measured} · {strategy}")
-            if not console.is_terminal:  # logs of non-interactive runs still show progress
-                console.print(f"request {index + 1}/{measured} {strategy} done")
+            if not err_console.is_terminal:  # logs of non-interactive runs still show progress
+                ends.append(time.monotonic())
+                done = len(ends)
+                eta = (ends[-1] - ends[0]) / (done - 1) * (total - done) if done > 1 else None
+                when = f", ETA {_minutes(eta)}" if eta is not None and done < total else ""
+                err_console.print(f"request {index + 1}/{measured} {escape(strategy)} done ({done}/{total}{when})")
 
         return run(cfg, items, out, settings, progress)
+
+
+def _minutes(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
 
 
 def _print_summary(result: Any, out: Path) -> None:
