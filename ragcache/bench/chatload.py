@@ -5,8 +5,8 @@ once, each a few turns long, spread over several corpora (a corpus is a ``model`
 ``ragcache serve``, so sessions take different routes):
 
 - **through ragcache**: the official ``openai`` SDK, streaming, against ``ragcache serve``
-  (one or several workers, turn ``t`` of a session to worker ``(session + t) % workers``:
-  any worker serves any turn, docs/architecture.md "Any worker, same bytes");
+  (one or several workers; a session stays on worker ``session % workers``, as behind a sticky
+  load balancer: without a shared conversation store another worker would re-derive its turns);
 - **raw**: the very requests ragcache's ``vllm`` backend sent for the same turns (token ids on
   ``/v1/completions``), rebuilt in this process from the ragcache run's answers, encoded
   before the phase and streamed to vLLM with httpx (the SDK's per-item transform of a
@@ -140,7 +140,7 @@ async def run_ragcache(
                            http_client=httpx.AsyncClient(limits=limits, timeout=timeout_s)) for u in urls]  # fmt: skip
 
     async def ask(script: ChatScript, turn: int, messages: list[dict[str, str]]) -> dict[str, Any]:
-        client = clients[(script.index + turn) % len(clients)]
+        client = clients[script.index % len(clients)]
         started = time.perf_counter()
         events = await client.chat.completions.create(
             model=script.corpus, messages=messages, max_tokens=max_tokens, temperature=0.0, stream=True,

@@ -217,16 +217,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     wanted = args.phases.split(",")
     load = {"sessions": args.sessions, "turns": args.turns, "max_tokens": args.max_tokens}
     if "load" in wanted:
-        with ExitStack() as stack:
-            server = stack.enter_context(vllm(model, 8000, logs, gpu_util=0.85, blocks=None, max_len=40960))
+        with vllm(model, 8000, logs, gpu_util=0.85, blocks=None, max_len=40960) as server:
             ready = server.wait_ready()
-            worker = start_worker(server.url, corpora, LOAD_CORPORA, 8100, logs, max_tokens=args.max_tokens)
-            stack.callback(worker.stop)
-            worker.wait_ready("/readyz", timeout_s=600)
             rags = open_rags(server.url, corpora, LOAD_CORPORA, args.max_tokens)
-            result["phases"]["load"] = {"vllm": server.argv, "vllm_ready_s": round(ready, 1),
-                                        **load_phase([server.url], [worker], rags, **load)}  # fmt: skip
-        _save(args.out, result)
+            phase: dict[str, Any] = {"vllm": server.argv, "vllm_ready_s": round(ready, 1)}
+            for count in (int(n) for n in args.load_workers.split(",")):  # one ragcache worker, then several
+                with ExitStack() as stack:
+                    workers = []
+                    for port in range(8100, 8100 + count):
+                        worker = start_worker(server.url, corpora, LOAD_CORPORA, port, logs, max_tokens=args.max_tokens)
+                        stack.callback(worker.stop)
+                        workers.append(worker)
+                    for worker in workers:
+                        worker.wait_ready("/readyz", timeout_s=600)
+                    phase[f"workers_{count}"] = load_phase([server.url], workers, rags, **load)
+                result["phases"]["load"] = phase
+                _save(args.out, result)
+            for rag in rags.values():
+                rag.close()
     if "offload" in wanted:
         result["phases"]["offload"] = offload_phase(model, corpora, logs, args)
         _save(args.out, result)
@@ -273,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--sessions", type=int, default=64)
     go.add_argument("--turns", type=int, default=4)
     go.add_argument("--max-tokens", type=int, default=16)
+    go.add_argument("--load-workers", default="1,2", help="ragcache workers of each load run (comma list)")
     go.add_argument("--offload-blocks", type=int, default=640, help="GPU KV blocks (16 tokens) in the offload phase")
     go.add_argument("--offload-max-len", type=int, default=10240)
     go.add_argument("--offload-gib", type=float, default=16.0)
@@ -301,7 +310,9 @@ def digest(result: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, phase in result["phases"].items():
         if name in ("load", "replicas"):
-            out[name] = {k: phase[k] for k in ("ragcache", "raw", "compare", "same_prompts") if k in phase}
+            runs = {k: v for k, v in phase.items() if k.startswith("workers_")} or {"replicas": phase}
+            keys = ("ragcache", "raw", "compare", "same_prompts")
+            out[name] = {run: {k: v[k] for k in keys if k in v} for run, v in runs.items()}
         else:
             out[name] = {k: (v.get("summary"), v.get("warm_after")) for k, v in phase.items() if isinstance(v, dict)}
     return out

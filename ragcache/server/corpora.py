@@ -84,12 +84,14 @@ class Corpora:
 
 def preload(rag: RagCache) -> None:
     """Read everything a request may need from the build folder into memory (block texts, chunks, the
-    router index), so the facade keeps answering after a rebuild replaces that folder."""
+    router index, the conversation planner), so the facade keeps answering after a rebuild replaces that
+    folder and no request pays for loading."""
     for block_id in rag.corpus.blocks:
         rag.corpus.block_text(block_id)
     _ = rag.corpus.chunks
     if rag.corpus.chunks and (rag.corpus.root / "index").is_dir():
         getattr(rag.router, "index", None)  # HybridRouter opens it on first use
+    _ = rag.conversations  # the planner and the corpus's tokenizer: else the first turns wait for them under a lock
 
 
 def corpus_summary(rag: RagCache, ready: bool) -> CorpusSummary:
