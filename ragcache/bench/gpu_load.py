@@ -190,7 +190,7 @@ def offload_workload(url: str, rags: dict[str, Any], rounds: int) -> dict[str, A
 
 def offload_phase(model: Path, corpora: Path, logs: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The same workload on a capped KV cache without and with ``--kv-offloading-size``."""
-    from ragcache.cli.cache import kv_offloading_args
+    from ragcache.backends.vllm.flags import kv_offloading_args
 
     out: dict[str, Any] = {"kv_tokens": args.offload_blocks * 16, "offload_gib": args.offload_gib}
     for label, extra in (("without", []), ("with", kv_offloading_args(args.offload_gib))):

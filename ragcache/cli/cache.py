@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from ragcache.backends.vllm.flags import KV_EVENTS_BLOCK_SIZE, kv_events_args, kv_offloading_args
 from ragcache.cli.options import BackendOpt, BaseUrlOpt, ConfigOpt, CorpusOpt, ModelOpt
 from ragcache.cli.output import console, err_console, generation_progress, handle_errors
 
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from ragcache.prompt import Prompt
 
 __all__ = [
-    "kv_events_args",
-    "kv_offloading_args",
     "max_model_len",
     "register",
     "vllm_router_command",
@@ -137,32 +136,6 @@ def max_model_len(corpus: CompiledCorpus, config: Config) -> int:
     router = config.router
     need = fixed + body + router.history_allowance + config.backend.max_output_tokens + 64
     return -(-need // _SEGMENT_ROUNDING) * _SEGMENT_ROUNDING
-
-
-KV_OFFLOADING_BACKENDS = ("native", "lmcache")
-KV_EVENTS_BLOCK_SIZE = 64  # llm-d's precise prefix scorer hashes 64-token blocks by default (docs/deploy.md)
-
-
-def kv_offloading_args(size_gib: float, backend: str = "native") -> list[str]:
-    """vLLM's KV offloading to CPU memory: blocks evicted from the GPU are kept in ``size_gib`` GiB of
-    host memory and loaded back on a prefix hit, so a prefix set larger than the GPU's KV stays cached
-    (slower to read than GPU-resident, much faster than a prefill; docs/deploy.md)."""
-    if backend not in KV_OFFLOADING_BACKENDS:
-        raise ValueError(f"unknown KV offloading backend {backend!r}; valid: {', '.join(KV_OFFLOADING_BACKENDS)}")
-    if not size_gib > 0:
-        raise ValueError(f"the KV offloading size must be a positive number of GiB, got {size_gib}")
-    return ["--kv-offloading-backend", backend, "--kv-offloading-size", f"{size_gib:g}"]
-
-
-def kv_events_args(endpoint: str, topic: str, block_size: int = KV_EVENTS_BLOCK_SIZE) -> list[str]:
-    """KV-cache events over ZMQ for a router that indexes each replica's blocks (llm-d's precise prefix
-    scorer), with the ``--block-size`` the scorer must be configured with too."""
-    if not endpoint.startswith(("tcp://", "ipc://")):
-        raise ValueError(f"the KV events endpoint must be a ZMQ tcp:// or ipc:// address, got {endpoint!r}")
-    if block_size <= 0 or block_size % 16:
-        raise ValueError(f"the KV block size must be a positive multiple of 16 tokens, got {block_size}")
-    events = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": endpoint, "topic": topic}
-    return ["--kv-events-config", json.dumps(events, separators=(",", ":")), "--block-size", str(block_size)]
 
 
 def vllm_serve_command(

@@ -7,7 +7,8 @@ import shlex
 
 import pytest
 
-from ragcache.cli.cache import kv_events_args, kv_offloading_args, vllm_router_command, vllm_serve_command
+from ragcache.backends.vllm.flags import kv_events_args, kv_offloading_args
+from ragcache.cli.cache import vllm_router_command, vllm_serve_command
 
 
 def test_the_router_line_hashes_on_the_affinity_header_over_every_replica() -> None:
