@@ -125,11 +125,13 @@ def test_usage_errors_share_the_error_prefix_and_help_shows_flags_and_exit_codes
     assert "Exit codes:" in top and "7    serve: the port is already in use" in top and "3    corpus error" in top
 
 
-def test_eval_router_without_qa_on_a_corpus_without_qa_jsonl_names_the_path() -> None:
-    small = Path(__file__).resolve().parents[2] / "corpora" / "small"
-    result = ragcache("eval-router", "--corpus", str(small))
+def test_eval_router_without_qa_on_a_corpus_without_qa_jsonl_names_the_path(tmp_path: Path) -> None:
+    corpus = tmp_path / "mine"
+    (corpus / "docs").mkdir(parents=True)
+    (corpus / "corpus.yaml").write_text("name: mine\ninstructions: Answer.\n")
+    result = ragcache("eval-router", "--corpus", str(corpus))
     assert result.returncode == 2
-    assert f"QA file {small / 'qa.jsonl'} does not exist" in result.stderr and "--qa" in result.stderr
+    assert f"QA file {corpus / 'qa.jsonl'} does not exist" in result.stderr and "--qa" in result.stderr
     assert "Traceback" not in result.stderr and "sqlite_qa" not in result.stderr  # no fallback to another set
 
 
