@@ -42,10 +42,11 @@ def rows(path: Path) -> list[str]:
     report = json.loads(path.read_text(encoding="utf-8"))
     name = f"{report['corpus']} ({report['questions']} q, {round(report['corpus_tokens'] / 1000)}k tokens)"
     lines = []
+    several_rates = len(report.get("rates_per_min", [])) > 1  # eval-router --rates: one row per rate and window
     for row in report["windows"]:
         r, t, c = row["router"], row["topk_equal_tokens"], row["topk_equal_cost"]
         cells = [
-            name,
+            f"{name}, {row['rate_per_min']:g}/min" if several_rates else name,
             f"{row['window']:,}",
             f"{r['recall']:.3f}",
             f"{round(r['prompt_tokens_mean']):,}",
