@@ -19,7 +19,9 @@ it counts a question when any gold document is there. **Cost** replays the promp
 in arrival order (evenly spaced at ``rate_per_min``) against the vendor's cache
 rules (:mod:`ragcache.cache.replay`), starting cold: nothing is warmed, and no
 setting is chosen from the measured questions. Question and output tokens are the
-same for both strategies and are left out of tokens and cost.
+same for both strategies and are left out of tokens and cost. Several rates
+(``eval-router --rates``) replay the same questions once per rate, each rate with
+its own routers (their prices depend on the traffic), one report row per rate and window.
 """
 
 from __future__ import annotations
