@@ -364,7 +364,7 @@ class RagCache:
             usage=generation.usage,
             ttft_s=(routed_at - started) + generation.ttft_s,
             latency_s=time.perf_counter() - started,
-            cost=price_usage(self.config.backend, generation.usage, generation.model),
+            cost=price_usage(self.config.backend, generation.usage, generation.model, self.backend.profile),
             model=generation.model,
             finish_reason=generation.finish_reason,
         )

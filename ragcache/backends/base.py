@@ -56,6 +56,9 @@ class CacheUsage:
     cache_write_tokens: int = 0
     output_tokens: int = 0
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    # cache-write tokens per TTL option where the vendor reports the split (Anthropic 5m/1h,
+    # OpenAI 30m/12h); empty: every write was at the backend profile's TTL
+    writes_by_ttl: dict[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def uncached_tokens(self) -> int:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragcache.backends.base import CacheUsage
-from ragcache.backends.profile import profile_for, resolve_row, vendor_table, vendor_tables
+from ragcache.backends.profile import CacheProfile, profile_for, resolve_row, vendor_table, vendor_tables
 from ragcache.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "cost_of",
     "load_prices",
     "price_for",
+    "price_of",
     "price_usage",
     "resolve_model",
 ]
@@ -56,6 +58,12 @@ class ModelPrice:
     cache_write_5m: float  # a write at the model's default TTL
     cache_write_1h: float  # a write at the 1-hour TTL (Anthropic's ``ephemeral_1h``), else the default's
     cache_storage_1h: float = 0.0  # per 1M token-hours of explicit cache storage (Gemini)
+    cache_writes: Mapping[str, float] = field(default_factory=dict)  # TTL option → write price
+    default_ttl: str = "5m"
+
+    def write_price(self, ttl: str | None = None) -> float:
+        """USD per 1M tokens written at ``ttl`` (default: the model's default TTL)."""
+        return self.cache_writes.get(ttl or self.default_ttl, self.cache_write_5m)
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,9 @@ def _price(model: str, entry: dict[str, Any], where: str) -> ModelPrice:
             cache_write_5m=float(entry.get("cache_write_5m", entry["input"])),
             cache_write_1h=float(entry.get("cache_write_1h", entry.get("cache_write_5m", entry["input"]))),
             cache_storage_1h=float(entry.get("cache_storage_1h", 0.0)),
+            cache_writes={
+                ttl: float(entry[f"cache_write_{ttl}"]) for ttl in ("5m", "1h") if f"cache_write_{ttl}" in entry
+            },
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: model {model!r}: bad or missing price field ({exc})") from exc
@@ -122,21 +133,27 @@ def _packaged() -> dict[str, ModelPrice]:
         for name, row in table.models.items():
             if row.input is None:
                 continue
-            profile = profile_for(vendor, name)
-            default = profile.write_price() or 0.0
-            hour = profile.write_price("1h") if "1h" in profile.ttl_options else default
-            prices[name] = ModelPrice(
-                model=name,
-                vendor=vendor,
-                as_of=profile.as_of,
-                input=row.input,
-                cached_read=profile.cached_read_price or 0.0,
-                output=row.output or 0.0,
-                cache_write_5m=default,
-                cache_write_1h=hour or default,
-                cache_storage_1h=profile.storage_per_token_hour,
-            )
+            prices[name] = price_of(profile_for(vendor, name))
     return prices
+
+
+def price_of(profile: CacheProfile) -> ModelPrice:
+    """``profile``'s prices as a :class:`ModelPrice` (0 for a self-hosted or unpriced model)."""
+    writes = {ttl: profile.write_price(ttl) or 0.0 for ttl in profile.ttl_options}
+    default = writes[profile.ttl]
+    return ModelPrice(
+        model=profile.priced_model or profile.model,
+        vendor=profile.vendor,
+        as_of=profile.as_of,
+        input=profile.input_price or 0.0,
+        cached_read=profile.cached_read_price or 0.0,
+        output=profile.output_price or 0.0,
+        cache_write_5m=default,
+        cache_write_1h=writes.get("1h", default),
+        cache_storage_1h=profile.storage_per_token_hour,
+        cache_writes=writes,
+        default_ttl=profile.ttl,
+    )
 
 
 def resolve_model(model: str, names: Any) -> str | None:
@@ -151,25 +168,15 @@ def price_for(model: str, prices: dict[str, ModelPrice] | None = None) -> ModelP
     return table[name] if name is not None else None
 
 
-def _write_split(usage: CacheUsage) -> tuple[int, int]:
-    """(5m, 1h) cache-write tokens; Anthropic reports the split in ``cache_creation``."""
-    split = usage.raw.get("cache_creation") or {}
-    one_hour = int(split.get("ephemeral_1h_input_tokens") or 0)
-    five_min = int(split.get("ephemeral_5m_input_tokens") or 0)
-    if one_hour + five_min != usage.cache_write_tokens:
-        return usage.cache_write_tokens, 0
-    return five_min, one_hour
-
-
 def cost_at(usage: CacheUsage, price: ModelPrice) -> Cost:
-    """USD for ``usage`` at ``price``, and for the same tokens with no cache."""
-    write_5m, write_1h = _write_split(usage)
+    """USD for ``usage`` at ``price``, and for the same tokens with no cache. Writes are priced at their
+    TTL where the vendor reported the split (``usage.writes_by_ttl``), else at the price's default TTL."""
+    writes = usage.writes_by_ttl or {price.default_ttl: usage.cache_write_tokens}
     fresh = max(usage.input_tokens - usage.cached_tokens - usage.cache_write_tokens, 0)
     usd = (
         fresh * price.input
         + usage.cached_tokens * price.cached_read
-        + write_5m * price.cache_write_5m
-        + write_1h * price.cache_write_1h
+        + sum(tokens * price.write_price(ttl) for ttl, tokens in writes.items())
         + usage.output_tokens * price.output
         + float(usage.raw.get("cache_storage_token_hours") or 0.0) * price.cache_storage_1h
     ) / _PER
@@ -187,15 +194,20 @@ _warned: set[str] = set()
 _warned_lock = threading.Lock()
 
 
-def price_usage(backend: BackendConfig, usage: CacheUsage, reported_model: str = "") -> Cost | None:
+def price_usage(
+    backend: BackendConfig, usage: CacheUsage, reported_model: str = "", profile: CacheProfile | None = None
+) -> Cost | None:
     """The cost of one answer on the configured backend; None for a hosted model with no price.
 
     The model is the configured one, or (none configured) the one the engine
-    reported. An unpriced model is logged once per process, not per answer.
+    reported; ``profile`` (the backend's) prices writes at the TTL it uses. An
+    unpriced model is logged once per process, not per answer.
     """
     model = backend.model or reported_model
-    if _self_hosted(backend.kind):
+    if profile.self_hosted if profile is not None else _self_hosted(backend.kind):
         return Cost(0.0, 0.0, model)
+    if profile is not None and profile.priced_model is not None and resolve_row(model, (profile.priced_model,)):
+        return cost_at(usage, price_of(profile))
     cost = cost_of(usage, model)
     if cost is None:
         with _warned_lock:

@@ -65,11 +65,11 @@ class Recorder:
         return json.loads(self.requests[i].content)
 
 
-def make(recorder: Recorder, ttl: str = "5m", **options: object) -> AnthropicBackend:
+def make(recorder: Recorder, ttl: str = "5m", model: str = "claude-sonnet-4-6", **options: object) -> AnthropicBackend:
     client = anthropic.Anthropic(
         api_key="sk-ant-test", http_client=httpx2.Client(transport=httpx2.MockTransport(recorder)), max_retries=0
     )
-    config = BackendConfig(kind="anthropic", model="claude-sonnet-4-6", options=options)
+    config = BackendConfig(kind="anthropic", model=model, options=options)
     backend = AnthropicBackend(config, CacheConfig(anthropic_ttl=ttl), client=client)
     backend.policy = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.002)
     return backend
@@ -106,6 +106,33 @@ def test_single_question_request_body_is_pinned() -> None:
     }
 
 
+def test_a_claude_5_request_is_built_as_documented_with_its_1m_window_and_1h_writes() -> None:
+    """Claude Sonnet 5: non-default temperature/top_p/top_k are a 400, so none is sent; 1M-token window;
+    a 1-hour breakpoint writes at 2x input."""
+    recorder = Recorder(httpx2.Response(200, json=message_body()))
+    backend = make(recorder, ttl="1h", model="claude-sonnet-5")
+    prompt = Prompt(stable=stable(1), question="Why?")
+    backend.generate(prompt, GenerationOptions(max_tokens=64, temperature=0.7, top_p=0.9, stop=("END",)))
+    assert recorder.body() == {
+        "model": "claude-sonnet-5",
+        "max_tokens": 64,
+        "system": [
+            {"type": "text", "text": INSTRUCTIONS},
+            {"type": "text", "text": f"[block 0]\n{BIG}", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+        ],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Why?"}]}],
+        "stop_sequences": ["END"],
+    }
+    caps, profile = backend.capabilities, backend.profile
+    assert (caps.context_window, caps.ttl_s, caps.min_cacheable_tokens) == (1_000_000, 3600.0, 1024)
+    assert (profile.ttl, profile.write_multiplier, profile.read_multiplier, profile.max_lookback_blocks) == (
+        "1h",
+        2.0,
+        0.1,
+        20,
+    )
+
+
 def test_multi_turn_session_never_exceeds_four_breakpoints_and_marks_the_latest_turn() -> None:
     recorder = Recorder(httpx2.Response(200, json=message_body()))
     backend = make(recorder)
@@ -129,6 +156,28 @@ def test_multi_turn_session_never_exceeds_four_breakpoints_and_marks_the_latest_
     reasons = [b.reason for b in backend.last_plan.breakpoints if not b.placed]
     assert "below the model's minimum cacheable 1024" in reasons[0]
     assert reasons[1:] == ["over the limit of 4 breakpoints"] * 2
+
+
+def test_a_turn_the_next_may_drop_marks_the_end_of_the_history_not_itself() -> None:
+    """``Prompt.cache_turn`` false (the planner's first, compacting or moving turns): the turn's own
+    text goes as plain input, and the breakpoint after the stable ones sits on the last history
+    message, so the cached part of the history is still read."""
+    recorder = Recorder(httpx2.Response(200, json=message_body()))
+    history = (Message("user", "first?"), Message("assistant", "one."))
+    for cache_turn, expected in ((False, "assistant"), (True, "user")):
+        prompt = Prompt(stable=stable(1), question="second?", history=history, cache_turn=cache_turn)
+        make(recorder).generate(prompt, GenerationOptions(max_tokens=32))
+        body = recorder.body()
+        assert breakpoints(body) == [("system", "5m"), (expected, "5m")]
+        assert body["messages"][0] == {"role": "user", "content": "first?"}
+        if not cache_turn:
+            assert body["messages"][1]["content"] == [
+                {"type": "text", "text": "one.", "cache_control": {"type": "ephemeral", "ttl": "5m"}}
+            ]
+            assert body["messages"][2]["content"] == [{"type": "text", "text": "second?"}]
+    first = Prompt(stable=stable(1), question="first?", cache_turn=False)  # a first turn: the stable ones only
+    make(recorder).generate(first, GenerationOptions(max_tokens=32))
+    assert breakpoints(recorder.body()) == [("system", "5m")]
 
 
 @pytest.mark.parametrize(

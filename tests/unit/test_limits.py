@@ -46,7 +46,8 @@ def test_distinct_minimums_list_each_figure_once() -> None:
 def test_backends_take_their_minimum_from_the_table_or_the_option() -> None:
     haiku = AnthropicBackend(BackendConfig(kind="anthropic", model="claude-haiku-4-5"), CacheConfig())
     assert haiku.capabilities.min_cacheable_tokens == 4096
-    config = BackendConfig(kind="openai", options={"min_cacheable_tokens": 2048, "explicit_breakpoints": True})
+    options = {"min_cacheable_tokens": 2048, "explicit_breakpoints": True}
+    config = BackendConfig(kind="openai", model="gpt-5.6-terra", options=options)
     caps = OpenAIBackend(config, CacheConfig()).capabilities
     assert (caps.min_cacheable_tokens, caps.cache_block_tokens, caps.max_breakpoints) == (2048, 128, 4)
     assert OpenAIBackend(BackendConfig(kind="openai"), CacheConfig()).capabilities.max_breakpoints is None

@@ -24,6 +24,7 @@ from ragcache.config import BackendConfig, CacheConfig
 from ragcache.errors import (
     AuthenticationError,
     BackendUnavailableError,
+    ConfigError,
     ContextLengthError,
     RateLimitError,
     UnsupportedError,
@@ -117,7 +118,14 @@ def test_non_reasoning_model_body_is_pinned_with_sampling_fields() -> None:
 
 @pytest.mark.parametrize(
     ("model", "reasoning"),
-    [("o3-mini", True), ("o4-mini", True), ("o1", True), ("gpt-5.6", True), ("gpt-5-chat-latest", False)],
+    [
+        ("o3-mini", True),
+        ("o4-mini", True),
+        ("o1", True),
+        ("gpt-5.6", True),
+        ("gpt-6", True),
+        ("gpt-5-chat-latest", False),
+    ],
 )
 def test_the_dated_capability_table_decides_and_an_option_overrides(model: str, reasoning: bool) -> None:
     recorder = Recorder(httpx2.Response(200, json=chat_completion()))
@@ -144,15 +152,75 @@ def test_usage_is_parsed_from_prompt_tokens_details() -> None:
     assert usage.raw["prompt_tokens_details"]["cached_tokens"] == 1920
 
 
-def test_retention_and_explicit_breakpoints_are_sent_when_configured() -> None:
+def test_retention_is_sent_to_models_before_gpt_5_5_and_planned() -> None:
     recorder = Recorder(httpx2.Response(200, json=chat_completion()))
-    make(recorder, prompt_cache_retention="24h", explicit_breakpoints=True).generate(PROMPT, GenerationOptions())
-    body = recorder.body()
-    assert body["prompt_cache_retention"] == "24h"
-    assert body["prompt_cache_options"] == {"mode": "explicit"}
-    parts = body["messages"][0]["content"]
+    backend = make(recorder, prompt_cache_retention="24h")
+    backend.generate(PROMPT, GenerationOptions())
+    assert recorder.body()["prompt_cache_retention"] == "24h" and "prompt_cache_options" not in recorder.body()
+    assert backend.capabilities.ttl_s == backend.profile.ttl_s == 86_400.0
+    assert make(recorder).capabilities.ttl_s == 300.0  # in_memory: "5 to 10 minutes", the lower bound
+
+
+def test_gpt_5_5_body_is_exactly_as_documented_and_plans_24_hours() -> None:
+    """gpt-5.5 accepts only 24h retention (the field is deprecated: nothing is sent) and is a reasoning model."""
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    backend = make(recorder, model="gpt-5.5")
+    backend.generate(PROMPT, GenerationOptions(max_tokens=64, temperature=0.3))
+    assert recorder.body() == {
+        "model": "gpt-5.5",
+        "messages": MESSAGES,
+        "max_completion_tokens": 64,
+        "prompt_cache_key": KEY,
+    }
+    assert (backend.capabilities.ttl_s, backend.profile.ttl) == (86_400.0, "24h")
+    with pytest.raises(ConfigError, match=r"prompt_cache_retention: gpt-5.5 accepts only 24h"):
+        make(recorder, model="gpt-5.5", prompt_cache_retention="in_memory")
+    with pytest.raises(ConfigError, match=r"explicit_breakpoints: prompt_cache_options is supported for gpt-5.6"):
+        make(recorder, model="gpt-5.5", explicit_breakpoints=True)
+
+
+@pytest.mark.parametrize("model", ["gpt-6", "gpt-6.1-mini", "gpt-5.6-terra"])
+def test_gpt_6_chat_body_is_exactly_as_documented(model: str) -> None:
+    """No temperature/top_p/max_tokens; prompt_cache_options with explicit breakpoints on the system parts."""
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    backend = make(recorder, model=model, explicit_breakpoints=True, prompt_cache_ttl="30m")
+    backend.generate(PROMPT, GenerationOptions(max_tokens=64, temperature=0.7, top_p=0.9))
+    parts = [
+        {"type": "text", "text": "Answer from the documents.\n\n", "prompt_cache_breakpoint": {"mode": "explicit"}},
+        {"type": "text", "text": "SQLite is serverless.\n", "prompt_cache_breakpoint": {"mode": "explicit"}},
+    ]
+    assert recorder.body() == {
+        "model": model,
+        "messages": [{"role": "system", "content": parts}, MESSAGES[1]],
+        "max_completion_tokens": 64,
+        "prompt_cache_key": KEY,
+        "prompt_cache_options": {"mode": "explicit", "ttl": "30m"},
+    }
     assert "".join(p["text"] for p in parts) == PROMPT.system_text  # byte-identical to the plain rendering
-    assert [p.get("prompt_cache_breakpoint") for p in parts] == [{"mode": "explicit"}] * 2
+    assert (backend.capabilities.ttl_s, backend.profile.write_multiplier) == (1800.0, 1.25)
+    with pytest.raises(ConfigError, match=r"prompt_cache_ttl: Chat Completions takes only 30m"):
+        make(recorder, model=model, prompt_cache_ttl="12h")
+
+
+def test_gpt_5_6_on_responses_sends_breakpoints_a_12h_ttl_and_prewarms() -> None:
+    recorder = Recorder(httpx2.Response(200, json=responses_response()))
+    backend = make(recorder, model="gpt-5.6-terra", api="responses", explicit_breakpoints=True, prompt_cache_ttl="12h")
+    backend.generate(PROMPT, GenerationOptions(max_tokens=32))
+    body = recorder.body()
+    system = body["input"][0]
+    assert [p["type"] for p in system["content"]] == ["input_text", "input_text"]
+    assert all(p["prompt_cache_breakpoint"] == {"mode": "explicit"} for p in system["content"])
+    assert body["prompt_cache_options"] == {"mode": "explicit", "ttl": "12h"}
+    assert "temperature" not in body and "prompt_cache_retention" not in body
+    assert (backend.profile.ttl, backend.profile.write_multiplier, backend.capabilities.ttl_s) == ("12h", 2.5, 43_200.0)
+    backend.warm(PROMPT)
+    assert recorder.body()["prompt_cache_options"] == {"mode": "explicit", "ttl": "12h", "prewarm": True}
+
+
+def test_retention_models_refuse_prompt_cache_options() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    with pytest.raises(ConfigError, match=r"prompt_cache_ttl: prompt_cache_options is supported for gpt-5.6"):
+        make(recorder, model="gpt-4o", prompt_cache_ttl="30m")
 
 
 def test_a_hot_prefix_is_split_into_session_buckets_under_the_per_key_rate() -> None:

@@ -75,12 +75,17 @@ def test_openai_cost_and_saving() -> None:
 def test_anthropic_write_is_dearer_than_no_cache_and_split_by_ttl() -> None:
     write = CacheUsage(input_tokens=10_000, cache_write_tokens=9_990, output_tokens=0)
     assert cost_of(write, "claude-sonnet-4-6").saved_usd < 0  # writing costs 1.25×: a loss until it is read
-    split = CacheUsage(
-        input_tokens=10_000,
-        cache_write_tokens=9_990,
-        raw={"cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 9_990}},
-    )
+    split = CacheUsage(input_tokens=10_000, cache_write_tokens=9_990, writes_by_ttl={"1h": 9_990})
     assert cost_of(split, "claude-sonnet-4-6").usd == pytest.approx((10 * 3.0 + 9_990 * 6.0) / 1e6)
+
+
+def test_gpt_5_6_bills_writes_at_its_ttl() -> None:
+    """GPT-5.6 and later bill cache writes: 1.25x for 30 minutes, 2.5x for 12 hours (Responses reports the split)."""
+    writes = CacheUsage(input_tokens=10_000, cache_write_tokens=9_000, writes_by_ttl={"30m": 4_000, "12h": 5_000})
+    assert cost_of(writes, "gpt-5.6-terra").usd == pytest.approx((1_000 * 2.5 + 4_000 * 3.125 + 5_000 * 6.25) / 1e6)
+    plain = CacheUsage(input_tokens=10_000, cache_write_tokens=9_000)  # Chat: no split, the model's default TTL
+    assert cost_of(plain, "gpt-5.6-terra").usd == pytest.approx((1_000 * 2.5 + 9_000 * 3.125) / 1e6)
+    assert cost_of(plain, "gpt-5.1").usd == pytest.approx(10_000 * 1.25 / 1e6)  # before GPT-5.6: plain input
 
 
 def test_self_hosted_is_free_and_unknown_models_are_unpriced() -> None:
@@ -102,7 +107,7 @@ def test_an_unpriced_model_is_logged_once_per_model(
     with caplog.at_level(logging.WARNING, logger="ragcache.pricing"):
         for _ in range(3):
             assert price_usage(BackendConfig(kind="anthropic", model="claude-opus-4-9"), usage) is None
-            assert price_usage(BackendConfig(kind="openai", model="gpt-5.6"), usage) is None
+            assert price_usage(BackendConfig(kind="openai", model="gpt-5.6"), usage) is None  # not a model id
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
     assert "'claude-opus-4-9'" in warnings[0] and "unpriced" in warnings[0]

@@ -40,12 +40,12 @@ def prompt(question: str) -> Prompt:
     return assemble_prompt(STABLE, question, route=route, context="CTX-Ada-13:05", history=history)
 
 
-def config(kind: str, **options: object) -> BackendConfig:
-    return BackendConfig(kind=kind, base_url="http://127.0.0.1:9", model="m", options=options)
+def config(kind: str, model: str = "m", **options: object) -> BackendConfig:
+    return BackendConfig(kind=kind, base_url="http://127.0.0.1:9", model=model, options=options)
 
 
-def openai_body(**options: object) -> Callable[[Prompt], tuple[dict[str, Any], Any]]:
-    backend = OpenAIBackend(config("openai", **options), CacheConfig())
+def openai_body(model: str = "m", **options: object) -> Callable[[Prompt], tuple[dict[str, Any], Any]]:
+    backend = OpenAIBackend(config("openai", model, **options), CacheConfig())
 
     def build(p: Prompt) -> tuple[dict[str, Any], Any]:
         body = backend.request(p, GenerationOptions()).body
@@ -77,8 +77,9 @@ def local_messages(p: Prompt) -> tuple[dict[str, Any], Any]:
 
 BUILDERS = {
     "openai chat": openai_body(),
-    "openai chat, explicit breakpoints": openai_body(explicit_breakpoints=True),
+    "openai chat, explicit breakpoints": openai_body("gpt-5.6-terra", explicit_breakpoints=True),
     "openai responses": openai_body(api="responses"),
+    "openai responses, explicit breakpoints": openai_body("gpt-5.6-terra", api="responses", explicit_breakpoints=True),
     "vllm": vllm_body,
     "anthropic": anthropic_body,
     "local (Prompt.messages)": local_messages,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from ragcache.backends.anthropic.table import TABLE
 from ragcache.backends.base import (
     Backend,
     BackendOptions,
@@ -34,7 +35,7 @@ from ragcache.backends.base import (
     parse_options,
     timed_generation,
 )
-from ragcache.backends.limits import MIN_CACHEABLE, min_cacheable_tokens
+from ragcache.backends.profile import profile_for
 from ragcache.backends.provider import Provider
 from ragcache.backends.retry import RetryPolicy, call_with_retries, map_sdk_error
 from ragcache.errors import BackendError, UnsupportedError
@@ -60,7 +61,6 @@ DEFAULT_URL = "https://api.anthropic.com"
 KEY_ENV = "ANTHROPIC_API_KEY"
 MAX_BREAKPOINTS = 4
 TURN_TTL = "5m"  # the latest turn's breakpoint: after every stable one, so never a 1h after a 5m
-TTL_S = {"5m": 300.0, "1h": 3600.0}
 
 
 class AnthropicOptions(BackendOptions):
@@ -68,7 +68,7 @@ class AnthropicOptions(BackendOptions):
 
     ttl: Literal["5m", "1h"] | None = None  # the stable breakpoints' TTL (default: cache.anthropic_ttl)
     count_tokens: Literal["estimate", "api"] = "estimate"  # api: messages.count_tokens, exact
-    min_cacheable_tokens: int | None = Field(None, ge=0)  # overrides ragcache.backends.limits
+    min_cacheable_tokens: int | None = Field(None, ge=0)  # overrides the table (anthropic/table.py)
     cache_block_tokens: int = Field(1, ge=1)  # Anthropic caches exactly; a vLLM server behind it: its block
     diagnose: bool = False  # send diagnostics.previous_message_id, surface cache_miss_reason
     retry_unsafe: bool = False  # retry a 5xx/timeout even on a long generation (may bill twice)
@@ -146,7 +146,7 @@ def messages_body(
     *,
     model: str,
     ttl: str = "5m",
-    min_tokens: int = MIN_CACHEABLE["anthropic"].default,
+    min_tokens: int = TABLE.min_cacheable,
     count: Callable[[str], int] = estimate_tokens,
 ) -> tuple[dict[str, Any], BreakpointPlan]:
     """The Messages request body (system stable→volatile, then the turns) and its breakpoint plan."""
@@ -185,17 +185,20 @@ def messages_body(
 
 
 def usage_from_message(usage: Any) -> CacheUsage:
-    """Anthropic usage → CacheUsage (input incl. cache reads and writes); the 5m/1h
-    write split stays in ``raw['cache_creation']``."""
+    """Anthropic usage → CacheUsage (input incl. cache reads and writes); the 5m/1h write
+    split of ``cache_creation`` → ``writes_by_ttl`` when it accounts for every write."""
     raw = usage.model_dump(exclude_none=True) if hasattr(usage, "model_dump") else dict(usage or {})
     read = int(raw.get("cache_read_input_tokens") or 0)
     write = int(raw.get("cache_creation_input_tokens") or 0)
+    split = raw.get("cache_creation") or {}
+    by_ttl = {ttl: int(split.get(f"ephemeral_{ttl}_input_tokens") or 0) for ttl in ("5m", "1h")}
     return CacheUsage(
         input_tokens=int(raw.get("input_tokens") or 0) + read + write,
         cached_tokens=read,
         cache_write_tokens=write,
         output_tokens=int(raw.get("output_tokens") or 0),
         raw=raw,
+        writes_by_ttl={t: n for t, n in by_ttl.items() if n} if sum(by_ttl.values()) == write else {},
     )
 
 
@@ -213,15 +216,16 @@ class AnthropicBackend(Backend):
         self.model = config.model or DEFAULT_MODEL
         self.ttl = self.options.ttl or cache.anthropic_ttl
         self.cache_ttl = self.ttl
-        self.min_tokens = min_cacheable_tokens("anthropic", self.model, self.options.min_cacheable_tokens)
+        profile = profile_for("anthropic", self.model, self.ttl, min_cacheable_tokens=self.options.min_cacheable_tokens)
+        self.min_tokens = profile.min_cacheable_tokens
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
         self._capabilities = Capabilities(
-            context_window=config.context_window or 200_000,
+            context_window=config.context_window or profile.context_window,
             min_cacheable_tokens=self.min_tokens,
             cache_block_tokens=self.options.cache_block_tokens,
             exact_prefix_tokens=self.options.count_tokens == "api",
             max_breakpoints=MAX_BREAKPOINTS,
-            ttl_s=TTL_S[self.ttl],
+            ttl_s=profile.ttl_s,
         )
         self.provider = Provider(
             "anthropic", config, default_url=DEFAULT_URL, key_envs=(KEY_ENV,), make=self._make_client, client=client

@@ -2,16 +2,22 @@
 
 This backend is a *provider* of :mod:`ragcache.backends.openai.wire`: it
 supplies the endpoint and its client, the model default and a
-``prompt_cache_key``. OpenAI caches prefixes automatically (≥ 1024 tokens,
-:mod:`ragcache.backends.limits`); ragcache helps it by keeping the prefix
+``prompt_cache_key``. OpenAI caches prefixes automatically (≥ 1024 tokens, the
+dated table in :mod:`ragcache.backends.openai.table`); ragcache helps it by keeping the prefix
 byte-stable and by sending a ``prompt_cache_key`` derived from the prefix
 fingerprint, so requests of one prefix land on the same cache machines. Past
 ~15 requests/min per key OpenAI spreads a key over machines anyway, so a hot
 prefix is split into buckets (fingerprint + hash(session) mod N) that each stay
 under that rate.
 
-Reasoning models (``gpt-5*``, ``o1*``/``o3*``/``o4*``: the dated table in
-:mod:`ragcache.backends.limits`, ``options.reasoning`` overrides it) get
+The cache lifetime is asked for the way the model takes it (``cache_api`` in the
+table): ``prompt_cache_retention`` before gpt-5.5, nothing for gpt-5.5 (only ``24h``,
+which is planned), ``prompt_cache_options`` (``ttl``, ``mode: explicit`` with
+``prompt_cache_breakpoint`` parts on Chat and Responses, ``prewarm`` for a Responses
+warm-up) from gpt-5.6 on; an option the model rejects is a ConfigError here, not a 400.
+
+Reasoning models (``gpt-5*``, ``gpt-6*``, ``o1*``/``o3*``/``o4*``: the same table,
+``options.reasoning`` overrides it) get
 ``max_completion_tokens`` and no ``temperature``/``top_p``; other models get
 ``max_tokens`` and the sampling fields. Pointed at an OpenAI-compatible router
 (``base_url``), the affinity key also goes in ``affinity_header`` (and
@@ -37,8 +43,7 @@ from ragcache.backends.base import (
     GenerationOptions,
     parse_options,
 )
-from ragcache.backends.limits import min_cacheable_tokens
-from ragcache.backends.openai.table import is_reasoning_model
+from ragcache.backends.openai.table import cache_api, is_reasoning_model
 from ragcache.backends.openai.wire import (
     KEY_RATE_LIMIT_PER_MIN,
     CacheKeyer,
@@ -50,9 +55,10 @@ from ragcache.backends.openai.wire import (
     make_client,
     session_of,
 )
+from ragcache.backends.profile import profile_for
 from ragcache.backends.provider import Provider
 from ragcache.backends.retry import RetryPolicy
-from ragcache.errors import UnsupportedError
+from ragcache.errors import ConfigError, UnsupportedError
 from ragcache.prompt import Prompt, warm_prompt
 
 if TYPE_CHECKING:
@@ -64,8 +70,6 @@ DEFAULT_MODEL = "gpt-5-mini"
 DEFAULT_URL = "https://api.openai.com/v1"
 KEY_ENV = "OPENAI_API_KEY"
 MAX_BREAKPOINTS = 4  # explicit prompt_cache_breakpoints a request may write
-IN_MEMORY_TTL_S = 300.0  # "5 to 10 minutes of inactivity": plan with the lower bound
-EXTENDED_TTL_S = 24 * 3600.0
 
 
 class OpenAIOptions(BackendOptions):
@@ -75,7 +79,8 @@ class OpenAIOptions(BackendOptions):
     cache_key: bool = True  # send prompt_cache_key from the prefix fingerprint
     key_rate_limit_per_min: float = Field(KEY_RATE_LIMIT_PER_MIN, gt=0)
     max_key_buckets: int = Field(16, ge=1)
-    prompt_cache_retention: Literal["in_memory", "24h"] | None = None
+    prompt_cache_retention: Literal["in_memory", "24h"] | None = None  # deprecated; models before gpt-5.5
+    prompt_cache_ttl: Literal["30m", "12h"] | None = None  # prompt_cache_options.ttl (gpt-5.6+; chat: 30m)
     explicit_breakpoints: bool = False  # prompt_cache_breakpoint parts (gpt-5.6+)
     retry_unsafe: bool = False  # retry a 5xx/timeout even on a long generation (may bill twice)
     min_cacheable_tokens: int | None = Field(None, ge=0)  # overrides ragcache.backends.limits
@@ -111,6 +116,11 @@ class OpenAIBackend(Backend):
         self.config = config
         self.model = config.model or DEFAULT_MODEL
         opts = self.options
+        self.cache_api = cache_api(self.model)
+        self.cache_ttl = _check_cache_options(self.model, self.cache_api, opts, config)
+        options = {"mode": "explicit"} if opts.explicit_breakpoints else {}
+        if opts.prompt_cache_ttl:
+            options["ttl"] = opts.prompt_cache_ttl
         self.wire = OpenAIWire(
             self.model,
             opts.api,
@@ -118,16 +128,19 @@ class OpenAIBackend(Backend):
             opts.explicit_breakpoints,
             MAX_BREAKPOINTS,
             is_reasoning_model(self.model, opts.reasoning),
+            cache_options=options or None,
+            prewarm=self.cache_api == "options" and opts.api == "responses",
         )
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=opts.retry_unsafe)
         self.keyer = CacheKeyer(opts.key_rate_limit_per_min, opts.max_key_buckets, clock)
+        profile = profile_for("openai", self.model, self.cache_ttl, min_cacheable_tokens=opts.min_cacheable_tokens)
         self._capabilities = Capabilities(
-            context_window=config.context_window or 128_000,
-            min_cacheable_tokens=min_cacheable_tokens("openai", self.model, opts.min_cacheable_tokens),
+            context_window=config.context_window or profile.context_window,
+            min_cacheable_tokens=profile.min_cacheable_tokens,
             cache_block_tokens=opts.cache_block_tokens,
             exact_prefix_tokens=False,  # no tokenize endpoint: the warmer estimates from usage
             max_breakpoints=MAX_BREAKPOINTS if opts.explicit_breakpoints else None,
-            ttl_s=EXTENDED_TTL_S if opts.prompt_cache_retention == "24h" else IN_MEMORY_TTL_S,
+            ttl_s=profile.ttl_s,
         )
         self.provider = Provider(
             "openai",
@@ -164,9 +177,32 @@ class OpenAIBackend(Backend):
         yield from self.wire.stream(self.endpoint(), self.request(prompt, options), self.policy)
 
     def warm(self, prompt: Prompt) -> CacheUsage:
-        """Send the stable prefix with a one-word turn and ``max_tokens=1``; the
-        system message renders exactly as in real requests."""
-        return self.generate(warm_prompt(prompt), GenerationOptions(max_tokens=1)).usage
+        """Send the stable prefix with a one-word turn and ``max_tokens=1`` (gpt-5.6+ on Responses:
+        ``prompt_cache_options.prewarm``, which prepares the cache without generating); the system
+        message renders exactly as in real requests."""
+        request = self.request(warm_prompt(prompt), GenerationOptions(max_tokens=1))
+        if self.wire.prewarm:
+            request = self.wire.prewarmed(request)
+        return self.wire.generate(self.endpoint(), request, self.policy).usage
 
     def close(self) -> None:
         self.provider.close()
+
+
+def _check_cache_options(model: str, api: str, opts: OpenAIOptions, config: BackendConfig) -> str:
+    """The profile's TTL option for ``model``; options it rejects (a 400 at OpenAI) are a ConfigError."""
+    where = f"{config.source or 'config'}: backend.options"
+    if api == "options":
+        if opts.prompt_cache_retention == "in_memory":
+            raise ConfigError(f"{where}.prompt_cache_retention: {model} accepts only 24h; remove it (deprecated)")
+        if opts.prompt_cache_ttl == "12h" and opts.api == "chat":
+            raise ConfigError(f"{where}.prompt_cache_ttl: Chat Completions takes only 30m; use api: responses for 12h")
+        return opts.prompt_cache_ttl or "30m"
+    if opts.prompt_cache_ttl or opts.explicit_breakpoints:
+        field = "prompt_cache_ttl" if opts.prompt_cache_ttl else "explicit_breakpoints"
+        raise ConfigError(f"{where}.{field}: prompt_cache_options is supported for gpt-5.6 and later, not {model}")
+    if api == "retention_24h":
+        if opts.prompt_cache_retention == "in_memory":
+            raise ConfigError(f"{where}.prompt_cache_retention: {model} accepts only 24h; remove it (deprecated)")
+        return "24h"
+    return opts.prompt_cache_retention or "in_memory"

@@ -16,7 +16,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, timed_generation
@@ -118,21 +118,23 @@ def session_of(prompt: Prompt, options: GenerationOptions) -> str:
     return first
 
 
-def _system_parts(prompt: Prompt, max_breakpoints: int = 4) -> list[dict[str, Any]]:
-    """The system message as text parts with explicit ``prompt_cache_breakpoint``s
-    (gpt-5.6+): byte-identical to :attr:`Prompt.system_text` once joined."""
+def _system_parts(prompt: Prompt, max_breakpoints: int = 4, part_type: str = "text") -> list[dict[str, Any]]:
+    """The system message as text parts (``text`` on Chat, ``input_text`` on Responses) with explicit
+    ``prompt_cache_breakpoint``s (gpt-5.6+): byte-identical to :attr:`Prompt.system_text` once joined."""
     texts = [segment.text.rstrip("\n") for segment in prompt.stable]
-    parts = [{"type": "text", "text": t + ("\n\n" if i < len(texts) - 1 else "\n")} for i, t in enumerate(texts)]
+    parts = [{"type": part_type, "text": t + ("\n\n" if i < len(texts) - 1 else "\n")} for i, t in enumerate(texts)]
     marked = [i for i, segment in enumerate(prompt.stable) if segment.breakpoint][-max_breakpoints:]
     for i in marked:
         parts[i]["prompt_cache_breakpoint"] = {"mode": "explicit"}
     return parts
 
 
-def _messages(prompt: Prompt, explicit_breakpoints: bool, max_breakpoints: int) -> list[dict[str, Any]]:
+def _messages(
+    prompt: Prompt, explicit_breakpoints: bool, max_breakpoints: int, part_type: str = "text"
+) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = prompt.messages()
-    if explicit_breakpoints:
-        messages[0] = {"role": "system", "content": _system_parts(prompt, max_breakpoints)}
+    if explicit_breakpoints and prompt.stable:
+        messages[0] = {"role": "system", "content": _system_parts(prompt, max_breakpoints, part_type)}
     return messages
 
 
@@ -146,6 +148,7 @@ def chat_body(
     explicit_breakpoints: bool = False,
     max_breakpoints: int = 4,
     reasoning: bool = False,
+    cache_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Chat Completions request body, stable prefix first; a reasoning model
     gets ``max_completion_tokens`` and no sampling fields, others ``max_tokens``."""
@@ -160,8 +163,8 @@ def chat_body(
         body["prompt_cache_key"] = cache_key
     if retention:
         body["prompt_cache_retention"] = retention
-    if explicit_breakpoints:
-        body["prompt_cache_options"] = {"mode": "explicit"}
+    if cache_options:
+        body["prompt_cache_options"] = dict(cache_options)
     return body
 
 
@@ -185,12 +188,15 @@ def responses_body(
     cache_key: str | None = None,
     retention: str | None = None,
     reasoning: bool = False,
+    explicit_breakpoints: bool = False,
+    max_breakpoints: int = 4,
+    cache_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The Responses API request body: the same messages as ``input``;
-    ``max_output_tokens`` is raised to the API's minimum (a 1-token warm-up sends 16)."""
+    """The Responses API request body: the same messages as ``input`` (explicit breakpoints on
+    ``input_text`` parts); ``max_output_tokens`` is raised to the API's minimum (a 1-token warm-up sends 16)."""
     body: dict[str, Any] = {
         "model": model,
-        "input": prompt.messages(),
+        "input": _messages(prompt, explicit_breakpoints, max_breakpoints, "input_text"),
         "max_output_tokens": max(options.max_tokens, RESPONSES_MIN_OUTPUT_TOKENS),
         "store": False,
     }
@@ -199,6 +205,8 @@ def responses_body(
         body["prompt_cache_key"] = cache_key
     if retention:
         body["prompt_cache_retention"] = retention
+    if cache_options:
+        body["prompt_cache_options"] = dict(cache_options)
     return body
 
 
@@ -225,12 +233,16 @@ def usage_from_responses(usage: Any) -> CacheUsage:
     """Responses usage: ``input_tokens`` includes ``input_tokens_details.cached_tokens``."""
     raw = _as_dict(usage)
     details = raw.get("input_tokens_details") or {}
+    write = int(details.get("cache_write_tokens") or 0)
+    split = details.get("cache_write_tokens_details") or {}
+    by_ttl = {ttl: int(split.get(f"ttl_{ttl}_tokens") or 0) for ttl in ("30m", "12h")}
     return CacheUsage(
         input_tokens=int(raw.get("input_tokens") or 0),
         cached_tokens=int(details.get("cached_tokens") or 0),
-        cache_write_tokens=int(details.get("cache_write_tokens") or 0),
+        cache_write_tokens=write,
         output_tokens=int(raw.get("output_tokens") or 0),
         raw=raw,
+        writes_by_ttl={t: n for t, n in by_ttl.items() if n} if sum(by_ttl.values()) == write else {},
     )
 
 
@@ -271,7 +283,9 @@ class OpenAIWire:
     retention: str | None = None
     explicit_breakpoints: bool = False
     max_breakpoints: int = 4
-    reasoning: bool = False  # send only what a reasoning model accepts (limits.is_reasoning_model)
+    reasoning: bool = False  # send only what a reasoning model accepts (table.is_reasoning_model)
+    cache_options: dict[str, Any] | None = None  # prompt_cache_options (gpt-5.6+): mode, ttl
+    prewarm: bool = False  # a warm-up may ask prompt_cache_options.prewarm (Responses, gpt-5.6+)
 
     def request(
         self,
@@ -291,6 +305,9 @@ class OpenAIWire:
                 cache_key=cache_key,
                 retention=self.retention,
                 reasoning=self.reasoning,
+                explicit_breakpoints=self.explicit_breakpoints,
+                max_breakpoints=self.max_breakpoints,
+                cache_options=self.cache_options,
             )
         else:
             body = chat_body(
@@ -302,8 +319,14 @@ class OpenAIWire:
                 explicit_breakpoints=self.explicit_breakpoints,
                 max_breakpoints=self.max_breakpoints,
                 reasoning=self.reasoning,
+                cache_options=self.cache_options,
             )
         return WireRequest(self.api, body, extra_body, options.max_tokens, headers or None)
+
+    def prewarmed(self, request: WireRequest) -> WireRequest:
+        """``request`` asking only to prepare the cache (``prompt_cache_options.prewarm``: no output)."""
+        options = {**(request.body.get("prompt_cache_options") or {}), "prewarm": True}
+        return replace(request, body={**request.body, "prompt_cache_options": options})
 
     def completion_request(
         self,
