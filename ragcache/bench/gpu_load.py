@@ -189,21 +189,25 @@ def offload_workload(url: str, rags: dict[str, Any], rounds: int) -> dict[str, A
 
 
 def offload_phase(model: Path, corpora: Path, logs: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The same workload on a capped KV cache without and with ``--kv-offloading-size``."""
+    """The same workload on a capped KV cache without and with ``--kv-offloading-size``: both servers
+    start at once on the one GPU (each its fixed number of blocks), then run one after the other."""
     from ragcache.backends.vllm.flags import kv_offloading_args
 
     out: dict[str, Any] = {"kv_tokens": args.offload_blocks * 16, "offload_gib": args.offload_gib}
-    for label, extra in (("without", []), ("with", kv_offloading_args(args.offload_gib))):
-        with vllm(model, 8000, logs, gpu_util=0.85, blocks=args.offload_blocks, max_len=args.offload_max_len,
-                  extra=extra, tag=f"-offload-{label}") as server:  # fmt: skip
-            ready = server.wait_ready()
+    variants = (("without", 8000, []), ("with", 8001, kv_offloading_args(args.offload_gib)))
+    with ExitStack() as stack:
+        servers = {label: stack.enter_context(vllm(model, port, logs, gpu_util=0.42, blocks=args.offload_blocks,
+                                                   max_len=args.offload_max_len, extra=extra, tag=f"-{label}"))
+                   for label, port, extra in variants}  # fmt: skip
+        ready = {label: server.wait_ready() for label, server in servers.items()}
+        for label, server in servers.items():
             rags = open_rags(server.url, corpora, OFFLOAD_CORPORA, 1)
             try:
                 row = offload_workload(server.url, rags, args.offload_rounds)
             finally:
                 for rag in rags.values():
                     rag.close()
-            out[label] = {"argv": server.argv, "ready_s": round(ready, 1),
+            out[label] = {"argv": server.argv, "ready_s": round(ready[label], 1),
                           "prefix_tokens": {n: r.corpus.total_tokens for n, r in rags.items()}, **row}  # fmt: skip
     return out
 
