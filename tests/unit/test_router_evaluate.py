@@ -49,9 +49,11 @@ class Scripted:
 
     def __init__(self, routes: list[Route]) -> None:
         self.routes, self.given, self.i = routes, [], 0
+        self.nows: list[float | None] = []
 
     def route(self, question: str, *, observe: bool = True, now: float | None = None) -> Route:
         self.given.append(question)
+        self.nows.append(now)
         self.i += 1
         return self.routes[self.i - 1]
 
@@ -102,10 +104,11 @@ def test_per_window_figures_by_hand(built: tuple[CompiledCorpus, ChunkIndex]) ->
     garden, net = blocks[2], blocks[3]
     snip = Snippet("cooking/bread.md#0", "cooking/bread.md", "text", 0.9, tokens=50)
     routes = [Route("category", (garden,)), Route("category", (net,)), Route("category", (garden,), snippets=(snip,))]
+    scripted = Scripted(routes)
     report = evaluate_windows(
         corpus,
         ITEMS,
-        lambda w: Scripted(routes),
+        lambda w: scripted,
         TopK(corpus, index, ITEMS, 0.5),
         [4000],
         rules=RULES,
@@ -123,6 +126,7 @@ def test_per_window_figures_by_hand(built: tuple[CompiledCorpus, ChunkIndex]) ->
     assert router["budget_used_share"] == pytest.approx(sum(corpus_tokens) / 3 / (4000 - 100 - stable), abs=1e-4)
     head = non_corpus_blocks(corpus)
     times = arrivals(3, 10)
+    assert scripted.nows == times  # the router routes on the replay's clock (router v4)
     expected = replay(
         [
             ReplayRequest(times[0], (*head, (garden, tok[garden])), 0),
