@@ -73,8 +73,13 @@ class Reloader:
             await asyncio.sleep(self.poll_s)
             for name in self._corpora.names():
                 stamp = _stamp(self._corpora.get(name))
-                if stamp is not None and stamp != self._stamps[name]:
+                if stamp is None or stamp == self._stamps[name]:
+                    continue
+                try:
                     await self.reload(name)
+                except Exception as exc:  # the watch must outlive one bad reload
+                    log.error("corpus %r: reloading failed: %s", name, redact(f"{type(exc).__name__}: {exc}"))
+                    self._stamps[name] = stamp
 
     async def reload_all(self) -> list[ReloadResult]:
         """Check every corpus now (``POST /admin/reload``, ``SIGHUP``)."""
