@@ -68,5 +68,7 @@ def save_figure(fig: Any, ax: Any, path: str | Path, *, legend_size: int, column
 
 
 def short_window(window: int) -> str:
-    """``8192`` → ``8k``, ``200000`` → ``200k``."""
+    """``8192`` → ``8k``, ``200000`` → ``200k``, ``1000000`` → ``1M``."""
+    if window >= 1_000_000 and window % 1_000_000 == 0:
+        return f"{window // 1_000_000}M"
     return f"{window // 1024}k" if window % 1024 == 0 else f"{window // 1000}k"

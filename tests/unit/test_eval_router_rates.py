@@ -21,6 +21,7 @@ from ragcache.cli.router import parse_rates
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.prompt import Route
 from ragcache.router.embeddings import load_embedder
+from ragcache.router.eval_plot import short_window
 from ragcache.router.evaluate import QAItem, TopK, evaluate_rates, evaluate_windows
 from ragcache.router.index import open_index
 
@@ -85,6 +86,7 @@ def test_rows_carry_their_rate_and_match_a_one_rate_run(built: tuple[Path, Compi
 
 def test_parse_rates_sorts_and_names_the_option() -> None:
     assert parse_rates("60, 2,10,2") == [2.0, 10.0, 60.0]
+    assert [short_window(w) for w in (8192, 131072, 200000, 1000000)] == ["8k", "128k", "200k", "1M"]  # plot labels
     for bad in ("2,x", "", "0,10", "-1", "inf"):
         with pytest.raises(typer.BadParameter, match="questions per minute") as info:
             parse_rates(bad)
