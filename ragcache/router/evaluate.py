@@ -77,6 +77,9 @@ class Prompted:
     blocks: tuple[tuple[str, int], ...]
     tail_tokens: int
     documents: frozenset[str]
+    # What the router assumed its stable prefix costs per token on the cache state it observed
+    # (``Route.pricing["charge"]``; None: it routed without a clock, or has no corpus prefix).
+    charge: float | None = None
 
     @property
     def tokens(self) -> int:
@@ -149,8 +152,20 @@ def route_all(
         route = router.route(item.question, now=None if times is None else times[n])
         blocks = tuple((b, corpus.block(b).tokens) for b in route.block_ids)
         docs = frozenset(corpus.documents_of(route.block_ids)) | {s.doc_id for s in route.snippets}
-        out.append(Prompted(head + blocks + rest, sum(s.tokens for s in route.snippets), docs))
+        charge = route.pricing.get("charge") if route.block_ids else None
+        out.append(Prompted(head + blocks + rest, sum(s.tokens for s in route.snippets), docs, charge))
     return out
+
+
+def assumed_usd_per_1k(prompts: Sequence[Prompted], rules: CacheRules) -> float:
+    """$/1k questions as the router assumed them: each prompt's stable prefix at the charge it recorded
+    (a top-k prompt's instructions and tools as plain input), the tail as plain input. Beside the
+    replay's ``usd_per_1k`` it shows whether the router priced the cache it actually got; what it does
+    not model (storage billing, a top-k prompt's cached instructions) is the difference."""
+    tokens = sum(
+        (p.charge if p.charge is not None else 1.0) * (p.tokens - p.tail_tokens) + p.tail_tokens for p in prompts
+    )
+    return 1000.0 * tokens * rules.input / 1_000_000 / len(prompts) if prompts else 0.0
 
 
 class TopK:
@@ -271,6 +286,8 @@ def evaluate_windows(
         corpus_tokens = [p.tokens - stable for p in prompts]
         router["budget_used_share"] = round(statistics.fmean(corpus_tokens) / budget, 4) if budget else 0.0
         router["distinct_prefixes"] = len({tuple(b for b, _ in p.blocks) for p in prompts})
+        if times and all(p.charge is not None or len(p.blocks) == len(non_corpus_blocks(corpus)) for p in prompts):
+            router["assumed_usd_per_1k"] = round(assumed_usd_per_1k(prompts, rules), 4)
         equal_tokens = max(round(statistics.fmean(corpus_tokens)), 0)
         equal_cost = budget_for_cost(topk, router["usd_per_1k"], budget, times, rules)
         rows.append(

@@ -151,3 +151,30 @@ def test_a_new_conversation_routes_on_the_planners_clock(corpus: CompiledCorpus)
     assert plan.route.mode == "blocks" and router.observed_rate() == pytest.approx(50.0 / TTL)  # one arrival
     again = router.route(QUESTIONS[0], observe=False, now=100.0 + TTL - 1)
     assert again.block_ids == plan.route.block_ids and again.pricing["warm"] == 1.0  # the first turn sent it
+
+
+def test_eval_router_reports_the_price_the_router_assumed_beside_the_replay(corpus: CompiledCorpus) -> None:
+    """``eval-router`` rows carry ``assumed_usd_per_1k``: the router's recorded charges, priced.
+
+    Its prompts add the instructions block in front of every prefix, which the router does not price
+    (a cold run's replay reads it from any live prefix; the router counts it at the run's charge),
+    so the two agree only to within the instructions' share of the prompt: 5% here.
+    """
+    from ragcache.router.embeddings import load_embedder
+    from ragcache.router.evaluate import QAItem, TopK, evaluate_windows
+    from ragcache.router.index import open_index
+
+    items = [QAItem(str(i), q, ("gardening/tomatoes.md",)) for i, q in enumerate(QUESTIONS * 5)]
+    caps = one_block_each(corpus)
+    report = evaluate_windows(
+        corpus,
+        items,
+        lambda window: router_for(corpus, caps),
+        TopK(corpus, open_index(corpus, load_embedder()), items, CONFIG.dense_weight),
+        [caps.context_window],
+        rules=rules_from(PROFILE),
+        rate_per_min=60,
+        reserved_tokens=OUT,
+    )
+    router = report["windows"][0]["router"]
+    assert router["assumed_usd_per_1k"] == pytest.approx(router["usd_per_1k"], rel=0.05)
