@@ -100,6 +100,7 @@ class VendorTable:
     supports_prewarm: bool = False
     supports_diagnostics: bool = False
     max_lookback_blocks: int | None = None
+    per_process_cache: bool = False  # the cache lives in the serving process (each worker has its own)
     reasoning_models: Mapping[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -140,6 +141,7 @@ class CacheProfile:
     supports_prewarm: bool = False
     supports_diagnostics: bool = False
     max_lookback_blocks: int | None = None
+    per_process_cache: bool = False
     priced_model: str | None = None  # the table row the model resolved to (None: unpriced)
 
     def __post_init__(self) -> None:
@@ -283,6 +285,7 @@ def profile_for(
         supports_prewarm=table.supports_prewarm,
         supports_diagnostics=table.supports_diagnostics,
         max_lookback_blocks=table.max_lookback_blocks,
+        per_process_cache=table.per_process_cache,
         priced_model=name if (table.self_hosted or row.input is not None) else None,
     )
 

@@ -21,14 +21,19 @@ from ragcache.config import BackendConfig, CacheConfig
 from ragcache.corpus.store import load_corpus
 from ragcache.prompt import Prompt, Segment, SegmentKind
 
-KINDS = ("vllm", "openai", "anthropic")
+# Each wire format against the same server: its base-URL suffix and the options it needs there.
+KINDS: dict[str, tuple[str, dict[str, int]]] = {
+    "vllm": ("", {}),
+    "openai": ("/v1", {}),
+    "anthropic": ("", {"min_cacheable_tokens": 128, "cache_block_tokens": 128}),
+}
 OPTIONS = GenerationOptions(max_tokens=1)
 
 
 def _backend(kind: str, url: str, model: str) -> Backend:
-    base = f"{url}/v1" if kind == "openai" else url
-    options = {"min_cacheable_tokens": 128, "cache_block_tokens": 128} if kind == "anthropic" else {}
-    return create_backend(BackendConfig(kind=kind, base_url=base, model=model, options=options), CacheConfig())
+    suffix, options = KINDS[kind]
+    config = BackendConfig(kind=kind, base_url=url + suffix, model=model, options=options)
+    return create_backend(config, CacheConfig())
 
 
 def _ttft(backend: Backend, prompt: Prompt) -> tuple[float, Generation]:

@@ -102,7 +102,7 @@ def _apps(config: Config, strategies: Sequence[str]) -> tuple[RagCache, RagCache
         plain = config.model_copy(update={"cache": cache})  # ragcache's router, so both send the same prompts
         uncached = RagCache(plain, app.corpus, create_backend(plain.backend, plain.cache), app.router)
     own: dict[str, RagCache] = {}
-    if config.backend.kind == "local":
+    if app.backend.profile.per_process_cache:
         for name in strategies:
             if name in ("naive-rag", "full"):
                 backend = create_backend(config.backend, config.cache)

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import httpx
 import yaml
 
+from ragcache.backends.profile import vendor_table
 from ragcache.config import load_config
 
 __all__ = ["RunningServer", "launch", "start_server", "wait_ready"]
@@ -68,7 +69,7 @@ def _server_config(config_path: str | None, workdir: Path, local_options: dict[s
     data = config.model_dump(mode="json", exclude={"source"})
     data = yaml.safe_load(yaml.safe_dump(data))  # plain types only
     data["corpus"], data["build_dir"] = str(config.resolved_corpus()), str(build_dir)
-    if config.backend.kind == "local" and local_options:
+    if local_options and vendor_table(config.backend.kind).per_process_cache:  # the in-process engine's options
         data["backend"]["options"] = {**(data["backend"].get("options") or {}), **local_options}
     data.setdefault("cache", {})["keep_warm"] = False  # load figures without a background warm loop
     if kv_dir is not None:  # the local engine's persisted prefix KV: a second start skips the corpus prefill

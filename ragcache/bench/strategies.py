@@ -9,7 +9,7 @@
   chunk budget is matched per request to ragcache's route for the same question
   (routed as ragcache's session would route it, without counting demand):
   ``match="cost"`` (default) gives it the corpus tokens that cost what ragcache's
-  do with its prefix read from cache (``CACHED_READ_PRICE`` × stable blocks + tail,
+  do with its prefix read from cache (the default profile's read price × stable blocks + tail,
   "equal cost"); ``match="tokens"`` gives it all of ragcache's corpus tokens
   ("equal tokens", which costs it far more).
 - ``full``: the whole corpus as the stable prefix, when it fits the window.
@@ -28,11 +28,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ragcache.backends.base import CacheUsage, GenerationOptions
+from ragcache.backends.profile import default_profile
 from ragcache.cache.warmset import TrafficLog
 from ragcache.errors import ConfigError
 from ragcache.hashing import chain_hash, content_hash
 from ragcache.prompt import Message, Prompt, Route, Segment, SegmentKind, assemble_prompt
-from ragcache.router.policy import CACHED_READ_PRICE
 
 if TYPE_CHECKING:
     from ragcache.app import RagCache
@@ -223,7 +223,9 @@ class NaiveRagStrategy(Strategy):
         stable, tail = self.corpus_tokens(route)
         if self.match == "tokens":
             return stable + tail
-        return int(CACHED_READ_PRICE * stable) + tail
+        # equal cost at vendor list prices (the bench prices every strategy at them): the default
+        # profile's read price, not the engine's own (a self-hosted read is priced in prefill work)
+        return int(default_profile().read_multiplier * stable) + tail
 
     def corpus_tokens(self, route: Route) -> tuple[int, int]:
         """(stable, tail) corpus tokens of ragcache's ``route``: its corpus blocks, and its snippets."""

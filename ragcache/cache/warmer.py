@@ -42,6 +42,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ragcache.backends.base import Backend, CacheUsage
+from ragcache.backends.profile import default_profile
 from ragcache.errors import BackendError, UnsupportedError
 from ragcache.prompt import Prompt
 
@@ -92,14 +93,16 @@ class WarmResult:
 
 @dataclass(frozen=True)
 class KeepWarmPolicy:
-    """Inputs of the refresh rule; prices are relative (only their ratio matters)."""
+    """Inputs of the refresh rule; prices are relative (only their ratio matters). The default prices
+    are the default profile's (``ragcache.backends.profile.default_profile``); :func:`policy_for`
+    takes a backend's own."""
 
     ttl_s: float = 300.0
     margin_s: float = 30.0
     window_s: float = 1800.0
     idle_factor: float = 3.0
-    read_price: float = 0.1
-    write_price: float = 1.25
+    read_price: float = field(default_factory=lambda: default_profile().read_multiplier)
+    write_price: float = field(default_factory=lambda: default_profile().write_multiplier)
 
 
 @dataclass(frozen=True)
@@ -332,21 +335,25 @@ class Warmer:
 
 
 def policy_for(backend: Backend, model: str | None = None, ttl_s: float | None = None) -> KeepWarmPolicy:
-    """A keep-warm policy from the backend's TTL and the model's read/write prices.
+    """A keep-warm policy from the backend's TTL and its profile's read/write prices (``model``:
+    a priced model to use instead of the backend's own, e.g. a bench's vendor model).
 
     vLLM and the local store have no TTL: ``ttl_s`` (``cache.ttl_s``) or 300 s
-    stands for the time before LRU is likely to evict an untouched prefix.
+    stands for the time before LRU is likely to evict an untouched prefix; their
+    prices are the profile's prefill-work multipliers.
     """
-    from ragcache.cache.pricing import price_for
+    from ragcache.backends.profile import find_vendor, profile_for
 
     ttl = backend.capabilities.ttl_s or ttl_s or 300.0
-    price = price_for(model) if model else None
-    if price is not None and price.input > 0 and price.cache_storage_1h > 0:
+    margin = min(30.0, ttl / 10)
+    profile = backend.profile
+    if model and model != profile.model and find_vendor(model) is not None:
+        profile = profile_for(None, model)
+    if profile.input_price and profile.storage_per_token_hour > 0:
         # Storage billed per hour (Gemini's explicit caches): a refresh buys another TTL of
         # storage; a lapse means re-creating the cache at the input price on the next request.
-        keep = price.cache_storage_1h * ttl / 3600
-        return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=keep, write_price=keep + price.input)
-    if price is not None and price.input > 0:
-        write = backend.profile.write_price() or price.cache_write_5m  # the write at the backend's TTL option
-        return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=price.cached_read, write_price=write)
-    return KeepWarmPolicy(ttl_s=ttl, margin_s=min(30.0, ttl / 10), read_price=0.1, write_price=1.0)
+        keep = profile.storage_per_token_hour * ttl / 3600
+        return KeepWarmPolicy(ttl_s=ttl, margin_s=margin, read_price=keep, write_price=keep + profile.input_price)
+    return KeepWarmPolicy(
+        ttl_s=ttl, margin_s=margin, read_price=profile.read_multiplier, write_price=profile.write_multiplier
+    )

@@ -256,4 +256,4 @@ def _traffic(rag: RagCache) -> TrafficLog:
 
 def _per_process_cache(rag: RagCache) -> bool:
     """The local backend without persistence keeps its KV in each process: every worker warms its own."""
-    return rag.backend.name == "local" and not rag.config.cache.persist
+    return rag.backend.profile.per_process_cache and not rag.config.cache.persist

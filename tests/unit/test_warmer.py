@@ -165,9 +165,12 @@ def test_no_traffic_at_all_means_no_refresh() -> None:
 
 def test_policy_takes_ttl_and_prices_from_backend_and_model() -> None:
     backend = ScriptedBackend(Clock())
-    policy = policy_for(backend, "claude-sonnet-4-6")
-    assert (policy.ttl_s, policy.read_price, policy.write_price) == (TTL, 0.3, 3.75)
-    assert policy_for(backend, None).write_price == 1.0
+    policy = policy_for(backend, "claude-sonnet-4-6")  # relative prices: only their ratio matters
+    assert (policy.ttl_s, policy.read_price, policy.write_price) == (TTL, 0.1, 1.25)
+    gpt = policy_for(backend, "gpt-4o")
+    assert (gpt.read_price, gpt.write_price) == (0.5, 1.0)  # OpenAI before GPT-5.6: writes at plain input
+    own = policy_for(backend, None)  # a backend with no vendor table: the default profile
+    assert (own.read_price, own.write_price) == (backend.profile.read_multiplier, backend.profile.write_multiplier)
 
 
 def test_reads_that_do_not_extend_the_cache_leave_its_expiry_at_the_last_warm_up() -> None:

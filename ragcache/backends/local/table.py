@@ -24,4 +24,5 @@ TABLE = VendorTable(
     write_multiplier=1.0,
     supports_prewarm=True,
     supports_diagnostics=True,
+    per_process_cache=True,
 )
