@@ -1,6 +1,6 @@
 """The GPU run's load phase (ragcache/bench/gpu_load.py, chatload.py), small, on the REAL vLLM CPU server.
 
-Four chats of two turns over two tiny corpora through a real ragcache worker (uvicorn, the
+Two chats of two turns over two tiny corpora through a real ragcache worker (uvicorn, the
 ``vllm`` backend, token-id prompts) and then the same requests straight to vLLM: the client,
 the raw bodies and the report run here, so device time is not spent finding a broken path.
 The CPU server has no dev mode, so its prefix cache is not reset between the two sides
@@ -40,22 +40,22 @@ def tiny_corpora(root: Path) -> list[str]:
 
 def test_the_load_phase_compares_ragcache_with_the_same_requests_raw(vllm_server, tmp_path: Path) -> None:
     names = tiny_corpora(tmp_path / "corpora")
-    worker = start_worker(vllm_server.url, tmp_path / "corpora", names, free_port(), tmp_path, max_tokens=4,
+    worker = start_worker(vllm_server.url, tmp_path / "corpora", names, free_port(), tmp_path, max_tokens=2,
                           model="smollm2")  # fmt: skip
-    rags = open_rags(vllm_server.url, tmp_path / "corpora", names, 4, model="smollm2")
+    rags = open_rags(vllm_server.url, tmp_path / "corpora", names, 2, model="smollm2")
     try:
         worker.wait_ready("/readyz", timeout_s=300)
-        out = load_phase([vllm_server.url], [worker], rags, sessions=4, turns=2, max_tokens=4)
+        out = load_phase([vllm_server.url], [worker], rags, sessions=2, turns=2, max_tokens=2)
     finally:
         worker.stop()
         for rag in rags.values():
             rag.close()
     for side in ("ragcache", "raw"):
-        assert out[side]["requests"] == 8 and out[side]["errors"] == 0, out[side]["error_samples"]
+        assert out[side]["requests"] == 4 and out[side]["errors"] == 0, out[side]["error_samples"]
         assert out[side]["throughput_rps"] > 0 and out[side]["ttft_p50_ms"] > 0
         assert set(out[side]["cached_share_by_turn"]) == {"1", "2"}
     assert out["ragcache"]["cached_share_from_turn2"] > 0.5  # the history of turn 1 was read from the cache
-    assert out["same_prompts"] == {"turns": 8, "equal_prompt_tokens": 8}  # raw sent ragcache's very requests
+    assert out["same_prompts"] == {"turns": 4, "equal_prompt_tokens": 4}  # raw sent ragcache's very requests
     assert {r["corpus"] for r in out["turns_ragcache"]} == set(names)  # sessions took both routes
     assert out["ragcache"]["worker_cpu_s"][0] > 0
     assert set(out["compare"]["met"]) == {"throughput", "ttft_p50_overhead", "errors", "cached_share_from_turn2"}
