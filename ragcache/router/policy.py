@@ -113,17 +113,6 @@ PRIOR_QUESTIONS = 1.0  # weight of the uniform share prior in observed pricing (
 NO_TTL_HORIZON_S = 86_400.0  # the longest a self-hosted prefix is assumed to stay resident (a day)
 
 
-def __getattr__(name: str) -> float:
-    """``CACHED_READ_PRICE`` / ``WRITE_PRICE``: the default profile's multipliers, for code not yet
-    reading ``router.read_price`` / ``router.write_price`` (the prices of the router's own profile)."""
-    if name in ("CACHED_READ_PRICE", "WRITE_PRICE"):
-        from ragcache.backends.profile import default_profile
-
-        profile = default_profile()
-        return profile.read_multiplier if name == "CACHED_READ_PRICE" else profile.write_multiplier
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def context_budget(
     corpus: CompiledCorpus, config: RouterConfig, capabilities: Capabilities, reserved_output: int
 ) -> int:
