@@ -120,7 +120,9 @@ class CacheConfig(_Strict):
     warm_max_tokens: int | None = Field(None, gt=0)
     warm_half_life_requests: float = Field(1000.0, gt=0)
     traffic_dir: str | None = None  # default: $RAGCACHE_HOME/traffic
-    anthropic_ttl: Literal["5m", "1h"] = "5m"
+    # The TTL option of the backend's cache profile (docs/vendors.md): Anthropic 5m / 1h, OpenAI
+    # in_memory / 24h (before gpt-5.5) or 30m / 12h (gpt-5.6+); None: the model's default.
+    ttl: str | None = None
 
 
 class ServerConfig(_Strict):

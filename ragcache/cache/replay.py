@@ -34,7 +34,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from ragcache.backends.profile import CacheProfile, profile_for
+from ragcache.backends.profile import CacheProfile, profile_for, vendor_tables
 from ragcache.errors import ConfigError
 
 __all__ = [
@@ -120,8 +120,13 @@ class ReplayResult:
 
 def rules_for(model: str, ttl: str | None = None, min_cacheable_tokens: int | None = None) -> CacheRules:
     """The rules of ``model`` (exact name or dated snapshot, found in its vendor's table) at ``ttl``
-    (default: the model's); a model no table prices is a ConfigError."""
-    profile = profile_for(None, model, ttl, min_cacheable_tokens=min_cacheable_tokens)
+    (default: the model's). ``vendor:model`` names the vendor (``vllm:Qwen/Qwen3-8B``), and a
+    self-hosted vendor's name alone (``vllm``, ``local``) its engine; a model no table prices is a
+    ConfigError."""
+    vendor, _, name = model.rpartition(":") if ":" in model else (None, "", model)
+    if vendor is None and name in vendor_tables() and vendor_tables()[name].self_hosted:
+        vendor, name = name, ""
+    profile = profile_for(vendor, name, ttl, min_cacheable_tokens=min_cacheable_tokens)
     return rules_from(profile)
 
 

@@ -70,7 +70,7 @@ def make(recorder: Recorder, ttl: str = "5m", model: str = "claude-sonnet-4-6", 
         api_key="sk-ant-test", http_client=httpx2.Client(transport=httpx2.MockTransport(recorder)), max_retries=0
     )
     config = BackendConfig(kind="anthropic", model=model, options=options)
-    backend = AnthropicBackend(config, CacheConfig(anthropic_ttl=ttl), client=client)
+    backend = AnthropicBackend(config, CacheConfig(ttl=ttl), client=client)
     backend.policy = RetryPolicy(max_retries=2, base_delay_s=0.001, max_delay_s=0.002)
     return backend
 
@@ -203,7 +203,7 @@ def test_stable_breakpoints_take_the_configured_ttl_and_the_latest_turn_five_min
 
 def test_the_ttl_option_overrides_the_cache_setting() -> None:
     config = BackendConfig(kind="anthropic", options={"ttl": "1h"})
-    backend = AnthropicBackend(config, CacheConfig(anthropic_ttl="5m"))
+    backend = AnthropicBackend(config, CacheConfig(ttl="5m"))
     assert backend.ttl == "1h" and backend.capabilities.ttl_s == 3600.0
 
 

@@ -111,7 +111,14 @@ def test_anthropic_looks_back_at_most_twenty_blocks_from_the_breakpoint() -> Non
 
 
 def test_a_self_hosted_engine_is_priced_in_prefill_work_with_no_ttl() -> None:
-    rules = rules_for_profile("vllm")
+    rules = rules_for("vllm")
+    def prices(r: CacheRules) -> tuple:
+        return (r.vendor, r.input, r.cached_read, r.cache_write, r.ttl_s)
+
+    assert prices(rules) == prices(rules_for("vllm:Qwen/Qwen3-8B")) == prices(rules_for_profile("vllm"))
+    assert rules_for("vllm:Qwen/Qwen3-8B").model == "Qwen/Qwen3-8B"
+    with pytest.raises(ConfigError, match="no cache table for vendor 'acme'"):
+        rules_for("acme:m")
     assert (rules.input, rules.cached_read, rules.cache_write, rules.ttl_s) == (1.0, 0.0, 1.0, float("inf"))
     out = replay([req(0, ("c", 1000)), req(10 * 86_400, ("c", 1000))], rules)  # ten days later: still cached
     assert (out.cache_write_tokens, out.cached_read_tokens, out.storage_usd) == (1000, 1000, 0.0)

@@ -217,6 +217,20 @@ def test_gpt_5_6_on_responses_sends_breakpoints_a_12h_ttl_and_prewarms() -> None
     assert recorder.body()["prompt_cache_options"] == {"mode": "explicit", "ttl": "12h", "prewarm": True}
 
 
+def test_cache_ttl_sets_the_lifetime_the_model_takes() -> None:
+    recorder = Recorder(httpx2.Response(200, json=chat_completion()))
+    client = make(recorder).provider.client()
+    for model, ttl, field, value in [
+        ("gpt-4o", "24h", "prompt_cache_retention", "24h"),
+        ("gpt-6", "30m", "prompt_cache_options", {"ttl": "30m"}),
+    ]:
+        backend = OpenAIBackend(BackendConfig(kind="openai", model=model), CacheConfig(ttl=ttl), client=client)
+        backend.generate(PROMPT, GenerationOptions())
+        assert recorder.body()[field] == value and backend.profile.ttl == ttl
+    with pytest.raises(ConfigError, match=r"cache.ttl '1h': gpt-4o takes prompt_cache_retention in_memory or 24h"):
+        OpenAIBackend(BackendConfig(kind="openai", model="gpt-4o"), CacheConfig(ttl="1h"), client=client)
+
+
 def test_retention_models_refuse_prompt_cache_options() -> None:
     recorder = Recorder(httpx2.Response(200, json=chat_completion()))
     with pytest.raises(ConfigError, match=r"prompt_cache_ttl: prompt_cache_options is supported for gpt-5.6"):

@@ -66,7 +66,7 @@ TURN_TTL = "5m"  # the latest turn's breakpoint: after every stable one, so neve
 class AnthropicOptions(BackendOptions):
     """``backend.options`` of ``kind: anthropic``."""
 
-    ttl: Literal["5m", "1h"] | None = None  # the stable breakpoints' TTL (default: cache.anthropic_ttl)
+    ttl: Literal["5m", "1h"] | None = None  # the stable breakpoints' TTL (default: cache.ttl, else 5m)
     count_tokens: Literal["estimate", "api"] = "estimate"  # api: messages.count_tokens, exact
     min_cacheable_tokens: int | None = Field(None, ge=0)  # overrides the table (anthropic/table.py)
     cache_block_tokens: int = Field(1, ge=1)  # Anthropic caches exactly; a vLLM server behind it: its block
@@ -214,7 +214,7 @@ class AnthropicBackend(Backend):
         self.options: AnthropicOptions = parse_options(self.Options, config)
         self.config = config
         self.model = config.model or DEFAULT_MODEL
-        self.ttl = self.options.ttl or cache.anthropic_ttl
+        self.ttl = self.options.ttl or cache.ttl or TABLE.default_ttl
         self.cache_ttl = self.ttl
         profile = profile_for("anthropic", self.model, self.ttl, min_cacheable_tokens=self.options.min_cacheable_tokens)
         self.min_tokens = profile.min_cacheable_tokens

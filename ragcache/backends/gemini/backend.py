@@ -122,6 +122,8 @@ class GeminiBackend(Backend):
         self.options = parse_options(GeminiOptions, config)
         self.model = (config.model or DEFAULT_MODEL).removeprefix("models/")
         self.min_tokens = min_cacheable_tokens(self.model, self.options.min_cacheable_tokens)
+        # the profile's TTL option nearest the TTL caches are created with (``options.ttl_s``)
+        self.cache_ttl = "1h" if self.options.ttl_s >= 3600 else "5m"
         self.policy = RetryPolicy(max_retries=config.max_retries, retry_unsafe=self.options.retry_unsafe)
         self.provider = Provider(
             "gemini", config, default_url=DEFAULT_URL, key_envs=KEY_ENVS, make=self._make_client, client=client

@@ -117,14 +117,14 @@ class OpenAIBackend(Backend):
         self.model = config.model or DEFAULT_MODEL
         opts = self.options
         self.cache_api = cache_api(self.model)
-        self.cache_ttl = _check_cache_options(self.model, self.cache_api, opts, config)
+        self.cache_ttl, retention, ttl = _check_cache_options(self.model, self.cache_api, opts, config, cache.ttl)
         options = {"mode": "explicit"} if opts.explicit_breakpoints else {}
-        if opts.prompt_cache_ttl:
-            options["ttl"] = opts.prompt_cache_ttl
+        if ttl:
+            options["ttl"] = ttl
         self.wire = OpenAIWire(
             self.model,
             opts.api,
-            opts.prompt_cache_retention,
+            retention,
             opts.explicit_breakpoints,
             MAX_BREAKPOINTS,
             is_reasoning_model(self.model, opts.reasoning),
@@ -189,20 +189,30 @@ class OpenAIBackend(Backend):
         self.provider.close()
 
 
-def _check_cache_options(model: str, api: str, opts: OpenAIOptions, config: BackendConfig) -> str:
-    """The profile's TTL option for ``model``; options it rejects (a 400 at OpenAI) are a ConfigError."""
+def _check_cache_options(
+    model: str, api: str, opts: OpenAIOptions, config: BackendConfig, cache_ttl: str | None = None
+) -> tuple[str, str | None, str | None]:
+    """The profile's TTL option for ``model``, the retention to send and the ``prompt_cache_options.ttl``
+    to send (``cache_ttl``: ``cache.ttl``, used where the options set none). Options the model rejects
+    (a 400 at OpenAI) are a ConfigError naming the field."""
     where = f"{config.source or 'config'}: backend.options"
     if api == "options":
         if opts.prompt_cache_retention == "in_memory":
             raise ConfigError(f"{where}.prompt_cache_retention: {model} accepts only 24h; remove it (deprecated)")
-        if opts.prompt_cache_ttl == "12h" and opts.api == "chat":
+        ttl = opts.prompt_cache_ttl or cache_ttl
+        if ttl not in (None, "30m", "12h"):
+            raise ConfigError(f"{where}: cache.ttl {ttl!r}: {model} takes prompt_cache_options.ttl 30m or 12h")
+        if ttl == "12h" and opts.api == "chat":
             raise ConfigError(f"{where}.prompt_cache_ttl: Chat Completions takes only 30m; use api: responses for 12h")
-        return opts.prompt_cache_ttl or "30m"
+        return ttl or "30m", None, ttl
     if opts.prompt_cache_ttl or opts.explicit_breakpoints:
         field = "prompt_cache_ttl" if opts.prompt_cache_ttl else "explicit_breakpoints"
         raise ConfigError(f"{where}.{field}: prompt_cache_options is supported for gpt-5.6 and later, not {model}")
+    retention = opts.prompt_cache_retention or cache_ttl
+    if retention not in (None, "in_memory", "24h"):
+        raise ConfigError(f"{where}: cache.ttl {retention!r}: {model} takes prompt_cache_retention in_memory or 24h")
     if api == "retention_24h":
-        if opts.prompt_cache_retention == "in_memory":
+        if retention == "in_memory":
             raise ConfigError(f"{where}.prompt_cache_retention: {model} accepts only 24h; remove it (deprecated)")
-        return "24h"
-    return opts.prompt_cache_retention or "in_memory"
+        return "24h", None, None
+    return retention or "in_memory", retention, None
