@@ -72,7 +72,8 @@ class BenchSettings:
 
 
 _NAIVE_MATCH = {
-    "cost": "equal cost: per request, 0.1 x ragcache's stable corpus tokens (read from cache) + its tail tokens",
+    "cost": "equal cost: per request, the default profile's read price x ragcache's stable corpus tokens "
+    "(read from cache) + its tail tokens",
     "tokens": "equal tokens: per request, ragcache's corpus tokens (stable blocks + tail)",
 }
 
