@@ -151,3 +151,41 @@ def test_lint_groups_its_findings_by_kind_with_counts_and_lists_all_on_request(t
     assert [line.split("/")[-1] for line in every if "release" in line] == [
         f"release{n}.md:3: '2020-01-0{n + 1}'" for n in range(5)
     ]
+
+
+# --- the bench: an ETA while it runs, partial results on Ctrl-C (issue 26 item 7) ---------------
+
+
+def test_bench_interrupted_by_ctrl_c_writes_the_requests_finished_so_far(tmp_path: Path) -> None:
+    import signal
+
+    root = Path(__file__).resolve().parents[2]
+    build = tmp_path / "build"
+    assert ragcache("build", str(root / "corpora" / "small"), "--out", str(build)).returncode == 0
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"corpus: {root / 'corpora' / 'small'}\nbuild_dir: {build}\nbackend: {{kind: local}}\n")
+    made = ragcache("bench", "make-workload", "--qa", str(root / "corpora" / "small" / "qa.jsonl"), "-n", "8",
+                    "--seed", "1", "--out", str(tmp_path / "w.jsonl"))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    cmd = [sys.executable, "-m", "ragcache.cli", "bench", "--config", str(config), "--workload",
+           str(tmp_path / "w.jsonl"), "--out", str(tmp_path / "out"), "--strategies", "ragcache,naive-rag",
+           "--max-tokens", "2", "--naive-budget", "300"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bench = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    assert bench.stderr is not None
+    for line in bench.stderr:  # status lines: one per answer, each with an ETA once it can tell
+        lines.append(line.rstrip("\n"))
+        if line.startswith("request 2/4 "):  # request 1 answered by both strategies: interrupt
+            bench.send_signal(signal.SIGINT)
+            break
+    out, err = bench.communicate(timeout=300)
+    assert bench.returncode == 130, "\n".join(lines) + err
+    assert re.fullmatch(r"request 1/4 \S+ done \(2/8, ETA [\dms]+\)", lines[-2]), lines
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    whole = len({r["index"] for r in results["records"]})  # 1, or 2 if the second answer beat the signal
+    assert whole in (1, 2) and {r["index"] for r in results["records"]} == set(range(whole))
+    assert len(results["records"]) == 2 * whole  # a request one strategy did not finish is left out
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert f"Ctrl-C after {whole} of 4 measured requests: partial results" in report
+    assert "ragcache" in out and f"interrupted: Ctrl-C after {whole} of 4" in err
