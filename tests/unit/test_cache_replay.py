@@ -112,6 +112,7 @@ def test_anthropic_looks_back_at_most_twenty_blocks_from_the_breakpoint() -> Non
 
 def test_a_self_hosted_engine_is_priced_in_prefill_work_with_no_ttl() -> None:
     rules = rules_for("vllm")
+
     def prices(r: CacheRules) -> tuple:
         return (r.vendor, r.input, r.cached_read, r.cache_write, r.ttl_s)
 
