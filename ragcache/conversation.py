@@ -291,7 +291,8 @@ class ConversationPlanner:
                 conversation, compaction, snippets = self._compact(conversation, fused, sizes, tail_cap, growth)
                 sizes = self._sizes(conversation, question, context)
             if snippets is None and fused is not None and conversation.mode != "full":
-                conversation, moved = self._move(conversation, fused, sizes, growth)  # its history is sent anew
+                now = self.clock() if observe and self.clock is not None else None
+                conversation, moved = self._move(conversation, fused, sizes, growth, now)  # history sent anew
                 sizes = self._sizes(conversation, question, context)
                 self._check_fits(conversation, sizes)
                 if moved and sizes.room < tail_cap:  # the new run is larger: drop more of the oldest turns
@@ -360,7 +361,7 @@ class ConversationPlanner:
         )
 
     def _move(
-        self, conversation: Conversation, fused: np.ndarray, sizes: _Sizes, growth: int
+        self, conversation: Conversation, fused: np.ndarray, sizes: _Sizes, growth: int, now: float | None
     ) -> tuple[Conversation, bool]:
         """At a re-anchoring turn, where the conversation goes. ``fixed``: the run the question is clearly
         in (``Router.preferred_run``), if another. ``walk``: the run that holds what top-k at the same
@@ -373,7 +374,7 @@ class ConversationPlanner:
         else:
             instructions = self.stable_tokens(()) + MESSAGE_OVERHEAD
             room = sizes.usable - instructions - sizes.history - sizes.question
-            target = self.router.reanchor_run(fused, conversation.block_ids, max(room - growth, room // 2))
+            target = self.router.reanchor_run(fused, conversation.block_ids, max(room - growth, room // 2), now)
         if target is None or tuple(target) == tuple(conversation.block_ids):
             return conversation, False
         return replace(conversation, mode="blocks" if target else "topk", block_ids=tuple(target)), True
@@ -391,14 +392,17 @@ class ConversationPlanner:
             return self.router.tail(fused, conversation.block_ids, min(tail_cap, sizes.room), frozenset(carried))
         corpus_tokens = sum(self.corpus.blocks[b].tokens for b in conversation.block_ids if b in self.corpus.blocks)
         allowance = self.router.read_price * (corpus_tokens + sum(carried.values()))
+        # at least what the conversation's anchor turn got: every turn holds the top of its own ranking
+        depth = next((sum(s.tokens for s in e.snippets) for e in reversed(conversation.exchanges) if e.anchor), 0)
         snippets, complete = self.router.walk_tail(
             fused,
             conversation.block_ids,
             frozenset(carried),
             allowance,
-            tail_cap,
+            sizes.room,
             tail_cap,
             self.router.write_price - 1.0,
+            depth,
         )
         return snippets if complete else None
 

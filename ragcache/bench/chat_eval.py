@@ -144,16 +144,31 @@ def stable_split(corpus: CompiledCorpus) -> tuple[tuple[Block, ...], tuple[Block
 
 
 def ragcache_records(
-    planner: ConversationPlanner, conversations: Sequence[ChatConversation], answer_tokens: int
+    planner: ConversationPlanner,
+    conversations: Sequence[ChatConversation],
+    answer_tokens: int,
+    rate_per_min: float | None = None,
 ) -> list[TurnRecord]:
-    """Every turn of ``conversations`` planned by the real planner (observe=True), answered synthetically."""
+    """Every turn of ``conversations`` planned by the real planner (observe=True), answered synthetically.
+
+    With ``rate_per_min`` the planner runs on the replay's clock (each turn at its arrival time, as
+    :func:`replay_sets` charges it) and every turn's prefix is marked warm when sent, as the server
+    does, so first turns are routed by the cache state the replay itself has (router v4)."""
     corpus, count = planner.corpus, planner.count_tokens
     head, rest = stable_split(corpus)
+    times = iter(arrivals(sum(len(c.items) for c in conversations), rate_per_min) if rate_per_min else ())
+    now = 0.0
+    if rate_per_min:
+        planner.clock = lambda: now
     out = []
     for conversation in conversations:
         state: Conversation | None = None
         for turn, item in enumerate(conversation.items, start=1):
+            now = next(times, now)
             plan = planner.plan(state, item.question)
+            mark_warm = getattr(planner.router, "mark_warm", None)  # the server's warmer hook (router v4)
+            if rate_per_min and plan.route.block_ids and mark_warm is not None:
+                mark_warm(plan.route.block_ids, now)
             corpus_blocks = tuple((b, corpus.block(b).tokens) for b in plan.route.block_ids)
             messages = tuple(message_block(m.role, m.content, count) for m in plan.history)
             blocks = (*head, *corpus_blocks, *rest, *messages, message_block("user", plan.user_text, count))
@@ -238,11 +253,12 @@ def _ragcache(
     settings: ConversationConfig,
     reserved_output: int,
     answer_tokens: int,
+    rate_per_min: float,
 ) -> tuple[list[TurnRecord], ConversationPlanner]:
     records, planner = [], None
     for name in SETS:  # each set is its own run: a fresh router (no demand from the other set)
         planner = ConversationPlanner.for_corpus(corpus, make_router(window), settings, reserved_output)
-        records += ragcache_records(planner, sets[name], answer_tokens)
+        records += ragcache_records(planner, sets[name], answer_tokens, rate_per_min)
     assert planner is not None
     return records, planner
 
@@ -271,11 +287,13 @@ def evaluate_chat(
     queries = None
     rows = []
     for window in sorted(set(windows)):
-        records, planner = _ragcache(corpus, make_router, window, sets, settings, reserved_output, answer_tokens)
+        records, planner = _ragcache(
+            corpus, make_router, window, sets, settings, reserved_output, answer_tokens, rate_per_min
+        )
         costs = replay_sets(records, rules, rate_per_min)
         ours = strategy_figures(records, costs, turns)
         ours["moves"] = sum(r.moved for r in records)
-        only, _ = _ragcache(corpus, make_router, window, sets, ablation, reserved_output, answer_tokens)
+        only, _ = _ragcache(corpus, make_router, window, sets, ablation, reserved_output, answer_tokens, rate_per_min)
         queries = queries if queries is not None else turn_queries(planner, sets)
         baselines = Baselines(planner, queries, answer_tokens, rules, rate_per_min)
         row: dict[str, Any] = {"window": window, "ragcache": ours}

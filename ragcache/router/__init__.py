@@ -62,6 +62,7 @@ class Router(Protocol):
         room: int,
         minimum: int = 0,
         premium: float = 0.0,
+        depth: int = 0,
     ) -> tuple[tuple[Snippet, ...], bool]:
         """A later turn's excerpts: superset of top-k at the read price of what the prompt carries."""
         ...
@@ -70,7 +71,9 @@ class Router(Protocol):
         """Blocks a conversation pinned to ``pinned`` should move to, or None."""
         ...
 
-    def reanchor_run(self, fused: np.ndarray, pinned: Sequence[str], budget: int) -> tuple[str, ...]:
+    def reanchor_run(
+        self, fused: np.ndarray, pinned: Sequence[str], budget: int, now: float | None = None
+    ) -> tuple[str, ...]:
         """Blocks a re-anchoring conversation turn goes on with (``()``: top-k)."""
         ...
 

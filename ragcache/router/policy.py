@@ -299,6 +299,7 @@ class HybridRouter:
         room: int,
         minimum: int = 0,
         premium: float = 0.0,
+        depth: int = 0,
     ) -> tuple[tuple[Snippet, ...], bool]:
         """A later conversation turn's excerpts: the walk of module docstring, 4, over what its prompt
         already carries (``block_ids`` and ``carried``, the chunks sent with earlier turns).
@@ -310,25 +311,30 @@ class HybridRouter:
         the next best chunks to ``minimum`` tokens. Returns the excerpts and whether it completed.
         ``premium``: what writing an excerpt to the cache costs above an uncached token (the same
         money buys a top-k prompt that much more), so each excerpt walked adds it to the allowance.
+        ``depth``: the walk also goes on until the chunks it passed (carried or new) reach this many
+        tokens, so the prompt holds at least the top ``depth`` tokens of the ranking.
         """
         inside = self._chunks_in(tuple(block_ids))
         cap = self.config.top_k or len(fused)
         picked: list[int] = []
-        used, left, complete = 0, allowance, allowance <= 0
+        used, walked, left = 0, 0, allowance
+        complete = allowance <= 0 and depth <= 0
         for i in self.ranking(fused):
             chunk = self.corpus.chunks[i]
             if inside[i] or chunk.id in carried:
                 left -= chunk.tokens
-                complete = complete or left <= 0
+                walked += chunk.tokens
             elif len(picked) >= cap or (complete and used + chunk.tokens > minimum):
                 complete = True
                 break
             elif used + chunk.tokens <= room:
                 picked.append(int(i))
                 used += chunk.tokens
+                walked += chunk.tokens
                 left += 0.0 if complete else premium * chunk.tokens
             elif not complete:
                 return self._snippets(fused, picked), False
+            complete = complete or (left <= 0 and walked >= depth)
             if complete and used >= minimum:
                 break
         return self._snippets(fused, picked), True
@@ -351,21 +357,24 @@ class HybridRouter:
         top = self.run_scores(fused, order)
         return self.runs[best].block_ids if float(top[best] - top[kept]) >= self.config.sticky_margin else None
 
-    def reanchor_run(self, fused: np.ndarray, pinned: Sequence[str], budget: int) -> tuple[str, ...]:
+    def reanchor_run(
+        self, fused: np.ndarray, pinned: Sequence[str], budget: int, now: float | None = None
+    ) -> tuple[str, ...]:
         """The blocks a conversation re-anchors on when a later turn's walk failed (``()``: top-k).
 
         The same admissibility as :meth:`route` (module docstring, 4), with the tail walked within
         ``budget`` (what the window leaves for blocks and excerpts after the history): the pinned
-        run is priced as warm (the conversation has just read it), other runs at the demand-free
-        prior, so every worker derives the same answer. The pinned run stays while it is
-        admissible; else the best covered admissible run; else none, and the turn is top-k.
+        run is priced as a read (the conversation has just read it), another run by the cache state
+        observed at ``now`` (:meth:`run_prices`), or with no clock at the demand-free prior, so the
+        answer depends on the words alone. The pinned run stays while it is admissible; else the
+        best covered admissible run; else none, and the turn is top-k.
         """
         if not self.runs:
             return tuple(pinned)
         order = self.ranking(fused)
         coverage = self.coverage(self.relevance(fused, order))
         candidates = [int(i) for i in np.lexsort((np.arange(len(coverage)), -coverage))[:CANDIDATES]]
-        price = self._prices(np.zeros(len(self.runs)))
+        price = self.run_prices(now) if now is not None else self._prices(np.zeros(len(self.runs)))
         kept = self._run_by_blocks.get(tuple(pinned))
         if kept is not None:
             price[kept] = self.read_price if self.runs[kept].tokens >= self.min_cacheable else 1.0

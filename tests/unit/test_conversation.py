@@ -273,7 +273,8 @@ def test_settings_are_validated() -> None:
 
 def test_walk_keeps_the_cache_only_while_the_carried_excerpts_pay_for_themselves(corpus: CompiledCorpus) -> None:
     """``conversation.excerpts: walk``: a later turn whose best chunks the prompt already carries keeps
-    the cache; one about something the conversation does not hold starts over (re-anchors)."""
+    the cache with a small tail; one about something the conversation does not hold gets every chunk
+    ranked above what it carries afresh (a long walk after the history) or starts over (re-anchors)."""
     rag = make_rag(corpus, 1400, mode="topk", excerpts="walk", turn_tail_share=0.05)
     router = rag.router
     question = "What happens in the TCP three-way handshake?"
@@ -287,12 +288,19 @@ def test_walk_keeps_the_cache_only_while_the_carried_excerpts_pay_for_themselves
             questions=(TURNS[0],),
         )  # fmt: skip
         plan = rag.plan_turn(question, conversation=state)
-        assert (not plan.anchor) is keeps, (carried, plan.compaction)
+        sent = {s.chunk_id for s in plan.route.snippets}
         if keeps:
-            assert plan.history == state.history() and plan.tail_budget <= int(0.05 * 1400)
-        else:
+            assert not plan.anchor and plan.history == state.history() and plan.tail_budget <= int(0.05 * 1400)
+        elif plan.anchor:
             assert plan.compaction is not None and plan.compaction.reanchored
-            assert ranked[0].id in {s.chunk_id for s in plan.route.snippets}  # it gets its evidence afresh
+        else:  # kept the history: every chunk ranked above the first carried one is sent now
+            query = rag.conversations.planner.query(state, question)  # the question with the one before it
+            walked = [corpus.chunks[i].id for i in router.ranking(router.fused_scores(query))]
+            first = min(walked.index(s.chunk_id) for s in carried)
+            assert set(walked[:first]) <= sent and plan.tail_budget > int(0.05 * 1400)
+        assert ranked[0].id in sent | {s.chunk_id for s in carried}  # it has its best evidence either way
+        if not keeps:
+            assert ranked[0].id in sent  # afresh
 
 
 def test_walk_tail_holds_every_chunk_ranked_above_where_it_stopped(corpus: CompiledCorpus) -> None:
