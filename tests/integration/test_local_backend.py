@@ -130,8 +130,8 @@ def test_a_second_question_on_the_same_corpus_is_at_least_90_percent_cached(smal
 
 
 def test_after_the_budget_evicted_a_prefix_a_question_reports_zero_cached(small_build: Path) -> None:
-    # a ~450-token prefix is ~21 MB of float32 KV: the budget holds one, not two
-    small = backend(kv_budget_mb=32)
+    # a ~450-token prefix is ~21 MB of float32 KV: the budget holds one, not two (no files on disk to load it back)
+    small = backend(kv_budget_mb=32, persist=False)
     overview, datatypes = stable(small_build, "category:overview"), stable(small_build, "category:datatypes")
     assert small.generate(assemble_prompt(overview, "Is SQLite a server?"), SHORT).usage.cache_write_tokens > 300
     assert small.generate(assemble_prompt(overview, "Does it need setup?"), SHORT).usage.cached_ratio >= 0.9

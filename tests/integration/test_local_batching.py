@@ -54,7 +54,7 @@ def prompts(small_build: Path) -> list[tuple[Prompt, GenerationOptions]]:
 
 @pytest.fixture(scope="module")
 def local(local_model: Path) -> LocalBackend:
-    backend = create(BackendConfig(options={"max_batch": 8}), CacheConfig())
+    backend = create(BackendConfig(options={"max_batch": 8}), CacheConfig(persist=False))  # store.clear() is cold
     yield backend
     backend.close()
 

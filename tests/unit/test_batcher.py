@@ -31,6 +31,7 @@ class Script:
         self.fail_prefill = fail_prefill or set()
         self.gate = threading.Event()
         self.gate.set()
+        self.in_step = threading.Event()  # set once a step has begun (and waits on the gate)
 
     def prefill(self, seqs: list[Sequence]) -> list[tuple[int, int]]:
         self.prefills.append([seq.encoded for seq in seqs])
@@ -41,6 +42,7 @@ class Script:
         return [(seq.encoded, 0) for seq in seqs]
 
     def step(self, rows: list[Sequence]) -> list[tuple[int, int]]:
+        self.in_step.set()
         self.gate.wait(5)
         self.steps.append([seq.encoded for seq in rows])
         return [(seq.encoded, seq.generated) for seq in rows]
@@ -160,6 +162,7 @@ def test_call_runs_work_on_the_batcher_thread_between_steps() -> None:
     b = batcher(script, max_batch=2)
     script.gate.clear()
     seq = submit(b, 1, 3)  # a step is held: the job must wait for it to end, not run beside it
+    assert script.in_step.wait(5)
     threads: list[str] = []
 
     def work() -> int:

@@ -33,6 +33,7 @@ EXPECTED = [
     (errors.BackendUnavailableError("x"), 503, "server_error", "backend_unavailable"),
     (errors.UnsupportedError("x"), 501, "server_error", "unsupported"),
     (errors.InvalidTextError("x"), 400, "invalid_request_error", "invalid_text"),
+    (errors.PortInUseError("x"), 500, "server_error", "port_in_use"),  # raised before serving; a 500 if ever
 ]
 
 

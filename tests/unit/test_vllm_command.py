@@ -44,13 +44,13 @@ def test_kv_events_flags_publish_over_zmq_with_the_scorers_block_size() -> None:
         kv_events_args("tcp://*:5557", "t", block_size=40)
 
 
-def test_the_cli_prints_the_offloading_and_events_flags_on_every_replica_line(tmp_path) -> None:
+def test_the_cli_prints_the_offloading_and_events_flags_on_every_replica_line(small_build) -> None:
     from typer.testing import CliRunner
 
     from ragcache.cli import app
 
-    args = ["vllm-command", "--config", "configs/vllm.yaml", "--replicas", "2", "--kv-offload-gib", "16",
-            "--kv-events", "tcp://*:5557"]  # fmt: skip
+    args = ["vllm-command", "--config", "configs/vllm.yaml", "--corpus", str(small_build), "--replicas", "2",
+            "--kv-offload-gib", "16", "--kv-events", "tcp://*:5557"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     serve_lines = [shlex.split(line) for line in result.stdout.splitlines() if line.startswith("vllm serve")]
@@ -59,5 +59,5 @@ def test_the_cli_prints_the_offloading_and_events_flags_on_every_replica_line(tm
         assert argv[argv.index("--kv-offloading-size") + 1] == "16"
         assert json.loads(argv[argv.index("--kv-events-config") + 1])["publisher"] == "zmq"
         assert argv[argv.index("--block-size") + 1] == "64"
-    bad = CliRunner().invoke(app, ["vllm-command", "--config", "configs/vllm.yaml", "--kv-offload-gib", "-1"])
+    bad = CliRunner().invoke(app, [*args[:5], "--kv-offload-gib", "-1"])
     assert bad.exit_code == 2 and "positive number of GiB" in bad.output
