@@ -61,7 +61,10 @@ def test_ten_turns_over_a_corpus_larger_than_the_window(sqlite_server: RunningSe
     assert len(records) == 10 and not [r.error for r in records if r.error], records
     assert all(r.prompt_tokens + 32 <= WINDOW for r in records)
     assert check(records, min_cached=0.85) == []  # every turn but compacted ones reads its history from cache
-    assert all(r.route == "topk" for r in records)  # sqlite at 8k: no run of blocks pays; excerpts every turn
+    routes = [r.route for r in records]
+    # sqlite does not fit 8k: never the whole corpus; a run of blocks where its cache pays (the local engine
+    # reads a warm prefix for nothing), else top-k excerpts
+    assert set(routes) <= {"blocks", "topk"}, routes
     compacted = sum(r.compacted for r in records)
     for before, turn in itertools.pairwise(records):
         if not turn.compacted:
