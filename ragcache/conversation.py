@@ -198,6 +198,7 @@ class TurnPlan:
     compaction: Compaction | None = None
     moved: bool = False
     rederived: int = 0  # earlier turns this request had to re-derive (no store held them)
+    walking: bool = False  # ``conversation.excerpts: walk``: the next turn often re-anchors
 
     @property
     def turn(self) -> int:
@@ -211,10 +212,13 @@ class TurnPlan:
     def cache_turn(self) -> bool:
         """Whether a backend with explicit breakpoints writes this turn's user message to the cache now.
 
-        Only a later turn that kept the previous one whole: the conversation reads its turns back,
-        so the write (1.25x) is repaid by the next turn's read. The first turn, and a turn that had
-        to compact or move, go as plain input: the next turn may drop them, and if it keeps them it
-        writes them then (docs/architecture.md, "Conversations")."""
+        A written turn (1.25x) is repaid when the next turn reads it back (0.1x); sent as plain input (1x)
+        and kept, the next turn writes it then (1.25x more). Writing pays unless the next turn drops the
+        turn most of the time: with ``fixed`` excerpts it keeps it, so every turn is written; with ``walk``
+        a first, compacting or moving turn goes as plain input, since the next turn often re-anchors
+        (docs/architecture.md, "Conversations")."""
+        if not self.walking:
+            return True
         return self.turn > 1 and self.compaction is None and not self.moved
 
     def to_dict(self) -> dict[str, Any]:
@@ -328,7 +332,9 @@ class ConversationPlanner:
             compactions=conversation.compactions + (compaction is not None),
             questions=(*conversation.questions, question)[-keep:] if keep else (),
         )
-        return TurnPlan(after, route, question, history, sizes.history, budget, anchor, compaction, moved)
+        walking = self.settings.excerpts == "walk"
+        return TurnPlan(after, route, question, history, sizes.history, budget, anchor, compaction, moved,
+                        walking=walking)  # fmt: skip
 
     def query(self, conversation: Conversation, question: str) -> list[tuple[str, float]]:
         """The retrieval query: the question, then the recent ones, each step back weighted ``query_decay``

@@ -367,9 +367,13 @@ def test_a_walk_conversation_keeps_its_run_only_while_it_holds_what_top_k_would(
 
 
 def test_only_a_turn_that_kept_the_previous_one_is_written_to_the_cache(corpus: CompiledCorpus) -> None:
-    """A first, compacting or moving turn goes as plain input (``TurnPlan.cache_turn``, and the
-    prompt the backend gets says so); a turn that kept the one before it is written."""
-    rag = make_rag(corpus, 900)
+    """``walk``: a first, compacting or moving turn goes as plain input (``TurnPlan.cache_turn``, and the
+    prompt the backend gets says so); a turn that kept the one before it is written. ``fixed``: the next
+    turn keeps every turn, so every turn is written."""
+    fixed = make_rag(corpus, 900)
+    for plan in play(fixed, TURNS):
+        assert plan.cache_turn and fixed.turn_prompt(plan).cache_turn is True
+    rag = make_rag(corpus, 900, excerpts="walk")
     plans = list(play(rag, TURNS))
     assert not plans[0].cache_turn and rag.turn_prompt(plans[0]).cache_turn is False
     kinds = set()
