@@ -6,7 +6,8 @@ Copies the corpus to a temporary folder and builds it (no router index) five tim
 with one sentence appended to ``--doc``; with a new document (a copy of ``--doc`` under
 another name); without ``--doc``; and with ``retopic``. Each step prints the blocks added,
 changed and removed against the step before, and whether every changed block holds the
-document touched (the topic lock's promise, docs/architecture.md "Topics that stay put").
+document touched (the topic lock's promise, docs/architecture.md "Topics that stay put"), and
+whether every changed block is at least of the document's topic (an addition may split it).
 It is a benchmark, not a test (tests/unit/test_topic_lock.py tests the same on a small corpus).
 """
 
@@ -21,11 +22,34 @@ from typing import Any
 
 from ragcache.corpus.compile import BuildResult, build_corpus
 
-__all__ = ["bench_edit_locality", "main"]
+__all__ = ["bench_edit_locality", "main", "only_its_topic"]
 
 
 def _holding(result: BuildResult, doc_id: str) -> set[str]:
     return {b.id for b in result.corpus.manifest.blocks if doc_id in b.documents}
+
+
+def _topic_root(block_id: str) -> tuple[str, str]:
+    """``category:capi/79.2-1`` → ``("category:capi", "79")``: the group and the top-level topic a block came from.
+
+    Category ids hold no ``/`` (spec.py), so the first ``/`` ends the group; ``.`` numbers a
+    split topic's children and ``-`` a document's parts. ``""`` is a group kept whole.
+    """
+    group, _, label = block_id.partition("/")
+    return group, label.split(".")[0].split("-")[0]
+
+
+def only_its_topic(moved: set[str], holders: set[str]) -> bool:
+    """Whether every moved block shares a top-level topic with a block that holds the document.
+
+    A group kept whole (topic ``""``, before or after the step) is the topic of every block of
+    its group, so a whole group that outgrew its budget and split into ``/1``, ``/2`` counts.
+    """
+    roots = {_topic_root(b) for b in holders}
+    moved_roots = {_topic_root(b) for b in moved}
+    groups = {group for group, _ in roots}
+    whole = {group for group, topic in roots | moved_roots if not topic and group in groups}
+    return all((group, topic) in roots or group in whole for group, topic in moved_roots)
 
 
 def _step(name: str, result: BuildResult, doc_id: str | None, previous: BuildResult | None) -> dict[str, Any]:
@@ -40,6 +64,7 @@ def _step(name: str, result: BuildResult, doc_id: str | None, previous: BuildRes
         "removed": len(changes.removed),
         "blocks": changes.added + changes.changed + changes.removed,
         "only_blocks_holding_it": moved <= holders if doc_id else None,
+        "only_its_topic": only_its_topic(moved, holders) if doc_id else None,
         "fingerprint": result.corpus.fingerprint[:12],
     }
 
@@ -88,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     print(f"{result['corpus']}: {result['blocks']} blocks; document {result['document']}")
     for s in result["steps"]:
-        local = "" if s["only_blocks_holding_it"] is None else f"; only its blocks: {s['only_blocks_holding_it']}"
+        local = (
+            ""
+            if s["only_blocks_holding_it"] is None
+            else f"; only its blocks: {s['only_blocks_holding_it']}, only its topic: {s['only_its_topic']}"
+        )
         print(
             f"{s['step']:<22} {s['added']:>4} added {s['changed']:>4} changed {s['removed']:>4} removed"
             f"{local}; fingerprint {s['fingerprint']}"
