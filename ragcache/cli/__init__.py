@@ -6,7 +6,8 @@ One module per concept: ``corpus`` (build, inspect, lint, model install), ``ask`
 wires them into one app. Errors from :mod:`ragcache.errors` become a one-line
 ``error:`` message and the error's exit code in :func:`ragcache.cli.output.handle_errors`;
 usage errors (a bad option) get the same prefix in :func:`main`. Help is click's plain
-layout: full option names, no metavar on flags.
+layout: full option names, no metavar on flags, and up to ``HELP_WIDTH`` columns on a wide
+terminal so command summaries are not cut.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from ragcache.cli import ask, bench, cache, chat_eval, corpus, router
 from ragcache.cli.options import BackendOpt, ConfigOpt
 from ragcache.cli.output import err_console, handle_errors, quiet_libraries
 
-__all__ = ["EXIT_CODES", "app", "main"]
+__all__ = ["EXIT_CODES", "HELP_WIDTH", "app", "main"]
+
+HELP_WIDTH = 120  # click's default of 80 cut most command summaries even on a wide terminal
 
 EXIT_CODES = """\b
 Exit codes:
@@ -44,6 +47,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"max_content_width": HELP_WIDTH},  # subcommands' contexts inherit it
 )
 
 

@@ -41,19 +41,24 @@ def bench(
     limit: Annotated[int | None, typer.Option(help="Replay only the first N requests.", min=1)] = None,
     max_tokens: Annotated[int, typer.Option(help="Output tokens per answer.", min=1)] = 32,
     warmup_requests: Annotated[int, typer.Option(help="Requests left out of the 'steady' ratio.", min=0)] = 0,
-    time_scale: Annotated[float, typer.Option(help="Honour arrival offsets at this speed (0 = back to back).",
-                                              min=0.0)] = 0.0,
-    naive_budget: Annotated[int | None, typer.Option(help="naive-rag chunk tokens (default: matched to ragcache).",
-                                                     min=1)] = None,
-    naive_match: Annotated[str, typer.Option(
-        help="naive-rag budget per request: cost (ragcache's cost, prefix cached) or tokens (its corpus tokens).")] = (
-        "cost"
-    ),
+    time_scale: Annotated[
+        float, typer.Option(help="Honour arrival offsets at this speed (0 = back to back).", min=0.0)
+    ] = 0.0,
+    naive_budget: Annotated[
+        int | None, typer.Option(help="naive-rag chunk tokens (default: matched to ragcache).", min=1)
+    ] = None,
+    naive_match: Annotated[
+        str,
+        typer.Option(
+            help="naive-rag budget per request: cost (ragcache's cost, prefix cached) or tokens (its corpus tokens)."
+        ),
+    ] = "cost",
     warm: Annotated[str, typer.Option(help="ragcache warm-up: traffic (the capped warm set), all or none.")] = (
         "traffic"
     ),
-    warm_from: Annotated[str, typer.Option(
-        help="Warm from: first-half (measure the rest), measured (an oracle: labelled so) or none.")] = "first-half",
+    warm_from: Annotated[
+        str, typer.Option(help="Warm from: first-half (measure the rest), measured (an oracle: labelled so) or none.")
+    ] = "first-half",
     notes: Annotated[Path | None, typer.Option(help="Markdown lines to add under Notes in the report.")] = None,
 ) -> None:
     """Replay WORKLOAD through the strategies, interleaved, and write a report into OUT."""
@@ -71,10 +76,19 @@ def bench(
     items = load_workload(workload, limit=limit)
     names = tuple(s.strip() for s in strategies.split(",") if s.strip())
     extra = tuple(line.removeprefix("- ") for line in _read_notes(notes))
-    settings = BenchSettings(strategies=names, max_tokens=max_tokens, warmup_requests=warmup_requests,
-                             time_scale=time_scale, naive_budget=naive_budget, naive_match=naive_match, warm=warm,
-                             warm_from=warm_from,
-                             workload_path=str(workload), command=_command_line(), notes=extra)
+    settings = BenchSettings(
+        strategies=names,
+        max_tokens=max_tokens,
+        warmup_requests=warmup_requests,
+        time_scale=time_scale,
+        naive_budget=naive_budget,
+        naive_match=naive_match,
+        warm=warm,
+        warm_from=warm_from,
+        workload_path=str(workload),
+        command=_command_line(),
+        notes=extra,
+    )
     result = _run_with_progress(run_bench, cfg, items, out, settings, len(names))
     _print_summary(result, out)
     if "interrupted" in result.meta:
@@ -140,8 +154,15 @@ def _print_summary(result: Any, out: Path) -> None:
         table.add_column(column)
     for s in result.summaries:
         recall = "–" if s.evidence_recall is None else f"{s.evidence_recall:.2f}"
-        table.add_row(escape(s.strategy), f"{s.ttft_p50_s:.3f}", f"{s.ttft_p95_s:.3f}", f"{s.cached_ratio:.3f}",
-                      f"{s.hit_rate:.2f}", str(s.distinct_prefixes), recall)
+        table.add_row(
+            escape(s.strategy),
+            f"{s.ttft_p50_s:.3f}",
+            f"{s.ttft_p95_s:.3f}",
+            f"{s.cached_ratio:.3f}",
+            f"{s.hit_rate:.2f}",
+            str(s.distinct_prefixes),
+            recall,
+        )
     console.print(table)
     for note in result.notes:
         console.print(f"note: {note}", highlight=False, markup=False)
@@ -205,7 +226,7 @@ def render(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the re-rendered report and plots.")],
     notes: Annotated[Path | None, typer.Option(help="Markdown lines to add under Notes.")] = None,
 ) -> None:
-    """Re-render report.md and the plots from results.json (e.g. to add notes on why a target was missed)."""
+    """Re-render report.md and the plots from results.json, for instance to add notes on a missed target."""
     from ragcache.bench.report import load_result, write_report
 
     result = load_result(results)
@@ -220,7 +241,7 @@ def ttft(
     runs: Annotated[int, typer.Option("--runs", min=1, max=7, help="Questions per mode.")] = 3,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="torch threads (default: torch's).")] = None,
 ) -> None:
-    """Median TTFT cold vs. cached on one corpus (local backend) and their ratio."""
+    """Median TTFT cold and cached on one corpus (local backend), and their ratio."""
     from ragcache.bench.ttft import measure_ttft
     from ragcache.cli.ask import REPO_CORPUS, build_if_stale
     from ragcache.config import load_config
@@ -249,7 +270,9 @@ def _print_ttft(run: Any) -> None:
             name,
             str(int(statistics.median(a.usage.input_tokens for a in answers))),
             str(int(statistics.median(a.usage.cached_tokens for a in answers))),
-            f"{statistics.median(ttfts):.3f}", f"{min(ttfts):.3f}", f"{max(ttfts):.3f}",
+            f"{statistics.median(ttfts):.3f}",
+            f"{min(ttfts):.3f}",
+            f"{max(ttfts):.3f}",
         )
     console.print(table)
     verdict = "meets" if run.ratio >= TARGET_RATIO else "misses"
@@ -271,6 +294,8 @@ def register(app: typer.Typer) -> None:
     bench_app.command("render")(handle_errors(render))
     bench_app.command("ttft")(handle_errors(ttft))
     bench_app.command(
-        "load", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+        "load",
+        short_help="Concurrent multi-turn chat sessions against `ragcache serve` (python -m ragcache.bench.load).",
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
     )(handle_errors(load))
     app.add_typer(bench_app, name="bench")

@@ -271,8 +271,12 @@ def _mb(size: int) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add ``warm``, ``cache info``/``cache clear`` and ``vllm-command`` to the main app."""
-    app.command("warm")(handle_errors(warm))
-    app.command("vllm-command")(handle_errors(vllm_command))
+    app.command("warm", short_help="Warm the warm set (capped) and report per prefix whether it cached.")(
+        handle_errors(warm)
+    )
+    app.command("vllm-command", short_help="Print the `vllm serve` command line for the built corpus (and a router).")(
+        handle_errors(vllm_command)
+    )
     group = typer.Typer(
         help="The local backend's prefix KV folder: info, clear.", no_args_is_help=True, rich_markup_mode=None
     )

@@ -186,4 +186,6 @@ def print_report(report: dict[str, Any]) -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``eval-chat`` to ``app``."""
-    app.command("eval-chat")(handle_errors(eval_chat))
+    app.command("eval-chat", short_help="Per-turn recall and $ per 1,000 turns: ragcache against top-k chat patterns.")(
+        handle_errors(eval_chat)
+    )

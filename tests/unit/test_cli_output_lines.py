@@ -1,5 +1,6 @@
 """Issue 26: what the CLI prints stays readable: a note never glues onto the answer, the bench's row
-labels are printed as written (``ragcache [first]`` is not rich markup)."""
+labels are printed as written (``ragcache [first]`` is not rich markup), ``--help`` does not cut a command's
+summary."""
 
 from __future__ import annotations
 
@@ -45,3 +46,22 @@ def test_the_bench_table_shows_first_and_repeat_row_labels(monkeypatch: pytest.M
     text = captured.get()
     rows = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
     assert rows == labels  # rich used to swallow "[first]" and "[repeat]" as markup: "ragcache" three times
+
+
+@pytest.mark.parametrize("group", [[], ["bench"], ["cache"], ["model"]])
+def test_help_lists_every_command_with_its_whole_summary_on_a_wide_terminal(group: list[str]) -> None:
+    """click cut summaries at 80 columns ("build  Compile a corpus into deterministic, content-addressed...") and
+    at the first period ("ttft  Median TTFT cold vs.")."""
+    import typer
+    from click.testing import CliRunner
+
+    from ragcache.cli import app
+
+    result = CliRunner().invoke(typer.main.get_command(app), [*group, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = result.output.split("Commands:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert rows
+    for row in rows:
+        summary = row.split(maxsplit=1)[1]
+        assert not summary.endswith("...") and summary.endswith((".", ")")), row
+        assert not summary.endswith((" vs.", " e.g.", "(e.g.")), row
