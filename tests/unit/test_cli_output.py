@@ -54,3 +54,29 @@ def test_progress_lines_say_the_rate_and_what_is_left() -> None:
     assert rate_and_eta(StageTiming(started=0.0, last=10.0, done=400, total=1600)) == ", 40.0/s, ETA 0m30s"
     assert rate_and_eta(StageTiming(started=0.0, last=10.0, done=1600, total=1600)) == ", 160.0/s"
     assert rate_and_eta(StageTiming(started=0.0, last=0.0, done=0, total=10)) == ""
+
+
+def test_on_a_terminal_one_live_line_shows_prefill_then_generation_until_the_answer_streams() -> None:
+    """Issue 26 item 1: a TTY gets one updating line (a real rich status), with the rate and ETA once known."""
+    import io
+    import time
+
+    from rich.console import Console
+
+    from ragcache.cli.output import WAITING, TokenProgress
+
+    status = Console(file=io.StringIO(), force_terminal=True).status(WAITING)
+    shown = TokenProgress(status)
+    shown.waiting()
+    assert status.status == WAITING
+    shown("prefill", 0, 3000)
+    assert status.status == "prefill 0/3,000 tokens (0%)"
+    time.sleep(0.02)
+    shown("prefill", 1000, 3000)
+    head, rate, eta = status.status.split(", ")
+    assert head == "prefill 1,000/3,000 tokens (33%)" and rate.endswith(" tok/s") and eta.startswith("ETA ")
+    shown("generate", 1, 16)
+    assert status.status == "generate 1 tokens (limit 16)"
+    shown.stop()  # the answer's first text: the line goes, later reports change nothing
+    shown("generate", 2, 16)
+    assert shown.stopped and status.status == "generate 1 tokens (limit 16)"
