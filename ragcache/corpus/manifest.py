@@ -8,9 +8,10 @@ Layout of a build directory (all names content-addressed or fixed)::
     index/                   router index (embedding-model keyed), optional
 
 Block ids are stable names: ``instructions``, ``tools``, ``examples``,
-``category:<id>`` (``category:<id>/<n>`` for parts of a split category) and
-``full`` (the concatenation of every category block, present when it fits the
-build's budget).
+``category:<id>`` (``category:<a>+<b>…`` for small categories merged into one
+block, ``/<topic>`` for the topics of a split one) and ``full`` (the
+concatenation of every category block, present when it fits the build's budget).
+A block's ``category`` is the first category it holds (the router prefers to cut runs where it changes).
 """
 
 from __future__ import annotations
