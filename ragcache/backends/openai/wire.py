@@ -138,6 +138,19 @@ def _messages(
     return messages
 
 
+def _with_cache_fields(
+    body: dict[str, Any], cache_key: str | None, retention: str | None, cache_options: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The prompt-cache fields both APIs take: the routing key, the retention, the ``prompt_cache_options``."""
+    if cache_key:
+        body["prompt_cache_key"] = cache_key
+    if retention:
+        body["prompt_cache_retention"] = retention
+    if cache_options:
+        body["prompt_cache_options"] = dict(cache_options)
+    return body
+
+
 def chat_body(
     prompt: Prompt,
     options: GenerationOptions,
@@ -159,13 +172,7 @@ def chat_body(
         body["stop"] = list(options.stop)
     if options.seed is not None:
         body["seed"] = options.seed
-    if cache_key:
-        body["prompt_cache_key"] = cache_key
-    if retention:
-        body["prompt_cache_retention"] = retention
-    if cache_options:
-        body["prompt_cache_options"] = dict(cache_options)
-    return body
+    return _with_cache_fields(body, cache_key, retention, cache_options)
 
 
 def completion_body(prompt_ids: list[int], options: GenerationOptions, *, model: str) -> dict[str, Any]:
@@ -201,13 +208,7 @@ def responses_body(
         "store": False,
     }
     _sampling(body, options, reasoning)
-    if cache_key:
-        body["prompt_cache_key"] = cache_key
-    if retention:
-        body["prompt_cache_retention"] = retention
-    if cache_options:
-        body["prompt_cache_options"] = dict(cache_options)
-    return body
+    return _with_cache_fields(body, cache_key, retention, cache_options)
 
 
 def _as_dict(usage: Any) -> dict[str, Any]:
