@@ -30,3 +30,17 @@ def test_a_910_token_block_is_not_cacheable_on_anthropic_when_its_model_needs_mo
     assert needed > 910
     assert "anthropic" not in cacheable_on(910)
     assert cacheable_on(910)[:2] == ["local", "vllm"] and "anthropic" in cacheable_on(needed)
+
+
+def test_the_readme_quotes_the_minimums_build_prints() -> None:
+    """The issue found README's thresholds differing from ``build``'s; the README sentence is checked against them."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = readme[readme.index("`build` prints one row per block") :].split("\n\n", 1)[0]  # that paragraph
+    quoted = {name: (model, int(tokens)) for name, model, tokens in re.findall(r"(\w+) \(([\w.-]+)\) (\d+)", readme)}
+    for name, minimum in cache_minimums().items():
+        if minimum.model:
+            assert quoted.get(name) == (minimum.model, minimum.tokens), name
+    assert re.search(rf"local {cache_minimums()['local'].tokens}, vllm {cache_minimums()['vllm'].tokens} ", readme)
