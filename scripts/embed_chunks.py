@@ -108,6 +108,7 @@ def embed(source: Path, out: Path, model: str | None) -> None:
     from ragcache.router.embeddings import SentenceTransformerEmbedder, default_model_path, embed_device
     from ragcache.router.index import embed_texts
 
+    begun = time.perf_counter()
     with lzma.open(source, "rt", encoding="utf-8") as lines:
         rows = [json.loads(line) for line in lines]
     texts, tokens = [r["text"] for r in rows], sum(r["tokens"] for r in rows)
@@ -119,6 +120,7 @@ def embed(source: Path, out: Path, model: str | None) -> None:
         from tokenizers import Tokenizer
 
         wordpieces = Tokenizer.from_file(str(Path(model or default_model_path()) / "tokenizer.json"))
+        wordpieces.no_truncation()  # the file truncates at 128; the count is of what each chunk holds
         tokens = sum(len(e.ids) for e in wordpieces.encode_batch(texts))
         counted = "embedding model word pieces (untruncated)"
     last = [0.0]
@@ -150,6 +152,8 @@ def embed(source: Path, out: Path, model: str | None) -> None:
         "tokens_counted_with": counted,
         "model_load_s": round(loaded, 2),
         "embed_s": round(seconds, 2),
+        "max_seq_length": getattr(getattr(embedder, "_model", None), "max_seq_length", None),  # longer is cut
+        "end_to_end_s": round(time.perf_counter() - begun, 2),  # read + load + count + embed + write
         "chunks_per_s": round(len(texts) / seconds, 1),
         "tokens_per_s": round(tokens / seconds, 1),
         "torch": torch.__version__,
