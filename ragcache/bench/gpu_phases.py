@@ -28,7 +28,7 @@ import httpx
 from ragcache.app import RagCache
 from ragcache.backends.base import CacheUsage, Generation, GenerationOptions, create_backend
 from ragcache.backends.vllm.backend import read_prefix_cache_stats
-from ragcache.cache.warmer import KeepWarmPolicy, Warmer
+from ragcache.cache.warmer import Warmer, policy_for
 from ragcache.config import BackendConfig, CacheConfig, Config, RouterConfig
 
 __all__ = ["keep_warm_phase", "main_phase", "open_rag", "raw_request", "router_phase", "wire_body"]
@@ -264,9 +264,8 @@ def keep_warm_phase(url: str, corpora: Path, count: int, tokens: int = 8192) -> 
     metered = MeteredBackend(kept.backend)
     # vLLM has no TTL: ttl_s stands for "LRU may evict it within this" under this pressure (8k tokens
     # every ~0.25 s into ~98k tokens of KV). idle_factor keeps the kept prefix counted as busy
-    # through the pressure, which sends it no question of its own.
-    policy = KeepWarmPolicy(ttl_s=1.5, margin_s=0.5, window_s=3600.0, idle_factor=1000.0, read_price=0.1,
-                            write_price=1.0)  # fmt: skip
+    # through the pressure, which sends it no question of its own. Prices: the vllm profile's.
+    policy = replace(policy_for(kept.backend), ttl_s=1.5, margin_s=0.5, window_s=3600.0, idle_factor=1000.0)
     warmer = Warmer(metered, policy)  # type: ignore[arg-type]
     out: dict[str, Any] = {"policy": policy.__dict__}
     try:
