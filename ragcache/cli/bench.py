@@ -109,6 +109,9 @@ def _command_line() -> str:
     return "ragcache " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
+STARTING = "loading model and corpus, warming prefixes"
+
+
 def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path, settings: Any, n: int) -> Any:
     """Run the bench with a bar (a terminal) or a status line per answer (stderr), each with an ETA."""
     import time
@@ -129,7 +132,9 @@ def _run_with_progress(run: Callable[..., Any], cfg: Any, items: list, out: Path
                TextColumn("ETA"), TimeRemainingColumn())  # fmt: skip
     total, ends = measured * n, []  # ends: when each answer came, for an ETA from the measured part only
     with Progress(*columns, console=err_console, transient=True) as bar:
-        task = bar.add_task("loading model and corpus, warming prefixes", total=total)
+        task = bar.add_task(STARTING, total=total)
+        if not err_console.is_terminal:  # the bar is not drawn: say what the first minutes are spent on
+            err_console.print(f"{STARTING}…")
 
         def progress(strategy: str, index: int) -> None:
             bar.update(task, advance=1, description=f"request {index + 1}/{measured} · {strategy}")

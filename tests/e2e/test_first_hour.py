@@ -182,6 +182,8 @@ def test_bench_interrupted_by_ctrl_c_writes_the_requests_finished_so_far(tmp_pat
     out, err = bench.communicate(timeout=300)
     assert bench.returncode == 130, "\n".join(lines) + err
     assert re.fullmatch(r"request 1/4 \S+ done \(2/8, ETA [\dms]+\)", lines[-2]), lines
+    first_answer = next(i for i, line in enumerate(lines) if line.startswith("request "))
+    assert "loading model and corpus, warming prefixes…" in lines[:first_answer]  # the silent start, said
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     whole = len({r["index"] for r in results["records"]})  # 1, or 2 if the second answer beat the signal
     assert whole in (1, 2) and {r["index"] for r in results["records"]} == set(range(whole))
