@@ -49,6 +49,7 @@ def test_demo_builds_the_corpus_and_serves_the_second_question_from_the_cache(tm
     cached, total = (int(n) for n in lines[1].split()[1].split("/"))
     assert cached / total >= 0.9
     assert "Second question served from the cache" in out
+    assert result.stderr.count("waiting for first token…") == 2 and "prefill 0/" in result.stderr  # issue 26 item 1
     assert "135M model shows the cache at work, not answer quality" in out and "configs/vllm.yaml" in out
     for line in (out + result.stderr).splitlines():  # no library logs or warnings (issue 10)
         assert "- INFO -" not in line and "WARNING" not in line and "Warning" not in line, line
@@ -58,13 +59,15 @@ def test_chat_keeps_the_turns_after_the_cached_prefix(small_build: Path, local_m
     cmd = [sys.executable, "-m", "ragcache.cli", "chat", "--corpus", str(small_build), "--max-tokens", "6"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, input="Is SQLite a server?\nDoes it need configuration?\nexit\nignored\n",
-                            env=env, capture_output=True, text=True, timeout=600, check=False)
+                            env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert result.returncode == 0, result.stderr
     reports = [line for line in result.stderr.splitlines() if line.startswith("cache: ")]
     assert len(reports) == 2  # 'exit' ends the chat
     first_written = int(reports[0].split("written")[0].split()[-1])
     cached = int(reports[1].split()[1].split("/")[0])
     assert cached == first_written > 3000  # turn 2 reuses the corpus prefix and turn 1's question
+    lines = result.stderr.splitlines()  # each turn's wait and prefill show on stderr (issue 26 item 1)
+    assert lines.count("waiting for first token…") == 2 and any(line.startswith("prefill 0/") for line in lines)
 
 
 def test_an_unknown_model_exits_non_zero_without_a_traceback(small_build: Path) -> None:
