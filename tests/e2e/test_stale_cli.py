@@ -1,4 +1,4 @@
-"""`ragcache ask` on a corpus edited since its build: a warning naming the files and the fix, or
+"""`ragcache ask` (and ``chat``) on a corpus edited since its build: a warning naming the files and the fix, or
 (``stale_build: fail``) an error and exit 3 before anything is loaded.
 
 The warning is checked without a model: the backend is the ``openai`` kind pointed at a closed
@@ -44,6 +44,18 @@ def test_ask_warns_that_the_build_is_stale(stale_corpus: Path) -> None:
     assert "warning:" in result.stderr and "the build is stale: 1 source file has changed" in result.stderr
     assert "docs/a.md (edited)" in result.stderr and f"ragcache build {stale_corpus}" in result.stderr
     assert result.returncode == 6, result.stderr  # then the closed port: a backend error
+
+
+def test_chat_warns_that_the_build_is_stale_before_the_first_turn(stale_corpus: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    cmd = [sys.executable, "-m", "ragcache.cli", "chat", "--corpus", str(stale_corpus), "--backend", "openai",
+           "--base-url", closed, "--model", "gpt-4o-mini"]  # fmt: skip
+    env = {**os.environ, "OPENAI_API_KEY": "unused"}
+    result = subprocess.run(cmd, input="Is it alpha?\n", env=env, capture_output=True, text=True, timeout=300,
+                            check=False)  # fmt: skip
+    assert "warning:" in result.stderr and "the build is stale: 1 source file has changed" in result.stderr
+    assert result.stderr.index("the build is stale") < result.stderr.index("error:")  # before the turn fails
+    assert result.returncode == 6, result.stderr
 
 
 def test_stale_build_fail_exits_with_the_corpus_error(stale_corpus: Path, tmp_path: Path) -> None:
