@@ -38,9 +38,9 @@ def test_the_readme_quotes_the_minimums_build_prints() -> None:
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    readme = readme[readme.index("`build` prints one row per block") :].split("\n\n", 1)[0]  # that paragraph
-    quoted = {name: (model, int(tokens)) for name, model, tokens in re.findall(r"(\w+) \(([\w.-]+)\) (\d+)", readme)}
+    readme = readme[readme.index("`build` prints a summary") :].split("\n\n", 1)[0]  # that paragraph
+    quoted = {name: (model, int(tokens)) for name, model, tokens in re.findall(r"(\w+)\s+\(([\w.-]+)\)\s+(\d+)", readme)}
     for name, minimum in cache_minimums().items():
         if minimum.model:
             assert quoted.get(name) == (minimum.model, minimum.tokens), name
-    assert re.search(rf"local {cache_minimums()['local'].tokens}, vllm {cache_minimums()['vllm'].tokens} ", readme)
+    assert re.search(rf"local {cache_minimums()['local'].tokens},\s+vllm {cache_minimums()['vllm'].tokens} ", readme)
