@@ -39,7 +39,8 @@ def test_the_readme_quotes_the_minimums_build_prints() -> None:
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     readme = readme[readme.index("`build` prints a summary") :].split("\n\n", 1)[0]  # that paragraph
-    quoted = {name: (model, int(tokens)) for name, model, tokens in re.findall(r"(\w+)\s+\(([\w.-]+)\)\s+(\d+)", readme)}
+    found = re.findall(r"(\w+)\s+\(([\w.-]+)\)\s+(\d+)", readme)  # name (model) tokens
+    quoted = {name: (model, int(tokens)) for name, model, tokens in found}
     for name, minimum in cache_minimums().items():
         if minimum.model:
             assert quoted.get(name) == (minimum.model, minimum.tokens), name
