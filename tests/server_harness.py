@@ -45,8 +45,9 @@ class ServerProcess(RunningServer):
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def write_config(tmp: Path, build_dir: Path, extra: dict[str, dict[str, object]] | None = None,
-                 **backend: object) -> Path:
+def write_config(
+    tmp: Path, build_dir: Path, extra: dict[str, dict[str, object]] | None = None, **backend: object
+) -> Path:
     """The server's config; ``extra`` sections are merged over the defaults (e.g. ``{"router": {...}}``)."""
     config: dict[str, dict[str, object] | str] = {
         "corpus": str(ROOT / "corpora" / "small"),

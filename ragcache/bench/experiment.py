@@ -29,8 +29,15 @@ from ragcache.bench.workload import WorkloadItem
 from ragcache.config import Config
 from ragcache.errors import ConfigError
 
-__all__ = ["PRICED_MODELS", "WARM_FROM", "BenchSettings", "run_bench", "split_workload", "summarize_run",
-           "vendor_prices"]
+__all__ = [
+    "PRICED_MODELS",
+    "WARM_FROM",
+    "BenchSettings",
+    "run_bench",
+    "split_workload",
+    "summarize_run",
+    "vendor_prices",
+]
 
 WARM_FROM = ("first-half", "measured", "none")
 
@@ -48,8 +55,10 @@ def split_workload(items: Sequence[WorkloadItem], warm_from: str) -> tuple[list[
     while 0 < cut < len(items) and items[cut].turn != 0:
         cut += 1  # do not split a session between warm-up and measurement
     if cut >= len(items) or cut == 0:
-        raise ConfigError(f"--warm-from first-half needs at least two sessions; the workload has {len(items)} "
-                          "requests in one (use --warm-from measured, an oracle, or a longer workload)")
+        raise ConfigError(
+            f"--warm-from first-half needs at least two sessions; the workload has {len(items)} "
+            "requests in one (use --warm-from measured, an oracle, or a longer workload)"
+        )
     return list(items[:cut]), list(items[cut:])
 
 
@@ -126,21 +135,28 @@ def run_bench(
     app, uncached, own = _apps(config, settings.strategies)
     try:
         options = GenerationOptions(max_tokens=settings.max_tokens, temperature=0.0)
-        strategies, notes = create_strategies(list(settings.strategies), app, options, uncached_app=uncached,
-                                              naive_budget=settings.naive_budget, warm=settings.warm, own_apps=own,
-                                              naive_match=settings.naive_match)
+        strategies, notes = create_strategies(
+            list(settings.strategies),
+            app,
+            options,
+            uncached_app=uncached,
+            naive_budget=settings.naive_budget,
+            warm=settings.warm,
+            own_apps=own,
+            naive_match=settings.naive_match,
+        )
         raw = replay(strategies, measured, time_scale=settings.time_scale, progress=progress, warm_items=warm_items)
         summaries = summarize_run([s.name for s in strategies], raw.records, settings.warmup_requests, raw.warmup)
         meta = _meta(config, app, measured, settings, raw.wall_s, raw.warmup_s)
         meta["ragcache warm-up"] = _warm_note(strategies, settings.warm_from, len(warm_items))
-        meta["KV budget"] = ("one backend per strategy (own KV store each)" if own
-                             else "one shared engine: strategies share its cache")
+        meta["KV budget"] = (
+            "one backend per strategy (own KV store each)" if own else "one shared engine: strategies share its cache"
+        )
         if raw.interrupted:
             done = len({r.index for r in raw.records})
             meta["interrupted"] = f"Ctrl-C after {done} of {len(measured)} measured requests: partial results"
             notes = [f"interrupted: {meta['interrupted']}", *notes]
-        result = BenchResult(meta=meta, summaries=summaries, records=raw.records,
-                             notes=[*notes, *settings.notes])
+        result = BenchResult(meta=meta, summaries=summaries, records=raw.records, notes=[*notes, *settings.notes])
         write_report(result, out)
         return result
     finally:
@@ -149,8 +165,12 @@ def run_bench(
                 each.close()
 
 
-def summarize_run(names: Sequence[str], records: Sequence[RequestRecord], warmup_requests: int = 0,
-                  warmup: dict[str, CacheUsage] | None = None) -> list[StrategySummary]:
+def summarize_run(
+    names: Sequence[str],
+    records: Sequence[RequestRecord],
+    warmup_requests: int = 0,
+    warmup: dict[str, CacheUsage] | None = None,
+) -> list[StrategySummary]:
     """Per strategy: all measured requests, then first-occurrence questions and repeats apart
     (rows ``<name> [first]`` / ``<name> [repeat]``, only when a run has both)."""
     prices = vendor_prices()
@@ -176,8 +196,14 @@ def _warm_note(strategies: Sequence[Strategy], warm_from: str, warm_items: int) 
     return f"{rc.warm_mode} warm set, {source}: {rc.warmed} prefixes warmed before the run"
 
 
-def _meta(config: Config, app: RagCache, items: Sequence[WorkloadItem], settings: BenchSettings,
-          wall_s: float, warmup_s: dict[str, float]) -> dict[str, object]:
+def _meta(
+    config: Config,
+    app: RagCache,
+    items: Sequence[WorkloadItem],
+    settings: BenchSettings,
+    wall_s: float,
+    warmup_s: dict[str, float],
+) -> dict[str, object]:
     corpus, backend = app.corpus, app.backend
     return {
         "title": settings.title or f"{corpus.name} on {config.backend.kind}",
@@ -186,10 +212,10 @@ def _meta(config: Config, app: RagCache, items: Sequence[WorkloadItem], settings
         "model": config.backend.model or "smollm2 (SmolLM2-135M-Instruct)",
         "context window": backend.capabilities.context_window,
         "corpus": f"{corpus.name} ({len(corpus.documents)} documents, {corpus.total_tokens} tokens, "
-                  f"{len(corpus.category_block_ids())} category blocks)",
+        f"{len(corpus.category_block_ids())} category blocks)",
         "warm from": settings.warm_from + (" (oracle)" if settings.warm_from == "measured" else ""),
         "workload": f"{settings.workload_path} ({len(items)} measured requests, "
-                    f"{len({i.session for i in items})} sessions)",
+        f"{len({i.session for i in items})} sessions)",
         "strategies": ", ".join(settings.strategies),
         "max output tokens": settings.max_tokens,
         "steady = after request": settings.warmup_requests,

@@ -45,17 +45,34 @@ def _wait_for(arrival_s: float, started: float, time_scale: float) -> None:
         time.sleep(delay)
 
 
-def _one(strategy: Strategy, item: WorkloadItem, index: int, history: tuple[Message, ...],
-         repeat: bool) -> RequestRecord:
-    base = {"strategy": strategy.name, "index": index, "session": item.session, "turn": item.turn,
-            "gold_doc_ids": item.gold_doc_ids, "gold_answers": item.gold_answers, "repeat": repeat}
+def _one(
+    strategy: Strategy, item: WorkloadItem, index: int, history: tuple[Message, ...], repeat: bool
+) -> RequestRecord:
+    base = {
+        "strategy": strategy.name,
+        "index": index,
+        "session": item.session,
+        "turn": item.turn,
+        "gold_doc_ids": item.gold_doc_ids,
+        "gold_answers": item.gold_answers,
+        "repeat": repeat,
+    }
     try:
         out = strategy.answer(item, index, history)
     except BackendError as exc:
-        return RequestRecord(usage=CacheUsage(), ttft_s=0.0, latency_s=0.0, error=f"{type(exc).__name__}: {exc}",
-                             **base)
-    return RequestRecord(usage=out.usage, ttft_s=out.ttft_s, latency_s=out.latency_s, prefix=out.prefix,
-                         route=out.route, evidence_doc_ids=out.evidence_doc_ids, answer=out.text, **base)
+        return RequestRecord(
+            usage=CacheUsage(), ttft_s=0.0, latency_s=0.0, error=f"{type(exc).__name__}: {exc}", **base
+        )
+    return RequestRecord(
+        usage=out.usage,
+        ttft_s=out.ttft_s,
+        latency_s=out.latency_s,
+        prefix=out.prefix,
+        route=out.route,
+        evidence_doc_ids=out.evidence_doc_ids,
+        answer=out.text,
+        **base,
+    )
 
 
 def replay(

@@ -101,9 +101,15 @@ def _ttft_target(rc: StrategySummary, nocache: StrategySummary | None) -> Target
 
 def _recall_target(result: BenchResult, rc: StrategySummary, naive: StrategySummary | None) -> Target:
     budget = str(result.meta.get("naive-rag budget", ""))
-    how = (" at equal cost" if budget.startswith("equal cost")
-           else " at equal tokens" if budget.startswith(("equal tokens", "matched"))
-           else f" at {budget} chunk tokens" if budget else "")
+    how = (
+        " at equal cost"
+        if budget.startswith("equal cost")
+        else " at equal tokens"
+        if budget.startswith(("equal tokens", "matched"))
+        else f" at {budget} chunk tokens"
+        if budget
+        else ""
+    )
     name = f"evidence recall ≥ naive-rag{how}"
     if naive is None or rc.evidence_recall is None or naive.evidence_recall is None:
         return Target(name, "n/a", "needs naive-rag and gold document ids")
@@ -116,15 +122,44 @@ def _recall_target(result: BenchResult, rc: StrategySummary, naive: StrategySumm
 
 def _table(result: BenchResult) -> list[str]:
     vendors = sorted({v for s in result.summaries for v in s.cost_per_1k})
-    head = ["strategy", "requests", "errors", "TTFT p50 s", "TTFT p95 s", "latency p50 s", "latency mean s",
-            "prompt tok/req", "cached ratio", "steady ratio", "hit rate", "prefixes", "cache-write tok",
-            "evidence recall", "answer F1", "answer contains"] + [f"$ /1k {v}" for v in vendors]
+    head = [
+        "strategy",
+        "requests",
+        "errors",
+        "TTFT p50 s",
+        "TTFT p95 s",
+        "latency p50 s",
+        "latency mean s",
+        "prompt tok/req",
+        "cached ratio",
+        "steady ratio",
+        "hit rate",
+        "prefixes",
+        "cache-write tok",
+        "evidence recall",
+        "answer F1",
+        "answer contains",
+    ] + [f"$ /1k {v}" for v in vendors]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in result.summaries:
-        row = [s.strategy, str(s.requests), str(s.errors), _f(s.ttft_p50_s), _f(s.ttft_p95_s), _f(s.latency_p50_s),
-               _f(s.latency_mean_s), _f(s.prompt_tokens_mean, 0), _f(s.cached_ratio), _f(s.cached_ratio_steady),
-               _f(s.hit_rate), str(s.distinct_prefixes), str(s.cache_write_tokens), _f(s.evidence_recall),
-               _f(s.answer_f1), _f(s.answer_contains)] + [_f(s.cost_per_1k.get(v), 4) for v in vendors]
+        row = [
+            s.strategy,
+            str(s.requests),
+            str(s.errors),
+            _f(s.ttft_p50_s),
+            _f(s.ttft_p95_s),
+            _f(s.latency_p50_s),
+            _f(s.latency_mean_s),
+            _f(s.prompt_tokens_mean, 0),
+            _f(s.cached_ratio),
+            _f(s.cached_ratio_steady),
+            _f(s.hit_rate),
+            str(s.distinct_prefixes),
+            str(s.cache_write_tokens),
+            _f(s.evidence_recall),
+            _f(s.answer_f1),
+            _f(s.answer_contains),
+        ] + [_f(s.cost_per_1k.get(v), 4) for v in vendors]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
@@ -222,8 +257,13 @@ def load_result(path: str | Path) -> BenchResult:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         records = [
-            RequestRecord(**{**r, "usage": CacheUsage(**r["usage"]),
-                             **{k: tuple(r[k]) for k in ("evidence_doc_ids", "gold_doc_ids", "gold_answers")}})
+            RequestRecord(
+                **{
+                    **r,
+                    "usage": CacheUsage(**r["usage"]),
+                    **{k: tuple(r[k]) for k in ("evidence_doc_ids", "gold_doc_ids", "gold_answers")},
+                }
+            )
             for r in data["records"]
         ]
         summaries = [StrategySummary(**s) for s in data["summaries"]]

@@ -87,8 +87,9 @@ class Strategy(ABC):
 
     def _generate(self, prompt: Prompt, prefix: str, route: str, evidence: tuple[str, ...]) -> Outcome:
         generation = self.app.backend.generate(prompt, self.options)
-        return Outcome(generation.text, generation.usage, generation.ttft_s, generation.latency_s,
-                       prefix, route, evidence)
+        return Outcome(
+            generation.text, generation.usage, generation.ttft_s, generation.latency_s, prefix, route, evidence
+        )
 
 
 class RagcacheStrategy(Strategy):
@@ -181,8 +182,10 @@ class FullStrategy(Strategy):
         tokens = sum(corpus.block(s.block_id).tokens for s in self.stable if s.block_id in corpus.blocks)
         window = app.backend.capabilities.context_window
         if tokens + options.max_tokens > window:
-            raise ConfigError(f"strategy 'full': the full corpus prefix has {tokens} tokens; "
-                              f"it does not fit the backend's {window}-token window")
+            raise ConfigError(
+                f"strategy 'full': the full corpus prefix has {tokens} tokens; "
+                f"it does not fit the backend's {window}-token window"
+            )
 
     def warm(self, items: Sequence[WorkloadItem]) -> CacheUsage:
         return self.app.backend.warm(assemble_prompt(self.stable, ""))
@@ -197,8 +200,9 @@ class NaiveRagStrategy(Strategy):
 
     name = "naive-rag"
 
-    def __init__(self, app: RagCache, options: GenerationOptions, *, budget: int | None = None,
-                 match: str = "cost") -> None:
+    def __init__(
+        self, app: RagCache, options: GenerationOptions, *, budget: int | None = None, match: str = "cost"
+    ) -> None:
         super().__init__(app, options)
         from llama_index.core.prompts.chat_prompts import CHAT_TEXT_QA_PROMPT
 
@@ -261,8 +265,14 @@ class NaiveRagStrategy(Strategy):
 
 
 def create_strategies(
-    names: list[str], app: RagCache, options: GenerationOptions, *, uncached_app: RagCache | None = None,
-    naive_budget: int | None = None, warm: str = "traffic", own_apps: dict[str, RagCache] | None = None,
+    names: list[str],
+    app: RagCache,
+    options: GenerationOptions,
+    *,
+    uncached_app: RagCache | None = None,
+    naive_budget: int | None = None,
+    warm: str = "traffic",
+    own_apps: dict[str, RagCache] | None = None,
     naive_match: str = "cost",
 ) -> tuple[list[Strategy], list[str]]:
     """Build the named strategies (each on its app in ``own_apps`` where given, else ``app``);
@@ -274,15 +284,23 @@ def create_strategies(
     notes: list[str] = []
     for name in dict.fromkeys(names):
         try:
-            out.append(_create(name, (own_apps or {}).get(name, app), options, uncached_app, naive_budget, warm,
-                               naive_match))
+            out.append(
+                _create(name, (own_apps or {}).get(name, app), options, uncached_app, naive_budget, warm, naive_match)
+            )
         except ConfigError as exc:
             notes.append(f"skipped {exc}")
     return out, notes
 
 
-def _create(name: str, app: RagCache, options: GenerationOptions, uncached: RagCache | None,
-            naive_budget: int | None, warm: str, naive_match: str = "cost") -> Strategy:
+def _create(
+    name: str,
+    app: RagCache,
+    options: GenerationOptions,
+    uncached: RagCache | None,
+    naive_budget: int | None,
+    warm: str,
+    naive_match: str = "cost",
+) -> Strategy:
     if name == "ragcache":
         return RagcacheStrategy(app, options, warm=warm)
     if name == "naive-rag":

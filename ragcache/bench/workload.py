@@ -136,10 +136,17 @@ def parse_workload(lines: Iterable[str], source: str = "<workload>") -> list[Wor
             raise WorkloadError(f"{where}: arrival_s {line.arrival_s} is earlier than the line before ({last_arrival})")
         next_turn[line.session] = expected + 1
         last_arrival = line.arrival_s
-        items.append(WorkloadItem(
-            session=line.session, turn=line.turn, question=line.question, arrival_s=line.arrival_s,
-            gold_doc_ids=tuple(line.gold_doc_ids), gold_answers=tuple(line.gold_answers), category=line.category,
-        ))
+        items.append(
+            WorkloadItem(
+                session=line.session,
+                turn=line.turn,
+                question=line.question,
+                arrival_s=line.arrival_s,
+                gold_doc_ids=tuple(line.gold_doc_ids),
+                gold_answers=tuple(line.gold_answers),
+                category=line.category,
+            )
+        )
     if not items:
         raise WorkloadError(f"{source}: the workload has no requests")
     return items

@@ -112,9 +112,7 @@ class Manifest:
             )
         return cls(
             **{k: v for k, v in data.items() if k not in {"categories", "blocks", "documents"}},
-            categories=tuple(
-                CategoryRecord(**{**c, "block_ids": tuple(c["block_ids"])}) for c in data["categories"]
-            ),
+            categories=tuple(CategoryRecord(**{**c, "block_ids": tuple(c["block_ids"])}) for c in data["categories"]),
             blocks=tuple(BlockRecord(**{**b, "documents": tuple(b["documents"])}) for b in data["blocks"]),
             documents=tuple(DocumentRecord(**d) for d in data["documents"]),
         )

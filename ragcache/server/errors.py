@@ -107,8 +107,9 @@ class ErrorReply:
     headers: tuple[tuple[str, str], ...] = ()
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": error_type(self.status), "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {"message": self.message, "type": error_type(self.status), "param": self.param, "code": self.code}
+        }
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=dict(self.headers))
@@ -172,8 +173,14 @@ def install_error_handlers(app: FastAPI, metrics: ServerMetrics) -> None:
         metrics.observe_error(getattr(route, "path", "unmatched"), reply.code)
         return reply.response()
 
-    for kind in (APIError, RagCacheError, RequestValidationError, StarletteHTTPException, ClientDisconnected,
-                 Exception):
+    for kind in (
+        APIError,
+        RagCacheError,
+        RequestValidationError,
+        StarletteHTTPException,
+        ClientDisconnected,
+        Exception,
+    ):
         app.add_exception_handler(kind, handle)
 
 

@@ -64,8 +64,9 @@ class KeyRing:
 class RateLimiter:
     """A token bucket per caller: ``per_min`` requests a minute, bursts up to ``per_min``."""
 
-    def __init__(self, per_min: int, *, clock: Callable[[], float] = time.monotonic,
-                 max_callers: int = MAX_TRACKED_CALLERS) -> None:
+    def __init__(
+        self, per_min: int, *, clock: Callable[[], float] = time.monotonic, max_callers: int = MAX_TRACKED_CALLERS
+    ) -> None:
         if per_min <= 0:
             raise ValueError(f"per_min must be positive, got {per_min}")
         self.per_min = per_min
@@ -103,14 +104,16 @@ class Guard:
             return f"addr:{client}"
         if not authorization:
             self._limit_failure(client)
-            raise APIError(401, "missing API key: send the header 'Authorization: Bearer <key>'",
-                           code="missing_api_key")
+            raise APIError(
+                401, "missing API key: send the header 'Authorization: Bearer <key>'", code="missing_api_key"
+            )
         scheme, _, token = authorization.partition(" ")
         index = self.keys.identify(token.strip())
         if scheme.lower() != "bearer" or index is None:
             self._limit_failure(client)
-            raise APIError(401, "invalid API key (check the 'Authorization: Bearer <key>' header)",
-                           code="invalid_api_key")
+            raise APIError(
+                401, "invalid API key (check the 'Authorization: Bearer <key>' header)", code="invalid_api_key"
+            )
         return f"key:{index}"
 
     def admit(self, authorization: str | None, client: str) -> None:

@@ -16,14 +16,26 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 QA = [
-    {"question": "Does SQLite need a separate server process?", "gold_doc_ids": ["overview/serverless.html"],
-     "answers": ["No"]},
-    {"question": "Which storage classes does SQLite use?", "gold_doc_ids": ["datatypes/storage-classes.md"],
-     "answers": ["NULL, INTEGER, REAL, TEXT and BLOB"]},
-    {"question": "How do I create an AUTOINCREMENT field?", "gold_doc_ids": ["faq/autoincrement.md"],
-     "answers": ["INTEGER PRIMARY KEY"]},
-    {"question": "Can several processes open the same database at once?", "gold_doc_ids": ["faq/concurrency.md"],
-     "answers": ["Yes"]},
+    {
+        "question": "Does SQLite need a separate server process?",
+        "gold_doc_ids": ["overview/serverless.html"],
+        "answers": ["No"],
+    },
+    {
+        "question": "Which storage classes does SQLite use?",
+        "gold_doc_ids": ["datatypes/storage-classes.md"],
+        "answers": ["NULL, INTEGER, REAL, TEXT and BLOB"],
+    },
+    {
+        "question": "How do I create an AUTOINCREMENT field?",
+        "gold_doc_ids": ["faq/autoincrement.md"],
+        "answers": ["INTEGER PRIMARY KEY"],
+    },
+    {
+        "question": "Can several processes open the same database at once?",
+        "gold_doc_ids": ["faq/concurrency.md"],
+        "answers": ["Yes"],
+    },
 ]
 
 
@@ -46,12 +58,38 @@ def bench_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     qa = tmp / "qa.jsonl"
     qa.write_text("".join(json.dumps(row) + "\n" for row in QA), encoding="utf-8")
-    done = ragcache("bench", "make-workload", "--qa", str(qa), "--out", "w.jsonl", "-n", "4", "--seed", "1",
-                    "--corpus", str(build), cwd=tmp)
+    done = ragcache(
+        "bench",
+        "make-workload",
+        "--qa",
+        str(qa),
+        "--out",
+        "w.jsonl",
+        "-n",
+        "4",
+        "--seed",
+        "1",
+        "--corpus",
+        str(build),
+        cwd=tmp,
+    )
     assert done.returncode == 0, done.stderr
-    done = ragcache("bench", "--config", str(config), "--workload", "w.jsonl", "--out", "out",
-                    "--strategies", "ragcache,naive-rag,full,no-cache", "--max-tokens", "4",
-                    "--naive-budget", "400", cwd=tmp)
+    done = ragcache(
+        "bench",
+        "--config",
+        str(config),
+        "--workload",
+        "w.jsonl",
+        "--out",
+        "out",
+        "--strategies",
+        "ragcache,naive-rag,full,no-cache",
+        "--max-tokens",
+        "4",
+        "--naive-budget",
+        "400",
+        cwd=tmp,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return tmp / "out"
 

@@ -124,8 +124,12 @@ def test_two_builds_at_once_one_waits_nothing_corrupted(previous: tuple[Path, Pa
     holder = os.open(lock_path(out), os.O_RDWR)
     fcntl.flock(holder, fcntl.LOCK_EX)  # a build in progress, as far as the lock is concerned
     try:
-        procs = [subprocess.Popen(build_cmd(corpus, out, "--no-index"), env=child_env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT) for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                build_cmd(corpus, out, "--no-index"), env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+            for _ in range(2)
+        ]
         time.sleep(4)
         assert [p.poll() for p in procs] == [None, None], "a build ran while the lock was held"
         assert leftovers(out) == [], "a waiting build wrote beside the build folder"
@@ -142,11 +146,19 @@ def test_second_build_fails_clearly_when_told_not_to_wait(previous: tuple[Path, 
     from ragcache.errors import CorpusError
 
     corpus, out, manifest = previous
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(lock_path(out))!r}, os.O_RDWR)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
-        "print('locked', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import fcntl, os, sys, time\n"
+                f"fd = os.open({str(lock_path(out))!r}, os.O_RDWR)\n"
+                "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, str(os.getpid()).encode(), 0)\n"
+                "print('locked', flush=True); time.sleep(60)\n"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
         with pytest.raises(CorpusError) as caught:
@@ -216,8 +228,12 @@ def test_truncated_block_server_answers_an_error_never_half_an_answer(tmp_path: 
     The corpus fits whole (full mode): no router index to embed before the block is read.
     """
     out = build_corpus(tiny_corpus(tmp_path / "corpus"), tmp_path / "out" / "build").build_dir
-    backend = {"kind": "vllm", "model": "smollm2", "base_url": f"http://127.0.0.1:{closed_port()}",
-               "context_window": 8192}
+    backend = {
+        "kind": "vllm",
+        "model": "smollm2",
+        "base_url": f"http://127.0.0.1:{closed_port()}",
+        "context_window": 8192,
+    }
     config = write_config(tmp_path / "serve.yaml", out, out, backend, warm_on_start=False)
     server = serve(config, tmp_path / "serve.log")
     try:
@@ -225,8 +241,7 @@ def test_truncated_block_server_answers_an_error_never_half_an_answer(tmp_path: 
             (out / block.filename).write_bytes((out / block.filename).read_bytes()[: block.bytes // 2])
         body = {"model": "tiny", "messages": [{"role": "user", "content": "What is fact1-2?"}], "max_tokens": 4}
         for stream in (False, True):
-            response = httpx.post(server.base_url + "/v1/chat/completions", json={**body, "stream": stream},
-                                  timeout=60)
+            response = httpx.post(server.base_url + "/v1/chat/completions", json={**body, "stream": stream}, timeout=60)
             assert response.status_code == 503 and response.headers["content-type"] == "application/json"
             assert_openai_error(response.json(), "backend_unavailable")
         assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200

@@ -55,14 +55,22 @@ def test_kill_during_kv_write_leaves_nothing_used(local_model: Path, small_build
     corpus = load_corpus(small_build)
     instructions, text = corpus.block_text("instructions"), corpus.block_text("category:overview")[:600]
     persist = tmp_path / "kv"
-    child = subprocess.run([sys.executable, "-c", CHILD, str(persist)], input=f"{instructions}\x00{text}",
-                           text=True, env=child_env(), capture_output=True, timeout=300)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, str(persist)],
+        input=f"{instructions}\x00{text}",
+        text=True,
+        env=child_env(),
+        capture_output=True,
+        timeout=300,
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     (torn,) = persist.iterdir()
     assert torn.name.startswith(".") and not list(persist.glob("*.safetensors")), "not killed mid-write"
 
-    segments = (Segment(SegmentKind.INSTRUCTIONS, instructions, "instructions"),
-                Segment(SegmentKind.CORPUS, text, "category:overview"))
+    segments = (
+        Segment(SegmentKind.INSTRUCTIONS, instructions, "instructions"),
+        Segment(SegmentKind.CORPUS, text, "category:overview"),
+    )
     prompt = assemble_prompt(segments, "Is SQLite a server?")
     reference = create(BackendConfig(), CacheConfig(enabled=True)).generate(prompt, OPTIONS)
 

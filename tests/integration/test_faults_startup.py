@@ -23,16 +23,23 @@ QUESTION = [{"role": "user", "content": "What is fact0-1?"}]
 
 
 @pytest.fixture(scope="module", params=["vllm", "openai"])
-def down_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                ) -> Iterator[tuple[ServerProcess, str]]:
+def down_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, str]]:
     from ragcache.corpus.compile import build_corpus
 
     tmp = tmp_path_factory.mktemp(f"down-{request.param}")
     corpus = tiny_corpus(tmp / "tiny")
     build_corpus(corpus, tmp / "build")
     url = f"http://127.0.0.1:{closed_port()}"
-    backend = {"kind": request.param, "model": "smollm2", "max_output_tokens": 16, "context_window": 2048,
-               "base_url": url if request.param == "vllm" else url + "/v1", "api_key_env": "FAULTS_UNUSED_KEY"}
+    backend = {
+        "kind": request.param,
+        "model": "smollm2",
+        "max_output_tokens": 16,
+        "context_window": 2048,
+        "base_url": url if request.param == "vllm" else url + "/v1",
+        "api_key_env": "FAULTS_UNUSED_KEY",
+    }
     server = serve(write_config(tmp / "serve.yaml", corpus, tmp / "build", backend), tmp / "serve.log")
     try:
         yield server, url
@@ -59,8 +66,11 @@ def test_requests_get_503_backend_unavailable(down_server: tuple[ServerProcess, 
     error = assert_openai_error(caught.value.response.json(), "backend_unavailable")
     assert error["type"] == "server_error" and url in error["message"]
 
-    streamed = httpx.post(server.base_url + "/v1/chat/completions", timeout=60,
-                          json={"model": "tiny", "messages": QUESTION, "max_tokens": 4, "stream": True})
+    streamed = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        timeout=60,
+        json={"model": "tiny", "messages": QUESTION, "max_tokens": 4, "stream": True},
+    )
     assert streamed.status_code == 503
     assert_openai_error(streamed.json(), "backend_unavailable")
     assert httpx.get(server.base_url + "/healthz", timeout=5).status_code == 200

@@ -40,11 +40,21 @@ def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VllmServ
     if reason is not None:
         pytest.skip(reason)
     server = VllmServer(free_port(), logs / "server.log")
-    env = {**os.environ, "VLLM_MAX_MODEL_LEN": "4096", "VLLM_CPU_KVCACHE_SPACE": "1",
-           "VLLM_MODEL_PATH": str(ensure_model())}
+    env = {
+        **os.environ,
+        "VLLM_MAX_MODEL_LEN": "4096",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_MODEL_PATH": str(ensure_model()),
+    }
     with server.log.open("w") as out:
-        process = subprocess.Popen(["bash", str(SCRIPT), str(server.port)], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", str(SCRIPT), str(server.port)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         wait_healthy(server, process)
         yield server, process
@@ -53,15 +63,22 @@ def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VllmServ
 
 
 @pytest.fixture(scope="module")
-def front(replica: tuple[VllmServer, subprocess.Popen[bytes]], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[ServerProcess]:
+def front(
+    replica: tuple[VllmServer, subprocess.Popen[bytes]], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     from ragcache.corpus.compile import build_corpus
 
     tmp = tmp_path_factory.mktemp("front")
     corpus = tiny_corpus(tmp / "tiny")
     build_corpus(corpus, tmp / "build")
-    backend = {"kind": "vllm", "model": "smollm2", "base_url": replica[0].url, "max_output_tokens": 300,
-               "context_window": 4096, "options": {"retry_down_s": 600}}
+    backend = {
+        "kind": "vllm",
+        "model": "smollm2",
+        "base_url": replica[0].url,
+        "max_output_tokens": 300,
+        "context_window": 4096,
+        "options": {"retry_down_s": 600},
+    }
     server = serve(write_config(tmp / "serve.yaml", corpus, tmp / "build", backend), tmp / "serve.log")
     try:
         ready = wait_readyz(server, timeout_s=300)
@@ -71,10 +88,14 @@ def front(replica: tuple[VllmServer, subprocess.Popen[bytes]], tmp_path_factory:
         server.stop()
 
 
-def test_replica_killed_mid_stream(replica: tuple[VllmServer, subprocess.Popen[bytes]], front: ServerProcess
-                                   ) -> None:
-    body = {"model": "tiny", "stream": True, "max_tokens": 300, "temperature": 0,
-            "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}]}
+def test_replica_killed_mid_stream(replica: tuple[VllmServer, subprocess.Popen[bytes]], front: ServerProcess) -> None:
+    body = {
+        "model": "tiny",
+        "stream": True,
+        "max_tokens": 300,
+        "temperature": 0,
+        "messages": [{"role": "user", "content": "Write a very long story about a lighthouse keeper."}],
+    }
     deltas: list[str] = []
     last: dict | None = None
     killed_at = None
@@ -102,8 +123,9 @@ def test_replica_killed_mid_stream(replica: tuple[VllmServer, subprocess.Popen[b
 
     assert httpx.get(front.base_url + "/healthz", timeout=5).status_code == 200
     started = time.monotonic()
-    after = httpx.post(front.base_url + "/v1/chat/completions", timeout=60,
-                       json={**body, "stream": False, "max_tokens": 4})
+    after = httpx.post(
+        front.base_url + "/v1/chat/completions", timeout=60, json={**body, "stream": False, "max_tokens": 4}
+    )
     assert after.status_code == 503, after.text
     message = assert_openai_error(after.json(), "backend_unavailable")["message"]
     assert replica[0].url in message

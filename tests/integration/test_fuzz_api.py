@@ -68,7 +68,7 @@ def sse_errors(text: str) -> list[Any]:
     events = []
     for line in text.splitlines():
         if line.startswith("data: ") and line != "data: [DONE]":
-            event = json.loads(line[len("data: "):])
+            event = json.loads(line[len("data: ") :])
             if "error" in event:
                 events.append(event)
     return events
@@ -105,16 +105,24 @@ def test_fuzzed_requests_get_no_5xx_and_openai_errors(
 
     for operation in operations:
 
-        @settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadline=None,
-                  phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            phases=[Phase.explicit, Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy(generation_mode=mode))
         def fuzz(case: Any) -> None:
             adjust(case.body, mode)
             started = time.monotonic()
             response = case.call(base_url=ragcache_server.base_url, headers=headers, timeout=TIMEOUT_S)
             if os.environ.get("FUZZ_VERBOSE"):
-                print(f"{time.monotonic() - started:6.2f}s {response.status_code} {case.method} {case.path} "
-                      f"{case.body!r:.200}")
+                print(
+                    f"{time.monotonic() - started:6.2f}s {response.status_code} {case.method} {case.path} "
+                    f"{case.body!r:.200}"
+                )
             calls[case.path] += 1
             check_response(case, response, ragcache_server)
 

@@ -136,8 +136,11 @@ def test_keep_warm_tick_extends_a_busy_cache_and_lets_an_idle_one_lapse(small_bu
     rag = make_rag(small_build, gemini)
     backend = rag.backend
     policy = policy_for(backend, MODEL)
-    assert (policy.ttl_s, policy.read_price, policy.write_price) == (300.0, pytest.approx(1.0 * 300 / 3600),
-                                                                      pytest.approx(1.0 * 300 / 3600 + 0.30))
+    assert (policy.ttl_s, policy.read_price, policy.write_price) == (
+        300.0,
+        pytest.approx(1.0 * 300 / 3600),
+        pytest.approx(1.0 * 300 / 3600 + 0.30),
+    )
     warmer = Warmer(backend, policy, clock=gemini.state.now)
     busy, idle = category_prompt(rag, "category:faq"), category_prompt(rag, "category:overview")
     warmer.warm([busy, idle], verify=False)

@@ -236,8 +236,12 @@ def test_the_cli_exits_2_on_an_unknown_local_option(small_build: Path, tmp_path:
 
 
 def test_streaming_yields_deltas_then_the_generation(local: LocalBackend, small_build: Path) -> None:
-    items = list(local.stream(assemble_prompt(stable(small_build, "category:overview"), "Is SQLite a server?"),
-                              GenerationOptions(max_tokens=12)))
+    items = list(
+        local.stream(
+            assemble_prompt(stable(small_build, "category:overview"), "Is SQLite a server?"),
+            GenerationOptions(max_tokens=12),
+        )
+    )
     final = items[-1]
     assert isinstance(final, Generation) and all(isinstance(i, str) for i in items[:-1])
     assert "".join(items[:-1]) == final.text and final.usage.output_tokens <= 12

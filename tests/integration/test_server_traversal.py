@@ -31,8 +31,16 @@ PATHS = [
     "/v1/corpora/small%00.json",
     "/v1/corpora/manifest.json",
 ]
-NAMES = ["../../../etc/passwd", "/etc/passwd", "small/../small", "small\x00", "..", "~root", "C:\\Windows\\win.ini",
-         ".ragcache/build/manifest.json"]
+NAMES = [
+    "../../../etc/passwd",
+    "/etc/passwd",
+    "small/../small",
+    "small\x00",
+    "..",
+    "~root",
+    "C:\\Windows\\win.ini",
+    ".ragcache/build/manifest.json",
+]
 _opened: list[str] | None = None
 _ALLOWED = tuple(str(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, ROOT / "ragcache"})
 
@@ -66,8 +74,9 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
     build = tmp_path_factory.mktemp("traversal") / "build"
     build_corpus(ROOT / "corpora" / "small", build)
-    backend = BackendConfig(kind="openai", model="gpt-4o-mini", base_url=f"http://127.0.0.1:{free_port()}/v1",
-                            max_retries=0)
+    backend = BackendConfig(
+        kind="openai", model="gpt-4o-mini", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=0
+    )
     config = Config(corpus=build, build_dir=build, backend=backend, cache=CacheConfig(warm_on_start=False))
     with TestClient(create_app(RagCache.from_config(config)), raise_server_exceptions=False) as test_client:
         assert test_client.get("/v1/corpora/small").status_code == 200  # the real lookup works

@@ -60,13 +60,35 @@ def test_bench_on_vllm_caches_ragcache_and_salts_no_cache(vllm_server: VllmServe
     )
     workload = tmp_path / "w.jsonl"
     workload.write_text(
-        "".join(json.dumps({"session": f"s{i}", "turn": 0, "question": row["question"],
-                            "gold_doc_ids": row["gold_doc_ids"], "arrival_s": 0.0}) + "\n"
-                for i, row in enumerate(QA)),
+        "".join(
+            json.dumps(
+                {
+                    "session": f"s{i}",
+                    "turn": 0,
+                    "question": row["question"],
+                    "gold_doc_ids": row["gold_doc_ids"],
+                    "arrival_s": 0.0,
+                }
+            )
+            + "\n"
+            for i, row in enumerate(QA)
+        ),
         encoding="utf-8",
     )
-    done = ragcache("bench", "--config", str(config), "--workload", str(workload), "--out", "out",
-                    "--strategies", "ragcache,no-cache", "--max-tokens", "4", cwd=tmp_path)
+    done = ragcache(
+        "bench",
+        "--config",
+        str(config),
+        "--workload",
+        str(workload),
+        "--out",
+        "out",
+        "--strategies",
+        "ragcache,no-cache",
+        "--max-tokens",
+        "4",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads((tmp_path / "out" / "results.json").read_text(encoding="utf-8"))
     by = {s["strategy"]: s for s in results["summaries"]}

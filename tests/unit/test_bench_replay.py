@@ -27,8 +27,15 @@ class Scripted(Strategy):
         self.calls.append((self.name, index, len(history)))
         if index == self.fail_on:
             raise BackendUnavailableError("engine down")
-        return Outcome(f"{self.name} answer {index}", CacheUsage(input_tokens=100, cached_tokens=90),
-                       0.1, 0.2, "p", "full", ("doc",))
+        return Outcome(
+            f"{self.name} answer {index}",
+            CacheUsage(input_tokens=100, cached_tokens=90),
+            0.1,
+            0.2,
+            "p",
+            "full",
+            ("doc",),
+        )
 
 
 def test_replay_interleaves_rotates_and_keeps_histories_apart() -> None:
@@ -62,8 +69,13 @@ def test_first_half_split_keeps_sessions_whole_and_the_oracle_is_the_measured_pa
     from ragcache.bench.experiment import split_workload
     from ragcache.errors import ConfigError
 
-    items = [WorkloadItem("a", 0, "1"), WorkloadItem("a", 1, "2"), WorkloadItem("a", 2, "3"),
-             WorkloadItem("b", 0, "4"), WorkloadItem("c", 0, "5")]
+    items = [
+        WorkloadItem("a", 0, "1"),
+        WorkloadItem("a", 1, "2"),
+        WorkloadItem("a", 2, "3"),
+        WorkloadItem("b", 0, "4"),
+        WorkloadItem("c", 0, "5"),
+    ]
     warm, measured = split_workload(items, "first-half")
     assert [i.question for i in warm] == ["1", "2", "3"] and [i.question for i in measured] == ["4", "5"]
     warm, measured = split_workload(items, "measured")

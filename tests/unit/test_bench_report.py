@@ -14,13 +14,30 @@ from ragcache.errors import ConfigError
 
 def make_result(rc_cached: int, rc_ttft: float) -> BenchResult:
     records = []
-    for name, cached, ttft, docs in (("ragcache", rc_cached, rc_ttft, ("a",)), ("naive-rag", 50, 2.0, ("b",)),
-                                     ("no-cache", 0, 2.0, ("a",))):
-        records += [RequestRecord(name, i, f"q{i}", 0, CacheUsage(1000, cached, 0, 8), ttft, ttft + 1,
-                                  prefix="p", evidence_doc_ids=docs, gold_doc_ids=("a",)) for i in range(4)]
+    for name, cached, ttft, docs in (
+        ("ragcache", rc_cached, rc_ttft, ("a",)),
+        ("naive-rag", 50, 2.0, ("b",)),
+        ("no-cache", 0, 2.0, ("a",)),
+    ):
+        records += [
+            RequestRecord(
+                name,
+                i,
+                f"q{i}",
+                0,
+                CacheUsage(1000, cached, 0, 8),
+                ttft,
+                ttft + 1,
+                prefix="p",
+                evidence_doc_ids=docs,
+                gold_doc_ids=("a",),
+            )
+            for i in range(4)
+        ]
     prices = {"toy": lambda u: u.uncached_tokens / 1e6}
-    summaries = [summarize(n, [r for r in records if r.strategy == n], prices) for n in ("ragcache", "naive-rag",
-                                                                                          "no-cache")]
+    summaries = [
+        summarize(n, [r for r in records if r.strategy == n], prices) for n in ("ragcache", "naive-rag", "no-cache")
+    ]
     return BenchResult({"title": "t", "command": "ragcache bench …"}, summaries, records, ["a note"])
 
 
@@ -45,8 +62,10 @@ def test_write_report_and_round_trip(tmp_path: Path) -> None:
 
 
 def _records(name: str, cached: list[int], repeats: list[bool]) -> list[RequestRecord]:
-    return [RequestRecord(name, i, f"q{i}", 0, CacheUsage(1000, c, 0, 8), 0.1, 1.0, prefix="p", repeat=rep)
-            for i, (c, rep) in enumerate(zip(cached, repeats, strict=True))]
+    return [
+        RequestRecord(name, i, f"q{i}", 0, CacheUsage(1000, c, 0, 8), 0.1, 1.0, prefix="p", repeat=rep)
+        for i, (c, rep) in enumerate(zip(cached, repeats, strict=True))
+    ]
 
 
 def test_cached_ratio_target_counts_first_occurrence_questions_only_and_names_an_oracle() -> None:
@@ -59,8 +78,11 @@ def test_cached_ratio_target_counts_first_occurrence_questions_only_and_names_an
     assert ratio.status == "missed" and "ragcache 0.800 over 1 requests" in ratio.detail
     assert "all measured: 0.933" in ratio.detail and "ORACLE" not in ratio.detail
     records = _records("ragcache", [950, 950], [False, False])
-    oracle = BenchResult({"warm from": "measured (oracle)", "naive-rag budget": "equal cost: …"},
-                         summarize_run(["ragcache"], records), records)
+    oracle = BenchResult(
+        {"warm from": "measured (oracle)", "naive-rag budget": "equal cost: …"},
+        summarize_run(["ragcache"], records),
+        records,
+    )
     ratio = check_targets(oracle)[0]
     assert ratio.status == "met" and ratio.detail.startswith("ORACLE")
     assert check_targets(oracle)[2].name == "evidence recall ≥ naive-rag at equal cost"

@@ -75,7 +75,8 @@ def test_naive_budget_follows_the_conversation_turn_on_later_turns(category_app:
     kept = turn.route  # ragcache's second turn: the first turn's prefix, unless the conversation moved
     assert turn.turn == 2 and (kept.block_ids == first.block_ids) != turn.moved
     assert budget == sum(category_app.corpus.block(b).tokens for b in kept.block_ids) + sum(
-        s.tokens for s in kept.snippets)
+        s.tokens for s in kept.snippets
+    )
     with pytest.raises(ConfigError, match="cost, tokens"):
         NaiveRagStrategy(category_app, GenerationOptions(max_tokens=4), match="chunks")
 

@@ -84,8 +84,14 @@ def test_unknown_kind_and_empty_inputs() -> None:
         (['{"session": "a", "turn": 0}'], r"w\.jsonl:1: question: Field required"),
         (['{"session": "a", "turn": 0, "question": "q", "colour": 1}'], r"w\.jsonl:1: colour: unknown field"),
         (['{"session": "a", "turn": 1, "question": "q"}'], r"w\.jsonl:1: session 'a' turn 1 out of order"),
-        (['{"session": "a", "turn": 0, "question": "q", "arrival_s": 5}',
-          '', '{"session": "b", "turn": 0, "question": "q", "arrival_s": 1}'], r"w\.jsonl:3: arrival_s 1.0 is earlier"),
+        (
+            [
+                '{"session": "a", "turn": 0, "question": "q", "arrival_s": 5}',
+                "",
+                '{"session": "b", "turn": 0, "question": "q", "arrival_s": 1}',
+            ],
+            r"w\.jsonl:3: arrival_s 1.0 is earlier",
+        ),
         (["[1, 2]"], r"w\.jsonl:1: expected a JSON object"),
         ([""], r"w\.jsonl: the workload has no requests"),
     ],

@@ -25,8 +25,11 @@ def test_known_options_parse_and_defaults_follow_the_device() -> None:
 
 @pytest.mark.parametrize(
     ("options", "names"),
-    [({"devise": "cpu"}, "backend.options.devise: unknown key"), ({"threads": 0}, "backend.options.threads"),
-     ({"dtype": "float8"}, "backend.options.dtype")],
+    [
+        ({"devise": "cpu"}, "backend.options.devise: unknown key"),
+        ({"threads": 0}, "backend.options.threads"),
+        ({"dtype": "float8"}, "backend.options.dtype"),
+    ],
 )
 def test_a_bad_option_is_a_config_error_naming_the_key_and_the_file(options: dict, names: str) -> None:
     config = BackendConfig(options=options, source=Path("/etc/ragcache/local.yaml"))

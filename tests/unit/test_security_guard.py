@@ -46,8 +46,11 @@ def test_keys_are_identified_by_position_and_compared_against_every_key(monkeypa
 def test_guard_answers_401_for_missing_wrong_or_non_bearer_keys() -> None:
     guard = Guard(KeyRing(["right-key-123"]))
     assert guard.authenticate("Bearer right-key-123", "10.0.0.1") == "key:0"
-    for header, code in [(None, "missing_api_key"), ("Bearer wrong-key-456", "invalid_api_key"),
-                         ("Basic right-key-123", "invalid_api_key")]:
+    for header, code in [
+        (None, "missing_api_key"),
+        ("Bearer wrong-key-456", "invalid_api_key"),
+        ("Basic right-key-123", "invalid_api_key"),
+    ]:
         with pytest.raises(APIError) as caught:
             guard.authenticate(header, "10.0.0.1")
         assert (caught.value.status, caught.value.code) == (401, code)

@@ -74,8 +74,11 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
-@pytest.mark.parametrize(("index", "status", "kind", "code"), [(i, s, t, c) for i, (_, s, t, c) in enumerate(EXPECTED)],
-                         ids=[type(e).__name__ for e, *_ in EXPECTED])
+@pytest.mark.parametrize(
+    ("index", "status", "kind", "code"),
+    [(i, s, t, c) for i, (_, s, t, c) in enumerate(EXPECTED)],
+    ids=[type(e).__name__ for e, *_ in EXPECTED],
+)
 def test_each_ragcache_error_maps_to_its_status_and_the_openai_shape(
     client: TestClient, index: int, status: int, kind: str, code: str
 ) -> None:
@@ -90,8 +93,12 @@ def test_each_ragcache_error_maps_to_its_status_and_the_openai_shape(
 def test_http_layer_errors_validation_and_bugs_share_the_shape(client: TestClient) -> None:
     invalid = client.get("/api-error")
     assert invalid.status_code == 400
-    assert invalid.json()["error"] == {"message": "the question is empty", "type": "invalid_request_error",
-                                       "param": "messages", "code": "invalid_request"}
+    assert invalid.json()["error"] == {
+        "message": "the question is empty",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "invalid_request",
+    }
     bad_param = client.get("/typed", params={"n": "seven"})
     assert bad_param.status_code == 400 and bad_param.json()["error"]["param"] == "query.n"
     assert bad_param.json()["error"]["code"] == "invalid_parameter"
@@ -127,14 +134,26 @@ def test_a_failure_after_the_headers_becomes_the_last_sse_event() -> None:
         stream = GenerationStream(engine).start()
         first = await anext(stream)
         ids = CompletionIds.new("small", "f" * 64)
-        events = chat_events(stream, first, ids, finish=lambda a: None, include_usage=False,  # type: ignore[arg-type,return-value]
-                             on_error=lambda reply: seen.append(reply.code))
+        events = chat_events(
+            stream,
+            first,
+            ids,
+            finish=lambda a: None,
+            include_usage=False,  # type: ignore[arg-type,return-value]
+            on_error=lambda reply: seen.append(reply.code),
+        )
         return [event async for event in events]
 
     events = asyncio.run(run())
     assert all(e.startswith("data: ") and e.endswith("\n\n") for e in events)
-    chunks = [json.loads(e[len("data: "):]) for e in events]
+    chunks = [json.loads(e[len("data: ") :]) for e in events]
     assert chunks[1]["choices"][0]["delta"]["content"] == "partial"
-    assert chunks[-1] == {"error": {"message": "engine at http://x is down", "type": "server_error", "param": None,
-                                    "code": "backend_unavailable"}}
+    assert chunks[-1] == {
+        "error": {
+            "message": "engine at http://x is down",
+            "type": "server_error",
+            "param": None,
+            "code": "backend_unavailable",
+        }
+    }
     assert seen == ["backend_unavailable"]

@@ -20,8 +20,9 @@ from ragcache.server.warming import Warming
 
 
 def _rag(build: Path, tmp: Path) -> RagCache:
-    cache = CacheConfig(warm_on_start=False, keep_warm=False, persist_dir=str(tmp / "kv"),
-                        traffic_dir=str(tmp / "traffic"))
+    cache = CacheConfig(
+        warm_on_start=False, keep_warm=False, persist_dir=str(tmp / "kv"), traffic_dir=str(tmp / "traffic")
+    )
     return RagCache.from_config(Config(corpus=build, build_dir=build, cache=cache))
 
 
