@@ -21,8 +21,11 @@ fi
 if [ -d .gpu/router ] && [ ! -d /tmp/site/vllm_router ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .gpu/router/*.whl 2>&1 | tail -3
 fi
+# ragcache's entry points (the backend registry) and, where llama-index-core is missing, a stand-in:
+# a source tree has neither (scripts/gpu_shims.py). Last on the path, so real packages win.
+python3 scripts/gpu_shims.py /tmp/shims || exit 1
 # PYTHONSAFEPATH: `python -m` must not import the working tree's ragcache/ ahead of .gpu/run/src.
-export PYTHONPATH=/tmp/site:$PWD/$root/src:$PWD PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 VLLM_USE_FLASHINFER_SAMPLER=0
+export PYTHONPATH=/tmp/site:$PWD/$root/src:$PWD:/tmp/shims PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1 VLLM_USE_FLASHINFER_SAMPLER=0
 python3 -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" 2>&1 | tail -2
 python3 -m $module run --root "$root" --out "$OUT/gpu-$tag.json" --phases "$phases" --logs /tmp/logs "$@" 2>&1 \
   | tee "$OUT/bench-$tag.log" | grep -v "^INFO\|Warning" | tail -60
