@@ -61,3 +61,12 @@ def test_the_load_phase_compares_ragcache_with_the_same_requests_raw(vllm_server
     assert set(out["compare"]["met"]) == {"throughput", "ttft_p50_overhead", "errors", "cached_share_from_turn2"}
     assert out["compare"]["met"]["errors"] is True
     assert all(code != 200 for code in out["reset_before_raw"].values())  # no dev mode on the CPU server
+
+
+def test_an_offload_run_of_one_round_is_refused_before_any_server_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    """Round 0 only follows the warm-up, so one round would measure nothing (and divide by zero)."""
+    from ragcache.bench.gpu_load import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--root", "unused", "--out", "unused", "--offload-rounds", "1"])
+    assert exit_info.value.code == 2 and "--offload-rounds must be at least 2" in capsys.readouterr().err
