@@ -32,7 +32,11 @@ def choose(logits: torch.Tensor, options: GenerationOptions, generator: torch.Ge
 
     if generator is None:
         return int(torch.argmax(logits))
-    probs = torch.softmax(logits.cpu() / options.temperature, dim=-1)
+    # In float64 (a temperature like 1e-142 is 0 in float32: 0 / 0 = nan) and shifted so the largest
+    # logit is 0: a tiny temperature then gives 0 and -inf (the argmax), never the nan that
+    # torch.multinomial refuses.
+    logits = logits.detach().cpu().double()
+    probs = torch.softmax((logits - logits.max()) / options.temperature, dim=-1)
     if options.top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < options.top_p
