@@ -74,9 +74,19 @@ def dump_docs(corpus_dir: Path, target: Path) -> None:
 
 
 def dump_plain(corpus_dir: Path, target: Path, limit: int = 1000) -> None:
-    """Chunks without the build's splitter: each Markdown document's paragraphs packed to ``limit`` chars."""
-    chunks = chars = 0
+    """Chunks without the build's splitter: each Markdown document's paragraphs packed to ``limit`` chars.
+
+    The printed counts are of the lines written (text after each chunk's title line).
+    """
+    counts = {"chunks": 0, "chars": 0}
     with lzma.open(target, "wt", encoding="utf-8", preset=9) as out:
+
+        def flush(title: str, text: str) -> str:
+            out.write(json.dumps({"text": f"{title}\n{text}", "tokens": 0}) + "\n")
+            counts["chunks"] += 1
+            counts["chars"] += len(text)
+            return ""
+
         for path in sorted((corpus_dir / "docs").rglob("*.md")):
             text = path.read_text(encoding="utf-8")
             title = next((ln[2:].strip() for ln in text.splitlines()[:40] if ln.startswith("# ")), path.stem)
@@ -85,22 +95,14 @@ def dump_plain(corpus_dir: Path, target: Path, limit: int = 1000) -> None:
                 while len(para) > limit:  # a long paragraph: cut at the last space before the limit
                     cut = para.rfind(" ", 0, limit) if " " in para[:limit] else limit
                     para_head, para = para[:cut], para[cut:].strip()
-                    current = _flush(out, title, current) if current else current
-                    _flush(out, title, para_head)
-                    chunks, chars = chunks + 1, chars + len(para_head)
+                    current = flush(title, current) if current else current
+                    flush(title, para_head)
                 if current and len(current) + len(para) + 2 > limit:
-                    chunks, chars = chunks + 1, chars + len(current)
-                    current = _flush(out, title, current)
+                    current = flush(title, current)
                 current = f"{current}\n\n{para}" if current else para
             if current:
-                chunks, chars = chunks + 1, chars + len(current)
-                _flush(out, title, current)
-    print(json.dumps({"chunks": chunks, "chars": chars}))
-
-
-def _flush(out: object, title: str, text: str) -> str:
-    out.write(json.dumps({"text": f"{title}\n{text}", "tokens": 0}) + "\n")  # type: ignore[attr-defined]
-    return ""
+                flush(title, current)
+    print(json.dumps(counts))
 
 
 def embed(source: Path, out: Path, model: str | None) -> None:
