@@ -72,7 +72,8 @@ URL_ENV = "RAGCACHE_SERVE_URL"
 # --- dependencies -----------------------------------------------------------
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
+    """The app's state (async, as every dependency here: a sync one costs a thread-pool hop per request)."""
     return request.app.state.ragcache
 
 
@@ -83,12 +84,16 @@ def _client(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def require_api_key(request: Request, state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+async def require_api_key(
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+) -> None:
     """``Authorization: Bearer <key>`` when keys are configured, then the caller's rate limit."""
     state.guard.admit(authorization, _client(request))
 
 
-def protect_metrics(request: Request, state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+async def protect_metrics(
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+) -> None:
     """The key on ``/metrics`` and the dashboard when ``server.protect_metrics`` is on."""
     if state.settings.protect_metrics:
         state.guard.authenticate(authorization, _client(request))

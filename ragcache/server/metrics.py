@@ -176,7 +176,7 @@ class ServerMetrics:
         self.ttft.labels(*labels).observe(max(answer.ttft_s, 0.0))
         self.latency.labels(*labels).observe(max(answer.latency_s, 0.0))
         self._observe_turn(corpus, backend, answer)
-        self.sample()
+        self.sample_due()
 
     def _observe_turn(self, corpus: str, backend: str, answer: Answer) -> None:
         """Compactions (kind: excerpts only, or whole turns too) and re-derived earlier turns."""
@@ -245,6 +245,13 @@ class ServerMetrics:
             for sample in family.samples:
                 _add_sample(snap, sample.name, sample.labels, sample.value)
         return snap
+
+    def sample_due(self, min_interval_s: float = 1.0) -> None:
+        """:meth:`sample` unless the history's last point is younger than ``min_interval_s``: reading
+        every metric back was the largest bookkeeping cost of a request under load (docs/bench/gpu/README.md
+        §5), so answers add at most one point a second; the dashboard samples afresh when it reads."""
+        if not self.history or time.time() - self.history[-1]["t"] >= min_interval_s:
+            self.sample(min_interval_s)
 
     def sample(self, min_interval_s: float = 1.0) -> MetricsSnapshot:
         """Append a point to the in-process history (one per ``min_interval_s``)."""

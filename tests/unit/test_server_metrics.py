@@ -40,7 +40,28 @@ def test_snapshot_sums_answers_over_labels(monkeypatch: pytest.MonkeyPatch) -> N
     assert sum(b["count"] for b in data["ttft_histogram"]) == 3
     routes = {r["route"]: r for r in data["by_route"]}
     assert routes["full"]["requests"] == 2 and routes["blocks"]["cached_tokens"] == 400
-    assert metrics.history and metrics.history[-1]["hit_rate"] == pytest.approx(0.6667, abs=1e-4)
+    assert len(metrics.history) == 1  # three answers within a second: one point, not a read-back each
+    assert metrics.sample().requests == 3  # a reader (the dashboard) samples afresh
+    assert metrics.history[-1]["hit_rate"] == pytest.approx(0.6667, abs=1e-4)
+
+
+def test_answers_add_a_history_point_once_the_last_is_a_second_old(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading every metric back per answer was the worker's largest bookkeeping cost under load."""
+    import ragcache.server.metrics as module
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    now = [1000.0]
+    monkeypatch.setattr(module.time, "time", lambda: now[0])
+    metrics = ServerMetrics()
+    answer = _Answer(CacheUsage(1000, 900, 0, 10), Route("full", ("full",)), 0.2, None)
+    metrics.observe_answer("small", "local", answer)
+    now[0] += 0.5
+    metrics.observe_answer("small", "local", answer)
+    assert [p["t"] for p in metrics.history] == [1000.0]  # not read back half a second later
+    now[0] += 0.6
+    metrics.observe_answer("small", "local", answer)
+    assert [p["t"] for p in metrics.history] == [1000.0, 1001.1]
+    assert metrics.history[-1]["requests"] == 3
 
 
 def test_two_apps_in_one_process_keep_separate_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
