@@ -86,7 +86,8 @@ def create_app(model: Path, served_name: str) -> Any:
 
     @app.get("/v1/models")
     def models() -> dict[str, Any]:
-        return {"object": "list", "data": [{"id": served_name, "object": "model", "max_model_len": MAX_MODEL_LEN}]}
+        return {"object": "list", "data": [{"id": served_name, "object": "model", "root": str(model),
+                                          "max_model_len": MAX_MODEL_LEN}]}  # fmt: skip
 
     @app.get("/metrics")
     def metrics() -> PlainTextResponse:

@@ -68,6 +68,7 @@ def test_token_ids_are_the_chat_rendering_for_every_prompt_shape(vllm_server) ->
         request = engine.request(prompt, OPTS)
         assert request.api == "completions"
         assert request.body["prompt"] == chat_rendering(vllm_server.url, prompt)
+    assert engine.prompt_ids.local is not None  # the tails above were rendered here, with the server's folder
     learned = engine.prompt_ids.prefix_ids(prompts[0])
     assert all(engine.request(p, OPTS).body["prompt"][: len(learned)] == list(learned) for p in prompts)
     assert engine.prefix_tokens(prompts[0]) == len(learned)
@@ -138,3 +139,29 @@ def test_a_prefix_that_does_not_decompose_falls_back_to_chat_logged_once(vllm_se
     assert len(caplog.records) == 1, [r.getMessage() for r in caplog.records]  # once, not per request
     assert engine.prompt_ids.prefix_ids(Prompt(stable=prefix, question="x")) is None  # remembered
     engine.close()
+
+
+def test_tails_are_rendered_here_only_with_the_servers_own_template(vllm_server) -> None:
+    """The server's folder loads here (its /v1/models root); the same tokenizer with another template
+    renders the probes differently, so its tails go through /tokenize, still the chat rendering."""
+    from transformers import AutoTokenizer
+
+    from ragcache.backends.vllm.backend import read_model_root
+
+    root = read_model_root(vllm_server.url, "smollm2")
+    assert root is not None
+    tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True)
+
+    def folding(messages: list[dict[str, str]], generation: bool) -> list[int]:
+        return tokenizer.apply_chat_template(messages, chat_template=FOLDING_TEMPLATE, add_generation_prompt=generation,
+                                             tokenize=True, return_dict=False)  # fmt: skip
+
+    prompt = Prompt(stable=stable("probes"), question="Which class holds 3.5?", history=(
+        Message("user", "Hi"), Message("assistant", "Hello.")))  # fmt: skip
+    for options, local in (({}, lambda: folding), ({"tail_tokenizer": "server"}, None)):
+        engine = backend(vllm_server.url, **options)
+        if local is not None:
+            engine.prompt_ids = PromptIds(engine._tokenize, local=local)
+        assert engine.request(prompt, OPTS).body["prompt"] == chat_rendering(vllm_server.url, prompt)
+        assert engine.prompt_ids.local is None
+        engine.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from ragcache.backends.vllm.ids import PromptIds, TemplateRejected
 from ragcache.prompt import Message, Prompt, Segment, SegmentKind
 
@@ -84,3 +86,64 @@ def test_learned_prefixes_are_bounded() -> None:
     for corpus in ("a", "b", "c"):
         ids.prompt_ids(prompt(corpus))
     assert len(ids._prefixes) == 2 and prompt("a").prefix_fingerprint not in ids._prefixes
+
+
+def local(template: Any = chatml) -> Any:
+    """A local renderer of ``template`` (the server's copy, or a differing one); counts its calls."""
+
+    def render(messages: list[dict[str, str]], generation: bool) -> list[int]:
+        render.calls += 1  # type: ignore[attr-defined]
+        return encode(template(messages, generation))
+
+    render.calls = 0  # type: ignore[attr-defined]
+    return render
+
+
+def test_tails_are_rendered_here_once_the_local_renderer_matches_the_server_on_the_probes() -> None:
+    server, render = Server(), local()
+    ids = PromptIds(server, local=lambda: render)
+    history = (Message("user", "first"), Message("assistant", "  answer\n"))
+    first = ids.prompt_ids(prompt(context="ctx", history=history))
+    assert first == encode(chatml(prompt(context="ctx", history=history).messages(), True))
+    assert ids.local is render
+    calls = server.calls
+    for question in ("again", "\n  spaced  "):
+        assert ids.prompt_ids(prompt(question=question)) == encode(chatml(prompt(question=question).messages(), True))
+    assert server.calls == calls  # no /tokenize round trip per request any more
+    assert render.calls >= 2
+
+
+def test_a_local_renderer_that_differs_or_fails_to_load_leaves_tails_to_the_server() -> None:
+    def other(messages: list[dict[str, str]], generation: bool) -> str:
+        return chatml(messages, generation).replace("assistant\n", "assistant\n\n")  # renders assistant turns apart
+
+    for loader in (lambda: local(other), lambda: None):
+        server = Server()
+        ids = PromptIds(server, local=loader)
+        p = prompt(question="q")
+        assert ids.prompt_ids(p) == encode(chatml(p.messages(), True))
+        assert ids.local is None
+        calls = server.calls
+        ids.prompt_ids(prompt(question="next"))
+        assert server.calls == calls + 1  # the tail went to /tokenize
+
+
+def test_the_local_choice_waits_for_a_server_that_answers() -> None:
+    """A server down at the first request decides nothing: the next request checks the probes."""
+    from ragcache.errors import BackendUnavailableError
+
+    server, render = Server(), local()
+    down = [True]
+
+    def tokenize(payload: dict[str, Any]) -> list[int]:
+        if down[0]:
+            raise BackendUnavailableError("vllm: /tokenize failed (connection refused)")
+        return server(payload)
+
+    ids = PromptIds(tokenize, local=lambda: render)
+    with pytest.raises(BackendUnavailableError):
+        ids.prompt_ids(prompt())
+    assert ids.local is None
+    down[0] = False
+    assert ids.prompt_ids(prompt()) == encode(chatml(prompt().messages(), True))
+    assert ids.local is render

@@ -23,7 +23,9 @@ prefix from the server's own ``/tokenize`` and verified
 (:mod:`ragcache.backends.vllm.ids`), so a cached request skips the server's
 chat-template rendering and tokenization of the whole corpus (~105 ms of a
 cached 32k-token request on an H100) and still shares its KV with chat requests.
-A prefix that does not decompose goes as chat messages, logged once.
+A prefix that does not decompose goes as chat messages, logged once. Each request's
+tail is rendered here when the server's tokenizer and template load here and render
+the probes exactly as its ``/tokenize`` (``tail_tokenizer: auto``), else by ``/tokenize``.
 
 ``base_url`` / ``endpoints`` are server roots (``http://host:8000``).
 """
@@ -53,7 +55,7 @@ from ragcache.backends.base import (
 )
 from ragcache.backends.openai.wire import Endpoint, OpenAIWire, WireRequest, affinity_headers, make_client
 from ragcache.backends.retry import RetryPolicy
-from ragcache.backends.vllm.ids import PromptIds, tokenize_at
+from ragcache.backends.vllm.ids import PromptIds, Renderer, local_renderer, tokenize_at
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import BackendUnavailableError, ConfigError
 from ragcache.hashing import content_hash
@@ -69,8 +71,10 @@ __all__ = [
     "VllmOptions",
     "create",
     "max_model_len_of",
+    "model_root_of",
     "parse_prefix_cache_stats",
     "read_max_model_len",
+    "read_model_root",
     "read_prefix_cache_stats",
 ]
 
@@ -93,6 +97,9 @@ class VllmOptions(BackendOptions):
     # token_ids: the prompt as token ids on /v1/completions, the stable prefix tokenized once (the
     # server skips rendering and tokenizing the corpus per request); chat: messages, rendered per request
     prompt_format: Literal["token_ids", "chat"] = "token_ids"
+    # auto: render each request's tail here with the server's tokenizer and template when they load here
+    # (its /v1/models root) and render probes exactly as /tokenize does; server: always ask /tokenize
+    tail_tokenizer: Literal["auto", "server"] = "auto"
 
     @model_validator(mode="after")
     def _token_ids_need_chat(self) -> VllmOptions:
@@ -238,6 +245,24 @@ def max_model_len_of(models: dict[str, Any], model: str) -> int | None:
     return int(value) if isinstance(value, int) and value > 0 else None
 
 
+def model_root_of(models: dict[str, Any], model: str) -> str | None:
+    """``root`` of ``model`` in a ``/v1/models`` answer: the folder or id the server loaded."""
+    entries = [e for e in models.get("data") or [] if isinstance(e, dict)]
+    entry = next((e for e in entries if e.get("id") == model), entries[0] if entries else None)
+    root = entry.get("root") if entry else None
+    return root if isinstance(root, str) and root else None
+
+
+def read_model_root(endpoint: str, model: str, timeout_s: float = 10.0) -> str | None:
+    """GET ``<endpoint>/v1/models``: where the server loaded ``model`` from, or None."""
+    try:
+        response = httpx.get(f"{_root(endpoint)}/v1/models", timeout=timeout_s)
+        response.raise_for_status()
+        return model_root_of(response.json(), model)
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
 def read_max_model_len(endpoint: str, model: str, timeout_s: float = 10.0) -> int | None:
     """GET ``<endpoint>/v1/models``: the server's context window, or None when it cannot say."""
     try:
@@ -280,7 +305,8 @@ class VllmBackend(Backend):
         self._window_asked_at = -math.inf
         self._clock = clock
         token_ids = self.options.prompt_format == "token_ids" and self.options.api == "chat"
-        self.prompt_ids = PromptIds(self._tokenize) if token_ids else None
+        local = self._local_renderer if self.options.tail_tokenizer == "auto" else None
+        self.prompt_ids = PromptIds(self._tokenize, local=local) if token_ids else None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -406,6 +432,11 @@ class VllmBackend(Backend):
         if learned is not None:
             return len(learned)
         return len(self._tokenize({"messages": prompt.prefix_messages(), "add_generation_prompt": False}))
+
+    def _local_renderer(self) -> Renderer | None:
+        """The server's tokenizer and template loaded here from its ``/v1/models`` root, or None."""
+        root = read_model_root(self.router.endpoints[0], self.model, min(self.config.timeout_s, 10.0))
+        return local_renderer(root) if root is not None else None
 
     def _tokenize(self, payload: dict[str, Any]) -> list[int]:
         """``/tokenize`` on the first endpoint that answers, up ones first (replicas share the tokenizer)."""

@@ -22,6 +22,13 @@ Per prefix (keyed by its fingerprint), through vLLM's ``/tokenize``:
 
 The prefix ids are then identical for every request of that prefix and to what
 the chat endpoint computes, so both paths hit the same KV blocks.
+
+The tail is rendered *here* instead when the server's own tokenizer and chat template
+load on this machine (its ``/v1/models`` ``root``, local files only) and render a set of
+probe conversations — system, context, user and assistant turns, odd whitespace — to
+exactly the ids the server's ``/tokenize`` gives: then a request costs no round trip
+to a server that is busy generating (docs/bench/gpu/README.md §5). Any difference, or
+a tokenizer that does not load, keeps the round trip; the check runs once per backend.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ import httpx
 from ragcache.errors import BackendError, BackendUnavailableError
 from ragcache.prompt import Prompt
 
-__all__ = ["SENTINELS", "SMALL_SYSTEM", "PromptIds", "TemplateRejected", "tokenize_at"]
+__all__ = ["PROBES", "SENTINELS", "SMALL_SYSTEM", "PromptIds", "Renderer", "TemplateRejected", "local_renderer",
+           "tokenize_at"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +53,17 @@ SENTINELS = ("Which pages say so?", "\n  42 (sentinel) ")  # a word start, and l
 SMALL_SYSTEM = ".\n"  # stands in for the stable system message when the tail is rendered
 
 Messages = list[dict[str, str]]
+Renderer = Callable[[Messages, bool], list[int]]  # (messages, add_generation_prompt) -> ids
 _UNKNOWN = object()
+# What a local tail renderer must render exactly as the server does before it is used: each
+# shape a tail takes (a question; context, history with an assistant turn; odd whitespace).
+PROBES: tuple[tuple[Messages, bool], ...] = (
+    ([{"role": "system", "content": SMALL_SYSTEM}], False),
+    *(([{"role": "system", "content": SMALL_SYSTEM}, {"role": "user", "content": s}], True) for s in SENTINELS),
+    ([{"role": "system", "content": SMALL_SYSTEM}, {"role": "system", "content": "Session: Ada, 13:05\n"},
+      {"role": "user", "content": "Why? <b>é</b>"}, {"role": "assistant", "content": "  Because.\n\n"},
+      {"role": "user", "content": "\tAnd then?  "}], True),
+)  # fmt: skip
 
 
 class TemplateRejected(BackendError):
@@ -60,9 +78,20 @@ class PromptIds:
     server cannot be reached (then nothing is remembered: the next request tries again).
     """
 
-    def __init__(self, tokenize: Callable[[dict[str, Any]], list[int]], max_prefixes: int = 64) -> None:
+    def __init__(
+        self,
+        tokenize: Callable[[dict[str, Any]], list[int]],
+        max_prefixes: int = 64,
+        local: Callable[[], Renderer | None] | None = None,
+    ) -> None:
+        """``local`` loads a renderer of this machine's copy of the server's tokenizer and template
+        (None: it does not load); it is used for tails once it renders :data:`PROBES` as the server."""
         self._tokenize = tokenize
         self.max_prefixes = max_prefixes
+        self._load_local = local
+        self.local: Renderer | None = None  # the verified local tail renderer, once chosen
+        self._local_checked = local is None
+        self._local_lock = threading.Lock()  # not self._lock: learning a prefix renders tails under it
         self._prefixes: OrderedDict[str, tuple[int, ...] | None] = OrderedDict()  # None: does not decompose
         self._small: tuple[int, ...] | None = None
         self._lock = threading.Lock()
@@ -97,11 +126,47 @@ class PromptIds:
         small = self._small_ids()
         if small is None:
             return None
+        render = self.local if self._choose_local() else None
         try:
-            ids = self._render([_system(SMALL_SYSTEM), *volatile], generation=True)
+            if render is not None:
+                ids = render([_system(SMALL_SYSTEM), *volatile], True)
+            else:
+                ids = self._render([_system(SMALL_SYSTEM), *volatile], generation=True)
         except TemplateRejected:
             return None
         return tuple(ids[len(small) :]) if tuple(ids[: len(small)]) == small else None
+
+    def _choose_local(self) -> bool:
+        """Whether tails are rendered here: decided once, on first use (one /tokenize per probe)."""
+        if not self._local_checked:
+            with self._local_lock:
+                if not self._local_checked:
+                    self.local = self._verified_local()
+                    self._local_checked = True
+        return self.local is not None
+
+    def _verified_local(self) -> Renderer | None:
+        """The local renderer if it renders every probe as the server; the server answers first (one
+        that cannot be reached raises, and the choice is made again on the next request)."""
+        try:
+            expected = [self._render(messages, generation=generation) for messages, generation in PROBES]
+        except TemplateRejected:
+            return None
+        render = self._load_local() if self._load_local is not None else None
+        if render is None:
+            return None
+        try:
+            for (messages, generation), ids in zip(PROBES, expected, strict=True):
+                if list(render(messages, generation)) != ids:
+                    log.warning("vllm prompt_format token_ids: the local tokenizer renders %r unlike the "
+                                "server: tails go through /tokenize", messages[-1]["content"])  # fmt: skip
+                    return None
+        except Exception as exc:  # a local template that fails to render: the server's is the reference
+            log.warning("vllm prompt_format token_ids: the local tokenizer failed (%s): tails go through /tokenize",
+                        exc)  # fmt: skip
+            return None
+        log.info("vllm prompt_format token_ids: tails are rendered here (the server's tokenizer and template)")
+        return render
 
     def _small_ids(self) -> tuple[int, ...] | None:
         if self._small is None:
@@ -160,6 +225,27 @@ def tokenize_at(http: httpx.Client, urls: list[str], payload: dict[str, Any]) ->
             continue
         return list(response.json()["tokens"])
     raise error
+
+
+def local_renderer(source: str) -> Renderer | None:
+    """The tokenizer and chat template at ``source`` (a folder or a model id already in the local
+    Hugging Face cache; never downloaded) as a renderer, or None when they do not load here."""
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+    except Exception as exc:  # not installed, not on this machine, no template: use /tokenize
+        log.info("vllm prompt_format token_ids: no local tokenizer at %r (%s)", source, type(exc).__name__)
+        return None
+    lock = threading.Lock()  # a fast tokenizer is not safe to share between threads
+
+    def render(messages: Messages, generation: bool) -> list[int]:
+        with lock:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=generation, tokenize=True,
+                                                return_dict=False)  # fmt: skip
+        return [int(i) for i in ids]
+
+    return render
 
 
 def _system(content: str) -> dict[str, str]:
