@@ -1,0 +1,30 @@
+"""The instant upstream's bookkeeping (ragcache/bench/gpu_stub.py): its prefix cache and the profile digest.
+
+The stub itself serves the load phase in ``python -m ragcache.bench.gpu_stub run`` (docs/bench/gpu §5);
+what it reports as cached must behave like vLLM's prefix cache (whole 16-token blocks, a chain
+that stops at the first block not seen), or the bench's cached share would mean nothing.
+"""
+
+from __future__ import annotations
+
+from ragcache.bench.gpu_stub import BLOCK, PrefixCache, top_functions
+
+
+def test_only_whole_blocks_of_a_seen_prefix_count_as_cached() -> None:
+    cache = PrefixCache()
+    first = list(range(3 * BLOCK + 5))
+    assert cache.cached_tokens(first) == 0  # cold
+    assert cache.cached_tokens(first) == 3 * BLOCK  # the partial last block is never cached
+    longer = [*first[: 2 * BLOCK], *range(1000, 1000 + 2 * BLOCK)]
+    assert cache.cached_tokens(longer) == 2 * BLOCK  # shares two blocks, then differs
+    changed_first = [7, *first[1:]]
+    assert cache.cached_tokens(changed_first) == 0  # a chain: nothing after a changed block matches
+
+
+def test_the_profile_digest_counts_each_function_once_per_sample() -> None:
+    collapsed = "main (a.py:1);work (a.py:5);work (a.py:5) 3\nmain (a.py:1);idle (b.py:2) 1\nnot a stack line\n"
+    top = dict(top_functions(collapsed))
+    assert top["main (a.py:1)"] == 1.0
+    assert top["work (a.py:5)"] == 0.75  # recursion does not count twice
+    assert top["idle (b.py:2)"] == 0.25
+    assert top_functions("") == []
