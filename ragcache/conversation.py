@@ -45,7 +45,15 @@ from typing import TYPE_CHECKING, Any
 from ragcache.config import DEFAULT_MODEL
 from ragcache.errors import ConfigError, ContextLengthError, ModelError
 from ragcache.hashing import canonical_json, content_hash
-from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Route, RouteMode, Snippet, render_user_turn
+from ragcache.prompt import (
+    NON_CORPUS_BLOCKS,
+    Message,
+    Route,
+    RouteMode,
+    Snippet,
+    estimate_margin,
+    render_user_turn,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -289,14 +297,17 @@ class ConversationPlanner:
         tail_cap = 0 if conversation.mode == "full" else int(self.settings.turn_tail_share * self.window)
         growth = int(self.settings.growth_share * self.window)
         compaction, snippets, moved = None, None, False
+        excerpts = self._excerpts(conversation, fused, first, min(tail_cap, sizes.room))
         if not first:  # a later turn: its excerpts after the history, compacting if it must
-            snippets = self._follow(conversation, fused, sizes, tail_cap)
+            snippets = self._follow(conversation, fused, sizes, tail_cap, excerpts)
             if snippets is None:
-                conversation, compaction, snippets = self._compact(conversation, fused, sizes, tail_cap, growth)
+                conversation, compaction, snippets = self._compact(
+                    conversation, fused, sizes, tail_cap, growth, excerpts
+                )
                 sizes = self._sizes(conversation, question, context)
             if snippets is None and fused is not None and conversation.mode != "full":
                 now = self.clock() if observe and self.clock is not None else None
-                conversation, moved = self._move(conversation, fused, sizes, growth, now)  # history sent anew
+                conversation, moved = self._move(conversation, fused, sizes, growth, now, excerpts)  # history anew
                 sizes = self._sizes(conversation, question, context)
                 self._check_fits(conversation, sizes)
                 if moved and sizes.room < tail_cap:  # the new run is larger: drop more of the oldest turns
@@ -332,9 +343,28 @@ class ConversationPlanner:
             compactions=conversation.compactions + (compaction is not None),
             questions=(*conversation.questions, question)[-keep:] if keep else (),
         )
-        walking = self.settings.excerpts == "walk"
         return TurnPlan(after, route, question, history, sizes.history, budget, anchor, compaction, moved,
-                        walking=walking)  # fmt: skip
+                        walking=excerpts == "walk")  # fmt: skip
+
+    def _excerpts(self, conversation: Conversation, fused: np.ndarray | None, first: bool, tail: int) -> str:
+        """How this turn takes its excerpts: the setting, except ``auto``, which follows up (``fixed``) when
+        the prompt and a ``tail`` of new excerpts already hold what top-k at the prompt's read price would
+        (the walk completes within the fixed tail), and walks otherwise (module docstring)."""
+        if self.settings.excerpts != "auto":
+            return self.settings.excerpts
+        if first or fused is None:
+            return "fixed"
+        carried, allowance = self._carried(conversation)
+        premium = self.router.write_price - 1.0
+        _, complete = self.router.walk_tail(fused, conversation.block_ids, carried, allowance, max(tail, 0), 0, premium)
+        return "fixed" if complete else "walk"
+
+    def _carried(self, conversation: Conversation) -> tuple[frozenset[str], float]:
+        """The chunks the prompt already carries as excerpts, and what reading the prompt's corpus part
+        costs (in uncached tokens): the money a top-k prompt of the same price would spend on its own."""
+        carried = {s.chunk_id: s.tokens for e in conversation.exchanges for s in e.snippets}
+        corpus_tokens = sum(self.corpus.blocks[b].tokens for b in conversation.block_ids if b in self.corpus.blocks)
+        return frozenset(carried), self.router.read_price * (corpus_tokens + sum(carried.values()))
 
     def query(self, conversation: Conversation, question: str) -> list[tuple[str, float]]:
         """The retrieval query: the question, then the recent ones, each step back weighted ``query_decay``
@@ -345,7 +375,7 @@ class ConversationPlanner:
         return [(question, 1.0), *((q, w) for q, w in zip(reversed(earlier), weights, strict=True) if w > 0)]
 
     def _sizes(self, conversation: Conversation, question: str, context: str | None) -> _Sizes:
-        safety = self.window // 100 + 32  # estimates (vendor tokenizers, templates) must not overflow
+        safety = estimate_margin(self.window)
         context_tokens = self.count_tokens(context) + MESSAGE_OVERHEAD if context else 0
         usable = self.window - self.reserved_output - context_tokens - safety
         stable = self.stable_tokens(conversation.block_ids) + MESSAGE_OVERHEAD
@@ -367,13 +397,19 @@ class ConversationPlanner:
         )
 
     def _move(
-        self, conversation: Conversation, fused: np.ndarray, sizes: _Sizes, growth: int, now: float | None
+        self,
+        conversation: Conversation,
+        fused: np.ndarray,
+        sizes: _Sizes,
+        growth: int,
+        now: float | None,
+        excerpts: str,
     ) -> tuple[Conversation, bool]:
         """At a re-anchoring turn, where the conversation goes. ``fixed``: the run the question is clearly
         in (``Router.preferred_run``), if another. ``walk``: the run that holds what top-k at the same
         price would, within what the window leaves after the history (``Router.reanchor_run``): the
         pinned one while it does, else another, else none (the conversation goes on as top-k)."""
-        if self.settings.excerpts == "fixed":
+        if excerpts == "fixed":
             if conversation.mode != "blocks":
                 return conversation, False
             target = self.router.preferred_run(fused, conversation.block_ids)
@@ -386,24 +422,22 @@ class ConversationPlanner:
         return replace(conversation, mode="blocks" if target else "topk", block_ids=tuple(target)), True
 
     def _follow(
-        self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int
+        self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int, excerpts: str
     ) -> tuple[Snippet, ...] | None:
         """A later turn's excerpts (module docstring), or None when they do not fit the room left."""
         if sizes.room < tail_cap or sizes.room < 0:
             return None
         if fused is None:  # the whole corpus is in the prompt: nothing to add
             return ()
-        carried = {s.chunk_id: s.tokens for e in conversation.exchanges for s in e.snippets}
-        if self.settings.excerpts == "fixed":
-            return self.router.tail(fused, conversation.block_ids, min(tail_cap, sizes.room), frozenset(carried))
-        corpus_tokens = sum(self.corpus.blocks[b].tokens for b in conversation.block_ids if b in self.corpus.blocks)
-        allowance = self.router.read_price * (corpus_tokens + sum(carried.values()))
+        carried, allowance = self._carried(conversation)
+        if excerpts == "fixed":
+            return self.router.tail(fused, conversation.block_ids, min(tail_cap, sizes.room), carried)
         # at least what the conversation's anchor turn got: every turn holds the top of its own ranking
         depth = next((sum(s.tokens for s in e.snippets) for e in reversed(conversation.exchanges) if e.anchor), 0)
         snippets, complete = self.router.walk_tail(
             fused,
             conversation.block_ids,
-            frozenset(carried),
+            carried,
             allowance,
             sizes.room,
             tail_cap,
@@ -413,7 +447,13 @@ class ConversationPlanner:
         return snippets if complete else None
 
     def _compact(
-        self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int, growth: int
+        self,
+        conversation: Conversation,
+        fused: np.ndarray | None,
+        sizes: _Sizes,
+        tail_cap: int,
+        growth: int,
+        excerpts: str,
     ) -> tuple[Conversation, Compaction, tuple[Snippet, ...] | None]:
         """Make room, oldest first (module docstring). First the excerpts of the turns after the
         last anchor: enough when this turn's walk then fits, and everything up to the anchor's
@@ -424,7 +464,7 @@ class ConversationPlanner:
             kept = tuple(e if i <= last else replace(e, snippets=()) for i, e in enumerate(conversation.exchanges))
             light = replace(conversation, exchanges=kept)
             history = self._history_tokens(light)
-            snippets = self._follow(light, fused, replace(sizes, history=history), tail_cap)
+            snippets = self._follow(light, fused, replace(sizes, history=history), tail_cap, excerpts)
             if snippets is not None:
                 dropped = sum(1 for e in conversation.exchanges[last + 1 :] if e.snippets)
                 return light, Compaction(dropped, 0, sizes.history, history, reanchored=False), snippets

@@ -29,12 +29,20 @@ __all__ = [
     "SegmentKind",
     "Snippet",
     "assemble_prompt",
+    "estimate_margin",
     "render_snippets",
     "render_user_turn",
     "warm_prompt",
 ]
 
 Role = Literal["system", "user", "assistant"]
+
+
+def estimate_margin(window: int) -> int:
+    """Tokens a prompt leaves unused so that estimates (a vendor's tokenizer, chat templates) never
+    overflow a ``window``-token context: 1% of it plus a fixed few."""
+    return window // 100 + 32
+
 
 # Ids of the compiled corpus's non-corpus blocks (every other block id is corpus content).
 INSTRUCTIONS_BLOCK = "instructions"

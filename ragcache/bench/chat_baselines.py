@@ -41,7 +41,7 @@ from ragcache.bench.chat_eval import (
 )
 from ragcache.conversation import MESSAGE_OVERHEAD, Conversation
 from ragcache.hashing import canonical_json, content_hash
-from ragcache.prompt import render_snippets
+from ragcache.prompt import estimate_margin, render_snippets
 
 if TYPE_CHECKING:
     from ragcache.cache.replay import CacheRules, ReplayResult
@@ -103,8 +103,7 @@ class Baselines:
         head, rest = stable_split(corpus)
         self.stable = (*head, *rest)
         self.stable_tokens = sum(t for _, t in self.stable)
-        safety = planner.window // 100 + 32  # the planner's margin (conversation.py, _sizes)
-        self.usable = planner.window - planner.reserved_output - safety
+        self.usable = planner.window - planner.reserved_output - estimate_margin(planner.window)  # as the planner
         self.queries, self.answer_tokens = queries, answer_tokens
         self.rules, self.rate = rules, rate_per_min
         chunks = corpus.chunks

@@ -75,7 +75,7 @@ import numpy as np
 from cachetools import LRUCache
 
 from ragcache.errors import EmptyCorpusError, RoutingError
-from ragcache.prompt import NON_CORPUS_BLOCKS, Route, RouteTokens, Snippet
+from ragcache.prompt import NON_CORPUS_BLOCKS, Route, RouteTokens, Snippet, estimate_margin
 from ragcache.router.runs import DEMAND_HALF_LIFE, BlockRun, Demand, plan_runs
 
 if TYPE_CHECKING:
@@ -568,7 +568,8 @@ class HybridRouter:
     def _full_prefix(self) -> tuple[str, ...] | None:
         if self.config.mode in ("blocks", "topk"):
             return None
-        fits = self.corpus.total_tokens <= self.budget
+        # what a conversation's planner leaves unused must not push a whole corpus out of its first turn
+        fits = self.corpus.total_tokens + estimate_margin(self.window) <= self.budget
         if not fits:
             if self.config.mode == "full":
                 raise RoutingError(

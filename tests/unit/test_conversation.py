@@ -22,7 +22,7 @@ from ragcache.conversation import Conversation, Exchange, TurnPlan, context_need
 from ragcache.conversation_store import MemoryStore, create_store
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import ConfigError, ContextLengthError
-from ragcache.prompt import Message, Snippet
+from ragcache.prompt import NON_CORPUS_BLOCKS, Message, Snippet
 from ragcache.router.policy import HybridRouter
 
 OUT = 60
@@ -383,3 +383,43 @@ def test_only_a_turn_that_kept_the_previous_one_is_written_to_the_cache(corpus: 
         assert plan.to_dict()["cache_turn"] is kept
         kinds.add(kept)
     assert kinds == {True, False}  # the ten turns have both
+
+
+def test_auto_follows_up_while_a_fixed_tail_holds_what_top_k_would_and_walks_otherwise(corpus: CompiledCorpus) -> None:
+    """``conversation.excerpts: auto``: a later turn is planned exactly as ``fixed`` plans it when the prompt
+    plus a fixed tail already holds what top-k at the prompt's read price would (a follow-up: the walk
+    completes within the tail), else exactly as ``walk`` plans it; the first turn as ``fixed``."""
+    for window in (800, 900):  # the corpus does not fit: blocks, then top-k
+        auto, fixed, walk = (make_rag(corpus, window, excerpts=e) for e in ("auto", "fixed", "walk"))
+        conversation: Conversation | None = None
+        kinds = []
+        for question in TURNS:
+            plan = auto.plan_turn(question, conversation=conversation)
+            kind = "walk" if plan.walking else "fixed"
+            expected = (walk if plan.walking else fixed).plan_turn(question, conversation=conversation)
+            assert plan.route.snippets == expected.route.snippets and plan.route.block_ids == expected.route.block_ids
+            assert (plan.anchor, plan.moved, plan.compaction) == (expected.anchor, expected.moved, expected.compaction)
+            if conversation is not None:
+                router, planner = auto.router, auto.conversations.planner
+                best = corpus.chunks[int(router.ranking(router.fused_scores(planner.query(conversation, question)))[0])]
+                carried = {s.chunk_id for e in conversation.exchanges for s in e.snippets}
+                sent = carried | {s.chunk_id for s in plan.route.snippets}
+                held = best.id in sent or {best.block_id, "full"} & set(conversation.block_ids)
+                assert held  # a follow-up's fixed tail holds the best chunk if the prompt did not
+            kinds.append(kind)
+            conversation = plan.conversation.answered(ANSWER)
+        assert kinds[0] == "fixed" and {"fixed", "walk"} <= set(kinds[1:])  # follow-ups and changes of topic
+
+
+def test_a_corpus_that_only_just_fits_the_budget_still_answers_its_first_turn(corpus: CompiledCorpus) -> None:
+    """The router sends the whole corpus only when it fits with the planner's estimate margin to spare: a
+    corpus that fits the budget by fewer tokens than that used to be routed whole and then refused."""
+    routing = ROUTER  # no history allowance: only the margin keeps room for the question
+    overhead = sum(corpus.blocks[b].tokens for b in NON_CORPUS_BLOCKS if b in corpus.blocks)
+    tight = corpus.total_tokens + OUT + routing.history_allowance + overhead + 10  # fits the budget by 10
+    for window, whole in ((tight, False), (tight + 100, True)):
+        config = Config(router=routing, backend=BackendConfig(max_output_tokens=OUT))
+        router = HybridRouter(corpus, routing, Capabilities(context_window=window), OUT)
+        rag = RagCache(config, corpus, None, router)  # type: ignore[arg-type]
+        plan = rag.plan_turn(TURNS[0])  # planned, not refused
+        assert (plan.route.mode == "full") is whole and prompt_tokens(rag, plan) <= window - OUT

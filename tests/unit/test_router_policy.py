@@ -21,6 +21,7 @@ from ragcache.backends.profile import default_profile, profile_for
 from ragcache.config import RouterConfig
 from ragcache.corpus.manifest import CompiledCorpus
 from ragcache.errors import RoutingError
+from ragcache.prompt import estimate_margin
 from ragcache.router.policy import Demand, HybridRouter, context_budget, plan_runs, tail_reserve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,9 @@ def one_block_each(corpus: CompiledCorpus, config: RouterConfig = CONFIG) -> Cap
 
 
 def test_full_when_whole_corpus_fits(corpus: CompiledCorpus) -> None:
-    router = HybridRouter(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT)
+    spare = estimate_margin(corpus.total_tokens + 1000)  # the planner's margin at about this window
+    router = HybridRouter(corpus, CONFIG, window_for(corpus, corpus.total_tokens + spare), OUT)
+    assert HybridRouter(corpus, CONFIG, window_for(corpus, corpus.total_tokens + spare // 2), OUT).mode == "blocks"
     routes = [router.route(q) for q in QUESTIONS]
     assert {r.mode for r in routes} == {"full"} and {r.block_ids for r in routes} == {("full",)}
     assert router.prefixes() == [("full",)] == router.hot_prefixes(3)
@@ -294,7 +297,7 @@ def test_create_router_gives_the_hybrid_router(corpus: CompiledCorpus) -> None:
     small = create_router(corpus, CONFIG, one_block_each(corpus), OUT)
     assert isinstance(small, HybridRouter) and small.mode == "blocks"
     assert small.route(QUESTIONS[2]).block_ids == ("category:networking",)
-    assert create_router(corpus, CONFIG, window_for(corpus, corpus.total_tokens), OUT).mode == "full"
+    assert create_router(corpus, CONFIG, window_for(corpus, corpus.total_tokens + 100), OUT).mode == "full"
 
 
 def test_a_conversation_keeps_its_route_where_the_question_alone_would_move(corpus: CompiledCorpus) -> None:
