@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rags = open_rags(stub.url, root / "corpora", LOAD_CORPORA, args.max_tokens, SERVED_NAME)
         asyncio.run(chatload.run_ragcache([worker.url], "none", chatload.chat_scripts(8, LOAD_CORPORA, 1),
                                           max_tokens=args.max_tokens))  # fmt: skip  # learn the prefixes first
-        runs = []
+        runs, errors = [], []
         for i in range(args.repeat):
             spy = _py_spy(worker.proc.pid, args.py_spy) if args.py_spy and i == args.repeat - 1 else None
             phase = load_phase([stub.url], [worker], rags, sessions=args.sessions, turns=args.turns,
@@ -180,6 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 spy.send_signal(2)  # SIGINT: py-spy writes what it recorded
                 spy.wait(timeout=60)
             runs.append(_row(phase))
+            errors += phase["ragcache"]["error_samples"] + phase["raw"]["error_samples"]
         for rag in rags.values():
             rag.close()
     finally:
@@ -190,6 +191,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "argv": sys.argv,
         "runs": runs,
+        "error_samples": sorted(set(errors))[:10],
         "median": {k: statistics.median(r[k] for r in runs) for k in keys},
     }
     if args.py_spy:
