@@ -147,3 +147,17 @@ def test_the_local_choice_waits_for_a_server_that_answers() -> None:
     down[0] = False
     assert ids.prompt_ids(prompt()) == encode(chatml(prompt().messages(), True))
     assert ids.local is render
+
+
+def test_a_request_the_local_renderer_fails_on_goes_through_the_server() -> None:
+    server, render = Server(), local()
+
+    def fragile(messages: list[dict[str, str]], generation: bool) -> list[int]:
+        if "boom" in messages[-1]["content"]:
+            raise ValueError("template error")
+        return render(messages, generation)
+
+    ids = PromptIds(server, local=lambda: fragile)
+    assert ids.prompt_ids(prompt()) is not None and ids.local is fragile
+    p = prompt(question="boom?")
+    assert ids.prompt_ids(p) == encode(chatml(p.messages(), True))  # rendered by /tokenize instead

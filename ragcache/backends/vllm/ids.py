@@ -126,15 +126,22 @@ class PromptIds:
         small = self._small_ids()
         if small is None:
             return None
-        render = self.local if self._choose_local() else None
+        messages = [_system(SMALL_SYSTEM), *volatile]
+        ids = self._render_here(messages) if self._choose_local() else None
         try:
-            if render is not None:
-                ids = render([_system(SMALL_SYSTEM), *volatile], True)
-            else:
-                ids = self._render([_system(SMALL_SYSTEM), *volatile], generation=True)
+            ids = ids if ids is not None else self._render(messages, generation=True)
         except TemplateRejected:
             return None
         return tuple(ids[len(small) :]) if tuple(ids[: len(small)]) == small else None
+
+    def _render_here(self, messages: Messages) -> list[int] | None:
+        """The local rendering, or None where it fails on these messages (then /tokenize renders them)."""
+        assert self.local is not None
+        try:
+            return list(self.local(messages, True))
+        except Exception as exc:  # the server's rendering is the reference: never fail a request here
+            self._log_once("render", f"the local tokenizer failed on a request ({type(exc).__name__}): /tokenize")
+            return None
 
     def _choose_local(self) -> bool:
         """Whether tails are rendered here: decided once, on first use (one /tokenize per probe)."""
