@@ -91,8 +91,8 @@ class ConversationConfig(_Strict):
     turn_tail_share: float = Field(0.06, ge=0.0, lt=1.0)  # a later turn gets new excerpts of at most this share
     # fixed: a later turn always keeps the cache (its excerpts up to turn_tail_share); walk: it keeps it only
     # while the prompt holds what top-k at the cache's read price would, else it starts over (re-anchors);
-    # auto: fixed for a follow-up (the question's best chunk already in the prompt), else walk
-    excerpts: Literal["fixed", "walk", "auto"] = "fixed"
+    # auto: fixed where the prompt plus a fixed tail already holds that (a follow-up), else walk
+    excerpts: Literal["auto", "fixed", "walk"] = "auto"
     query_turns: int = Field(2, ge=0)  # earlier user turns that join the new question's retrieval query
     query_decay: float = Field(0.5, ge=0.0, le=1.0)  # weight of each earlier turn in that query (halves per turn)
     store: str | None = None  # redis://host:6379/0: conversation state shared by every worker; null: this process

@@ -15,6 +15,11 @@ reads the stable prefix *and* the history from the cache. Here:
   question Q, a *later* turn's tail is at most ``turn_tail_share`` of the window
   and whatever room is left. An *anchor* turn (the first, a compaction, a move)
   fills the window but leaves ``growth_share`` of it free for the turns to come.
+- **How a later turn takes its excerpts** (``excerpts``): ``fixed`` keeps the cache with its
+  tail; ``walk`` keeps it only while the prompt holds what top-k at the prompt's read price
+  would (:meth:`~ragcache.router.Router.walk_tail`), else re-anchors; ``auto`` (the default)
+  is ``fixed`` for a follow-up (that walk completes within the fixed tail) and ``walk`` for
+  anything else.
 - **Compaction** happens when a later turn would not get its whole tail. First the
   excerpts of the turns after the last anchor go; when that leaves this turn and the
   next their tails, the anchor turn stays whole and everything up to its answer stays

@@ -170,7 +170,8 @@ def test_route_documents_are_exactly_what_each_prompt_holds(corpus: CompiledCorp
 
 
 def test_a_clear_change_of_topic_moves_the_conversation_once(corpus: CompiledCorpus) -> None:
-    rag = make_rag(corpus, 900)
+    """``fixed``: a conversation moves only when its question is clearly in another run."""
+    rag = make_rag(corpus, 900, excerpts="fixed")
     plans = list(play(rag, TURNS[:7]))
     blocks = [p.route.block_ids for p in plans]
     assert len(set(blocks[:5])) == 1 and "category:gardening" in blocks[0]
@@ -370,7 +371,7 @@ def test_only_a_turn_that_kept_the_previous_one_is_written_to_the_cache(corpus: 
     """``walk``: a first, compacting or moving turn goes as plain input (``TurnPlan.cache_turn``, and the
     prompt the backend gets says so); a turn that kept the one before it is written. ``fixed``: the next
     turn keeps every turn, so every turn is written."""
-    fixed = make_rag(corpus, 900)
+    fixed = make_rag(corpus, 900, excerpts="fixed")
     for plan in play(fixed, TURNS):
         assert plan.cache_turn and fixed.turn_prompt(plan).cache_turn is True
     rag = make_rag(corpus, 900, excerpts="walk")
