@@ -124,15 +124,20 @@ def qa_rows(rows: list[dict], ids: dict[str, str]) -> list[dict]:
     return out
 
 
-def write_corpus(out: Path, size: int, rows: list[dict], ids: dict[str, str]) -> dict:
-    """``<out>/hotpotqa-<size>/``: docs, corpus.yaml, qa.jsonl (replaced whole, never merged)."""
-    name = f"hotpotqa-{size}"
-    folder = out / name
+def clear_generated(folder: Path, name: str) -> None:
+    """Remove a corpus this script family generated before (never a folder it did not write)."""
     if folder.exists():
         spec = folder / "corpus.yaml"
         if not spec.is_file() or f"\nname: {name}\n" not in spec.read_text(encoding="utf-8"):
             raise SystemExit(f"{folder}: exists and is not a generated {name} corpus; remove it or pick --out")
         shutil.rmtree(folder)
+
+
+def write_corpus(out: Path, size: int, rows: list[dict], ids: dict[str, str]) -> dict:
+    """``<out>/hotpotqa-<size>/``: docs, corpus.yaml, qa.jsonl (replaced whole, never merged)."""
+    name = f"hotpotqa-{size}"
+    folder = out / name
+    clear_generated(folder, name)
     docs = folder / "docs"
     docs.mkdir(parents=True)
     texts = paragraphs(rows)

