@@ -253,24 +253,27 @@ def model_root_of(models: dict[str, Any], model: str) -> str | None:
     return root if isinstance(root, str) and root else None
 
 
-def read_model_root(endpoint: str, model: str, timeout_s: float = 10.0) -> str | None:
-    """GET ``<endpoint>/v1/models``: where the server loaded ``model`` from, or None."""
+def _read_models(endpoint: str, timeout_s: float) -> dict[str, Any] | None:
+    """GET ``<endpoint>/v1/models`` (the parsed JSON object), or None when the server does not answer it."""
     try:
         response = httpx.get(f"{_root(endpoint)}/v1/models", timeout=timeout_s)
         response.raise_for_status()
-        return model_root_of(response.json(), model)
+        models = response.json()
     except (httpx.HTTPError, ValueError):
         return None
+    return models if isinstance(models, dict) else None
+
+
+def read_model_root(endpoint: str, model: str, timeout_s: float = 10.0) -> str | None:
+    """GET ``<endpoint>/v1/models``: where the server loaded ``model`` from, or None."""
+    models = _read_models(endpoint, timeout_s)
+    return None if models is None else model_root_of(models, model)
 
 
 def read_max_model_len(endpoint: str, model: str, timeout_s: float = 10.0) -> int | None:
     """GET ``<endpoint>/v1/models``: the server's context window, or None when it cannot say."""
-    try:
-        response = httpx.get(f"{_root(endpoint)}/v1/models", timeout=timeout_s)
-        response.raise_for_status()
-        return max_model_len_of(response.json(), model)
-    except (httpx.HTTPError, ValueError):
-        return None
+    models = _read_models(endpoint, timeout_s)
+    return None if models is None else max_model_len_of(models, model)
 
 
 class VllmBackend(Backend):
