@@ -180,8 +180,10 @@ def profile_cached(rag: RagCache, question: str) -> dict[str, str]:
         rag.ask(question, options=ONE)
         _sync()
     table = prof.key_averages()
-    return {"by_cuda_time": table.table(sort_by="cuda_time_total", row_limit=20),
-            "by_self_cpu_time": table.table(sort_by="self_cpu_time_total", row_limit=25)}
+    return {
+        "by_cuda_time": table.table(sort_by="cuda_time_total", row_limit=20),
+        "by_self_cpu_time": table.table(sort_by="self_cpu_time_total", row_limit=25),
+    }
 
 
 def logits_check(rag: RagCache, model: Any, question: str) -> dict[str, Any]:
