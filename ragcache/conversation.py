@@ -211,7 +211,7 @@ class TurnPlan:
     compaction: Compaction | None = None
     moved: bool = False
     rederived: int = 0  # earlier turns this request had to re-derive (no store held them)
-    walking: bool = False  # ``conversation.excerpts: walk``: the next turn often re-anchors
+    walking: bool = False  # planned as ``walk`` (the setting, or ``auto``'s choice): the next turn often re-anchors
 
     @property
     def turn(self) -> int:
@@ -227,9 +227,10 @@ class TurnPlan:
 
         A written turn (1.25x) is repaid when the next turn reads it back (0.1x); sent as plain input (1x)
         and kept, the next turn writes it then (1.25x more). Writing pays unless the next turn drops the
-        turn most of the time: with ``fixed`` excerpts it keeps it, so every turn is written; with ``walk``
-        a first, compacting or moving turn goes as plain input, since the next turn often re-anchors
-        (docs/architecture.md, "Conversations")."""
+        turn most of the time: a turn planned as ``fixed`` (always with ``fixed`` excerpts; with ``auto``
+        the first turn and each follow-up) is kept by the next, so it is written; one planned as ``walk``
+        goes as plain input when it is a first, compacting or moving turn, since the next turn often
+        re-anchors (docs/architecture.md, "Conversations")."""
         if not self.walking:
             return True
         return self.turn > 1 and self.compaction is None and not self.moved
