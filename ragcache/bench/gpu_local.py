@@ -13,13 +13,22 @@ encoding (chat template, tokenizing, block keys), queue (waiting for the
 batcher thread), store match, request cache (references to the matched blocks),
 forward (the prefill of the request's own tokens), store (its new blocks into
 the store) and first token (choosing it and handing it to the caller); what is
-left of the TTFT is ``other``. ``--device cpu`` with a tiny model folder is a
-smoke test of this script, not a measurement.
+left of the TTFT is ``other``. The cached questions run twice: with the
+engine's CUDA graphs (``backend.options.cuda_graphs``, on by default on CUDA:
+``ragcache_local``) and without (``ragcache_local_eager``), in the same
+process; ``graphs`` says how many forwards were captured and replayed.
+``--device cpu`` with a tiny model folder is a smoke test of this script, not a
+measurement.
+
+    python -m ragcache.bench.gpu_local --root ROOT --out FILE   # ROOT: what `ragcache.bench.gpu prepare` wrote
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -49,9 +58,9 @@ def _load_random(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any]:
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
-def _rag(model_dir: Path, corpus: Path, device: str, dtype: str) -> RagCache:
-    backend_config = BackendConfig(kind="local", model=str(model_dir), max_output_tokens=1,
-                                   options={"device": device, "dtype": dtype})  # fmt: skip
+def _rag(model_dir: Path, corpus: Path, device: str, dtype: str, *, graphs: bool | None = None) -> RagCache:
+    options = {"device": device, "dtype": dtype, "cuda_graphs": graphs}
+    backend_config = BackendConfig(kind="local", model=str(model_dir), max_output_tokens=1, options=options)
     config = Config(corpus=corpus, backend=backend_config, cache=CacheConfig(kv_budget_mb=40_000, persist=False))
     compiled = load_corpus(corpus)
     backend = create_backend(config.backend, config.cache)
@@ -93,21 +102,24 @@ def plain(model: Any, tokenizer: Any, rag: RagCache, qs: list[str]) -> dict[str,
             "cold_median_s": statistics.median(cold), "cached_median_s": statistics.median(cached)}  # fmt: skip
 
 
-def through_ragcache(rag: RagCache, qs: list[str]) -> dict[str, Any]:
+def through_ragcache(rag: RagCache, qs: list[str], *, cold_questions: int = 3) -> dict[str, Any]:
     """The local backend: cold with an empty KV store, then cached questions, each TTFT by phase."""
     cold, cached, usage, cold_phases, cached_phases = [], [], [], [], []
-    for q in qs[:3]:
+    for q in qs[:cold_questions]:
         rag.backend.store.clear()
         _sync()
         answer = rag.ask(q, options=ONE)
         cold.append(answer.ttft_s)
         cold_phases.append(_phases(answer))
-    for q in qs[3:]:
+    for q in qs[3:]:  # the same questions whatever the number of cold ones
         answer = rag.ask(q, options=ONE)
         cached.append(answer.ttft_s)
         cached_phases.append(_phases(answer))
         usage.append({"input": answer.usage.input_tokens, "cached": answer.usage.cached_tokens})
+    graphs = rag.backend.graphs
     return {"cold_s": cold, "cached_s": cached, "usage": usage,
+            "graphs": None if graphs is None else
+            {"runs": graphs.runs, "captures": graphs.captures, "replays": graphs.replays, "failed": graphs.failed},
             "cold_median_s": statistics.median(cold), "cached_median_s": statistics.median(cached),
             "cold_phases_median_ms": _median_phases(cold_phases),
             "cached_phases_median_ms": _median_phases(cached_phases[1:] or cached_phases),  # the first: warm-up
@@ -135,8 +147,12 @@ def local_phase(
     dtype: str = "bfloat16",
     names: tuple[str, ...] = ("gpu-8k", "gpu-32k"),
     warmup: str = "gpu-8k-b",
+    progress: Any = None,
 ) -> dict[str, Any]:
-    """8k and 32k: the local backend and plain transformers, cold and cached, in one process."""
+    """8k and 32k: the local backend and plain transformers, cold and cached, in one process.
+
+    ``progress`` (optional) is called with the results so far after each corpus (a partial JSON survives a cut run).
+    """
     import torch
     import transformers
 
@@ -146,7 +162,7 @@ def local_phase(
     model, tokenizer = _load_random(model_dir, device, dtype)
     key = (str(model_dir.resolve()), device, dtype)
     local_module._MODELS[key] = (model, tokenizer)  # random weights: nothing on disk to load
-    qs = [f"Question {i}: what does the documentation say about topic {i}?" for i in range(8)]
+    qs = [f"Question {i}: what does the documentation say about topic {i}?" for i in range(12)]
     head_dim = getattr(model.config, "head_dim", None) or model.config.hidden_size // model.config.num_attention_heads
     out: dict[str, Any] = {
         "torch": torch.__version__,
@@ -168,6 +184,11 @@ def local_phase(
         if device.startswith("cuda"):
             out[name]["profile_cached"] = profile_cached(rag, qs[-1])
         rag.backend.close()
+        eager = _rag(model_dir, corpora / name, device, dtype, graphs=False)  # the same questions, no graphs
+        out[name]["ragcache_local_eager"] = through_ragcache(eager, qs, cold_questions=1)
+        eager.backend.close()
+        if progress is not None:
+            progress(out)
     return out
 
 
@@ -175,9 +196,11 @@ def profile_cached(rag: RagCache, question: str) -> dict[str, str]:
     """One cached answer under torch's profiler: where a cached TTFT goes (kernels vs the host launching them)."""
     from torch.profiler import ProfilerActivity, profile
 
-    rag.ask(question, options=ONE)  # stored prefix present, allocator warm
+    # Two questions not asked before (an asked one matches its own stored block too): the first warms the
+    # allocator and captures the graph of its bucket, the second is profiled.
+    rag.ask(f"{question} (first)", options=ONE)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        rag.ask(question, options=ONE)
+        rag.ask(f"{question} (second)", options=ONE)
         _sync()
     table = prof.key_averages()
     return {
@@ -204,3 +227,38 @@ def logits_check(rag: RagCache, model: Any, question: str) -> dict[str, Any]:
     return {"prompt_tokens": encoded.length, "reused_tokens": start,
             "max_abs_diff": (reused - full).abs().max().item(), "max_abs_logit": full.abs().max().item(),
             "same_argmax": int(reused.argmax()) == int(full.argmax())}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the local phase alone (no vLLM needed) and write its JSON."""
+    import torch
+    import transformers
+
+    parser = argparse.ArgumentParser(prog="python -m ragcache.bench.gpu_local", description=__doc__.split("\n")[0])
+    parser.add_argument("--root", required=True, type=Path, help="what `python -m ragcache.bench.gpu prepare` wrote")
+    parser.add_argument("--out", required=True, type=Path, help="the JSON result file (rewritten after each corpus)")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--corpora", default="gpu-8k,gpu-32k")
+    args = parser.parse_args(argv)
+    env = {"python": sys.version.split()[0], "torch": torch.__version__, "transformers": transformers.__version__}
+    result: dict[str, Any] = {"environment": env, "argv": sys.argv, "phases": {}}
+
+    def save(local: dict[str, Any]) -> None:
+        result["phases"]["local"] = local
+        args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    save(local_phase(args.root / "model", args.root / "corpora", device=args.device, dtype=args.dtype,
+                     names=tuple(args.corpora.split(",")), progress=save))  # fmt: skip
+    for name in args.corpora.split(","):
+        local = result["phases"]["local"][name]
+        mine, eager, plain_ = local["ragcache_local"], local["ragcache_local_eager"], local["plain_transformers"]
+        print(f"{name}: cached {mine['cached_median_s'] * 1000:.1f} ms (eager {eager['cached_median_s'] * 1000:.1f},"
+              f" plain {plain_['cached_median_s'] * 1000:.1f}); cold {mine['cold_median_s']:.3f} s"
+              f" (plain {plain_['cold_median_s']:.3f}); same argmax {local['reused_vs_recomputed']['same_argmax']};"
+              f" graphs {mine['graphs']}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

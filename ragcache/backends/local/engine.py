@@ -53,6 +53,7 @@ from ragcache.prompt import Prompt
 if TYPE_CHECKING:
     import torch
 
+    from ragcache.backends.local.graphs import ForwardGraphs
     from ragcache.config import BackendConfig, CacheConfig
 
 __all__ = ["LocalBackend", "create"]
@@ -117,6 +118,7 @@ class LocalBackend(Backend):
         self._eos = eos_ids(self.model, self.tokenizer)
         self._cache_arg = _cache_argument(self.model)
         self._forward_lock = threading.Lock()  # one forward at a time: two would just fight for the cores
+        self.graphs = self._forward_graphs(options, device)
         self.batcher = Batcher(self._prefill_sequences, self._step, self._choose, self._eos, options.max_batch)
 
     # --- the Backend protocol ---------------------------------------------------
@@ -234,6 +236,8 @@ class LocalBackend(Backend):
 
     def close(self) -> None:
         self.batcher.close()
+        if self.graphs is not None:
+            self.graphs.clear()
         if self.store is not None:
             self.store.clear()
 
@@ -251,6 +255,17 @@ class LocalBackend(Backend):
         for seq, (cache, _, usage) in zip(seqs, results, strict=True):
             seq.cache, seq.usage, seq.position, seq.prefilled_at = cache, usage, seq.encoded.length, now
         return [logits for _, logits, _ in results]
+
+    def _forward_graphs(self, options: LocalOptions, device: str) -> ForwardGraphs | None:
+        """CUDA graphs of cached first forwards (graphs.py), where the device and the attention allow them."""
+        from ragcache.backends.local.graphs import ForwardGraphs
+
+        if options.cuda_graphs and not options.resolved_cuda_graphs(device):
+            log.warning("backend.options.cuda_graphs: true needs a CUDA device, not %r; every forward runs eagerly",
+                        device)  # fmt: skip
+        if not (self._cascade and options.resolved_cuda_graphs(device)):
+            return None
+        return ForwardGraphs.for_model(self.model, self._num_layers, self.device)
 
     def _choose(self, logits: torch.Tensor, seq: Sequence) -> int:
         return choose(logits, seq.options, seq.generator)
@@ -389,8 +404,20 @@ class LocalBackend(Backend):
 
         The rows are packed into one sequence (no padding); the shared-prefix
         attention keeps each to its request cache ``caches[i]``, which it extends.
-        Logits of each row's last token, ``[rows, vocab]``.
+        Logits of each row's last token, ``[rows, vocab]``. A request prefilled
+        alone over a stored prefix replays a CUDA graph where :attr:`graphs`
+        allows it (graphs.py); everything else runs eagerly.
         """
+        import torch
+
+        with self._forward_lock, torch.inference_mode():
+            if self.graphs is not None and len(caches) == 1 and self.graphs.can_run(caches[0], len(ids[0])):
+                eager = lambda: self._model_rows(caches, ids, positions)[0]  # noqa: E731  (if the capture fails)
+                return self.graphs.run(caches[0], ids[0], eager)[None]
+            return self._model_rows(caches, ids, positions)
+
+    def _model_rows(self, caches: list[Any], ids: list[list[int]], positions: list[int]) -> torch.Tensor:
+        """:meth:`_forward_rows` through the eager model (the caller holds the forward lock)."""
         import torch
 
         from ragcache.backends.local.attention import CascadeBatch
@@ -398,12 +425,11 @@ class LocalBackend(Backend):
         lengths = [len(row) for row in ids]
         flat = [token for row in ids for token in row]
         where = [p + k for row, p in zip(ids, positions, strict=True) for k in range(len(row))]
-        with self._forward_lock, torch.inference_mode():
-            tokens = torch.tensor([flat], dtype=torch.long, device=self.device)
-            positions_t = torch.tensor([where], dtype=torch.long, device=self.device)
-            last = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
-            out = self.model(input_ids=tokens, position_ids=positions_t, use_cache=False, logits_to_keep=last,
-                             ragcache_rows=CascadeBatch(caches, lengths))  # fmt: skip
+        tokens = torch.tensor([flat], dtype=torch.long, device=self.device)
+        positions_t = torch.tensor([where], dtype=torch.long, device=self.device)
+        last = torch.tensor(list(itertools.accumulate(lengths)), device=self.device) - 1
+        out = self.model(input_ids=tokens, position_ids=positions_t, use_cache=False, logits_to_keep=last,
+                         ragcache_rows=CascadeBatch(caches, lengths))  # fmt: skip
         return out.logits[0].float()
 
     def _forward(self, ids: list[int], cache: Any, position: int) -> torch.Tensor:

@@ -5,8 +5,11 @@
 CPU, where bf16 matmuls are ~5x slower on small CPUs, else bfloat16) and
 ``threads`` (torch's intra-op threads, process-wide; 1 is much faster when the
 cores are shared with other busy processes) and ``max_batch`` (how many
-requests decode together, continuous batching; 1 serves one at a time). Any
-other key is a ConfigError.
+requests decode together, continuous batching; 1 serves one at a time) and
+``cuda_graphs`` (replay a cached request's first forward from a CUDA graph,
+:mod:`~ragcache.backends.local.graphs`; default: on where the device is CUDA;
+``true`` on another device is ignored with a warning, ``false`` keeps every
+forward eager). Any other key is a ConfigError.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ class LocalOptions(BackendOptions):
     dtype: Literal["float32", "bfloat16", "float16"] | None = None
     threads: int | None = Field(None, ge=1)
     max_batch: int = Field(8, ge=1, le=256)
+    cuda_graphs: bool | None = None
+
+    def resolved_cuda_graphs(self, device: str) -> bool:
+        """Whether cached first forwards replay from CUDA graphs: only on CUDA; there unless switched off."""
+        return device.startswith("cuda") and self.cuda_graphs is not False
 
     def resolved_device(self) -> str:
         import torch

@@ -37,6 +37,14 @@ class OwnLayer:
         self._keys: torch.Tensor | None = None
         self._values: torch.Tensor | None = None
 
+    @classmethod
+    def over(cls, keys: torch.Tensor, values: torch.Tensor) -> OwnLayer:
+        """An empty layer writing into the given buffers (``[1, kv_heads, capacity, head_dim]``), which it
+        never reallocates while they have room: a captured CUDA graph writes at fixed addresses."""
+        layer = cls(keys.shape[-2])
+        layer._keys, layer._values = keys, values
+        return layer
+
     @property
     def keys(self) -> torch.Tensor:
         assert self._keys is not None
@@ -57,6 +65,16 @@ class OwnLayer:
         self._values[..., self.length : end, :] = values
         self.length = end
         return self.keys, self.values
+
+    def reserve(self, like: torch.Tensor, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Room for ``tokens`` more (shaped like ``like``): the key and value slices they go into."""
+        end = self.length + tokens
+        if self._keys is None or end > self._keys.shape[-2]:
+            self._grow(like, max(end, self.capacity, 2 * (self._keys.shape[-2] if self._keys is not None else 0)))
+        assert self._keys is not None and self._values is not None
+        slices = self._keys[..., self.length : end, :], self._values[..., self.length : end, :]
+        self.length = end
+        return slices
 
     def _grow(self, like: torch.Tensor, capacity: int) -> None:
         batch, heads, _, dim = like.shape
@@ -99,6 +117,12 @@ class RequestCache:
             for own, (keys, values) in zip(layers, block.layers, strict=True):
                 own.append(keys, values)
         return cls(blocks[:shared], layers)
+
+    def append_own(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Add the same number of own tokens to every layer (``keys[i]``: layer i's), in one batched copy."""
+        targets = [layer.reserve(k, k.shape[-2]) for layer, k in zip(self.layers, keys, strict=True)]
+        sources = [x for pair in zip(keys, values, strict=True) for x in pair]
+        torch._foreach_copy_([t for pair in targets for t in pair], sources)
 
     @property
     def start(self) -> int:
