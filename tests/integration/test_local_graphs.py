@@ -10,7 +10,9 @@ itself needs a GPU: docs/bench/gpu §4 (``bash scripts/gpu-bench.sh local``).
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,8 @@ import torch
 
 from ragcache.backends.base import GenerationOptions
 from ragcache.backends.local import LocalBackend, create
-from ragcache.backends.local.graphs import MAX_TOKENS, ForwardGraphs, bucket
+from ragcache.backends.local.graphs import MAX_TOKENS, ForwardGraphs, _Graph, bucket
+from ragcache.backends.local.kvstore import KVBlock
 from ragcache.config import BackendConfig, CacheConfig
 from ragcache.corpus.store import load_corpus
 from ragcache.prompt import Message, Segment, SegmentKind, assemble_prompt
@@ -55,6 +58,19 @@ def test_the_switch_is_off_on_cpu_even_when_asked_and_says_so(
 def test_buckets_are_powers_of_two_and_long_own_parts_stay_eager() -> None:
     assert [bucket(n) for n in (1, 16, 17, 23, 100, MAX_TOKENS)] == [16, 16, 32, 32, 128, MAX_TOKENS]
     assert bucket(MAX_TOKENS + 1) is None and bucket(0) is None
+
+
+def test_a_graph_is_used_only_over_the_very_block_objects_it_was_captured_over() -> None:
+    layers = ((torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4)),)
+    block = KVBlock("root", None, 2, layers, persist=True)
+    graph = _Graph(None, (weakref.ref(block),), torch.zeros(1))
+    assert graph.reads((block,))
+    restored = KVBlock("root", None, 2, tuple((k.clone(), v.clone()) for k, v in layers), persist=True)
+    assert not graph.reads((restored,))  # same key, other tensors (evicted and stored again)
+    assert not graph.reads((block, restored)) and not graph.reads(())
+    del block
+    gc.collect()
+    assert not graph.reads((restored,))  # the captured block is gone: never replayed again
 
 
 def test_the_static_forward_gives_the_eager_logits_and_own_kv(engine: LocalBackend, small_build: Path) -> None:

@@ -23,12 +23,22 @@ def test_known_options_parse_and_defaults_follow_the_device() -> None:
     assert parse_options(LocalOptions, BackendConfig(options={"dtype": "float16"})).resolved_dtype("cpu") == "float16"
 
 
+def test_cuda_graphs_default_to_on_for_cuda_only_and_can_be_switched_off() -> None:
+    default = parse_options(LocalOptions, BackendConfig())
+    off = parse_options(LocalOptions, BackendConfig(options={"cuda_graphs": False}))
+    asked = parse_options(LocalOptions, BackendConfig(options={"cuda_graphs": True}))
+    assert [o.resolved_cuda_graphs("cuda") for o in (default, off, asked)] == [True, False, True]
+    assert [o.resolved_cuda_graphs("cuda:1") for o in (default, off, asked)] == [True, False, True]
+    assert [o.resolved_cuda_graphs("cpu") for o in (default, off, asked)] == [False, False, False]
+
+
 @pytest.mark.parametrize(
     ("options", "names"),
     [
         ({"devise": "cpu"}, "backend.options.devise: unknown key"),
         ({"threads": 0}, "backend.options.threads"),
         ({"dtype": "float8"}, "backend.options.dtype"),
+        ({"cuda_graphs": "sometimes"}, "backend.options.cuda_graphs"),
     ],
 )
 def test_a_bad_option_is_a_config_error_naming_the_key_and_the_file(options: dict, names: str) -> None:

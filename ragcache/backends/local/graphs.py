@@ -208,7 +208,8 @@ class ForwardGraphs:
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool):
+        # thread_local: CUDA work of other threads (a server's) during the capture is neither refused nor captured
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             logits = self._forward(static, blocks)
         self.captures += 1
         return _Graph(graph, tuple(weakref.ref(block) for block in blocks), logits)
