@@ -98,7 +98,17 @@ def plain(model: Any, tokenizer: Any, rag: RagCache, qs: list[str]) -> dict[str,
             out.logits.argmax(-1).item()
             cached.append(time.perf_counter() - t0)
             past.crop(n - past.get_seq_length())  # negative: drop the question (both transformers 5.17 and 5.24)
-    return {"prefix_tokens": n, "cold_s": cold, "cached_s": cached,
+        profile = None
+        if dev.type == "cuda":  # one cached forward under the profiler: its kernel launches beside the engine's
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as profiler
+
+            with profiler(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+                model(torch.tensor([ids[1][n:]], device=dev), past_key_values=past, use_cache=True, logits_to_keep=1)
+                _sync()
+            past.crop(n - past.get_seq_length())
+            profile = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    return {"prefix_tokens": n, "cold_s": cold, "cached_s": cached, "profile_cached_by_self_cpu_time": profile,
             "cold_median_s": statistics.median(cold), "cached_median_s": statistics.median(cached)}  # fmt: skip
 
 
