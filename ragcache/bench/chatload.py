@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import random
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,8 +38,10 @@ __all__ = [
     "TurnRecord",
     "chat_scripts",
     "compare",
+    "median_compare",
     "raw_bodies",
     "records_json",
+    "round_orders",
     "run_ragcache",
     "run_raw",
     "same_prompts",
@@ -284,6 +287,32 @@ def compare(ragcache: Mapping[str, Any], raw: Mapping[str, Any]) -> dict[str, An
         },
         "targets": dict(TARGETS),
     }
+
+
+def round_orders(rounds: int) -> list[tuple[str, str]]:
+    """The sides of each round: ragcache first (the raw side replays its requests), then alternating,
+    ragcache, raw, raw, ragcache, …, so a drift over the run (a warming machine, a neighbour's load)
+    falls on both sides alike."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1 (got {rounds})")
+    return [("ragcache", "raw") if r % 2 == 0 else ("raw", "ragcache") for r in range(rounds)]
+
+
+def median_compare(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The median over rounds of each round's :func:`compare` (a round's ragcache against the raw run
+    next to it), and the spread, so a report can say whether a difference is above the noise."""
+    if not rounds:
+        raise ValueError("no rounds to take the median of")
+    out: dict[str, Any] = {"rounds": len(rounds)}
+    for key in ("throughput_ratio", "ttft_p50_overhead_ms", "ttft_p99_overhead_ms"):
+        values = [float(r[key]) for r in rounds]
+        out[key] = round(statistics.median(values), 4)
+        out[f"{key}_range"] = [round(min(values), 4), round(max(values), 4)]
+    out["met"] = {
+        "throughput": out["throughput_ratio"] >= TARGETS["throughput_ratio_min"],
+        "ttft_p50_overhead": out["ttft_p50_overhead_ms"] <= TARGETS["ttft_p50_overhead_ms_max"],
+    }
+    return out
 
 
 def same_prompts(ragcache: Sequence[TurnRecord], raw: Sequence[TurnRecord]) -> dict[str, int]:

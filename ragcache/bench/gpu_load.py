@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -42,44 +43,70 @@ LOAD_CORPORA = ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d", "gpu-32k")
 OFFLOAD_CORPORA = ("gpu-8k", "gpu-8k-b", "gpu-8k-c", "gpu-8k-d")
 
 
-def _config(url: str, corpus: Path, max_tokens: int, model: str, **options: Any) -> Any:
+def _config(url: str, corpus: Path, max_tokens: int, model: str, traffic_dir: str | None = None, **options: Any) -> Any:
     from ragcache.config import BackendConfig, CacheConfig, Config, RouterConfig
 
     options = {"prompt_format": "token_ids", **options}
     backend = BackendConfig(kind="vllm", model=model, base_url=url, max_output_tokens=max_tokens, timeout_s=600,
                             max_retries=0, options=options)  # fmt: skip
-    return Config(corpus=corpus, backend=backend, router=RouterConfig(mode="auto"), cache=CacheConfig(keep_warm=False))
+    cache = CacheConfig(keep_warm=False, traffic_dir=traffic_dir)
+    return Config(corpus=corpus, backend=backend, router=RouterConfig(mode="auto"), cache=cache)
 
 
 def open_rags(
-    url: str, corpora: Path, names: Sequence[str], max_tokens: int, model: str = SERVED_NAME, **options: Any
+    url: str,
+    corpora: Path,
+    names: Sequence[str],
+    max_tokens: int,
+    model: str = SERVED_NAME,
+    traffic_dir: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """A RagCache per corpus on the ``vllm`` backend at ``url`` (token ids; ``router=True`` behind a router)."""
+    """A RagCache per corpus on the ``vllm`` backend at ``url`` (token ids; ``router=True`` behind a router);
+    ``traffic_dir``: where its workers keep traffic and the warm lock (one deployment, one folder)."""
     from ragcache.app import RagCache
 
-    return {name: RagCache.from_config(_config(url, corpora / name, max_tokens, model, **options)) for name in names}
+    return {name: RagCache.from_config(_config(url, corpora / name, max_tokens, model, traffic_dir, **options))
+            for name in names}  # fmt: skip
 
 
 def serve_corpora(
-    url: str, corpora: Path, names: Sequence[str], port: int, max_tokens: int, router: bool, model: str = SERVED_NAME
+    url: str,
+    corpora: Path,
+    names: Sequence[str],
+    port: int,
+    max_tokens: int,
+    router: bool,
+    model: str = SERVED_NAME,
+    traffic_dir: str | None = None,
 ) -> None:
     """One ``ragcache serve`` worker over several corpora (each a ``model``), as ``serve`` runs it."""
     import uvicorn
 
     from ragcache.server.app import _log_config, create_app
 
-    rags = open_rags(url, corpora, names, max_tokens, model, **({"router": True} if router else {}))
+    rags = open_rags(url, corpora, names, max_tokens, model, traffic_dir, **({"router": True} if router else {}))
     uvicorn.run(create_app(list(rags.values())), host="127.0.0.1", port=port, log_level="info",
                 log_config=_log_config())  # fmt: skip
 
 
 def start_worker(url: str, corpora: Path, names: Sequence[str], port: int, logs: Path, *, max_tokens: int,
-                 router: bool = False, model: str = SERVED_NAME) -> Server:  # fmt: skip
-    """A ragcache worker process on ``port`` (the module's ``serve`` command)."""
+                 router: bool = False, model: str = SERVED_NAME, env: dict[str, str] | None = None,
+                 traffic_dir: Path | None = None) -> Server:  # fmt: skip
+    """A ragcache worker process on ``port`` (the module's ``serve`` command), ``env`` added to this one's;
+    the workers of one deployment share ``traffic_dir`` (one of them warms, the others prepare)."""
     argv = [sys.executable, "-m", "ragcache.bench.gpu_load", "serve", "--vllm", url, "--corpora", str(corpora),
             "--names", ",".join(names), "--port", str(port), "--max-tokens", str(max_tokens),
-            "--model", model]  # fmt: skip
-    return Server(argv + (["--router"] if router else []), f"http://127.0.0.1:{port}", logs / f"ragcache-{port}.log")
+            "--model", model] + (["--traffic-dir", str(traffic_dir)] if traffic_dir else [])  # fmt: skip
+    return Server(argv + (["--router"] if router else []), f"http://127.0.0.1:{port}", logs / f"ragcache-{port}.log",
+                  {**os.environ, **(env or {})})  # fmt: skip
+
+
+def fresh_dir(path: Path) -> Path:
+    """``path`` emptied: each deployment of a run starts with no traffic and no one holding its warm lock."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def worker_cpu_s(pid: int) -> float:
@@ -117,30 +144,75 @@ def load_phase(
     turns: int,
     max_tokens: int,
     raw_url: str | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
-    """N chats through the ragcache ``workers``, then the same requests raw (to ``raw_url``, default the first vLLM)."""
+    """N chats through the ragcache ``workers`` and the same requests raw (to ``raw_url``, default the
+    first vLLM), ``rounds`` times in the order ragcache, raw, raw, ragcache, … (the raw bodies are the
+    first round's): each round's figures, all rounds pooled, and the median of the rounds' differences."""
     scripts = chatload.chat_scripts(sessions, list(rags), turns)
     out: dict[str, Any] = {"sessions": sessions, "turns": turns, "max_tokens": max_tokens, "corpora": list(rags),
-                           "workers": [w.url for w in workers]}  # fmt: skip
-    out["reset_before_ragcache"] = reset_prefix_cache(vllm_urls)
-    out["warm_before_ragcache"] = warm_all(rags)
-    cpu0 = [worker_cpu_s(w.proc.pid) for w in workers]
-    records, wall = asyncio.run(chatload.run_ragcache([w.url for w in workers], "none", scripts, max_tokens=max_tokens))
-    cpu = [round(worker_cpu_s(w.proc.pid) - c, 3) for w, c in zip(workers, cpu0, strict=True)]
-    shares = [round(c / wall, 3) for c in cpu]  # near 1.0: a worker's one core (the GIL) is the limit
-    out["ragcache"] = chatload.summarize(records, wall) | {"worker_cpu_s": cpu, "worker_cpu_share_of_wall": shares}
-    started = time.perf_counter()
-    bodies = chatload.raw_bodies(rags, scripts, records, max_tokens=max_tokens)
-    out["raw_bodies_built_s"] = round(time.perf_counter() - started, 2)
-    out["reset_before_raw"] = reset_prefix_cache(vllm_urls)
-    out["warm_before_raw"] = warm_all(rags)
-    raw, raw_wall = asyncio.run(chatload.run_raw(raw_url or vllm_urls[0], scripts, bodies))
-    out["raw"] = chatload.summarize(raw, raw_wall)
-    out["compare"] = chatload.compare(out["ragcache"], out["raw"])
-    out["same_prompts"] = chatload.same_prompts(records, raw)
-    out["turns_ragcache"] = chatload.records_json(records)
-    out["turns_raw"] = chatload.records_json(raw)
+                           "workers": [w.url for w in workers], "rounds": rounds}  # fmt: skip
+    target = raw_url or vllm_urls[0]
+    mine: list[list[chatload.TurnRecord]] = []
+    raw: list[list[chatload.TurnRecord]] = []
+    walls: dict[str, list[float]] = {"ragcache": [], "raw": []}
+    cpu: list[list[float]] = []
+    bodies: dict[tuple[int, int], chatload.RawBody] | None = None
+    for order in chatload.round_orders(rounds):
+        for side in order:
+            resets = reset_prefix_cache(vllm_urls)
+            warms = warm_all(rags)
+            out.setdefault(f"reset_before_{side}", resets)
+            out.setdefault(f"warm_before_{side}", warms)
+            if side == "ragcache":
+                cpu0 = [worker_cpu_s(w.proc.pid) for w in workers]
+                records, wall = asyncio.run(
+                    chatload.run_ragcache([w.url for w in workers], "none", scripts, max_tokens=max_tokens)
+                )
+                cpu.append([round(worker_cpu_s(w.proc.pid) - c, 3) for w, c in zip(workers, cpu0, strict=True)])
+                mine.append(records)
+                if bodies is None:
+                    started = time.perf_counter()
+                    bodies = chatload.raw_bodies(rags, scripts, records, max_tokens=max_tokens)
+                    out["raw_bodies_built_s"] = round(time.perf_counter() - started, 2)
+            else:
+                assert bodies is not None  # round_orders starts with ragcache
+                records, wall = asyncio.run(chatload.run_raw(target, scripts, bodies))
+                raw.append(records)
+            walls[side].append(wall)
+    out.update(_pooled(mine, raw, walls, cpu))
     return out
+
+
+def _pooled(
+    mine: list[list[chatload.TurnRecord]],
+    raw: list[list[chatload.TurnRecord]],
+    walls: dict[str, list[float]],
+    cpu: list[list[float]],
+) -> dict[str, Any]:
+    """The load phase's report: every round, all rounds pooled, the median of the rounds' comparisons."""
+    per_round = []
+    for i, (records, theirs) in enumerate(zip(mine, raw, strict=True)):
+        a, b = chatload.summarize(records, walls["ragcache"][i]), chatload.summarize(theirs, walls["raw"][i])
+        per_round.append({"ragcache": a | {"worker_cpu_s": cpu[i]}, "raw": b, "compare": chatload.compare(a, b),
+                          "same_prompts": chatload.same_prompts(records, theirs)})  # fmt: skip
+    worker_cpu = [round(sum(c), 3) for c in zip(*cpu, strict=True)]
+    wall = sum(walls["ragcache"])
+    ragcache = chatload.summarize([r for rs in mine for r in rs], wall)
+    per_request = round(1000 * sum(worker_cpu) / max(ragcache["requests"], 1), 2)  # all workers' CPU per request
+    ragcache |= {"worker_cpu_s": worker_cpu, "worker_cpu_share_of_wall": [round(c / wall, 3) for c in worker_cpu],
+                 "worker_cpu_ms_per_request": per_request}  # fmt: skip
+    pooled_raw = chatload.summarize([r for rs in raw for r in rs], sum(walls["raw"]))
+    return {
+        "ragcache": ragcache,
+        "raw": pooled_raw,
+        "compare": chatload.compare(ragcache, pooled_raw),
+        "compare_median_of_rounds": chatload.median_compare([r["compare"] for r in per_round]),
+        "same_prompts": chatload.same_prompts(mine[0], raw[0]),
+        "per_round": per_round,
+        "turns_ragcache": chatload.records_json(mine[0]),
+        "turns_raw": chatload.records_json(raw[0]),
+    }
 
 
 @contextmanager
@@ -219,7 +291,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     model, corpora = root / "model", root / "corpora"
     result: dict[str, Any] = {"environment": environment(), "argv": sys.argv, "phases": {}}
     wanted = args.phases.split(",")
-    load = {"sessions": args.sessions, "turns": args.turns, "max_tokens": args.max_tokens}
+    load = {"sessions": args.sessions, "turns": args.turns, "max_tokens": args.max_tokens, "rounds": args.rounds}
     if "load" in wanted:
         with vllm(model, 8000, logs, gpu_util=0.85, blocks=None, max_len=40960) as server:
             ready = server.wait_ready()
@@ -229,7 +301,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 with ExitStack() as stack:
                     workers = []
                     for port in range(8100, 8100 + count):
-                        worker = start_worker(server.url, corpora, LOAD_CORPORA, port, logs, max_tokens=args.max_tokens)
+                        worker = start_worker(server.url, corpora, LOAD_CORPORA, port, logs, max_tokens=args.max_tokens,
+                                              traffic_dir=fresh_dir(logs / f"traffic-{count}w"))  # fmt: skip
                         stack.callback(worker.stop)
                         workers.append(worker)
                     for worker in workers:
@@ -260,8 +333,9 @@ def run_replicas(model: Path, corpora: Path, logs: Path, args: argparse.Namespac
         router = start_router(replicas, 8010, "consistent_hash", logs)
         stack.callback(router.stop)
         router.wait_ready(path="/health", timeout_s=60)
-        workers = [start_worker(router.url, corpora, names, port, logs, max_tokens=args.max_tokens, router=True)
-                   for port in (8101, 8102)]  # fmt: skip
+        traffic = fresh_dir(logs / "traffic-replicas")
+        workers = [start_worker(router.url, corpora, names, port, logs, max_tokens=args.max_tokens, router=True,
+                                traffic_dir=traffic) for port in (8101, 8102)]  # fmt: skip
         for worker in workers:
             stack.callback(worker.stop)
             worker.wait_ready("/readyz", timeout_s=600)
@@ -285,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--sessions", type=int, default=64)
     go.add_argument("--turns", type=int, default=4)
     go.add_argument("--max-tokens", type=int, default=16)
+    go.add_argument("--rounds", type=int, default=1, help="load rounds (ragcache, raw, raw, ragcache, …)")
     go.add_argument("--load-workers", default="1,2", help="ragcache workers of each load run (comma list)")
     go.add_argument("--offload-blocks", type=int, default=640, help="GPU KV blocks (16 tokens) in the offload phase")
     go.add_argument("--offload-max-len", type=int, default=10240)
@@ -298,12 +373,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--max-tokens", type=int, default=16)
     serve.add_argument("--router", action="store_true")
     serve.add_argument("--model", default=SERVED_NAME, help="the served model name at --vllm")
+    serve.add_argument("--traffic-dir", default=None, help="cache.traffic_dir (the deployment's warm lock)")
     args = parser.parse_args(argv)
+    if args.command == "run" and args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if args.command == "run" and args.offload_rounds < 2:
         parser.error("--offload-rounds must be at least 2 (round 0 only follows the warm-up)")
     if args.command == "serve":
         names = args.names.split(",")
-        serve_corpora(args.vllm, Path(args.corpora), names, args.port, args.max_tokens, args.router, args.model)
+        serve_corpora(args.vllm, Path(args.corpora), names, args.port, args.max_tokens, args.router, args.model,
+                      args.traffic_dir)  # fmt: skip
         return 0
     result = run(args)
     _save(args.out, result)
@@ -317,7 +396,7 @@ def digest(result: dict[str, Any]) -> dict[str, Any]:
     for name, phase in result["phases"].items():
         if name in ("load", "replicas"):
             runs = {k: v for k, v in phase.items() if k.startswith("workers_")} or {"replicas": phase}
-            keys = ("ragcache", "raw", "compare", "same_prompts")
+            keys = ("ragcache", "raw", "compare", "compare_median_of_rounds", "same_prompts")
             out[name] = {run: {k: v[k] for k in keys if k in v} for run, v in runs.items()}
         else:
             out[name] = {k: (v.get("summary"), v.get("warm_after")) for k, v in phase.items() if isinstance(v, dict)}

@@ -29,12 +29,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 
-__all__ = ["PrefixCache", "create_app", "main", "top_functions"]
+__all__ = ["PrefixCache", "Setup", "create_app", "main", "parse_setup", "top_functions"]
 
 BLOCK = 16
 MAX_MODEL_LEN = 40960
@@ -150,53 +151,89 @@ def top_functions(collapsed: str, limit: int = 40) -> list[tuple[str, float]]:
     return [(frame, round(n / total, 4)) for frame, n in inclusive.most_common(limit)] if total else []
 
 
+@dataclass(frozen=True)
+class Setup:
+    """A variant of the worker side: how many workers, and what is added to their environment."""
+
+    label: str
+    workers: int
+    env: dict[str, str]
+
+
+def parse_setup(text: str) -> Setup:
+    """``"2"`` or ``"2 RAYON_NUM_THREADS=16 OMP_NUM_THREADS=16"``: the worker count, then ``NAME=value``s."""
+    count, *pairs = text.split()
+    if not count.isdigit() or int(count) < 1:
+        raise ValueError(f"setup {text!r}: begins with the number of workers (1 or more), e.g. '2 NAME=value'")
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"setup {text!r}: {pair!r} is not NAME=value")
+        env[name] = value
+    return Setup(" ".join(text.split()), int(count), env)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Stub upstream, one worker, ``repeat`` load runs; py-spy on the last one if asked."""
-    import asyncio
-
-    from ragcache.bench import chatload
+    """Stub upstream, every setup's workers at once, then ``repeat`` rounds of each setup's load phase in
+    turn (so the machine's drift falls on every setup alike); py-spy on the first worker's last run.
+    The first round is a ready worker's first traffic, as on the GPU machine: what a worker still
+    does on its first requests (rather than before ``/readyz``) shows there."""
     from ragcache.bench.gpu import SERVED_NAME, Server
-    from ragcache.bench.gpu_load import LOAD_CORPORA, load_phase, open_rags, start_worker
+    from ragcache.bench.gpu_load import LOAD_CORPORA, fresh_dir, load_phase, open_rags, start_worker
 
+    setups = [parse_setup(text) for text in args.setup or ["1"]]
     root, logs = Path(args.root), Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ragcache.bench.gpu_stub", "serve", "--model", str(root / "model"),
             "--port", str(args.port)]  # fmt: skip
     stub = Server(argv, f"http://127.0.0.1:{args.port}", logs / "stub.log")
-    worker = None
+    started: list[Server] = []
+    runs: dict[str, list[dict[str, Any]]] = {setup.label: [] for setup in setups}
+    errors: list[str] = []
     try:
         stub.wait_ready(timeout_s=120)
-        worker = start_worker(stub.url, root / "corpora", LOAD_CORPORA, args.port + 1, logs, max_tokens=args.max_tokens)
-        worker.wait_ready("/readyz", timeout_s=300)
+        workers: dict[str, list[Server]] = {}
+        port = args.port + 1
+        for i, setup in enumerate(setups):
+            workers[setup.label] = []
+            traffic = fresh_dir(logs / f"traffic-{i}")  # a deployment per setup: its own warm lock
+            for _ in range(setup.workers):
+                worker = start_worker(stub.url, root / "corpora", LOAD_CORPORA, port, logs,
+                                      max_tokens=args.max_tokens, env=setup.env, traffic_dir=traffic)  # fmt: skip
+                started.append(worker)
+                workers[setup.label].append(worker)
+                port += 1
+        for worker in started:
+            worker.wait_ready("/readyz", timeout_s=600)
         rags = open_rags(stub.url, root / "corpora", LOAD_CORPORA, args.max_tokens, SERVED_NAME)
-        asyncio.run(chatload.run_ragcache([worker.url], "none", chatload.chat_scripts(8, LOAD_CORPORA, 1),
-                                          max_tokens=args.max_tokens))  # fmt: skip  # learn the prefixes first
-        runs, errors = [], []
         for i in range(args.repeat):
-            spy = _py_spy(worker.proc.pid, args.py_spy) if args.py_spy and i == args.repeat - 1 else None
-            phase = load_phase([stub.url], [worker], rags, sessions=args.sessions, turns=args.turns,
-                               max_tokens=args.max_tokens)  # fmt: skip
-            if spy is not None:
-                spy.send_signal(2)  # SIGINT: py-spy writes what it recorded
-                spy.wait(timeout=60)
-            runs.append(_row(phase))
-            errors += phase["ragcache"]["error_samples"] + phase["raw"]["error_samples"]
+            for setup in setups:
+                last = i == args.repeat - 1 and setup is setups[-1]
+                spy = _py_spy(workers[setup.label][0].proc.pid, args.py_spy) if args.py_spy and last else None
+                phase = load_phase([stub.url], workers[setup.label], rags, sessions=args.sessions, turns=args.turns,
+                                   max_tokens=args.max_tokens)  # fmt: skip
+                if spy is not None:
+                    spy.send_signal(2)  # SIGINT: py-spy writes what it recorded
+                    spy.wait(timeout=60)
+                runs[setup.label].append(_row(phase))
+                errors += phase["ragcache"]["error_samples"] + phase["raw"]["error_samples"]
         for rag in rags.values():
             rag.close()
     finally:
-        if worker is not None:
+        for worker in started:
             worker.stop()
         stub.stop()
-    keys = runs[0].keys()
-    out: dict[str, Any] = {
-        "argv": sys.argv,
-        "runs": runs,
-        "error_samples": sorted(set(errors))[:10],
-        "median": {k: statistics.median(r[k] for r in runs) for k in keys},
-    }
+    out: dict[str, Any] = {"argv": sys.argv, "setups": {s.label: {"workers": s.workers, "env": s.env} for s in setups},
+                           "runs": runs, "error_samples": sorted(set(errors))[:10],
+                           "median": {label: _median(rows) for label, rows in runs.items()}}  # fmt: skip
     if args.py_spy:
         out["py_spy_top"] = top_functions(Path(args.py_spy).read_text())
     return out
+
+
+def _median(rows: Sequence[dict[str, Any]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in rows) for k in rows[0] if k != "worker_cpu_ms_per_request_each"}
 
 
 def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
@@ -220,9 +257,11 @@ def _py_spy(pid: int, out: str) -> subprocess.Popen[bytes]:
     return spy
 
 
-def _row(phase: dict[str, Any]) -> dict[str, float]:
+def _row(phase: dict[str, Any]) -> dict[str, Any]:
+    """One run's figures; the CPU is all of the setup's workers' per request served (each: its own share)."""
     mine, raw = phase["ragcache"], phase["raw"]
-    return {"worker_cpu_ms_per_request": round(1000 * mine["worker_cpu_s"][0] / max(mine["requests"], 1), 2),
+    each = [round(1000 * c * len(mine["worker_cpu_s"]) / max(mine["requests"], 1), 2) for c in mine["worker_cpu_s"]]
+    return {"worker_cpu_ms_per_request": mine["worker_cpu_ms_per_request"], "worker_cpu_ms_per_request_each": each,
             "ragcache_rps": mine["throughput_rps"], "raw_rps": raw["throughput_rps"],
             "ragcache_ttft_p50_ms": mine["ttft_p50_ms"], "raw_ttft_p50_ms": raw["ttft_p50_ms"],
             "errors": mine["errors"] + raw["errors"], "cached_share_from_turn2": mine["cached_share_from_turn2"],
@@ -236,15 +275,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--model", required=True, help="a folder with the tokenizer and chat template")
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--served-name", default="llama-8b-random")
-    go = sub.add_parser("run", help="upstream, one ragcache worker, the load phase `repeat` times")
+    go = sub.add_parser("run", help="upstream, the setups' ragcache workers, the load phase `repeat` times each")
     go.add_argument("--root", required=True, help="what `python -m ragcache.bench.gpu prepare` wrote")
     go.add_argument("--logs", default="/tmp/ragcache-stub-logs")
     go.add_argument("--port", type=int, default=8300, help="the stub's port; the worker takes the next")
     go.add_argument("--sessions", type=int, default=64)
     go.add_argument("--turns", type=int, default=4)
     go.add_argument("--max-tokens", type=int, default=16)
-    go.add_argument("--repeat", type=int, default=3)
-    go.add_argument("--py-spy", default="", help="record the worker's last run here (py-spy's raw format)")
+    go.add_argument("--repeat", type=int, default=3, help="rounds; each runs every setup once, in order")
+    go.add_argument("--setup", action="append", help="'N [NAME=value …]': N workers with that environment "
+                    "(repeatable; default '1')")  # fmt: skip
+    go.add_argument("--py-spy", default="", help="record the last setup's first worker in the last round here "
+                    "(py-spy's raw format)")  # fmt: skip
     go.add_argument("--out", default="", help="write the JSON here too")
     args = parser.parse_args(argv)
     if args.command == "serve":
@@ -253,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvicorn.run(create_app(Path(args.model), args.served_name), host="127.0.0.1", port=args.port,
                     log_level="warning")  # fmt: skip
         return 0
+    for text in args.setup or []:
+        try:
+            parse_setup(text)
+        except ValueError as exc:
+            parser.error(f"--setup: {exc}")
     result = run(args)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, sort_keys=True) + "\n", encoding="utf-8")

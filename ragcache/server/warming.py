@@ -14,7 +14,12 @@ that takes the exclusive lock beside the traffic file warms and keeps warm; the
 other workers skip and say so in ``/readyz``'s ``warm_detail`` (the local
 backend's workers load the warmed prefixes from its KV folder). The exception is
 the local backend with ``cache.persist: false``: its KV store lives in each
-process, so each worker warms its own.
+process, so each worker warms its own. A worker that skips still *prepares* the
+warm set before it is ready: where the backend counts exact prefix tokens it asks
+for each prefix's count, which sends no engine request but leaves what the first
+request would otherwise do on its clock done (the ``vllm`` backend learns the
+prefix's token ids and loads its tail renderer; docs/architecture.md, "Scaling past
+one machine").
 """
 
 from __future__ import annotations
@@ -70,6 +75,8 @@ class Warming:
         """Warm every corpus (when ``cache.warm_on_start``), then start keep-warm where it belongs."""
         for name, rag in self._corpora.items():
             if not self._is_warmer(name, rag):
+                self.states[name] = "preparing"
+                await self._prepare(name, rag)
                 self.states[name] = "ready"
                 continue
             self.states[name] = await self._warm(name, rag)
@@ -83,6 +90,7 @@ class Warming:
         self.traffic[name] = _traffic(rag)
         self._warmers[name] = _warmer(rag, self._refreshable(name))
         if not self._is_warmer(name, rag):
+            await self._prepare(name, rag)
             return
         if not rag.config.cache.warm_on_start:
             await asyncio.to_thread(self._retire_stale, name, rag)
@@ -131,6 +139,29 @@ class Warming:
         self._locks[name] = lock
         self.detail[name] = f"warmed by this worker (pid {os.getpid()})"
         return True
+
+    async def _prepare(self, name: str, rag: RagCache) -> None:
+        """What another worker's warm-up does here without the engine: count each warm-set prefix's
+        exact tokens where the backend can (module docstring). A failure is logged; the first
+        request then does it."""
+        if not rag.config.cache.warm_on_start:
+            return
+
+        def count() -> int:
+            if not rag.backend.capabilities.exact_prefix_tokens:
+                return 0
+            prompts = rag.warm_set(self.traffic[name])
+            for prompt in prompts:
+                rag.backend.prefix_tokens(prompt)
+            return len(prompts)
+
+        try:
+            prepared = await asyncio.to_thread(count)
+        except Exception as exc:  # the engine may still be starting: requests learn it instead
+            log.warning("corpus %r: preparing its prefixes failed: %s", name, redact(str(exc)))
+            return
+        if prepared:
+            self.detail[name] += f"; {prepared} prefix(es) prepared here"
 
     def _refreshable(self, name: str) -> Callable[[], set[str]]:
         """Keep-warm's limit: the fingerprints of the corpus's current warm set (computed on first use)."""

@@ -7,7 +7,9 @@ that stops at the first block not seen), or the bench's cached share would mean 
 
 from __future__ import annotations
 
-from ragcache.bench.gpu_stub import BLOCK, PrefixCache, top_functions
+import pytest
+
+from ragcache.bench.gpu_stub import BLOCK, PrefixCache, Setup, main, parse_setup, top_functions
 
 
 def test_only_whole_blocks_of_a_seen_prefix_count_as_cached() -> None:
@@ -28,3 +30,19 @@ def test_the_profile_digest_counts_each_function_once_per_sample() -> None:
     assert top["work (a.py:5)"] == 0.75  # recursion does not count twice
     assert top["idle (b.py:2)"] == 0.25
     assert top_functions("") == []
+
+
+def test_a_setup_names_its_workers_and_their_environment() -> None:
+    setup = parse_setup("2  RAYON_NUM_THREADS=16 OMP_NUM_THREADS=16")
+    assert (setup.label, setup.workers) == ("2 RAYON_NUM_THREADS=16 OMP_NUM_THREADS=16", 2)
+    assert setup.env == {"RAYON_NUM_THREADS": "16", "OMP_NUM_THREADS": "16"}
+    assert parse_setup("1") == Setup("1", 1, {})
+    for bad, why in (("two", "number of workers"), ("0", "number of workers"), ("2 RAYON", "not NAME=value")):
+        with pytest.raises(ValueError, match=why):
+            parse_setup(bad)
+
+
+def test_a_bad_setup_is_refused_before_anything_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--root", "unused", "--setup", "2 =x"])
+    assert exit_info.value.code == 2 and "--setup: setup '2 =x'" in capsys.readouterr().err

@@ -11,6 +11,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from ragcache.app import RagCache
 from ragcache.cache.warmset import TrafficLog
 from ragcache.config import CacheConfig, Config
@@ -52,3 +54,66 @@ def test_only_one_worker_warms_and_traffic_reaches_the_shared_file(
     saved = TrafficLog.load(first.traffic_file, first.corpus.fingerprint, 1000.0)
     assert saved.requests == 2 and saved.ranked() == [tuple(blocks)]
     assert [p.route.block_ids for p in first.warm_set(saved)] == [tuple(blocks)]
+
+
+def _prepared_pair(small_build: Path, tmp_path: Path) -> tuple[RagCache, RagCache]:
+    """A worker that takes the warm lock (warm-up off: it warms nothing) and one that skips it and prepares."""
+    first = _rag(small_build, tmp_path)
+    cache = CacheConfig(warm_on_start=True, keep_warm=False, persist_dir=str(tmp_path / "kv"),
+                        traffic_dir=str(tmp_path / "traffic"))  # fmt: skip
+    return first, RagCache.from_config(Config(corpus=small_build, build_dir=small_build, cache=cache))
+
+
+def test_a_worker_that_does_not_warm_counts_its_prefixes_before_it_is_ready(
+    small_build: Path, local_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the first requests would otherwise do (the vllm backend: learn the prefix's token ids and
+    load the tail renderer) happens before /readyz: the skipping worker counts each warm-set prefix."""
+    first, second = _prepared_pair(small_build, tmp_path)
+    counted: list[str] = []
+    real = second.backend.prefix_tokens
+    monkeypatch.setattr(second.backend, "prefix_tokens", lambda p: counted.append(p.prefix_fingerprint) or real(p))
+    one, two = Warming(Corpora([first])), Warming(Corpora([second]))
+    try:
+        asyncio.run(one.warm_all())
+        asyncio.run(two.warm_all())
+        name = second.corpus.name
+        assert two.detail[name].startswith("skipped: another worker holds")
+        assert counted == [p.prefix_fingerprint for p in second.warm_set(two.traffic[name])] != []
+        assert two.detail[name].endswith(f"; {len(counted)} prefix(es) prepared here")
+        assert two.all_ready()
+    finally:
+        one.stop()
+        two.stop()
+        first.close()
+        second.close()
+
+
+def test_a_preparation_that_fails_is_logged_and_the_worker_is_ready(
+    small_build: Path,
+    local_model: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from ragcache.errors import BackendUnavailableError
+
+    first, second = _prepared_pair(small_build, tmp_path)
+
+    def down(prompt: object) -> int:
+        raise BackendUnavailableError("engine at http://127.0.0.1:9 is not up yet")
+
+    monkeypatch.setattr(second.backend, "prefix_tokens", down)
+    one, two = Warming(Corpora([first])), Warming(Corpora([second]))
+    try:
+        asyncio.run(one.warm_all())
+        with caplog.at_level("WARNING", logger="ragcache.server"):
+            asyncio.run(two.warm_all())
+        assert two.all_ready()  # the first request learns it instead
+        assert f"corpus {second.corpus.name!r}: preparing its prefixes failed" in caplog.text
+        assert "not up yet" in caplog.text
+    finally:
+        one.stop()
+        two.stop()
+        first.close()
+        second.close()

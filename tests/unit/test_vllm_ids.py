@@ -161,3 +161,18 @@ def test_a_request_the_local_renderer_fails_on_goes_through_the_server() -> None
     assert ids.prompt_ids(prompt()) is not None and ids.local is fragile
     p = prompt(question="boom?")
     assert ids.prompt_ids(p) == encode(chatml(p.messages(), True))  # rendered by /tokenize instead
+
+
+def test_the_local_renderer_is_loaded_once_per_process_and_renders_the_chat_template() -> None:
+    """A worker serving five corpora from one vLLM loaded the server's tokenizer five times, some of
+    them during its first live requests (docs/bench/gpu §5); one load now serves every backend."""
+    from ragcache.backends.vllm.ids import local_renderer
+    from ragcache.models import ensure_model
+
+    folder = str(ensure_model())  # the local model's folder: a tokenizer and a chat template
+    render = local_renderer(folder)
+    assert render is not None and local_renderer(folder) is render
+    messages = [{"role": "system", "content": ".\n"}, {"role": "user", "content": "Why? <b>é</b>"}]
+    ids = render(messages, True)
+    assert ids and all(isinstance(i, int) for i in ids) and ids != render(messages, False)
+    assert local_renderer(folder + "/missing") is None  # not a tokenizer folder: /tokenize renders instead

@@ -37,6 +37,7 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -234,9 +235,11 @@ def tokenize_at(http: httpx.Client, urls: list[str], payload: dict[str, Any]) ->
     raise error
 
 
+@lru_cache(maxsize=8)
 def local_renderer(source: str) -> Renderer | None:
     """The tokenizer and chat template at ``source`` (a folder or a model id already in the local
-    Hugging Face cache; never downloaded) as a renderer, or None when they do not load here."""
+    Hugging Face cache; never downloaded) as a renderer, or None when they do not load here.
+    Loaded once per process: a worker serving several corpora from one server shares it."""
     try:
         from transformers import AutoTokenizer
 
