@@ -297,12 +297,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ready = server.wait_ready()
             rags = open_rags(server.url, corpora, LOAD_CORPORA, args.max_tokens)
             phase: dict[str, Any] = {"vllm": server.argv, "vllm_ready_s": round(ready, 1)}
-            for count in (int(n) for n in args.load_workers.split(",")):  # one ragcache worker, then several
+            for i, count in enumerate(int(n) for n in args.load_workers.split(",")):  # one worker, then several
                 with ExitStack() as stack:
-                    workers = []
-                    for port in range(8100, 8100 + count):
+                    workers, traffic = [], fresh_dir(logs / f"traffic-{count}w")
+                    for port in range(8100 + 10 * i, 8100 + 10 * i + count):  # each run its own ports and logs
                         worker = start_worker(server.url, corpora, LOAD_CORPORA, port, logs, max_tokens=args.max_tokens,
-                                              traffic_dir=fresh_dir(logs / f"traffic-{count}w"))  # fmt: skip
+                                              traffic_dir=traffic)  # fmt: skip
                         stack.callback(worker.stop)
                         workers.append(worker)
                     for worker in workers:

@@ -6,6 +6,8 @@ of the rounds' differences; these tests pin the order and the arithmetic the rep
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ragcache.bench.chatload import TurnRecord, compare, median_compare, round_orders, summarize
@@ -55,3 +57,13 @@ def test_pooled_rounds_sum_the_workers_cpu_and_compare_round_by_round() -> None:
     assert out["compare"] == compare(out["ragcache"], out["raw"])
     assert out["same_prompts"] == {"turns": 4, "equal_prompt_tokens": 4}
     assert summarize(mine[0], 2.0)["cached_share_from_turn2"] == 0.9
+
+
+def test_each_deployment_starts_with_an_empty_traffic_dir(tmp_path: Path) -> None:
+    from ragcache.bench.gpu_load import fresh_dir
+
+    left = tmp_path / "traffic-2w"
+    left.mkdir()
+    (left / "x.warm.lock").write_text("an earlier run's lock", encoding="utf-8")
+    assert fresh_dir(left) == left and list(left.iterdir()) == []
+    assert fresh_dir(tmp_path / "new" / "dir").is_dir()
