@@ -2,6 +2,7 @@
 
     python -m ragcache.bench.gpu_stub serve --model DIR --port P      # the upstream alone
     python -m ragcache.bench.gpu_stub run --root DIR --sessions 64 --turns 4 --repeat 3 [--py-spy F]
+    python -m ragcache.bench.gpu_stub first --root DIR --workers 2     # a deployment's first requests
 
 Under 64 concurrent chats on the H100 one ragcache worker spent 13.4 ms of CPU a request
 (docs/bench/gpu/README.md §5). To see where, the engine must not be the bottleneck: this server
@@ -268,6 +269,53 @@ def _row(phase: dict[str, Any]) -> dict[str, Any]:
             "equal_prompts": phase["same_prompts"]["equal_prompt_tokens"]}  # fmt: skip
 
 
+def first_requests(args: argparse.Namespace) -> dict[str, Any]:
+    """One deployment of ``workers`` workers; once all are ready, ``passes`` passes of one chat per corpus
+    to each worker in turn, one at a time: each worker's CPU milliseconds per request, pass by pass.
+    The first pass is a ready worker's first traffic; what it does there beyond the later passes is
+    work it left for its first requests (unloaded: no other request is running)."""
+    import asyncio
+
+    from ragcache.bench import chatload
+    from ragcache.bench.gpu import Server
+    from ragcache.bench.gpu_load import LOAD_CORPORA, fresh_dir, start_worker, worker_cpu_s
+
+    root, logs = Path(args.root), Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "ragcache.bench.gpu_stub", "serve", "--model", str(root / "model"),
+            "--port", str(args.port)]  # fmt: skip
+    stub = Server(argv, f"http://127.0.0.1:{args.port}", logs / "stub.log")
+    traffic = fresh_dir(logs / "traffic-first")
+    workers: list[Server] = []
+    passes: list[list[float]] = []
+    try:
+        stub.wait_ready(timeout_s=120)
+        for port in range(args.port + 1, args.port + 1 + args.workers):
+            workers.append(start_worker(stub.url, root / "corpora", LOAD_CORPORA, port, logs,
+                                        max_tokens=args.max_tokens, traffic_dir=traffic))  # fmt: skip
+        for worker in workers:
+            worker.wait_ready("/readyz", timeout_s=600)
+        for n in range(args.passes):
+            row = []
+            for worker in workers:
+                scripts = [chatload.ChatScript(1000 * n + i, corpus, (f"What about locking? (pass {n})",))
+                           for i, corpus in enumerate(LOAD_CORPORA)]  # fmt: skip
+                before = worker_cpu_s(worker.proc.pid)
+                for script in scripts:  # one at a time
+                    records, _ = asyncio.run(chatload.run_ragcache([worker.url], "none", [script],
+                                                                   max_tokens=args.max_tokens))  # fmt: skip
+                    if records[0].error:
+                        raise RuntimeError(f"{worker.url}: {records[0].error}")
+                row.append(round(1000 * (worker_cpu_s(worker.proc.pid) - before) / len(scripts), 1))
+            passes.append(row)
+    finally:
+        for worker in workers:
+            worker.stop()
+        stub.stop()
+    return {"argv": sys.argv, "workers": args.workers, "corpora": list(LOAD_CORPORA),
+            "cpu_ms_per_request_by_pass": passes}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ragcache.bench.gpu_stub", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,7 +336,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--py-spy", default="", help="record the last setup's first worker in the last round here "
                     "(py-spy's raw format)")  # fmt: skip
     go.add_argument("--out", default="", help="write the JSON here too")
+    first = sub.add_parser("first", help="one deployment's first requests against its later ones (CPU per request)")
+    first.add_argument("--root", required=True, help="what `python -m ragcache.bench.gpu prepare` wrote")
+    first.add_argument("--logs", default="/tmp/ragcache-stub-first")
+    first.add_argument("--port", type=int, default=8400, help="the stub's port; the workers take the next ones")
+    first.add_argument("--workers", type=int, default=2)
+    first.add_argument("--passes", type=int, default=3)
+    first.add_argument("--max-tokens", type=int, default=16)
     args = parser.parse_args(argv)
+    if args.command == "first":
+        if args.workers < 1 or args.passes < 2:
+            parser.error(f"first: needs --workers >= 1 and --passes >= 2 (the first and a later one), "
+                         f"got {args.workers} and {args.passes}")  # fmt: skip
+        print(json.dumps(first_requests(args), indent=1))
+        return 0
     if args.command == "serve":
         import uvicorn
 

@@ -46,3 +46,10 @@ def test_a_bad_setup_is_refused_before_anything_starts(capsys: pytest.CaptureFix
     with pytest.raises(SystemExit) as exit_info:
         main(["run", "--root", "unused", "--setup", "2 =x"])
     assert exit_info.value.code == 2 and "--setup: setup '2 =x'" in capsys.readouterr().err
+
+
+def test_a_first_requests_run_needs_a_later_pass_to_compare_with(capsys: pytest.CaptureFixture[str]) -> None:
+    for flags in (["--passes", "1"], ["--workers", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["first", "--root", "unused", *flags])
+        assert exit_info.value.code == 2 and "needs --workers >= 1 and --passes >= 2" in capsys.readouterr().err
