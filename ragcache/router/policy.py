@@ -42,16 +42,28 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    the run's price (price × run tokens). When the price is used up, the prompt holds
    every chunk that a top-k prompt of the same cost would hold: such a run is
    **admissible**. A run whose walk does not end inside the window (its price buys
-   more top-k than the window leaves room for) is not.
+   more top-k than the window leaves room for) is not. Top-k "at equal cost" is given
+   the router's *mean* cost per question, and the router's spend is uneven (a write
+   pays for the reads after it; top-k routes fill the window), so with a clock the walk
+   also goes at least as deep as top-k of the mean its observed routes cost so far
+   (:class:`~ragcache.router.spend.Spend`: a write counted at the price assumed for it,
+   its reads paying the rest off, a run that expires still owing counted in full). A
+   warm read then holds what top-k at the router's own mean would, not only what its
+   read price buys; where the mean is out of a run's reach, the route is top-k.
 5. **Choice.** Among the admissible runs (the ``CANDIDATES`` best by coverage, the
-   share of the question's relevance weight inside them), the best covered wins.
+   share of the question's relevance weight inside them), the best covered wins. While
+   the stable prefixes sent so far cost more than the same tokens as plain input (a
+   write at a premium, e.g. Anthropic's 1.25x, not yet repaid by reads), no run that
+   would be written at a premium is admissible: the router stops betting on runs its
+   own traffic has not repaid, and overspends plain input by at most one write's premium.
    A conversation pins its first turn's route (``ragcache/conversation.py`` decides
    stickiness, once; :meth:`HybridRouter.preferred_run` and :meth:`HybridRouter.tail`
    serve it). With no admissible run the route is **topk**: the best chunks up to ``router.fill`` of B. Any route
    whose tokens are below ``fill`` × B takes more of the best chunks outside its run
    until it reaches it, so a route uses the window.
 
-So the router's evidence is never less than top-k's at the same price, it spends a
+So the router's evidence is never less than top-k's at the same price (its own, and the mean
+its traffic has cost so far, up to the debt of writes still being repaid), it spends a
 stable prefix only where the price says it pays (warm runs, or cold ones its own
 traffic will reuse), and where the traffic it sees has no structure a run can capture
 (questions spread over many runs, too rare to reuse one within its TTL) cold runs
@@ -77,6 +89,7 @@ from cachetools import LRUCache
 from ragcache.errors import EmptyCorpusError, RoutingError
 from ragcache.prompt import NON_CORPUS_BLOCKS, Route, RouteTokens, Snippet, estimate_margin
 from ragcache.router.runs import DEMAND_HALF_LIFE, BlockRun, Demand, plan_runs
+from ragcache.router.spend import Spend
 
 if TYPE_CHECKING:
     from ragcache.backends.base import Capabilities
@@ -201,6 +214,7 @@ class HybridRouter:
         self._resident: OrderedDict[tuple[str, ...], int] = OrderedDict()  # self-hosted: LRU prefix -> tokens
         self._arrivals: deque[float] = deque(maxlen=RATE_WINDOW)
         self._writes: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)  # self-hosted: (when, tokens written)
+        self.spend = Spend()  # what the routes observed on a clock were charged (module docstring, 4-5)
 
     # --- public API -------------------------------------------------------------
 
@@ -231,6 +245,8 @@ class HybridRouter:
             charge, warm = self._charge(route.block_ids, route.tokens.stable, now)
             if observe:
                 self._arrivals.append(now)
+                price = route.pricing.get("price", charge)
+                self.spend.record(route.block_ids, charge, price, route.tokens.stable, route.tokens.tail)
                 if route.block_ids and route.tokens.stable >= self.min_cacheable:
                     self._send(route.block_ids, route.tokens.stable, now, charge, warm)
         pricing = {**route.pricing, "charge": round(charge, 6), "warm": float(warm)}
@@ -256,15 +272,33 @@ class HybridRouter:
         if observe:
             self.demand.observe(best)
         scores = {f"run:{i}": float(coverage[i]) for i in ranked[:5]}
-        walks = self._walks(order, [int(i) for i in ranked[:CANDIDATES]], price)
-        admissible = [r for r in walks if walks[r].complete]
+        floor, paid = 0.0, True
+        if now is not None:  # what the traffic so far cost (module docstring, 4-5)
+            with self._state_lock:
+                self.spend.settle(lambda key: self._is_warm(key, now))
+                floor, paid = self.spend.mean_tokens, self.spend.runs_paid
+        walks = self._walks(order, [int(i) for i in ranked[:CANDIDATES]], price, floor=floor)
+        complete = [r for r in walks if walks[r].complete]
+        admissible = complete if paid else [r for r in complete if not self._writes_at_premium(r, now)]
         if not admissible:
-            reason = f"no run pays for itself (best: run {best}, price {price[best]:.2f}); top-k fills the window"
+            unpaid = "" if admissible == complete else "; the runs written so far have not paid for themselves yet"
+            reason = (
+                f"no run pays for itself (best: run {best}, price {price[best]:.2f}{unpaid}); top-k fills the window"
+            )
             return self.make_route("topk", (), self._snippets(fused, self._top_chunks(order, fill)), reason, scores)
         chosen = min(admissible, key=lambda r: (-coverage[r], r))
         reason = f"run {chosen} covers {coverage[chosen]:.3f} at price {price[chosen]:.2f}"
         route = self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
-        return replace(route, pricing={"price": float(price[chosen])})
+        pricing = {"price": float(price[chosen])} | ({"floor": round(floor, 1)} if now is not None else {})
+        return replace(route, pricing=pricing)
+
+    def _writes_at_premium(self, run: int, now: float | None) -> bool:
+        """Whether sending ``run`` at ``now`` would cost more than plain input (a write the vendor charges
+        above an uncached token: a bet that reads will repay it)."""
+        if now is None:
+            return False
+        with self._state_lock:
+            return self._charge(self.runs[run].block_ids, self.runs[run].tokens, now)[0] > 1.0
 
     def fused_scores(self, queries: Sequence[tuple[str, float]]) -> np.ndarray:
         """Weighted sum of the fused dense+BM25 chunk scores of each ``(text, weight)`` (a conversation's
@@ -580,19 +614,21 @@ class HybridRouter:
         return ("full",) if self.corpus.full_block_id else tuple(self.blocks)
 
     def _walks(
-        self, order: np.ndarray, runs: list[int], price: np.ndarray, budget: int | None = None
+        self, order: np.ndarray, runs: list[int], price: np.ndarray, budget: int | None = None, floor: float = 0.0
     ) -> dict[int, _Walk]:
         """The walk of module docstring, 4, for each of ``runs`` over the ranked chunks, within ``budget``
-        tokens of run and tail (default: the router's)."""
+        tokens of run and tail (default: the router's), and at least as deep as top-k of ``floor`` tokens."""
         budget = self.budget if budget is None else budget
         sizes = self._chunk_tokens[order]
         total = np.cumsum(sizes)
+        need = int(np.searchsorted(total, floor, side="right")) - 1  # the last rank top-k of `floor` holds
         out: dict[int, _Walk] = {}
         for r in dict.fromkeys(runs):
             inside = np.cumsum(np.where(self._in_run[r, order], sizes, 0))
             room = budget - self.runs[r].tokens
             allowance = price[r] * self.runs[r].tokens
             depth = int(np.searchsorted(inside, allowance, side="left"))  # first rank where the price is used up
+            depth = max(depth, need)
             complete = depth < len(order) and int(total[depth] - inside[depth]) <= room
             out[r] = _Walk(depth if complete else len(order) - 1, complete)
         return out
