@@ -56,6 +56,10 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    write at a premium, e.g. Anthropic's 1.25x, not yet repaid by reads), no run that
    would be written at a premium is admissible: the router stops betting on runs its
    own traffic has not repaid, and overspends plain input by at most one write's premium.
+   A write at no premium (OpenAI's 1.0x; a nested run mostly read) is never held back
+   that way, so its walk must reach top-k at the mean the traffic *really* paid, the
+   debts of the writes still being repaid included: the debts it adds cannot pile up
+   below what the walks of its reads are held to.
    A conversation pins its first turn's route (``ragcache/conversation.py`` decides
    stickiness, once; :meth:`HybridRouter.preferred_run` and :meth:`HybridRouter.tail`
    serve it). With no admissible run the route is **topk**: the best chunks up to ``router.fill`` of B. Any route
@@ -272,12 +276,18 @@ class HybridRouter:
         if observe:
             self.demand.observe(best)
         scores = {f"run:{i}": float(coverage[i]) for i in ranked[:5]}
-        floor, paid = 0.0, True
+        floor, paid, paid_mean = 0.0, True, 0.0
         if now is not None:  # what the traffic so far cost (module docstring, 4-5)
             with self._state_lock:
                 self.spend.settle(lambda key: self._is_warm(key, now))
-                floor, paid = self.spend.mean_tokens, self.spend.runs_paid
-        walks = self._walks(order, [int(i) for i in ranked[:CANDIDATES]], price, floor=floor)
+                floor, paid, paid_mean = self.spend.mean_tokens, self.spend.runs_paid, self.spend.paid_mean_tokens
+        candidates = [int(i) for i in ranked[:CANDIDATES]]
+        walks = self._walks(order, candidates, price, floor=floor)
+        floors = dict.fromkeys(candidates, floor)
+        free = [r for r in candidates if walks[r].complete and self._writes_freely(r, float(price[r]), now)]
+        if free and paid_mean > floor:  # writes no premium holds back reach the mean really paid (docstring, 5)
+            walks.update(self._walks(order, free, price, floor=paid_mean))
+            floors.update(dict.fromkeys(free, paid_mean))
         complete = [r for r in walks if walks[r].complete]
         admissible = complete if paid else [r for r in complete if not self._writes_at_premium(r, now)]
         if not admissible:
@@ -289,8 +299,16 @@ class HybridRouter:
         chosen = min(admissible, key=lambda r: (-coverage[r], r))
         reason = f"run {chosen} covers {coverage[chosen]:.3f} at price {price[chosen]:.2f}"
         route = self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
-        pricing = {"price": float(price[chosen])} | ({"floor": round(floor, 1)} if now is not None else {})
+        pricing = {"price": float(price[chosen])} | ({"floor": round(floors[chosen], 1)} if now is not None else {})
         return replace(route, pricing=pricing)
+
+    def _writes_freely(self, run: int, price: float, now: float | None) -> bool:
+        """Whether sending ``run`` at ``now`` would write it (charged more than ``price``, the price assumed
+        for it) at no premium over plain input, so that the write rule of module docstring 5 never holds it back."""
+        if now is None:
+            return False
+        with self._state_lock:
+            return price < self._charge(self.runs[run].block_ids, self.runs[run].tokens, now)[0] <= 1.0
 
     def _writes_at_premium(self, run: int, now: float | None) -> bool:
         """Whether sending ``run`` at ``now`` would cost more than plain input (a write the vendor charges

@@ -76,6 +76,11 @@ class Spend:
         return self.counted / self.questions if self.questions else 0.0
 
     @property
+    def paid_mean_tokens(self) -> float:
+        """The mean cost per question actually paid so far, open debts included (0: no traffic yet)."""
+        return self.paid / self.questions if self.questions else 0.0
+
+    @property
     def open_bet(self) -> bool:
         """Whether a written run still owes part of its write."""
         return bool(self.debts)

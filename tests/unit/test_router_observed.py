@@ -216,7 +216,7 @@ def test_a_warm_read_holds_top_k_at_the_mean_the_router_has_spent(corpus: Compil
 def test_no_second_write_while_the_first_has_not_paid_for_itself(corpus: CompiledCorpus, model: str) -> None:
     """Anthropic charges a write 1.25x: after the first run is written, a question for another cold run
     goes top-k until reads of the first have repaid it; OpenAI's write costs what plain input does, so
-    there is nothing to repay and the second run is written at once."""
+    there is nothing to repay and the rule never holds a write back (the next test: what does)."""
     vendor = "anthropic" if model.startswith("claude") else "openai"
     profile = profile_for(vendor, model, None, min_cacheable_tokens=0)
     router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT, profile=profile)
@@ -228,5 +228,24 @@ def test_no_second_write_while_the_first_has_not_paid_for_itself(corpus: Compile
         later = [r for r in routes[2:] if r.pricing.get("warm") == 0.0 and r.mode == "blocks"]
         assert later and later[0].block_ids != routes[0].block_ids  # written once reads had repaid the first
     else:
-        assert routes[1].mode == "blocks" and routes[1].block_ids != routes[0].block_ids
-        assert routes[1].pricing["warm"] == 0.0
+        assert router.spend.runs_paid and not any("not paid" in r.reason for r in routes)
+
+
+def test_a_write_at_no_premium_reaches_top_k_at_the_mean_really_paid(corpus: CompiledCorpus) -> None:
+    """OpenAI charges a write what plain input costs, so the write rule never holds one back; each such
+    write must then reach top-k at the mean actually paid (the debts of writes still being repaid
+    included), not only at the mean counted at the prices assumed."""
+    profile = profile_for("openai", "gpt-5.4", None, min_cacheable_tokens=0)
+    config = CONFIG.model_copy(update={"top_k": 0, "fill": 0.3})
+    router = HybridRouter(corpus, config, one_block_each(corpus, config), OUT, profile=profile)
+    first = router.route(QUESTIONS[0], now=0.0)  # writes the gardening run at 1.0x: it owes most of it
+    assert first.pricing["charge"] == 1.0 and router.spend.open_bet
+    assert router.spend.paid_mean_tokens > router.spend.mean_tokens
+    paid = router.spend.paid_mean_tokens
+    second = router.route(QUESTIONS[1], now=1.0)  # a cold run of its own: another write at no premium
+    assert second.mode == "blocks" and second.block_ids != first.block_ids and second.pricing["warm"] == 0.0
+    assert second.pricing["floor"] == pytest.approx(paid, abs=0.1)  # not the lower mean counted
+    order = router.ranking(router.fused_scores(((QUESTIONS[1], 1.0),)))
+    top = {corpus.chunks[i].id for i in order[np.cumsum(router._chunk_tokens[order]) <= paid]}
+    inside = {c.id for c in corpus.chunks if c.block_id in second.block_ids}
+    assert top <= inside | {s.chunk_id for s in second.snippets}
