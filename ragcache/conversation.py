@@ -14,7 +14,10 @@ reads the stable prefix *and* the history from the cache. Here:
   reserved output − context, the stable prefix S, the history as sent H and the
   question Q, a *later* turn's tail is at most ``turn_tail_share`` of the window
   and whatever room is left. An *anchor* turn (the first, a compaction, a move)
-  fills the window but leaves ``growth_share`` of it free for the turns to come.
+  fills the window but leaves ``growth_share`` of it free for the turns to come;
+  a re-anchoring turn planned as ``walk`` (not a follow-up) fills it all, since its
+  successor is as likely to move on again. The first turn keeps the router's own
+  excerpts whole when they fit: the router chose its blocks with them.
 - **How a later turn takes its excerpts** (``excerpts``): ``fixed`` keeps the cache with its
   tail; ``walk`` keeps it only while the prompt holds what top-k at the prompt's read price
   would (:meth:`~ragcache.router.Router.walk_tail`), else re-anchors; ``auto`` (the default)
@@ -29,6 +32,10 @@ reads the stable prefix *and* the history from the cache. Here:
   The stable prefix is never touched, so it stays cached.
   Only when the stable prefix, context and question alone exceed the window is
   the turn refused (:class:`~ragcache.errors.ContextLengthError`, naming sizes).
+- **Which turns are written** to a cache with explicit breakpoints
+  (:meth:`ConversationPlanner.writes`): a later turn unless it walked and compacted;
+  an anchor while the anchors seen so far were read back by their next turn often
+  enough to repay the write premium.
 - **The retrieval query** is the new question plus the ``query_turns`` previous
   user questions, weighted ``query_decay`` per step back and by how little the new
   question says on its own (:func:`context_need`; no model call).
@@ -212,6 +219,9 @@ class TurnPlan:
     moved: bool = False
     rederived: int = 0  # earlier turns this request had to re-derive (no store held them)
     walking: bool = False  # planned as ``walk`` (the setting, or ``auto``'s choice): the next turn often re-anchors
+    # Whether a backend with explicit breakpoints writes this turn's user message to the cache now
+    # (:meth:`ConversationPlanner.writes`; docs/architecture.md, "Which turns are written to the cache").
+    cache_turn: bool = True
 
     @property
     def turn(self) -> int:
@@ -220,20 +230,6 @@ class TurnPlan:
     @property
     def user_text(self) -> str:
         return self.conversation.exchanges[-1].user_text
-
-    @property
-    def cache_turn(self) -> bool:
-        """Whether a backend with explicit breakpoints writes this turn's user message to the cache now.
-
-        A written turn (1.25x) is repaid when the next turn reads it back (0.1x); sent as plain input (1x)
-        and kept, the next turn writes it then (1.25x more). Writing pays unless the next turn drops the
-        turn most of the time: a turn planned as ``fixed`` (always with ``fixed`` excerpts; with ``auto``
-        the first turn and each follow-up) is kept by the next, so it is written; one planned as ``walk``
-        goes as plain input when it is a first, compacting or moving turn, since the next turn often
-        re-anchors (docs/architecture.md, "Conversations")."""
-        if not self.walking:
-            return True
-        return self.turn > 1 and self.compaction is None and not self.moved
 
     def to_dict(self) -> dict[str, Any]:
         """The ``conversation`` object of an answer's metadata."""
@@ -277,6 +273,10 @@ class ConversationPlanner:
     # The caller's clock (s): a new conversation's first route is priced by the cache state the router
     # observed on it (docs/architecture.md "Router"); None: by its demand prior.
     clock: Callable[[], float] | None = None
+    # What the next turn did with an anchor turn, over this planner's live (observed) turns: read it back
+    # or dropped it (re-anchored, moved). :meth:`writes` decides from it whether an anchor is written.
+    anchors_kept: int = 0
+    anchors_dropped: int = 0
 
     @classmethod
     def for_corpus(
@@ -292,6 +292,8 @@ class ConversationPlanner:
     ) -> TurnPlan:
         """The next turn of ``conversation`` (None: a new one) asking ``question``."""
         first = conversation is None or conversation.turns == 0
+        after_anchor = not first and observe and bool(conversation.exchanges) and conversation.exchanges[-1].anchor
+        routed = None
         if conversation is None or first:
             now = self.clock() if observe and self.clock is not None else None
             routed = self.router.route(question, observe=observe, now=now)
@@ -301,9 +303,10 @@ class ConversationPlanner:
         sizes = self._sizes(conversation, question, context)
         self._check_fits(conversation, sizes)
         tail_cap = 0 if conversation.mode == "full" else int(self.settings.turn_tail_share * self.window)
-        growth = int(self.settings.growth_share * self.window)
         compaction, snippets, moved = None, None, False
         excerpts = self._excerpts(conversation, fused, first, min(tail_cap, sizes.room))
+        # room kept free at an anchor for the turns to come (module docstring)
+        growth = int(self.settings.growth_share * self.window) if first or excerpts != "walk" else 0
         if not first:  # a later turn: its excerpts after the history, compacting if it must
             snippets = self._follow(conversation, fused, sizes, tail_cap, excerpts)
             if snippets is None:
@@ -329,9 +332,19 @@ class ConversationPlanner:
                     )
                     sizes = self._sizes(conversation, question, context)
         anchor = snippets is None
+        if after_anchor:  # did this turn keep the anchor before it?
+            if moved or (compaction is not None and compaction.reanchored):
+                self.anchors_dropped += 1
+            else:
+                self.anchors_kept += 1
         budget = max(min(tail_cap, sizes.room), sizes.room - growth, 0)
         if anchor:  # first turn, a move or a re-anchoring compaction: fill, leaving room to grow
             snippets = () if fused is None else self.router.tail(fused, conversation.block_ids, budget)
+            routed_tail = sum(s.tokens for s in routed.snippets) if routed is not None else 0
+            if routed is not None and sum(s.tokens for s in snippets) < routed_tail <= sizes.room:
+                # the router's blocks were chosen with its own excerpts (a superset of top-k at their price):
+                # keep them whole, with less room to grow, rather than pin the blocks without their tail
+                snippets, budget = routed.snippets, routed_tail
         else:
             budget = sum(s.tokens for s in snippets or ())
         assert snippets is not None
@@ -349,8 +362,27 @@ class ConversationPlanner:
             compactions=conversation.compactions + (compaction is not None),
             questions=(*conversation.questions, question)[-keep:] if keep else (),
         )
+        walking = excerpts == "walk"
         return TurnPlan(after, route, question, history, sizes.history, budget, anchor, compaction, moved,
-                        walking=excerpts == "walk")  # fmt: skip
+                        walking=walking, cache_turn=self.writes(anchor, walking, compaction))  # fmt: skip
+
+    def writes(self, anchor: bool, walking: bool, compaction: Compaction | None) -> bool:
+        """Whether a backend with explicit breakpoints writes this turn's user message to the cache now.
+
+        Written, it costs the write premium now and is read back (at the read price) by a next turn that
+        keeps it; sent as plain input, a next turn that keeps it writes it then. Writing pays when the
+        next turn keeps it at least premium / (write − read) of the time (0.25 / 1.15 under Anthropic's
+        prices; always with no premium). A later turn's next turn keeps it unless it walks and compacted
+        (``walk`` then often re-anchors again); whether an *anchor* is kept depends on the traffic (a
+        follow-up keeps it, an unrelated question re-anchors), so anchors go by the share this planner
+        has seen kept, from a uniform prior (docs/architecture.md, "Which turns are written")."""
+        if not anchor:
+            return not walking or compaction is None
+        premium = self.router.write_price - 1.0
+        if premium <= 0:
+            return True
+        kept = (self.anchors_kept + 1) / (self.anchors_kept + self.anchors_dropped + 2)
+        return kept >= premium / (self.router.write_price - self.router.read_price)
 
     def _excerpts(self, conversation: Conversation, fused: np.ndarray | None, first: bool, tail: int) -> str:
         """How this turn takes its excerpts: the setting, except ``auto``, which follows up (``fixed``) when

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -367,23 +368,83 @@ def test_a_walk_conversation_keeps_its_run_only_while_it_holds_what_top_k_would(
     assert modes == {True}
 
 
-def test_only_a_turn_that_kept_the_previous_one_is_written_to_the_cache(corpus: CompiledCorpus) -> None:
-    """``walk``: a first, compacting or moving turn goes as plain input (``TurnPlan.cache_turn``, and the
-    prompt the backend gets says so); a turn that kept the one before it is written. ``fixed``: the next
-    turn keeps every turn, so every turn is written."""
-    fixed = make_rag(corpus, 900, excerpts="fixed")
-    for plan in play(fixed, TURNS):
-        assert plan.cache_turn and fixed.turn_prompt(plan).cache_turn is True
+def test_a_turn_is_written_when_its_next_turn_is_expected_to_read_it_back(corpus: CompiledCorpus) -> None:
+    """``TurnPlan.cache_turn`` (docs/architecture.md, "Which turns are written to the cache"): a later turn
+    is written unless it walked and compacted; an anchor (a first, re-anchoring or moving turn) is written
+    while the anchors this planner has seen were read back by their next turn at least premium /
+    (write − read) of the time (0.25 / 1.15 under claude-sonnet-4-5), from a uniform prior; the prompt the
+    backend gets says the same."""
     rag = make_rag(corpus, 900, excerpts="walk")
+    planner = rag.conversations.planner
+    assert (planner.router.write_price, planner.router.read_price) == (1.25, 0.1)
+    outcomes = []
+    for plan in play(rag, TURNS):
+        kept, dropped = planner.anchors_kept, planner.anchors_dropped  # this turn's own outcome counted
+        outcomes.append((kept, dropped))
+        expected = (kept + 1) / (kept + dropped + 2) >= 0.25 / 1.15 if plan.anchor else plan.compaction is None
+        assert plan.cache_turn is expected and rag.turn_prompt(plan).cache_turn is expected
+        assert plan.to_dict()["cache_turn"] is expected
+    assert outcomes[-1] != (0, 0) and outcomes[0] == (0, 0)  # the later turns followed some anchors
+
+    # Unrelated questions re-anchor every turn: after three anchors dropped (1/5 < 0.217) none is written.
+    planner.anchors_kept, planner.anchors_dropped = 0, 2
+    assert planner.writes(anchor=True, walking=False, compaction=None)
+    planner.anchors_dropped = 3
+    assert not planner.writes(anchor=True, walking=False, compaction=None)
+    assert planner.writes(anchor=False, walking=False, compaction=None)  # a follow-up turn: kept by the next
+    # Follow-ups keep their anchors: a run of them brings writing back.
+    planner.anchors_kept = 2
+    assert planner.writes(anchor=True, walking=True, compaction=None)
+
+
+def test_with_no_write_premium_every_turn_is_written(corpus: CompiledCorpus) -> None:
+    """An automatic-prefix vendor (gpt-5.4: writes at the input price) loses nothing by writing."""
+    from ragcache.backends.profile import profile_for
+
+    rag = make_rag(corpus, 900, excerpts="walk")
+    planner = rag.conversations.planner
+    planner.router.profile = profile_for("openai", "gpt-5.4")
+    planner.router.write_price = planner.router.profile.write_multiplier
+    planner.anchors_dropped = 100
+    assert planner.writes(anchor=True, walking=True, compaction=None)
+
+
+def _room(rag: RagCache, plan: TurnPlan) -> int:
+    """The room the planner saw for ``plan``'s excerpts: the window less output, margin, prefix, history, question."""
+    before = replace(plan.conversation, exchanges=plan.conversation.exchanges[:-1])
+    return rag.conversations.planner._sizes(before, plan.question, None).room
+
+
+def test_the_first_turn_keeps_the_excerpts_the_router_chose_its_blocks_with(corpus: CompiledCorpus) -> None:
+    """The router picks a run of blocks together with its excerpts (a superset of top-k at their price);
+    pinning the blocks with a smaller tail, to leave room to grow, would send a prompt the router never
+    chose. The first turn keeps the router's excerpts whole when they fit, with less room to grow."""
+    kept_whole = 0
+    for window in (800, 900, 1400, 2400):
+        rag = make_rag(corpus, window)
+        growth = int(rag.conversations.planner.settings.growth_share * window)
+        for question in TURNS:
+            plan = rag.plan_turn(question, observe=False)
+            routed = rag.router.route(question, observe=False)
+            assert plan.route.block_ids == routed.block_ids
+            theirs = sum(s.tokens for s in routed.snippets)
+            if theirs <= _room(rag, plan):
+                assert {s.chunk_id for s in routed.snippets} <= {s.chunk_id for s in plan.route.snippets}
+                kept_whole += theirs > _room(rag, plan) - growth  # more than the growth rule alone leaves
+    assert kept_whole > 0
+
+
+def test_a_turn_that_re_anchors_without_following_up_fills_the_room(corpus: CompiledCorpus) -> None:
+    """``walk``: a re-anchoring turn whose question is not a follow-up leaves no room to grow (its successor
+    is as likely to move on again, and the room is evidence now); the first turn still leaves it."""
+    rag = make_rag(corpus, 900, excerpts="walk")
+    growth = int(rag.conversations.planner.settings.growth_share * 900)
     plans = list(play(rag, TURNS))
-    assert not plans[0].cache_turn and rag.turn_prompt(plans[0]).cache_turn is False
-    kinds = set()
-    for plan in plans[1:]:
-        kept = plan.compaction is None and not plan.moved
-        assert plan.cache_turn is kept and rag.turn_prompt(plan).cache_turn is kept
-        assert plan.to_dict()["cache_turn"] is kept
-        kinds.add(kept)
-    assert kinds == {True, False}  # the ten turns have both
+    assert plans[0].tail_budget <= max(_room(rag, plans[0]) - growth, sum(s.tokens for s in plans[0].route.snippets))
+    refilled = [p for p in plans[1:] if p.anchor and p.walking]
+    assert refilled
+    for plan in refilled:
+        assert plan.tail_budget == max(_room(rag, plan), 0)
 
 
 def test_auto_follows_up_while_a_fixed_tail_holds_what_top_k_would_and_walks_otherwise(corpus: CompiledCorpus) -> None:
@@ -403,9 +464,8 @@ def test_auto_follows_up_while_a_fixed_tail_holds_what_top_k_would_and_walks_oth
             if conversation is not None:
                 router, planner = auto.router, auto.conversations.planner
                 best = corpus.chunks[int(router.ranking(router.fused_scores(planner.query(conversation, question)))[0])]
-                carried = {s.chunk_id for e in conversation.exchanges for s in e.snippets}
-                sent = carried | {s.chunk_id for s in plan.route.snippets}
-                held = best.id in sent or {best.block_id, "full"} & set(conversation.block_ids)
+                sent = {s.chunk_id for e in plan.conversation.exchanges for s in e.snippets}  # as the prompt holds
+                held = best.id in sent or {best.block_id, "full"} & set(plan.route.block_ids)
                 assert held  # a follow-up's fixed tail holds the best chunk if the prompt did not
             kinds.append(kind)
             conversation = plan.conversation.answered(ANSWER)
