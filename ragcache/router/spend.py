@@ -1,4 +1,4 @@
-"""What the router's own traffic has cost: the floor of every walk, and the bet it may not exceed.
+"""What the router's own traffic has cost: the floor of every walk, and whether its runs have paid.
 
 Top-k "at equal cost" is top-k given the router's *mean* cost per question. The router's spend is
 uneven (a question that writes a run pays for it, the ones after it read it), so a route that holds
@@ -9,10 +9,11 @@ A write is priced as a bet: the route that writes a run is counted at the price 
 (the write spread over the reuses it expects), and the rest of its charge is **owed** by the run.
 Each later read of the run pays off its share (it is counted at the assumed price, not the read
 price) until the debt is paid; a run that leaves the cache still owing is counted in full then (the
-bet failed). So the mean is what the traffic really cost, except for the debt still open, and the
-router opens no new bet while one is open: the mean it walks to is never more than one write's debt
-below what its traffic has cost. Everything follows the charges recorded, in arrival order:
-deterministic for a given traffic order.
+bet failed). So :attr:`Spend.mean_tokens` is what the traffic really cost except for the debts still
+open, and :attr:`Spend.paid_mean_tokens` what it cost with them. The router holds the walks of its
+reads to the first, a write at no premium over plain input to the second, and writes at a premium
+only while :attr:`Spend.runs_paid` (``ragcache/router/policy.py``, module docstring 4-5). Everything
+follows the charges recorded, in arrival order: deterministic for a given traffic order.
 """
 
 from __future__ import annotations
@@ -87,5 +88,6 @@ class Spend:
 
     @property
     def runs_paid(self) -> bool:
-        """Whether the stable prefixes sent so far cost no more than the same tokens as plain input."""
+        """Whether the stable prefixes sent so far cost no more than the same tokens as plain input (while
+        not, a write at a premium is a bet the traffic has not backed)."""
         return self.premium <= 1e-9 * max(self.paid, 1.0)
