@@ -316,6 +316,14 @@ def first_requests(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_ms_per_request_by_pass": passes}  # fmt: skip
 
 
+def _deployment(parser: argparse.ArgumentParser, logs: str, port: int) -> argparse.ArgumentParser:
+    """The options every deployment of the stub and its workers takes."""
+    parser.add_argument("--root", required=True, help="what `python -m ragcache.bench.gpu prepare` wrote")
+    parser.add_argument("--logs", default=logs)
+    parser.add_argument("--port", type=int, default=port, help="the stub's port; the workers take the next ones")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ragcache.bench.gpu_stub", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -323,10 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--model", required=True, help="a folder with the tokenizer and chat template")
     serve.add_argument("--port", type=int, required=True)
     serve.add_argument("--served-name", default="llama-8b-random")
-    go = sub.add_parser("run", help="upstream, the setups' ragcache workers, the load phase `repeat` times each")
-    go.add_argument("--root", required=True, help="what `python -m ragcache.bench.gpu prepare` wrote")
-    go.add_argument("--logs", default="/tmp/ragcache-stub-logs")
-    go.add_argument("--port", type=int, default=8300, help="the stub's port; the worker takes the next")
+    go = _deployment(sub.add_parser("run", help="upstream, the setups' ragcache workers, the load phase `repeat` "
+                                    "times each"), "/tmp/ragcache-stub-logs", 8300)  # fmt: skip
     go.add_argument("--sessions", type=int, default=64)
     go.add_argument("--turns", type=int, default=4)
     go.add_argument("--max-tokens", type=int, default=16)
@@ -336,10 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     go.add_argument("--py-spy", default="", help="record the last setup's first worker in the last round here "
                     "(py-spy's raw format)")  # fmt: skip
     go.add_argument("--out", default="", help="write the JSON here too")
-    first = sub.add_parser("first", help="one deployment's first requests against its later ones (CPU per request)")
-    first.add_argument("--root", required=True, help="what `python -m ragcache.bench.gpu prepare` wrote")
-    first.add_argument("--logs", default="/tmp/ragcache-stub-first")
-    first.add_argument("--port", type=int, default=8400, help="the stub's port; the workers take the next ones")
+    first = _deployment(sub.add_parser("first", help="one deployment's first requests against its later ones "
+                                       "(CPU per request)"), "/tmp/ragcache-stub-first", 8400)  # fmt: skip
     first.add_argument("--workers", type=int, default=2)
     first.add_argument("--passes", type=int, default=3)
     first.add_argument("--max-tokens", type=int, default=16)
