@@ -340,11 +340,12 @@ class ConversationPlanner:
         budget = max(min(tail_cap, sizes.room), sizes.room - growth, 0)
         if anchor:  # first turn, a move or a re-anchoring compaction: fill, leaving room to grow
             snippets = () if fused is None else self.router.tail(fused, conversation.block_ids, budget)
-            routed_tail = sum(s.tokens for s in routed.snippets) if routed is not None else 0
-            if routed is not None and sum(s.tokens for s in snippets) < routed_tail <= sizes.room:
-                # the router's blocks were chosen with its own excerpts (a superset of top-k at their price):
-                # keep them whole, with less room to grow, rather than pin the blocks without their tail
-                snippets, budget = routed.snippets, routed_tail
+            # a first turn: the router's blocks were chosen with its own excerpts (a superset of top-k at their
+            # price): keep them whole, with less room to grow, rather than pin the blocks without their tail
+            chosen = routed.snippets if routed is not None else ()
+            chosen_tokens = sum(s.tokens for s in chosen)
+            if sum(s.tokens for s in snippets) < chosen_tokens <= sizes.room:
+                snippets, budget = chosen, chosen_tokens
         else:
             budget = sum(s.tokens for s in snippets or ())
         assert snippets is not None
