@@ -284,12 +284,15 @@ class HybridRouter:
         candidates = [int(i) for i in ranked[:CANDIDATES]]
         walks = self._walks(order, candidates, price, floor=floor)
         floors = dict.fromkeys(candidates, floor)
-        free = [r for r in candidates if walks[r].complete and self._writes_freely(r, float(price[r]), now)]
+        # what sending each complete run would be charged now (a deeper floor below only drops runs)
+        charge = {r: self._send_charge(r, now) for r in candidates if walks[r].complete}
+        # a write at no premium over plain input (charged above the price assumed, at most 1.0): never held back
+        free = [r for r in charge if float(price[r]) < charge[r] <= 1.0]
         if free and paid_mean > floor:  # writes no premium holds back reach the mean really paid (docstring, 5)
             walks.update(self._walks(order, free, price, floor=paid_mean))
             floors.update(dict.fromkeys(free, paid_mean))
         complete = [r for r in walks if walks[r].complete]
-        admissible = complete if paid else [r for r in complete if not self._writes_at_premium(r, now)]
+        admissible = complete if paid else [r for r in complete if charge[r] <= 1.0]  # no write at a premium
         if not admissible:
             unpaid = "" if admissible == complete else "; the runs written so far have not paid for themselves yet"
             reason = (
@@ -302,21 +305,13 @@ class HybridRouter:
         pricing = {"price": float(price[chosen])} | ({"floor": round(floors[chosen], 1)} if now is not None else {})
         return replace(route, pricing=pricing)
 
-    def _writes_freely(self, run: int, price: float, now: float | None) -> bool:
-        """Whether sending ``run`` at ``now`` would write it (charged more than ``price``, the price assumed
-        for it) at no premium over plain input, so that the write rule of module docstring 5 never holds it back."""
+    def _send_charge(self, run: int, now: float | None) -> float:
+        """What sending ``run`` at ``now`` would be charged, relative to plain input (above 1.0: a write the
+        vendor charges at a premium, a bet that reads will repay it); without a clock, 0 (nothing observed)."""
         if now is None:
-            return False
+            return 0.0
         with self._state_lock:
-            return price < self._charge(self.runs[run].block_ids, self.runs[run].tokens, now)[0] <= 1.0
-
-    def _writes_at_premium(self, run: int, now: float | None) -> bool:
-        """Whether sending ``run`` at ``now`` would cost more than plain input (a write the vendor charges
-        above an uncached token: a bet that reads will repay it)."""
-        if now is None:
-            return False
-        with self._state_lock:
-            return self._charge(self.runs[run].block_ids, self.runs[run].tokens, now)[0] > 1.0
+            return self._charge(self.runs[run].block_ids, self.runs[run].tokens, now)[0]
 
     def fused_scores(self, queries: Sequence[tuple[str, float]]) -> np.ndarray:
         """Weighted sum of the fused dense+BM25 chunk scores of each ``(text, weight)`` (a conversation's
