@@ -11,31 +11,20 @@ exclusions, the printed counts and the determinism of the output are checked.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import io
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from script_module import load_script
 
 from ragcache.corpus.spec import load_spec
 from ragcache.router.evaluate import load_qa
 
-ROOT = Path(__file__).resolve().parents[2]
 HTML = "usr/share/doc/python-django-doc/html"
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_django_corpus", ROOT / "scripts" / "make_django_corpus.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # type: ignore[union-attr]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-make = _script()
+make = load_script("make_django_corpus")
 
 
 def page(path: str, title: str, content: str) -> str:

@@ -8,13 +8,11 @@ of the output and the errors a wrong source or a foreign folder give are checked
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from script_module import load_script
 
 from ragcache.corpus.spec import load_spec
 from ragcache.router.evaluate import load_qa
@@ -23,17 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "data" / "sqlalchemy_doc"
 
 
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "make_sqlalchemy_corpus", ROOT / "scripts" / "make_sqlalchemy_corpus.py"
-    )
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # type: ignore[union-attr]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-make = _script()
+make = load_script("make_sqlalchemy_corpus")
 
 
 def files(folder: Path) -> dict[str, bytes]:

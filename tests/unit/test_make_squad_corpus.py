@@ -7,29 +7,16 @@ cap, gold = the paragraph), byte-identical output from two runs, and the refusal
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from script_module import load_script
 
 from ragcache.corpus.spec import load_spec
 from ragcache.router.evaluate import load_qa
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("make_squad_corpus", ROOT / "scripts" / "make_squad_corpus.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # type: ignore[union-attr]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-make = _script()
+make = load_script("make_squad_corpus")
 
 
 def qa(qid: str, question: str, answer: str | None) -> dict:
