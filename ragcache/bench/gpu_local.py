@@ -8,11 +8,13 @@ put into the backend's per-process model table so the backend does not try to
 read weights that do not exist.
 
 Each local cached TTFT is broken down by phase (the engine's
-``usage.raw["timings_s"]``, CUDA synchronized at each phase's end): prompt
-encoding (chat template, tokenizing, block keys), queue (waiting for the
-batcher thread), store match, request cache (references to the matched blocks),
-forward (the prefill of the request's own tokens), store (its new blocks into
-the store) and first token (choosing it and handing it to the caller); what is
+``usage.raw["timings_s"]``, host time; CUDA synchronized where a phase waits
+for the device): prompt encoding (chat template, tokenizing, block keys), queue
+(waiting for the batcher thread), store match, request cache (references to the
+matched blocks), forward (issuing the prefill of the request's own tokens), store
+(issuing its new blocks' copies into the store, while the device still runs the
+forward), device (waiting for the device to finish both) and first token
+(choosing it and handing it to the caller); what is
 left of the TTFT is ``other``. The cached questions run twice: with the
 engine's CUDA graphs (``backend.options.cuda_graphs``, on by default on CUDA:
 ``ragcache_local``) and without (``ragcache_local_eager``), in the same
@@ -44,7 +46,7 @@ __all__ = ["local_phase"]
 ONE = GenerationOptions(max_tokens=1)
 
 
-PHASES = ("encode", "queue", "match", "cache", "forward", "store", "first_token")
+PHASES = ("encode", "queue", "match", "cache", "forward", "store", "device", "first_token")
 
 
 def _load_random(model_dir: Path, device: str, dtype: str) -> tuple[Any, Any]:

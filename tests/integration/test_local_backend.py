@@ -127,6 +127,10 @@ def test_a_second_question_on_the_same_corpus_is_at_least_90_percent_cached(smal
     items = list(small_rag.stream("Is SQLite a server?", options=SHORT))
     assert isinstance(items[-1], Answer) and "".join(items[:-1]) == items[-1].text
     assert items[-1].usage.cached_ratio >= 0.9 and 0 < items[-1].ttft_s <= items[-1].latency_s
+    # the prefill's phases, as docs/bench/gpu breaks a first token down: each reported, none negative
+    phases = items[-1].usage.raw["timings_s"]
+    assert {"match", "cache", "forward", "store", "device", "first_token"} <= phases.keys()
+    assert min(phases.values()) >= 0
 
 
 def test_after_the_budget_evicted_a_prefix_a_question_reports_zero_cached(small_build: Path) -> None:

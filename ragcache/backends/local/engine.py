@@ -308,7 +308,10 @@ class LocalBackend(Backend):
         (request cache, last logits, usage) per prompt; None, None for a fully
         cached one. ``timings`` (seconds, a dict per prompt) get the batch's
         ``match``, ``cache`` (the request caches over the matched blocks),
-        ``forward`` and ``store`` (the new blocks into the store). ``hooks`` (one per prompt, or None)
+        ``forward`` and ``store`` (the host issuing the forward, then the new blocks' copies into the
+        store: on CUDA the copies are issued while the device still runs the forward, so storing adds
+        no host time to the first token) and ``device`` (waiting for the device to finish both).
+        ``hooks`` (one per prompt, or None)
         hear each prompt's prefill progress (ragcache.progress).
         """
         clock = _Phases(self.device, timings or [])
@@ -325,7 +328,7 @@ class LocalBackend(Backend):
         ]
         clock.done("cache")
         logits = self._compute(prompts, caches, [match.tokens for match in matches], hooks)
-        clock.done("forward", sync=True)
+        clock.done("forward")  # issued, not waited for: the store's copies queue behind it on the device
         results = []
         for prompt, match, cache, last in zip(prompts, matches, caches, logits, strict=True):
             if cache is None:
@@ -338,7 +341,8 @@ class LocalBackend(Backend):
                 raw={"matched_blocks": len(match.blocks), "prefix_key": match.key},
             )
             results.append((cache, last, usage))
-        clock.done("store", sync=True)
+        clock.done("store")
+        clock.done("device", sync=True)  # the device finishing both: the first token needs the logits anyway
         return results
 
     def _prefill_part(
