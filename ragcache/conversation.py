@@ -18,6 +18,10 @@ reads the stable prefix *and* the history from the cache. Here:
   a re-anchoring turn planned as ``walk`` (not a follow-up) fills it all, since its
   successor is as likely to move on again. The first turn keeps the router's own
   excerpts whole when they fit: the router chose its blocks with them.
+- **Excerpts are budgeted as sent** (:meth:`ConversationPlanner.excerpt_tokens`): their text, each
+  one's ``[doc id]`` header line, separators and heading, counted on the rendered user turn. The
+  router picks by the chunks' own tokens, so each pick is repeated within a smaller budget until it
+  fits (:meth:`ConversationPlanner._fitted`); short chunks with long ids no longer overflow the window.
 - **How a later turn takes its excerpts** (``excerpts``): ``fixed`` keeps the cache with its
   tail; ``walk`` keeps it only while the prompt holds what top-k at the prompt's read price
   would (:meth:`~ragcache.router.Router.walk_tail`), else re-anchors; ``auto`` (the default)
@@ -304,14 +308,14 @@ class ConversationPlanner:
         self._check_fits(conversation, sizes)
         tail_cap = 0 if conversation.mode == "full" else int(self.settings.turn_tail_share * self.window)
         compaction, snippets, moved = None, None, False
-        excerpts = self._excerpts(conversation, fused, first, min(tail_cap, sizes.room))
+        excerpts = self._excerpts(conversation, question, fused, first, min(tail_cap, sizes.room))
         # room kept free at an anchor for the turns to come (module docstring)
         growth = int(self.settings.growth_share * self.window) if first or excerpts != "walk" else 0
         if not first:  # a later turn: its excerpts after the history, compacting if it must
-            snippets = self._follow(conversation, fused, sizes, tail_cap, excerpts)
+            snippets = self._follow(conversation, question, fused, sizes, tail_cap, excerpts)
             if snippets is None:
                 conversation, compaction, snippets = self._compact(
-                    conversation, fused, sizes, tail_cap, growth, excerpts
+                    conversation, question, fused, sizes, tail_cap, growth, excerpts
                 )
                 sizes = self._sizes(conversation, question, context)
             if snippets is None and fused is not None and conversation.mode != "full":
@@ -339,15 +343,17 @@ class ConversationPlanner:
                 self.anchors_kept += 1
         budget = max(min(tail_cap, sizes.room), sizes.room - growth, 0)
         if anchor:  # first turn, a move or a re-anchoring compaction: fill, leaving room to grow
-            snippets = () if fused is None else self.router.tail(fused, conversation.block_ids, budget)
+            snippets = () if fused is None else self._fitted(self._tail_pick(fused, conversation), budget, question)[0]
             # a first turn: the router's blocks were chosen with its own excerpts (a superset of top-k at their
             # price): keep them whole, with less room to grow, rather than pin the blocks without their tail
             chosen = routed.snippets if routed is not None else ()
-            chosen_tokens = sum(s.tokens for s in chosen)
-            if sum(s.tokens for s in snippets) < chosen_tokens <= sizes.room:
+            if self.excerpt_tokens(chosen, question) > sizes.room:  # as many as fit as sent, the best first
+                chosen = self._fitted(_best_of(chosen), sizes.room, question)[0] or ()
+            chosen_tokens = self.excerpt_tokens(chosen, question)
+            if self.excerpt_tokens(snippets, question) < chosen_tokens <= sizes.room:
                 snippets, budget = chosen, chosen_tokens
         else:
-            budget = sum(s.tokens for s in snippets or ())
+            budget = self.excerpt_tokens(snippets or (), question)
         assert snippets is not None
         route = self.router.make_route(
             conversation.mode, conversation.block_ids, snippets, self._reason(conversation, first, moved, compaction),
@@ -385,7 +391,9 @@ class ConversationPlanner:
         kept = (self.anchors_kept + 1) / (self.anchors_kept + self.anchors_dropped + 2)
         return kept >= premium / (self.router.write_price - self.router.read_price)
 
-    def _excerpts(self, conversation: Conversation, fused: np.ndarray | None, first: bool, tail: int) -> str:
+    def _excerpts(
+        self, conversation: Conversation, question: str, fused: np.ndarray | None, first: bool, tail: int
+    ) -> str:
         """How this turn takes its excerpts: the setting, except ``auto``, which follows up (``fixed``) when
         the prompt and a ``tail`` of new excerpts already hold what top-k at the prompt's read price would
         (the walk completes within the fixed tail), and walks otherwise (module docstring)."""
@@ -395,8 +403,63 @@ class ConversationPlanner:
             return "fixed"
         carried, allowance = self._carried(conversation)
         premium = self.router.write_price - 1.0
-        _, complete = self.router.walk_tail(fused, conversation.block_ids, carried, allowance, max(tail, 0), 0, premium)
-        return "fixed" if complete else "walk"
+        walk = self._walk_pick(fused, conversation, carried, allowance, premium, 0)
+        return "fixed" if self._fitted(walk, max(tail, 0), question)[0] is not None else "walk"
+
+    def excerpt_tokens(self, snippets: Sequence[Snippet], question: str) -> int:
+        """What ``snippets`` add to the user turn asking ``question`` as it is sent: their text, each one's
+        header line and separators and the excerpts' heading (``render_user_turn``), by this planner's count."""
+        if not snippets:
+            return 0
+        return self.count_tokens(render_user_turn(tuple(snippets), question)) - self.count_tokens(question)
+
+    def _fitted(
+        self, pick: Callable[[int], tuple[Snippet, ...] | None], limit: int, question: str
+    ) -> tuple[tuple[Snippet, ...] | None, int]:
+        """Excerpts that fit ``limit`` tokens as sent (:meth:`excerpt_tokens`), and the budget that picked them.
+
+        ``pick(tokens)`` chooses excerpts within ``tokens`` of the chunks' own tokens (the router's measure;
+        None: none fit, e.g. a walk that does not complete). Until its pick fits ``limit`` as rendered, it is
+        asked again within its chunks' tokens scaled by ``limit`` / its rendered cost (always less than the
+        last budget), so this ends, at worst with no excerpt; deterministic (docs/architecture.md,
+        "Conversations")."""
+        tokens = limit
+        while True:
+            snippets = pick(tokens)
+            if not snippets:
+                return snippets, tokens
+            cost = self.excerpt_tokens(snippets, question)
+            if cost <= limit:
+                return snippets, tokens
+            tokens = min(tokens - 1, sum(s.tokens for s in snippets) * limit // cost)
+
+    def _tail_pick(
+        self, fused: np.ndarray, conversation: Conversation, exclude: frozenset[str] = frozenset()
+    ) -> Callable[[int], tuple[Snippet, ...] | None]:
+        """The router's best chunks outside the pinned blocks (and ``exclude``) within a budget."""
+        return lambda tokens: self.router.tail(fused, conversation.block_ids, tokens, exclude)
+
+    def _walk_pick(
+        self,
+        fused: np.ndarray,
+        conversation: Conversation,
+        carried: frozenset[str],
+        allowance: float,
+        premium: float,
+        depth: int,
+        room: int | None = None,
+    ) -> Callable[[int], tuple[Snippet, ...] | None]:
+        """The walk's excerpts (``Router.walk_tail``) or None when it does not complete: within a budget of
+        room (``room`` None), else within ``room``, topped up to a budget with the next best chunks."""
+
+        def pick(tokens: int) -> tuple[Snippet, ...] | None:
+            within, minimum = (tokens, 0) if room is None else (room, tokens)
+            snippets, complete = self.router.walk_tail(
+                fused, conversation.block_ids, carried, allowance, within, minimum, premium, depth
+            )
+            return snippets if complete else None
+
+        return pick
 
     def _carried(self, conversation: Conversation) -> tuple[frozenset[str], float]:
         """The chunks the prompt already carries as excerpts, and what reading the prompt's corpus part
@@ -461,7 +524,13 @@ class ConversationPlanner:
         return replace(conversation, mode="blocks" if target else "topk", block_ids=tuple(target)), True
 
     def _follow(
-        self, conversation: Conversation, fused: np.ndarray | None, sizes: _Sizes, tail_cap: int, excerpts: str
+        self,
+        conversation: Conversation,
+        question: str,
+        fused: np.ndarray | None,
+        sizes: _Sizes,
+        tail_cap: int,
+        excerpts: str,
     ) -> tuple[Snippet, ...] | None:
         """A later turn's excerpts (module docstring), or None when they do not fit the room left."""
         if sizes.room < tail_cap or sizes.room < 0:
@@ -470,24 +539,23 @@ class ConversationPlanner:
             return ()
         carried, allowance = self._carried(conversation)
         if excerpts == "fixed":
-            return self.router.tail(fused, conversation.block_ids, min(tail_cap, sizes.room), carried)
+            return self._fitted(self._tail_pick(fused, conversation, carried), min(tail_cap, sizes.room), question)[0]
         # at least what the conversation's anchor turn got: every turn holds the top of its own ranking
         depth = next((sum(s.tokens for s in e.snippets) for e in reversed(conversation.exchanges) if e.anchor), 0)
-        snippets, complete = self.router.walk_tail(
-            fused,
-            conversation.block_ids,
-            carried,
-            allowance,
-            sizes.room,
-            tail_cap,
-            self.router.write_price - 1.0,
-            depth,
-        )
-        return snippets if complete else None
+        premium = self.router.write_price - 1.0
+        walk = self._walk_pick(fused, conversation, carried, allowance, premium, depth)
+        walked, room = self._fitted(walk, sizes.room, question)  # the walk itself, within the room as rendered
+        cost = self.excerpt_tokens(walked or (), question)
+        if walked is None or cost >= tail_cap:
+            return walked
+        # topped up with the next best chunks to the fixed tail, as rendered (the walk's own chunks stay)
+        top_up = self._walk_pick(fused, conversation, carried, allowance, premium, depth, room)
+        return self._fitted(top_up, tail_cap, question)[0]
 
     def _compact(
         self,
         conversation: Conversation,
+        question: str,
         fused: np.ndarray | None,
         sizes: _Sizes,
         tail_cap: int,
@@ -503,7 +571,7 @@ class ConversationPlanner:
             kept = tuple(e if i <= last else replace(e, snippets=()) for i, e in enumerate(conversation.exchanges))
             light = replace(conversation, exchanges=kept)
             history = self._history_tokens(light)
-            snippets = self._follow(light, fused, replace(sizes, history=history), tail_cap, excerpts)
+            snippets = self._follow(light, question, fused, replace(sizes, history=history), tail_cap, excerpts)
             if snippets is not None:
                 dropped = sum(1 for e in conversation.exchanges[last + 1 :] if e.snippets)
                 return light, Compaction(dropped, 0, sizes.history, history, reanchored=False), snippets
@@ -540,6 +608,21 @@ class ConversationPlanner:
                 f"{compaction.dropped_turns} oldest turns dropped{kept})"
             )
         return f"turn {turn}: kept the conversation's prefix; new excerpts after the history"
+
+
+def _best_of(snippets: tuple[Snippet, ...]) -> Callable[[int], tuple[Snippet, ...]]:
+    """The best-scored of ``snippets`` within a budget of their own tokens (one too big for what is left is
+    skipped, as the router's top-k does), in their own order (so the same set renders the same bytes)."""
+
+    def pick(tokens: int) -> tuple[Snippet, ...]:
+        kept, left = set(), tokens
+        for i in sorted(range(len(snippets)), key=lambda i: (-snippets[i].score, i)):
+            if snippets[i].tokens <= left:
+                kept.add(i)
+                left -= snippets[i].tokens
+        return tuple(s for i, s in enumerate(snippets) if i in kept)
+
+    return pick
 
 
 def context_need(question: str) -> float:

@@ -430,7 +430,7 @@ def test_the_first_turn_keeps_the_excerpts_the_router_chose_its_blocks_with(corp
             plan = rag.plan_turn(question, observe=False)
             routed = rag.router.route(question, observe=False)
             assert plan.route.block_ids == routed.block_ids
-            theirs = sum(s.tokens for s in routed.snippets)
+            theirs = rag.conversations.planner.excerpt_tokens(routed.snippets, question)  # as sent, headers too
             if theirs <= _room(rag, plan):
                 assert {s.chunk_id for s in routed.snippets} <= {s.chunk_id for s in plan.route.snippets}
                 kept_whole += theirs > _room(rag, plan) - growth  # more than the growth rule alone leaves
@@ -443,7 +443,10 @@ def test_a_turn_that_re_anchors_without_following_up_fills_the_room(corpus: Comp
     rag = make_rag(corpus, 900, excerpts="walk")
     growth = int(rag.conversations.planner.settings.growth_share * 900)
     plans = list(play(rag, TURNS))
-    assert plans[0].tail_budget <= max(_room(rag, plans[0]) - growth, sum(s.tokens for s in plans[0].route.snippets))
+    planner = rag.conversations.planner
+    sent = planner.excerpt_tokens(plans[0].route.snippets, plans[0].question)  # as rendered
+    tail = min(int(planner.settings.turn_tail_share * 900), _room(rag, plans[0]))  # a later turn's tail at least
+    assert plans[0].tail_budget <= max(_room(rag, plans[0]) - growth, tail, sent)
     refilled = [p for p in plans[1:] if p.anchor and p.walking]
     assert refilled
     for plan in refilled:
