@@ -67,10 +67,7 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    the same tokens as plain input (a premium write not yet repaid by reads), no run that
    would be written at a premium is admissible: the router stops betting on runs its
    own traffic has not repaid, and overspends plain input by at most one write's premium,
-   and only on traffic where a run would have paid. Shadow walks go as deep as the real
-   floor of 4 (a shadow read is one the router, as it stands, could make), so where the
-   cold start's top-k routes fill the window and lift the mean out of a warm read's
-   reach, no shadow read completes, the gate stays closed and the route stays top-k.
+   and only on traffic where a run would have paid.
    A write at no premium (OpenAI's 1.0x; a nested run mostly read) is never held back
    that way, so its walk must reach top-k at the mean the traffic *really* paid, the
    debts of the writes still being repaid included: the debts it adds cannot pile up
@@ -345,10 +342,8 @@ class HybridRouter:
     ) -> None:
         """Before the premium-write gate opens (module docstring, 5): the route this question would have
         taken had the router written every run it chose, on the real cache state plus the shadow runs
-        (each warm, priced at the read price, until it would have left the cache), walked to the real
-        ``floor``. A shadow run it would have read is credited with the read; a run it would have written
-        at a premium is a shadow write. Shadow prices of other runs are the real ones (a nested run's
-        head in a shadow run is not counted as read: a shadow write can only cost more than it would).
+        (each warm, priced at the read price, until it would have left the cache). A shadow run it would
+        have read is credited with the read; a run it would have written at a premium is a shadow write.
         Nothing is sent or charged; :class:`~ragcache.router.spend.Spend` keeps the ledger."""
         spend = self.spend
         horizon = self._horizon(now)
