@@ -51,23 +51,11 @@ B = window − reserved output − ``history_allowance`` − instructions/tools/
    warm read then holds what top-k at the router's own mean would, not only what its
    read price buys; where the mean is out of a run's reach, the route is top-k.
 5. **Choice.** Among the admissible runs (the ``CANDIDATES`` best by coverage, the
-   share of the question's relevance weight inside them), the best covered wins. A run
-   that would be written at a premium (e.g. Anthropic's 1.25x) is admissible only while
-   the **premium-write gate** is open (:attr:`Spend.runs_paid`). It starts closed: before
-   its traffic has shown that runs pay, the router writes no premium run and keeps a
-   shadow ledger instead (:meth:`HybridRouter._shadow`): the route each question would
-   have taken had every run it chose been written (the real cache state plus the shadow
-   runs, each warm at the read price until a TTL after it was last shadow-sent); a run
-   it would have written is a shadow write ((charge − 1) × run tokens), a later question
-   that would have read it within the TTL a shadow read ((R − 1) × run tokens, refreshing
-   it). The gate opens, for good, once the shadow writes are paid back by the shadow reads
-   (shadow premium ≤ 0), at the question whose read paid them back. Until then the stable
-   prefixes sent are warm reads and writes at no premium, so no route costs more than
-   plain input. Once open, while the stable prefixes really sent so far cost more than
-   the same tokens as plain input (a premium write not yet repaid by reads), no run that
+   share of the question's relevance weight inside them), the best covered wins. While
+   the stable prefixes sent so far cost more than the same tokens as plain input (a
+   write at a premium, e.g. Anthropic's 1.25x, not yet repaid by reads), no run that
    would be written at a premium is admissible: the router stops betting on runs its
-   own traffic has not repaid, and overspends plain input by at most one write's premium,
-   and only on traffic where a run would have paid.
+   own traffic has not repaid, and overspends plain input by at most one write's premium.
    A write at no premium (OpenAI's 1.0x; a nested run mostly read) is never held back
    that way, so its walk must reach top-k at the mean the traffic *really* paid, the
    debts of the writes still being repaid included: the debts it adds cannot pile up
@@ -230,9 +218,7 @@ class HybridRouter:
         self._resident: OrderedDict[tuple[str, ...], int] = OrderedDict()  # self-hosted: LRU prefix -> tokens
         self._arrivals: deque[float] = deque(maxlen=RATE_WINDOW)
         self._writes: deque[tuple[float, int]] = deque(maxlen=RATE_WINDOW)  # self-hosted: (when, tokens written)
-        # What the routes observed on a clock were charged (module docstring, 4-5); where no write is charged
-        # above plain input (OpenAI's 1.0x, self-hosted prefill) there is no premium to prove: the gate is open.
-        self.spend = Spend(proven=self.write_price <= 1.0)
+        self.spend = Spend()  # what the routes observed on a clock were charged (module docstring, 4-5)
 
     # --- public API -------------------------------------------------------------
 
@@ -306,19 +292,9 @@ class HybridRouter:
             walks.update(self._walks(order, free, price, floor=paid_mean))
             floors.update(dict.fromkeys(free, paid_mean))
         complete = [r for r in walks if walks[r].complete]
-        if now is not None and observe and not self.spend.proven:  # the shadow ledger (docstring, 5)
-            with self._state_lock:
-                self._shadow(order, candidates, coverage, price, walks, charge, floor, now)
-                paid = self.spend.runs_paid
         admissible = complete if paid else [r for r in complete if charge[r] <= 1.0]  # no write at a premium
         if not admissible:
-            unpaid = ""
-            if admissible != complete:
-                unpaid = (
-                    "; the runs written so far have not paid for themselves yet"
-                    if self.spend.proven
-                    else "; no run it would have written has paid for itself yet (shadow ledger)"
-                )
+            unpaid = "" if admissible == complete else "; the runs written so far have not paid for themselves yet"
             reason = (
                 f"no run pays for itself (best: run {best}, price {price[best]:.2f}{unpaid}); top-k fills the window"
             )
@@ -328,47 +304,6 @@ class HybridRouter:
         route = self._blocks_route(chosen, walks[chosen], order, fused, reason, scores)
         pricing = {"price": float(price[chosen])} | ({"floor": round(floors[chosen], 1)} if now is not None else {})
         return replace(route, pricing=pricing)
-
-    def _shadow(
-        self,
-        order: np.ndarray,
-        candidates: list[int],
-        coverage: np.ndarray,
-        price: np.ndarray,
-        walks: dict[int, _Walk],
-        charge: dict[int, float],
-        floor: float,
-        now: float,
-    ) -> None:
-        """Before the premium-write gate opens (module docstring, 5): the route this question would have
-        taken had the router written every run it chose, on the real cache state plus the shadow runs
-        (each warm, priced at the read price, until it would have left the cache). A shadow run it would
-        have read is credited with the read; a run it would have written at a premium is a shadow write.
-        Nothing is sent or charged; :class:`~ragcache.router.spend.Spend` keeps the ledger."""
-        spend = self.spend
-        horizon = self._horizon(now)
-        spend.expire_shadow(now, horizon)
-        shadow = [
-            r
-            for r in candidates
-            if self.runs[r].tokens >= self.min_cacheable
-            and spend.shadow_cached(self.runs[r].block_ids, now, horizon)
-            and not self._is_warm(self.runs[r].block_ids, now)
-        ]
-        walked = dict(walks)
-        if shadow:
-            warm_price = price.copy()
-            warm_price[shadow] = self.read_price
-            walked.update(self._walks(order, shadow, warm_price, floor=floor))
-        complete = [r for r in walked if walked[r].complete]
-        if not complete:
-            return
-        chosen = min(complete, key=lambda r: (-coverage[r], r))
-        run = self.runs[chosen]
-        if chosen in shadow:
-            spend.shadow_read(run.block_ids, self.read_price, run.tokens, now)
-        elif charge[chosen] > 1.0:
-            spend.shadow_write(run.block_ids, charge[chosen], run.tokens, now)
 
     def _send_charge(self, run: int, now: float | None) -> float:
         """What sending ``run`` at ``now`` would be charged, relative to plain input (above 1.0: a write the

@@ -52,9 +52,6 @@ def make_rag(corpus: CompiledCorpus, window: int, mode: str = "auto", **settings
     routing = ROUTER.model_copy(update={"mode": mode})
     config = Config(router=routing, backend=BackendConfig(max_output_tokens=OUT), conversation=settings)
     router = HybridRouter(corpus, routing, Capabilities(context_window=window), OUT)
-    # The conversation's mechanics are tested on a router whose premium-write gate is open (a server whose
-    # traffic has shown runs pay); a cold router's closed gate is tested in test_router_observed.py.
-    router.spend.proven = True
     return RagCache(config, corpus, None, router)  # type: ignore[arg-type]
 
 

@@ -31,15 +31,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> CompiledCorpus:
     return build_topics(tmp_path_factory.mktemp("observed")).corpus
 
 
-def router_for(
-    corpus: CompiledCorpus, caps: Capabilities | None = None, *, gate_open: bool = False, **settings: object
-) -> HybridRouter:
-    """A router on ``PROFILE``; ``gate_open``: as if its shadow ledger had already shown a run pays (the
-    premium-write gate open, as once traffic has proven it), for the tests of what comes after."""
+def router_for(corpus: CompiledCorpus, caps: Capabilities | None = None, **settings: object) -> HybridRouter:
     config = CONFIG.model_copy(update=settings) if settings else CONFIG
-    router = HybridRouter(corpus, config, caps or one_block_each(corpus, config), OUT, profile=PROFILE)
-    router.spend.proven = gate_open
-    return router
+    return HybridRouter(corpus, config, caps or one_block_each(corpus, config), OUT, profile=PROFILE)
 
 
 def test_a_warm_run_is_priced_at_the_read_price_until_its_ttl_ends(corpus: CompiledCorpus) -> None:
@@ -54,7 +48,7 @@ def test_a_warm_run_is_priced_at_the_read_price_until_its_ttl_ends(corpus: Compi
 
 
 def test_a_read_refreshes_the_run_and_the_route_records_what_it_paid(corpus: CompiledCorpus) -> None:
-    router = router_for(corpus, gate_open=True)
+    router = router_for(corpus)
     first = router.route(QUESTIONS[0], now=0.0)
     assert first.mode == "blocks" and first.pricing["warm"] == 0.0
     assert first.pricing["charge"] == pytest.approx(router.write_price)  # the first send writes the run
@@ -75,7 +69,7 @@ def test_the_observed_rate_replaces_the_prior(corpus: CompiledCorpus) -> None:
 
 
 def test_without_a_clock_routes_are_priced_by_the_prior_as_before(corpus: CompiledCorpus) -> None:
-    router, clocked = router_for(corpus), router_for(corpus, gate_open=True)
+    router, clocked = router_for(corpus), router_for(corpus)
     route = router.route(QUESTIONS[1])
     assert router.run_prices().tolist() == router._prices(router.demand.counts).tolist()
     assert "charge" not in route.pricing and router.observed_rate() == pytest.approx(50.0 / TTL)
@@ -94,13 +88,10 @@ def test_unrelated_questions_spread_over_runs_end_up_top_k(corpus: CompiledCorpu
 
 
 def test_questions_concentrated_on_one_run_use_it_warm(corpus: CompiledCorpus) -> None:
-    """The first question goes top-k (a shadow write: the premium-write gate is closed); the second would
-    have read that run, which pays its premium back, so the gate opens and it writes; the rest read."""
     router = router_for(corpus)
     routes = [router.route(QUESTIONS[0], now=120.0 * i) for i in range(12)]
-    assert [r.mode for r in routes] == ["topk"] + ["blocks"] * 11 and len({r.block_ids for r in routes[1:]}) == 1
-    assert [r.pricing["warm"] for r in routes[1:]] == [0.0] + [1.0] * 10
-    assert router.spend.proven and (router.spend.shadow_writes, router.spend.shadow_reads) == (1, 1)
+    assert {r.mode for r in routes} == {"blocks"} and len({r.block_ids for r in routes}) == 1
+    assert [r.pricing["warm"] for r in routes] == [0.0] + [1.0] * 11
 
 
 def test_self_hosted_runs_are_warm_while_they_fit_the_kv_capacity(corpus: CompiledCorpus) -> None:
@@ -156,7 +147,7 @@ def test_a_new_conversation_routes_on_the_planners_clock(corpus: CompiledCorpus)
     from ragcache.config import ConversationConfig
     from ragcache.conversation import ConversationPlanner
 
-    router = router_for(corpus, _nested(corpus), mode="blocks", gate_open=True)
+    router = router_for(corpus, _nested(corpus), mode="blocks")
     planner = ConversationPlanner.for_corpus(corpus, router, ConversationConfig(), OUT)
     planner.clock = lambda: 100.0
     plan = planner.plan(None, QUESTIONS[0])
@@ -223,16 +214,12 @@ def test_a_warm_read_holds_top_k_at_the_mean_the_router_has_spent(corpus: Compil
 
 @pytest.mark.parametrize("model", ["claude-sonnet-4-5", "gpt-5.4"])
 def test_no_second_write_while_the_first_has_not_paid_for_itself(corpus: CompiledCorpus, model: str) -> None:
-    """Anthropic charges a write 1.25x: once the gate is open (here set, as if the shadow ledger had shown
-    a run pays) and the first run is written, a question for another cold run goes top-k until reads of
-    the first have repaid it; OpenAI's write costs what plain input does, so there is nothing to repay
-    or prove (the gate is open from the start) and the rule never holds a write back (the next test:
-    what does)."""
+    """Anthropic charges a write 1.25x: after the first run is written, a question for another cold run
+    goes top-k until reads of the first have repaid it; OpenAI's write costs what plain input does, so
+    there is nothing to repay and the rule never holds a write back (the next test: what does)."""
     vendor = "anthropic" if model.startswith("claude") else "openai"
     profile = profile_for(vendor, model, None, min_cacheable_tokens=0)
     router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT, profile=profile)
-    assert router.spend.proven == (profile.write_multiplier <= 1)
-    router.spend.proven = True
     times = arrivals(8, 60.0)
     routes = [router.route(q, now=t) for q, t in zip(QUESTIONS * 2, times, strict=True)]
     assert routes[0].mode == "blocks" and routes[0].pricing["charge"] == pytest.approx(router.write_price)
@@ -262,49 +249,3 @@ def test_a_write_at_no_premium_reaches_top_k_at_the_mean_really_paid(corpus: Com
     top = {corpus.chunks[i].id for i in order[np.cumsum(router._chunk_tokens[order]) <= paid]}
     inside = {c.id for c in corpus.chunks if c.block_id in second.block_ids}
     assert top <= inside | {s.chunk_id for s in second.snippets}
-
-
-def _plain_input_usd(routes: list[Route], times: list[float], corpus: CompiledCorpus) -> tuple[float, float]:
-    """The replay's charge for ``routes`` and what the same prompt tokens cost as plain input."""
-    blocks = [tuple((b, corpus.block(b).tokens) for b in r.block_ids) for r in routes]
-    rules = rules_from(PROFILE)
-    charged = replay([ReplayRequest(t, b, r.tokens.tail) for t, b, r in zip(times, blocks, routes, strict=True)], rules)
-    plain = sum(r.tokens.stable + r.tokens.tail for r in routes) * rules.input / 1e6
-    return charged.usd, plain
-
-
-def test_a_cold_start_burst_where_no_run_would_pay_writes_nothing_at_a_premium(corpus: CompiledCorpus) -> None:
-    """Questions cycling over the four runs every 2 minutes: each run comes back after 8, past its 5-minute
-    TTL, so no write would ever be read. The router writes no run at a premium (it used to write the first
-    one before its traffic showed runs pay: 1.25x on that question), and the replay charges no more than
-    the same tokens as plain input, i.e. no more $ per token than top-k (all plain input)."""
-    router = router_for(corpus)
-    times = [120.0 * i for i in range(16)]
-    routes = [router.route(QUESTIONS[i % 4], now=t) for i, t in enumerate(times)]
-    assert all(r.pricing["charge"] <= 1.0 for r in routes) and {r.mode for r in routes} == {"topk"}
-    assert "shadow ledger" in routes[0].reason  # held back by the closed gate, not by its price
-    assert router.spend.shadow_writes >= 1 and router.spend.shadow_reads == 0 and not router.spend.proven
-    charged, plain = _plain_input_usd(routes, times, corpus)
-    assert charged <= plain * (1 + 1e-9) and router.spend.premium <= 0
-
-
-def test_a_burst_where_runs_would_pay_opens_the_gate_once_the_shadow_has_paid_back(corpus: CompiledCorpus) -> None:
-    """A cold-start burst at 60/min, two questions per run, then more: the first question of a run is a
-    shadow write, the next one on it would have read it (0.1x against the write's 1.25x), which pays the
-    shadow back; from that question on the gate is open and the router writes and reads for real. The
-    price it assumed is still what the replay charged, and it ends cheaper per token than plain input."""
-    router = router_for(corpus)
-    questions = [QUESTIONS[0], QUESTIONS[1], QUESTIONS[0], QUESTIONS[1]] + QUESTIONS * 3
-    times = arrivals(len(questions), 60.0)
-    routes = []
-    for q, t in zip(questions, times, strict=True):
-        routes.append(router.route(q, now=t))
-        if not router.spend.proven:
-            assert routes[-1].pricing["charge"] <= 1.0  # nothing written at a premium before the gate opens
-    assert [r.mode for r in routes[:2]] == ["topk", "topk"]  # two shadow writes
-    assert routes[2].mode == "blocks" and routes[2].pricing["charge"] == pytest.approx(router.write_price)
-    assert router.spend.proven and router.spend.shadow_writes == 2 and router.spend.shadow_reads == 1
-    assert any(r.pricing["warm"] == 1.0 for r in routes[3:])  # the runs written are read
-    charged, plain = _plain_input_usd(routes, times, corpus)
-    assumed = sum(r.pricing["charge"] * r.tokens.stable + r.tokens.tail for r in routes) * rules_from(PROFILE).input
-    assert math.isclose(assumed / 1e6, charged, rel_tol=1e-6) and charged < plain

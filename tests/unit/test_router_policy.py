@@ -305,7 +305,6 @@ def test_a_conversation_keeps_its_route_where_the_question_alone_would_move(corp
     from ragcache.config import BackendConfig, Config
 
     router = HybridRouter(corpus, CONFIG, one_block_each(corpus), OUT)
-    router.spend.proven = True  # the premium-write gate open (test_router_observed.py tests it closed)
     config = Config(backend=BackendConfig(max_output_tokens=OUT))
     rag = RagCache(config, corpus, None, router)  # type: ignore[arg-type]  # planning never calls the backend
     first = rag.plan_turn(QUESTIONS[0])
