@@ -189,3 +189,25 @@ def test_call_runs_work_on_the_batcher_thread_between_steps() -> None:
     b.close()
     with pytest.raises(BackendError, match="closed"):
         b.call(lambda: 1)
+
+
+@pytest.mark.parametrize(("max_new", "eos_at"), [(1, None), (4, None), (4, 0)])
+def test_the_prefills_deferred_work_runs_once_after_the_first_token_and_before_the_end(
+    max_new: int, eos_at: int | None
+) -> None:
+    """The engine defers storing a prompt's blocks to ``Sequence.settle``: it must run exactly once, after
+    the first token is out (off the first token's path) and before the answer ends (whose usage it sets),
+    also when the first token is the end (EOS, or ``max_new`` 1)."""
+    script = Script(eos_at={7: eos_at} if eos_at is not None else None)
+    seen: list[tuple[int, bool]] = []  # (tokens out, ended) each time the deferred work ran
+
+    def prefill(seqs: list[Sequence]) -> list[tuple[int, int]]:
+        for seq in seqs:
+            seq.settle = lambda seq=seq: seen.append((seq.outbox.qsize(), seq.done))
+        return script.prefill(seqs)
+
+    b = Batcher(prefill, script.step, script.choose, EOS, 4)
+    tokens = list(submit(b, 7, max_new).tokens())
+    assert tokens == ([] if eos_at == 0 else [700 + i for i in range(max_new)])
+    assert seen == [(0 if eos_at == 0 else 1, False)]
+    b.close()

@@ -6,7 +6,9 @@ batcher's one thread loops over two moves (nano-vllm's scheduler, reduced):
 1. **admit**: take the waiting sequences, as many as there are free places
    (``max_batch`` less those running), and prefill them together (each reusing
    the prefix KV store, into its own request cache; their own tokens in one
-   forward pass, cut by :func:`plan_prefill`), then choose each one's first token;
+   forward pass, cut by :func:`plan_prefill`), then choose each one's first token,
+   and only then run what the prefill deferred (the engine stores the prompt's new
+   blocks there: off the first token's path, before the answer's usage is final);
 2. **decode**: one forward pass over every running sequence (one new token
    each), then each sequence gets its next token; those that reached EOS or
    ``max_new``, or whose consumer went away (:meth:`Sequence.cancel`), leave.
@@ -80,6 +82,7 @@ class Sequence:
     prefilled_at: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase, for usage.raw
     progress: Callable[[str, int, int], None] | None = None  # the caller's ragcache.progress hook
+    settle: Callable[[], None] | None = None  # the prefill's deferred work, run once the first token is out
     outbox: queue.SimpleQueue[tuple[str, Any]] = field(default_factory=queue.SimpleQueue, repr=False)
 
     def cancel(self) -> None:
@@ -280,6 +283,7 @@ class Batcher:
         for seq, row in zip(batch, logits, strict=True):
             try:
                 if seq.max_new <= 0:
+                    _settle(seq)
                     seq.finish()
                     continue
                 self._advance(seq, row)
@@ -311,12 +315,18 @@ class Batcher:
     def _advance(self, seq: Sequence, logits: Any) -> None:
         """Choose ``seq``'s next token from ``logits``; finish it on EOS or at ``max_new``."""
         token = self.choose(logits, seq)
-        if token in self.eos:
+        if token not in self.eos:
+            seq.emit(token)
+        _settle(seq)  # after the first token went out, before the answer (and its usage) ends
+        if token in self.eos or seq.generated >= seq.max_new:
             seq.finish()
-            return
-        seq.emit(token)
-        if seq.generated >= seq.max_new:
-            seq.finish()
+
+
+def _settle(seq: Sequence) -> None:
+    """Run ``seq``'s deferred prefill work (the engine's store of its new blocks) once."""
+    if seq.settle is not None:
+        settle, seq.settle = seq.settle, None
+        settle()
 
 
 _LIVE: weakref.WeakSet[Batcher] = weakref.WeakSet()

@@ -24,12 +24,14 @@ The model is loaded once per process and shared by every backend instance
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ragcache import cancel, progress
@@ -250,11 +252,21 @@ class LocalBackend(Backend):
             seq.timings["queue"] = now - seq.submitted_at
         prompts, reserve = [seq.encoded for seq in seqs], [seq.max_new for seq in seqs]
         hooks = [seq.progress for seq in seqs]
-        results = self._prefill(prompts, reserve=reserve, timings=[seq.timings for seq in seqs], hooks=hooks)
+        timings = [seq.timings for seq in seqs]
+        results = self._prefill(prompts, reserve=reserve, timings=timings, hooks=hooks, defer_store=True)
         now = time.perf_counter()
-        for seq, (cache, _, usage) in zip(seqs, results, strict=True):
+        for seq, (cache, _, usage, store) in zip(seqs, results, strict=True):
             seq.cache, seq.usage, seq.position, seq.prefilled_at = cache, usage, seq.encoded.length, now
-        return [logits for _, logits, _ in results]
+            if store is not None:  # the batcher runs it once the first token is out (off its path)
+                seq.settle = functools.partial(self._settle_store, seq, store)
+        return [logits for _, logits, _, _ in results]
+
+    def _settle_store(self, seq: Sequence, store: Callable[[], int]) -> None:
+        """A sequence's deferred store: its new blocks into the store, the tokens written into its usage."""
+        started = time.perf_counter()
+        assert seq.usage is not None
+        seq.usage = replace(seq.usage, cache_write_tokens=store())
+        seq.timings["store"] = time.perf_counter() - started
 
     def _forward_graphs(self, options: LocalOptions, device: str) -> ForwardGraphs | None:
         """CUDA graphs of cached first forwards (graphs.py), where the device and the attention allow them."""
@@ -298,21 +310,24 @@ class LocalBackend(Backend):
         reserve: list[int] | None = None,
         timings: list[dict] | None = None,
         hooks: list[progress.Hook | None] | None = None,
-    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
+        defer_store: bool = False,
+    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage, Callable[[], int] | None]]:
         """Per prompt: reuse the longest cached chain of blocks, compute the rest, store the new blocks.
 
         The prompts' own tokens are computed together (:meth:`_compute`). A new
         block two prompts need is computed once: the later prompt waits for a
         second pass, over the block then stored (identical requests arriving
         together cost one prefill, as they do one after the other). Returns
-        (request cache, last logits, usage) per prompt; None, None for a fully
-        cached one. ``timings`` (seconds, a dict per prompt) get the batch's
-        ``match``, ``cache`` (the request caches over the matched blocks),
-        ``forward`` and ``store`` (the host issuing the forward, then the new blocks' copies into the
-        store: on CUDA the copies are issued while the device still runs the forward, so storing adds
-        no host time to the first token) and ``device`` (waiting for the device to finish both).
-        ``hooks`` (one per prompt, or None)
-        hear each prompt's prefill progress (ragcache.progress).
+        (request cache, last logits, usage, deferred store) per prompt; None, None for a fully
+        cached one. ``defer_store``: the new blocks are not stored here; each prompt's
+        fourth item stores them and returns the tokens written (usage says 0 until then), for
+        the batcher to run once the first token is out, so storing is off the first token's
+        path; else it is None. A batch that needs a second pass (above) stores at once.
+        ``timings`` (seconds, a dict per prompt) get the batch's ``match``, ``cache`` (the
+        request caches over the matched blocks), ``forward`` (the host issuing it), ``store``
+        (unless deferred: issuing the new blocks' copies, behind the forward on the device) and
+        ``device`` (waiting for the device). ``hooks`` (one per prompt, or None) hear each prompt's
+        prefill progress (ragcache.progress).
         """
         clock = _Phases(self.device, timings or [])
         matches = [self.store.match(p.block_keys) if self.store is not None else MatchResult() for p in prompts]
@@ -332,16 +347,19 @@ class LocalBackend(Backend):
         results = []
         for prompt, match, cache, last in zip(prompts, matches, caches, logits, strict=True):
             if cache is None:
-                results.append((None, None, CacheUsage(input_tokens=prompt.length, cached_tokens=match.tokens)))
+                usage = CacheUsage(input_tokens=prompt.length, cached_tokens=match.tokens)
+                results.append((None, None, usage, None))
                 continue
+            store = functools.partial(self._store_blocks, prompt, cache, len(match.blocks))
             usage = CacheUsage(
                 input_tokens=prompt.length,
                 cached_tokens=match.tokens,
-                cache_write_tokens=self._store_blocks(prompt, cache, len(match.blocks)),
+                cache_write_tokens=0 if defer_store else store(),
                 raw={"matched_blocks": len(match.blocks), "prefix_key": match.key},
             )
-            results.append((cache, last, usage))
-        clock.done("store")
+            results.append((cache, last, usage, store if defer_store else None))
+        if not defer_store:
+            clock.done("store")
         clock.done("device", sync=True)  # the device finishing both: the first token needs the logits anyway
         return results
 
@@ -352,8 +370,8 @@ class LocalBackend(Backend):
         reserve: list[int] | None,
         timings: list[dict] | None,
         hooks: list[progress.Hook | None] | None,
-    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage]]:
-        """:meth:`_prefill` of the prompts ``part`` indexes."""
+    ) -> list[tuple[Any, torch.Tensor | None, CacheUsage, Callable[[], int] | None]]:
+        """:meth:`_prefill` of the prompts ``part`` indexes (stored at once: the next part reads them)."""
         return self._prefill(
             [prompts[i] for i in part],
             reserve=[reserve[i] for i in part] if reserve else None,
