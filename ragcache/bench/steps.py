@@ -80,8 +80,8 @@ def measure(variant: str, rows: int, steps: int, rounds: int, seed: int, build_d
         started = time.perf_counter()
         results = backend._prefill(prompts, reserve=[steps] * len(prompts))
         prefill = time.perf_counter() - started
-        caches = [cache for cache, _, _ in results]
-        tokens = [int(logits.argmax()) for _, logits, _ in results]
+        caches = [cache for cache, _, _, _ in results]
+        tokens = [int(logits.argmax()) for _, logits, _, _ in results]
         positions = [p.length for p in prompts]
         times = []
         for _ in range(steps):
