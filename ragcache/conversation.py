@@ -538,8 +538,9 @@ class ConversationPlanner:
         if fused is None:  # the whole corpus is in the prompt: nothing to add
             return ()
         carried, allowance = self._carried(conversation)
-        if excerpts == "fixed":
-            return self._fitted(self._tail_pick(fused, conversation, carried), min(tail_cap, sizes.room), question)[0]
+        if excerpts == "fixed":  # the share caps the chunks' own tokens; what is sent must fit the room left
+            pick = self._tail_pick(fused, conversation, carried)
+            return self._fitted(lambda tokens: pick(min(tokens, tail_cap)), sizes.room, question)[0]
         # at least what the conversation's anchor turn got: every turn holds the top of its own ranking
         depth = next((sum(s.tokens for s in e.snippets) for e in reversed(conversation.exchanges) if e.anchor), 0)
         premium = self.router.write_price - 1.0
